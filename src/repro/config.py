@@ -1,0 +1,120 @@
+"""Params files: load `params/<profile>/<stem>.yaml` and validate it against the notebook's parameters cell.
+
+The notebook's cell tagged `parameters` *declares* every key and its type (its default value's type). A params
+file may only set declared keys, with values of the declared type; keys naming data (`*_path`, `*_dir`) must
+exist. Every problem is a one-line `ConfigError` naming the file, the key and the value, raised before anything
+runs, so no earlier result or figure is touched.
+
+Notebook side (right after the parameters cell):
+    cfg = repro.config.from_namespace(globals(), "01_data")
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
+
+from repro import paths
+
+
+class ConfigError(ValueError):
+    """A bad params file or value; the message is one line naming file, key and value."""
+
+
+# Declared type (the default's type) -> accepted Python types. An int is a valid float; a bool is never an int.
+_ACCEPT = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "list": (list, tuple),
+    "dict": (dict,),
+}
+PATH_SUFFIXES = ("_path", "_dir")
+
+
+@lru_cache(maxsize=None)
+def _declared_cached(nb_path: str, mtime: float) -> dict[str, tuple[str, object]]:
+    import papermill
+
+    out = {}
+    for name, info in papermill.inspect_notebook(nb_path).items():
+        try:
+            default = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            default = None
+        tname = type(default).__name__ if default is not None else "None"
+        out[name] = (tname, default)
+    return out
+
+
+def declared_parameters(stem: str) -> dict[str, tuple[str, object]]:
+    """{name: (type name, default)} from the notebook's parameters cell (type "None" accepts anything)."""
+    nb = paths.notebook(stem)
+    if not nb.exists():
+        raise ConfigError(f"{nb}: notebook for stage '{stem}' does not exist")
+    return _declared_cached(str(nb), nb.stat().st_mtime)
+
+
+def _type_ok(value, tname: str) -> bool:
+    if tname not in _ACCEPT:
+        return True
+    if isinstance(value, bool) and tname in ("int", "float"):
+        return False
+    return isinstance(value, _ACCEPT[tname])
+
+
+def validate(params: dict, stem: str, source: str, check_paths: bool = True) -> dict:
+    """Check `params` (from `source`, a file name for messages) against notebook `stem`; return it unchanged."""
+    declared = declared_parameters(stem)
+    for key, value in params.items():
+        if key not in declared:
+            known = ", ".join(sorted(declared))
+            raise ConfigError(f"{source}: unknown key '{key}' (value {value!r}); {stem} declares: {known}")
+        tname = declared[key][0]
+        if not _type_ok(value, tname):
+            raise ConfigError(
+                f"{source}: key '{key}' has value {value!r} of type {type(value).__name__}, expected {tname}"
+            )
+        if check_paths and key.endswith(PATH_SUFFIXES) and isinstance(value, str) and value:
+            p = Path(value) if Path(value).is_absolute() else paths.ROOT / value
+            if not p.exists():
+                raise ConfigError(f"{source}: key '{key}' names a path that does not exist: {value!r}")
+    return params
+
+
+def load_params(profile: str, stem: str, check_paths: bool = True) -> dict:
+    """Read and validate params/<profile>/<stem>.yaml."""
+    f = paths.params_file(profile, stem)
+    rel = f.relative_to(paths.ROOT) if f.is_relative_to(paths.ROOT) else f
+    if not f.exists():
+        raise ConfigError(f"{rel}: params file does not exist (profile '{profile}', stage '{stem}')")
+    try:
+        params = yaml.safe_load(f.read_text()) or {}
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{rel}: not valid YAML ({first})") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{rel}: expected a mapping of flat keys, got {type(params).__name__}")
+    for key, value in params.items():
+        if isinstance(value, dict):
+            raise ConfigError(f"{rel}: key '{key}' is nested (value {value!r}); params files are flat")
+    if params.get("profile", profile) != profile:
+        raise ConfigError(f"{rel}: key 'profile' has value {params['profile']!r} but the file is in params/{profile}/")
+    params.setdefault("profile", profile)
+    return validate(params, stem, str(rel), check_paths=check_paths)
+
+
+def from_namespace(ns: dict, stem: str) -> SimpleNamespace:
+    """Validated config from the notebook's globals (after papermill injected its parameters)."""
+    declared = declared_parameters(stem)
+    values = {k: ns[k] for k in declared if k in ns}
+    validate(values, stem, f"notebooks/{stem}.ipynb parameters")
+    if values.get("profile") not in paths.PROFILES:
+        raise ConfigError(f"notebooks/{stem}.ipynb: key 'profile' has value {values.get('profile')!r}, "
+                          f"expected one of {paths.PROFILES}")
+    return SimpleNamespace(**values, stem=stem)

@@ -1,0 +1,265 @@
+"""Loaders for real datasets from local paths (nothing is downloaded): VQA-RAD, SLAKE, PMC-VQA, MedMNIST.
+
+They return task rows with the same schema as tasks.py (numpy RGB uint8 image, task, messages, META_COLUMNS,
+per-task columns). What a dataset does not give is filled with placeholders: modality/region "unknown",
+category "unknown", bboxes [], and `abnormal` None (the datasets do not label it; None keeps "unknown"
+distinguishable from False). Every problem with the files raises DataError with a one-line message that
+names the file and, where relevant, the row and key.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from repro.data import schema
+from repro.data.tasks import mcq_prompt, mcq_target
+
+UNKNOWN = "unknown"
+
+
+class DataError(ValueError):
+    """A real-data file is missing or malformed."""
+
+
+def load_image(path, size=None) -> np.ndarray:
+    """RGB uint8 H x W x 3; `size` (int or (w, h)) resizes bilinearly."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None:
+                im = im.resize((size, size) if isinstance(size, int) else tuple(size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8).copy()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read image ({e})") from e
+
+
+def _need_file(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return path
+
+
+def _need_dir(path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: folder not found")
+    return path
+
+
+def _read_json_list(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: bad JSON ({e.msg} at line {e.lineno})") from e
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of items, got {type(data).__name__}")
+    return data
+
+
+def _get(item, key: str, path: Path, i: int):
+    if not isinstance(item, dict) or key not in item:
+        raise DataError(f"{path}: row {i} lacks key {key!r}")
+    return item[key]
+
+
+def _meta(id_: str, source: str, modality=UNKNOWN, region=UNKNOWN, category=UNKNOWN, abnormal=None) -> dict:
+    return {"id": id_, "source": source, "modality": modality, "region": region, "category": category,
+            "abnormal": abnormal, "bboxes": []}
+
+
+def _answer_type(value, path: Path, i: int) -> str:
+    t = str(value).strip().lower()
+    if t not in ("closed", "open"):
+        raise DataError(f"{path}: row {i} has answer_type {value!r}, expected CLOSED or OPEN")
+    return t
+
+
+def _vqa_row(image, meta: dict, question: str, answer, answer_type: str) -> dict:
+    q, a = str(question).strip(), str(answer).strip()
+    if a.lower() in ("yes", "no"):  # builders write lowercase yes/no; keep exact match comparable
+        a = a.lower()
+    messages = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return {"image": image, "task": "vqa", "messages": messages, **meta, "question": q, "answer": a,
+            "answer_type": answer_type}
+
+
+class _Images:
+    """Loads each image file once per loader call (VQA datasets ask many questions about one image)."""
+
+    def __init__(self, folder: Path, size):
+        self.folder, self.size, self.cache = folder, size, {}
+
+    def __call__(self, name: str, where: str) -> np.ndarray:
+        if name not in self.cache:
+            try:
+                self.cache[name] = load_image(self.folder / str(name), self.size)
+            except DataError as e:  # say which annotation row asked for the image
+                raise DataError(f"{e} (asked by {where})") from e
+        return self.cache[name]
+
+
+def load_vqa_rad(json_path, image_dir, size=None, split: str | None = None, limit: int | None = None) -> list[dict]:
+    """VQA-RAD public json (list of {image_name, question, answer, answer_type, phrase_type, image_organ, ...}).
+
+    split "test" keeps phrase_type test_freeform/test_para, "train" the others, None everything.
+    region = image_organ lowercased (head/chest/abd); VQA-RAD gives no modality field.
+    """
+    path = _need_file(json_path)
+    images = _Images(_need_dir(image_dir), size)
+    rows = []
+    for i, item in enumerate(_read_json_list(path)):
+        is_test = str(_get(item, "phrase_type", path, i)).startswith("test")
+        if split is not None and is_test != (split == "test"):
+            continue
+        question, answer = _get(item, "question", path, i), _get(item, "answer", path, i)
+        atype = _answer_type(_get(item, "answer_type", path, i), path, i)
+        name = _get(item, "image_name", path, i)
+        region = str(item.get("image_organ") or UNKNOWN).strip().lower()
+        meta = _meta(f"vqa_rad-{item.get('qid', i)}", "vqa_rad", region=region)
+        rows.append(_vqa_row(images(name, f"{path} row {i}"), meta, question, answer, atype))
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows
+
+
+_SLAKE_FILES = {"train": "train.json", "val": "validate.json", "validate": "validate.json", "test": "test.json"}
+_MODALITY_NAMES = {"x-ray": "X-ray", "ct": "CT", "mri": "MRI"}
+
+
+def load_slake(root, split: str = "train", size=None, limit: int | None = None) -> list[dict]:
+    """SLAKE root with train.json / validate.json / test.json and imgs/; English questions only."""
+    if split not in _SLAKE_FILES:
+        raise ValueError(f"split must be one of {sorted(_SLAKE_FILES)}, got {split!r}")
+    root = Path(root)
+    path = _need_file(root / _SLAKE_FILES[split])
+    images = _Images(_need_dir(root / "imgs"), size)
+    rows = []
+    for i, item in enumerate(_read_json_list(path)):
+        if _get(item, "q_lang", path, i) != "en":
+            continue
+        question, answer = _get(item, "question", path, i), _get(item, "answer", path, i)
+        atype = _answer_type(_get(item, "answer_type", path, i), path, i)
+        modality = str(item.get("modality") or UNKNOWN).strip()
+        modality = _MODALITY_NAMES.get(modality.lower(), modality)
+        region = str(item.get("location") or UNKNOWN).strip().lower()
+        meta = _meta(f"slake-{item.get('qid', i)}", "slake", modality=modality, region=region)
+        image = images(_get(item, "img_name", path, i), f"{path} row {i}")
+        rows.append(_vqa_row(image, meta, question, answer, atype))
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows
+
+
+_PMC_COLUMNS = ("Figure_path", "Question", "Choice A", "Choice B", "Choice C", "Choice D", "Answer")
+_LETTER_RE = re.compile(r"^\s*([A-D])\s*(?:[:.)]|$)")
+_CHOICE_PREFIX = re.compile(r"^\s*[A-D]\s*[:.)]\s*")
+
+
+def load_pmc_vqa(csv_path, image_dir, size=None, limit: int | None = None) -> list[dict]:
+    """PMC-VQA csv (Figure_path, Question, Choice A-D, Answer) -> mcq rows in build_mcq's format.
+
+    Choices lose their "A:" prefix; Answer may be a letter, "B:text" or the option text. The target carries no
+    real reasoning (the dataset has none): "<think>The answer is {text}.</think><answer>X</answer>".
+    """
+    path = _need_file(csv_path)
+    images = _Images(_need_dir(image_dir), size)
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in _PMC_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: missing column {missing[0]!r}")
+        rows = []
+        for i, item in enumerate(reader):
+            options = [_CHOICE_PREFIX.sub("", item[f"Choice {c}"] or "").strip() for c in "ABCD"]
+            raw = (item["Answer"] or "").strip()
+            m = _LETTER_RE.match(raw)
+            if m:
+                letter = m.group(1)
+            elif _CHOICE_PREFIX.sub("", raw).strip() in options:
+                letter = "ABCD"[options.index(_CHOICE_PREFIX.sub("", raw).strip())]
+            else:
+                raise DataError(f"{path}: row {i} has Answer {raw!r} that is neither a letter nor an option")
+            text = options["ABCD".index(letter)]
+            question = (item["Question"] or "").strip()
+            meta = _meta(f"pmc_vqa-{i}", "pmc_vqa")
+            messages = [{"role": "user", "content": mcq_prompt(question, options)},
+                        {"role": "assistant", "content": mcq_target(f"The answer is {text}.", letter)}]
+            facts = {"modality": UNKNOWN, "region": UNKNOWN, "finding": UNKNOWN}
+            image = images(item["Figure_path"], f"{path} row {i}")
+            rows.append({"image": image, "task": "mcq", "messages": messages, **meta,
+                         "question": question, "options": options, "answer": letter, "answer_text": text,
+                         "question_kind": UNKNOWN, "reason_facts": facts})
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+# Label names, modality and region of the MedMNIST flags used by UMed-LVLM (others: pass class_names).
+MEDMNIST_INFO = {
+    "pneumoniamnist": {"classes": ["normal", "pneumonia"], "modality": "X-ray", "region": "chest"},
+    "breastmnist": {"classes": ["malignant", "normal"], "modality": "ultrasound", "region": "breast"},
+}
+_MEDMNIST_Q = {"closed": "Is there {positive} in this image?", "open": "Which class best describes this image?"}
+
+
+def load_medmnist(npz_path, split: str = "test", size=None, as_rows: bool = True, class_names=None,
+                  limit: int | None = None) -> list[dict]:
+    """MedMNIST .npz ({split}_images, {split}_labels) -> image records, or VQA rows when `as_rows`.
+
+    Records follow schema.RECORD_KEYS with source = the file stem (e.g. "pneumoniamnist"), category = the
+    class name and abnormal = (class != "normal") when a "normal" class exists, else None. Rows: for two-class
+    sets with a "normal" class, one closed question "Is there {other class} in this image?" (yes/no; eval can
+    score p(yes) for the AUC), otherwise one open question answered by the class name.
+    """
+    path = _need_file(npz_path)
+    name = path.stem.split("_")[0].lower()
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read npz ({e})") from e
+    for key in (f"{split}_images", f"{split}_labels"):
+        if key not in data.files:
+            raise DataError(f"{path}: missing key {key!r}")
+    imgs, labels = data[f"{split}_images"], np.asarray(data[f"{split}_labels"])
+    if labels.ndim == 2 and labels.shape[1] != 1:
+        raise DataError(f"{path}: key '{split}_labels' is multi-label {labels.shape}; not supported")
+    labels = labels.reshape(-1).astype(int)
+    if len(labels) != len(imgs) or imgs.ndim not in (3, 4):
+        raise DataError(f"{path}: key '{split}_images' has shape {imgs.shape} for {len(labels)} labels")
+    info = MEDMNIST_INFO.get(name, {})
+    classes = list(class_names or info.get("classes") or [f"class {k}" for k in range(int(labels.max()) + 1)])
+    if labels.min() < 0 or labels.max() >= len(classes):
+        raise DataError(f"{path}: key '{split}_labels' has labels outside 0..{len(classes) - 1}")
+    modality, region = info.get("modality", UNKNOWN), info.get("region", UNKNOWN)
+    n = len(labels) if limit is None else min(limit, len(labels))
+    out = []
+    for i in range(n):
+        im = Image.fromarray(np.asarray(imgs[i], dtype=np.uint8)).convert("RGB")
+        if size is not None:
+            im = im.resize((size, size) if isinstance(size, int) else tuple(size), Image.BILINEAR)
+        image, category = np.asarray(im, dtype=np.uint8).copy(), classes[labels[i]]
+        abnormal = (category != schema.NORMAL) if schema.NORMAL in classes else None
+        rec = {"id": f"{name}-{split}-{i:05d}", "image": image, "source": name, "modality": modality,
+               "region": region, "category": category, "abnormal": abnormal, "bboxes": [],
+               "mask": np.zeros(image.shape[:2], np.uint8), "extra": {"label": int(labels[i])}}
+        out.append(_medmnist_row(rec, classes) if as_rows else rec)
+    return out
+
+
+def _medmnist_row(rec: dict, classes: list[str]) -> dict:
+    meta = {k: rec[k] for k in schema.META_COLUMNS}
+    if len(classes) == 2 and schema.NORMAL in classes:
+        positive = next(c for c in classes if c != schema.NORMAL)
+        answer = "yes" if rec["category"] == positive else "no"
+        return _vqa_row(rec["image"], meta, _MEDMNIST_Q["closed"].format(positive=positive), answer, "closed")
+    return _vqa_row(rec["image"], meta, _MEDMNIST_Q["open"], rec["category"], "open")

@@ -1,0 +1,161 @@
+"""Run the suite's notebooks headless with papermill, with caching and readable progress.
+
+Run as: python -m repro run --profile smoke [--only 01 02] [--force]
+
+- Every selected stage's params file is validated *before* anything runs (a bad file changes nothing).
+- Executed copies go to runs/<profile>/notebooks/<stem>.ipynb; the kernel's cwd is the repo root.
+- A stage is skipped when its cache key (hash of its params file, its notebook and the keys of the stages
+  before it) matches the one recorded at its last success and its results JSON exists; --force reruns it.
+- On failure: exit status 1 and the notebook, the failing cell's first lines and the executed copy's path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from repro import config, paths
+
+KERNEL = "python3"
+_STEM_RE = re.compile(r"^(\d\d)_[a-z0-9_]+$")
+
+
+def stages() -> list[str]:
+    return sorted(p.stem for p in paths.NOTEBOOKS.glob("*.ipynb") if _STEM_RE.match(p.stem))
+
+
+def select(only: list[str] | None, profile: str) -> list[str]:
+    """Stages with a params file in this profile, filtered by --only (numbers '02' or stems '02_sft')."""
+    available = [s for s in stages() if paths.params_file(profile, s).exists()]
+    if not only:
+        return available
+    chosen = []
+    for o in only:
+        hits = [s for s in available if s == o or s.split("_")[0] == o.zfill(2)]
+        if not hits:
+            raise config.ConfigError(f"--only {o}: no stage with a params file in params/{profile}/ "
+                                     f"(have: {', '.join(available)})")
+        chosen += [h for h in hits if h not in chosen]
+    return sorted(chosen)
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()[:16]
+
+
+def cache_keys(profile: str) -> dict[str, str]:
+    """Key of every stage: its params and notebook, chained over all earlier stages (their artifacts feed it)."""
+    keys, prev = {}, b""
+    for s in stages():
+        pf = paths.params_file(profile, s)
+        if not pf.exists():
+            continue
+        keys[s] = _digest(prev, pf.read_bytes(), paths.notebook(s).read_bytes())
+        prev = keys[s].encode()
+    return keys
+
+
+def _marker(profile: str, stem: str) -> Path:
+    return paths.run_dir(profile) / "cache" / f"{stem}.json"
+
+
+def is_cached(profile: str, stem: str, key: str) -> bool:
+    m = _marker(profile, stem)
+    if not (m.exists() and paths.results_file(profile, stem).exists()):
+        return False
+    try:
+        return json.loads(m.read_text()).get("key") == key
+    except json.JSONDecodeError:
+        return False
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}:{s:02d}"
+
+
+def _failure_message(stem: str, err: Exception, executed: Path) -> str:
+    lines = [f"FAILED {stem}: notebooks/{stem}.ipynb"]
+    src = getattr(err, "source", None)
+    if src:
+        cell = getattr(err, "cell_index", "?")
+        lines.append(f"  failing cell #{cell}:")
+        lines += ["    " + ln for ln in src.splitlines()[:6]]
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    lines.append(f"  error: {ename}: {evalue}" if ename else f"  error: {type(err).__name__}: {err}")
+    lines.append(f"  executed copy: {executed}")
+    return "\n".join(lines)
+
+
+def run(profile: str, only: list[str] | None = None, force: bool = False, log=print) -> int:
+    """Run the selected stages; returns a process exit status."""
+    import papermill
+
+    if profile not in paths.PROFILES:
+        log(f"error: unknown profile {profile!r}; expected one of {', '.join(paths.PROFILES)}")
+        return 2
+    try:
+        todo = select(only, profile)
+        params = {s: config.load_params(profile, s) for s in todo}  # validate everything before running anything
+    except config.ConfigError as e:
+        log(f"error: {e}")
+        return 2
+    if not todo:
+        log(f"error: no stages with params in params/{profile}/")
+        return 2
+    keys = cache_keys(profile)
+    out_dir = paths.run_dir(profile) / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    log(f"repro: profile '{profile}', stages: {' -> '.join(todo)}")
+    for i, stem in enumerate(todo):
+        nxt = todo[i + 1] if i + 1 < len(todo) else "done"
+        head = f"[{i + 1}/{len(todo)}] {stem}"
+        if not force and is_cached(profile, stem, keys[stem]):
+            log(f"{head}: cached (key {keys[stem]}), skipped; --force reruns it. next: {nxt}")
+            continue
+        log(f"{head}: running (elapsed {_fmt(time.time() - t0)}; next: {nxt})")
+        executed = out_dir / f"{stem}.ipynb"
+        ts = time.time()
+        try:
+            papermill.execute_notebook(
+                str(paths.notebook(stem)), str(executed), parameters=params[stem], kernel_name=KERNEL,
+                cwd=str(paths.ROOT), log_output=True, progress_bar=False, report_mode=False,
+            )
+        except Exception as e:  # papermill raises PapermillExecutionError; anything else is just as fatal
+            log(_failure_message(stem, e, executed))
+            return 1
+        m = _marker(profile, stem)
+        m.parent.mkdir(parents=True, exist_ok=True)
+        m.write_text(json.dumps({"key": keys[stem], "seconds": round(time.time() - ts, 1)}))
+        log(f"{head}: done in {_fmt(time.time() - ts)}")
+    log(f"repro: finished in {_fmt(time.time() - t0)}")
+    log(f"  figures + tables: {paths.figures_dir(profile)}/")
+    log(f"  results (JSON):   {paths.RESULTS / profile}/")
+    log(f"  executed notebooks: {out_dir}/")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m repro", description="Reproducibility suite runner")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the notebooks of a profile with papermill")
+    r.add_argument("--profile", default="cpu", help="smoke | cpu | gpu (default: cpu)")
+    r.add_argument("--only", nargs="+", help="stage numbers or stems, e.g. --only 01 02")
+    r.add_argument("--force", action="store_true", help="rerun stages even when cached")
+    args = ap.parse_args(argv)
+    # papermill logs each cell's output at INFO: that is the readable streamed log of a run.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    for noisy in ("traitlets", "asyncio", "papermill.translators", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return run(args.profile, args.only, args.force, log=lambda s: print(s, flush=True))

@@ -1,0 +1,73 @@
+"""Params validation: every params file against its notebook, and the error messages of bad files."""
+
+from __future__ import annotations
+
+import pytest
+
+from repro import config, paths, runner
+from tests.conftest import write_notebook
+
+PARAMS = 'profile = "smoke"\nseed = 0\nlr = 0.1\nname = "x"\nflags = [1, 2]\nuse_gpu = False\ndata_dir = ""\n'
+
+
+@pytest.mark.parametrize("profile", paths.PROFILES)
+def test_every_params_file_validates_against_its_notebook(profile):
+    files = sorted((paths.PARAMS / profile).glob("*.yaml"))
+    assert files, f"no params files in params/{profile}"
+    for f in files:
+        assert paths.notebook(f.stem).exists(), f"{f} has no notebook"
+        # gpu files may name real-data paths that do not exist on this machine
+        params = config.load_params(profile, f.stem, check_paths=profile != "gpu")
+        assert params["profile"] == profile
+        assert "seed" in params, f"{f}: every stage takes a seed"
+
+
+def test_every_notebook_has_params_in_every_profile():
+    for stem in runner.stages():
+        for profile in paths.PROFILES:
+            assert paths.params_file(profile, stem).exists(), f"missing params/{profile}/{stem}.yaml"
+
+
+@pytest.fixture
+def nb(tmp_repo):
+    write_notebook(tmp_repo / "notebooks" / "01_demo.ipynb", PARAMS, ["pass"])
+    (tmp_repo / "params" / "smoke").mkdir(parents=True)
+    return tmp_repo
+
+
+def _write(repo, text):
+    (repo / "params" / "smoke" / "01_demo.yaml").write_text(text)
+
+
+def test_valid_file_loads(nb):
+    _write(nb, "seed: 3\nlr: 1\nflags: [3]\n")  # an int is a valid float
+    assert config.load_params("smoke", "01_demo") == {"seed": 3, "lr": 1, "flags": [3], "profile": "smoke"}
+
+
+@pytest.mark.parametrize("text, words", [
+    ("sede: 1\n", ["params/smoke/01_demo.yaml", "sede", "1"]),
+    ("seed: one\n", ["params/smoke/01_demo.yaml", "seed", "'one'", "int"]),
+    ("seed: true\n", ["seed", "True", "int"]),
+    ("use_gpu: 1\n", ["use_gpu", "bool"]),
+    ("data_dir: does/not/exist\n", ["data_dir", "does/not/exist", "does not exist"]),
+    ("profile: cpu\n", ["profile", "'cpu'"]),
+    ("seed: {a: 1}\n", ["seed", "nested"]),
+    ("seed: [1,\n", ["not valid YAML"]),
+])
+def test_bad_file_message_names_file_key_value(nb, text, words):
+    _write(nb, text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load_params("smoke", "01_demo")
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_from_namespace_checks_types(nb):
+    cfg = config.from_namespace({"profile": "smoke", "seed": 1, "lr": 0.5, "other": 1}, "01_demo")
+    assert cfg.seed == 1 and cfg.stem == "01_demo" and not hasattr(cfg, "other")
+    with pytest.raises(config.ConfigError, match="lr"):
+        config.from_namespace({"profile": "smoke", "lr": "fast"}, "01_demo")
+    with pytest.raises(config.ConfigError, match="profile"):
+        config.from_namespace({"profile": "laptop"}, "01_demo")

@@ -42,7 +42,19 @@ def _declared_cached(nb_path: str, mtime: float) -> dict[str, tuple[str, object]
     import papermill
 
     out = {}
-    for name, info in papermill.inspect_notebook(nb_path).items():
+    inspected = papermill.inspect_notebook(nb_path)
+    # papermill silently drops parameter lines it cannot parse (e.g. a ':' in a comment): catch that here.
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
+    assigned = [t.id for n in ast.parse(cell.source if cell else "").body if isinstance(n, ast.Assign)
+                for t in n.targets if isinstance(t, ast.Name)]
+    lost = [n for n in assigned if n not in inspected]
+    if lost:
+        raise ConfigError(f"{nb_path}: papermill cannot parse parameter line(s) for {', '.join(lost)} "
+                          "(avoid '=' and ':' in parameter comments)")
+    for name, info in inspected.items():
         try:
             default = ast.literal_eval(info["default"])
         except (ValueError, SyntaxError):

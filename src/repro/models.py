@@ -41,7 +41,7 @@ QWEN_SPECIALS = [
 
 # Text sizes; the vision tower is about a fifth of the total. Parameter counts are checked in the tests.
 SIZES = {
-    "smoke": {"vision": (64, 2, 2, 128), "text": (96, 2, 4, 256)},  # (hidden, layers, heads, intermediate)
+    "smoke": {"vision": (64, 2, 2, 128), "text": (128, 2, 4, 256)},  # (hidden, layers, heads, intermediate)
     "cpu": {"vision": (128, 3, 4, 256), "text": (224, 4, 4, 640)},
 }
 
@@ -235,10 +235,11 @@ def load_vlm(path_or_id, *, dtype=None, attn_implementation: str | None = None, 
     if dtype is None:
         bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
         dtype = torch.bfloat16 if bf16_ok else torch.float32
-    kwargs = {"dtype": dtype}
+    # device_map={"": device} materialises the weights on the device directly (no CPU copy of a 7B model first).
+    kwargs = {"dtype": dtype, "device_map": {"": device}}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs).to(device)
+    model = AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs)
     processor = AutoProcessor.from_pretrained(str(path_or_id))
     if lora is not None:
         from peft import LoraConfig, get_peft_model

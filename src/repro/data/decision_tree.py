@@ -306,7 +306,7 @@ _CUE_SPECS: dict[int, list[tuple[str, str, bool]]] = {
 }
 _CUES = {c: [(lab, re.compile(rx), neg) for lab, rx, neg in specs] for c, specs in _CUE_SPECS.items()}
 _NEGATORS = {"not", "no", "never", "cannot", "without", "nor", "neither", "none"}
-_CLAUSE_BREAK = re.compile(r"[.;:,!?()\[\]\n]")
+_CLAUSE_BREAK = re.compile(r"[.;:,!?()\[\]\n]|\bbut\b")  # "but" ends a negation's scope: "not AML but MM"
 _WORD = re.compile(r"[a-z']+")
 
 

@@ -16,6 +16,9 @@ PARTS = ("train", "test")
 def assign_splits(records: list[dict], seed: int, fractions=(0.7, 0.15, 0.15)) -> dict[str, list[dict]]:
     """Stratified by (source, category) and deterministic for a seed; input order is kept inside each split.
 
+    Split image *records* (before the task builders), so that all rows of one image land in the same split;
+    the assignment depends on the ids, not on the input order.
+
     Every stratum is cut at round(n * f_train) and round(n * (f_train + f_val)), so a stratum of fewer than
     about 7 items may leave val or test without that stratum.
     """
@@ -28,7 +31,9 @@ def assign_splits(records: list[dict], seed: int, fractions=(0.7, 0.15, 0.15)) -
     rng = np.random.default_rng(seed)
     part_of: dict[int, str] = {}
     for key in sorted(groups):  # sorted: the random stream must not depend on dict insertion order
-        idx = [groups[key][j] for j in rng.permutation(len(groups[key]))]
+        # Sorting by id makes the assignment independent of the input order: an image keeps its split.
+        members = sorted(groups[key], key=lambda i: (str(records[i].get("id", "")), i))
+        idx = [members[j] for j in rng.permutation(len(members))]
         n = len(idx)
         cut1, cut2 = round(n * fr[0]), round(n * (fr[0] + fr[1]))
         for j, i in enumerate(idx):

@@ -69,6 +69,11 @@ def _crop(rng: np.random.Generator, kind: str, size: int, shape=None) -> np.ndar
 # ---- shapes
 
 
+def _clip01(x):
+    """In-place clip to 0..1 with bare ufuncs (np.clip's Python wrapper costs more than the math at 64x64)."""
+    return np.minimum(np.maximum(x, 0, out=x), 1, out=x)
+
+
 def _window(size, cx, cy, ext):
     """Pixel slices covering centre +- ext (normalised units), clipped to the image."""
     half = size / 2
@@ -91,7 +96,7 @@ def _ellipse(size, cx, cy, rx, ry, angle=0.0, win=None, soft=1.0):
     d = (dx / rx) ** 2 + (dy / ry) ** 2
     # Edge ramp ~`soft` pixels wide: d changes by about 2/r_px per pixel near the rim.
     k = min(rx, ry) * size / 4 / soft
-    return win, np.clip((1 - d) * k + 0.5, 0, 1)
+    return win, _clip01((1 - d) * k + 0.5)
 
 
 def _union_window(size, shapes, pad=2.0):
@@ -205,7 +210,7 @@ def _render_ct(size, rng, category, region, k, mask):
         pcx, pcy, prx, pry = 0.0, rng.uniform(0.0, 0.12), rng.uniform(0.5, 0.6), rng.uniform(0.38, 0.46)
         ring_w, ring = _ellipse(size, pcx, pcy, prx, pry, win=_full(size))
         inner = _ellipse(size, pcx, pcy, prx - 0.09, pry - 0.09, win=_full(size))[1]
-        _paint(g, ring_w, np.clip(ring - inner, 0, 1), 0.9)
+        _paint(g, ring_w, _clip01(ring - inner), 0.9)
         for sx in (-1, 1):
             _paint(g, *_ellipse(size, sx * (prx + 0.12), pcy + 0.15, 0.13, 0.13), 0.88)
         _paint(g, *_ellipse(size, 0, pcy - 0.1, 0.2, 0.16), 0.3)  # bladder (fluid)
@@ -224,7 +229,7 @@ def _render_ct(size, rng, category, region, k, mask):
         e, rim = rng.uniform(0.85, 1.0), 3.0 / size  # rim ~1.5 px thick
         win, outer = _ellipse(size, lx, ly, r, r * e)
         inner = _ellipse(size, lx, ly, r - rim, (r - rim) * e, win=win)[1]
-        g[win] += c * (0.18 * np.clip(outer - inner, 0, 1) - 0.32 * inner)
+        g[win] += c * (0.18 * _clip01(outer - inner) - 0.32 * inner)
         a = outer
     else:  # mass: large, irregular, lobulated, heterogeneous
         r = rng.uniform(0.17, 0.24) * s
@@ -294,7 +299,7 @@ def _render_cxr(size, rng, source, category, k, mask):
     thorax = (lungs[1][0] + lungs[1][2]) - (lungs[0][0] - lungs[0][2])
     ctr = rng.uniform(0.36, 0.44) if category != "cardiomegaly" else rng.uniform(0.6, 0.68) - 0.12 * (1 - k.contrast)
     hrx = ctr * thorax / 2
-    hcx, hcy, hry = 0.08 + 0.2 * hrx, rng.uniform(0.28, 0.36), rng.uniform(0.22, 0.27)
+    hcx, hcy, hry = 0.08 + 0.2 * hrx, rng.uniform(0.28, 0.36), rng.uniform(0.22, 0.27) * (0.6 + ctr)
     hwin, ha = _ellipse(size, hcx, hcy, hrx, hry, angle=-0.2)
     _paint(g, hwin, ha, 0.74)
     g += 0.03 * _crop(rng, "fine", size)
@@ -312,14 +317,16 @@ def _render_cxr(size, rng, source, category, k, mask):
         g[win] += a * 0.35 * c
         site = "lung"
     elif category == "effusion":  # basal fluid; meniscus rises towards the lateral chest wall
-        win = _window(size, cx, cy, max(lrx, lry) + 0.05)
+        win, lung = _ellipse(size, cx, cy, lrx, lry)  # this lung only
         ax = _axes(size)
         lat = (ax[win[1]][None, :] - cx) * (1 if side == 1 else -1) / lrx  # -1 medial .. +1 lateral
-        level = cy + lry * (1 - rng.uniform(0.45, 0.7) * k.scale)
-        surface = level - 0.16 * (lat + 1) ** 2
-        fluid = np.clip((ax[win[0]][:, None] - surface) * size / 3 + 0.5, 0, 1)
-        a = fluid * lung_alpha[win]
-        g[win] += a * 0.42 * c
+        level = cy + lry * (1 - rng.uniform(0.5, 0.8) * k.scale)
+        surface = level - 0.1 * (lat + 1) ** 2
+        fluid = _clip01((ax[win[0]][:, None] - surface) * (size / 3) + 0.5)
+        heart = np.zeros_like(g)
+        heart[hwin] = ha
+        a = fluid * lung * (1 - heart[win])  # fluid seen beside, not through, the heart shadow
+        _paint(g, win, a, 0.16 + 0.5 * c)
         site = "lung base"
     elif category == "cardiomegaly":
         win, a = hwin, ha  # the lesion is the (enlarged) heart shadow itself
@@ -332,7 +339,7 @@ def _render_cxr(size, rng, source, category, k, mask):
                   for _ in range(rng.integers(4, 8))]
         win, a = _blobs(size, shapes)
         a = a * (lung_alpha[win] > 0.5)
-        g[win] += a * c * (0.3 + 0.1 * _crop(rng, "fine", size, a.shape))
+        g[win] += a * c * (0.38 + 0.1 * _crop(rng, "fine", size, a.shape))
         if rng.random() < 0.4:  # cavity: dark lucent centre with an opaque wall
             s0 = shapes[0]
             _, ca = _ellipse(size, s0[0], s0[1], 0.6 * s0[2], 0.6 * s0[2], win=win)
@@ -365,17 +372,20 @@ def _render_endo(size, rng, category, k, mask):
         _paint(img, *_ellipse(size, rr * np.cos(t), rr * np.sin(t), 0.03, 0.02), (1.0, 0.97, 0.95))
     if category == NORMAL:
         return img, [], {"size": "", "location": "", "site": ""}
-    pr = rng.uniform(0.14, 0.22) * k.scale
+    pr = rng.uniform(0.16, 0.28) * k.scale
     t = rng.uniform(0, 2 * np.pi)
     dist = rng.uniform(lr + pr, 0.75 - pr * 0.3)
     px, py = np.clip(lx + dist * np.cos(t), -0.7, 0.7), np.clip(ly + dist * np.sin(t), -0.7, 0.7)
+    # Raised dome: paler than mucosa and out of the lumen's shadow, lit from the scope (upper left), casting a
+    # dark crescent on the far side, with a fine pit-pattern texture.
+    wide, ring = _ellipse(size, px + 0.3 * pr, py + 0.3 * pr, pr * 1.12, pr * 1.12)
+    img[wide] *= 1 - 0.45 * k.contrast * ring[..., None]
     win, a = _ellipse(size, px, py, pr, pr * rng.uniform(0.8, 1.0), angle=rng.uniform(0, 3))
-    # Raised dome: lit from the scope (upper left), shadowed on the far side; redder than mucosa.
     sx = (ax[win[1]][None, :] - px) / pr
     sy = (ax[win[0]][:, None] - py) / pr
-    shade = (1.0 + 0.35 * k.contrast * (-0.7 * sx - 0.7 * sy))[..., None]
-    polyp = np.array([0.93, 0.5, 0.42], np.float32) * shade
-    img[win] += a[..., None] * k.contrast * (polyp - img[win]) * 0.9
+    shade = (1.0 + 0.4 * (-0.7 * sx - 0.7 * sy) + 0.06 * _crop(rng, "fine", size, a.shape))[..., None]
+    polyp = np.array([0.96, 0.6, 0.52], np.float32) * shade
+    img[win] += a[..., None] * (0.3 + 0.7 * k.contrast) * (polyp - img[win])
     _paint(img, *_ellipse(size, px - 0.35 * pr, py - 0.35 * pr, 0.25 * pr + 1 / size, 0.18 * pr + 1 / size),
            (1.0, 1.0, 1.0))  # specular highlight on the dome
     boxes, extra = _finish_lesion(size, mask, win, a, "colon wall")
@@ -402,7 +412,7 @@ def _disc(x, y, cx, cy, rx, ry, angle=0.0):
 
 
 def _make_sprite(kind, size, rng):
-    """(alpha, premultiplied RGB) for one cell drawn in pixels; only built at cache time."""
+    """(transmittance 1-alpha, premultiplied RGB) of one cell drawn in pixels; built once per image size."""
     rpx = max(1.0, _CELL_R[kind] * size / 2)
     x, y, n = _sprite_canvas(rpx * 1.2)
     rgb = np.zeros((n, n, 3), np.float32)
@@ -438,7 +448,7 @@ def _make_sprite(kind, size, rng):
             lobe = _disc(x, y, 0.42 * rpx * np.cos(t), 0.42 * rpx * np.sin(t), rpx * 0.32, rpx * 0.3)
             layer(lobe, (0.34, 0.15, 0.45))
     rgb *= a[..., None] > 0.01  # keep the premultiplication exact outside the cell
-    return a.astype(np.float32), (rgb * a[..., None]).astype(np.float32)
+    return (1 - a[..., None]).astype(np.float32), (rgb * a[..., None]).astype(np.float32)
 
 
 @lru_cache(maxsize=32)
@@ -448,17 +458,16 @@ def _sprites(size: int) -> dict[str, list]:
 
 
 def _stamp(img, sprite, cx, cy, gain):
-    a, prem = sprite
-    n = a.shape[0]
-    size = img.shape[0]
+    trans, prem = sprite
+    n, size = trans.shape[0], img.shape[0]
     x0, y0 = int(cx) - n // 2, int(cy) - n // 2
     xa, ya, xb, yb = max(0, x0), max(0, y0), min(size, x0 + n), min(size, y0 + n)
     if xa >= xb or ya >= yb:
         return
-    sa, sp = a[ya - y0 : yb - y0, xa - x0 : xb - x0], prem[ya - y0 : yb - y0, xa - x0 : xb - x0]
     region = img[ya:yb, xa:xb]
-    region *= 1 - sa[..., None]
-    region += gain * sp
+    region *= trans[ya - y0 : yb - y0, xa - x0 : xb - x0]
+    sp = prem[ya - y0 : yb - y0, xa - x0 : xb - x0]
+    region += sp if gain == 1.0 else gain * sp
 
 
 def _marrow_counts(category, rng, difficulty):
@@ -511,8 +520,9 @@ def _render_marrow(size, rng, category, difficulty, k):
     sprites = _sprites(size)
     var = rng.integers(0, _N_VARIANTS, total)
     gains = 1 + (0.05 + 0.2 * difficulty) * rng.uniform(-1, 1, total)  # stain variation grows with difficulty
-    for i, kind in enumerate(kinds):  # RBCs first: nucleated cells lie on top
-        _stamp(img, sprites[kind][var[i]], pos[i, 0], pos[i, 1], gains[i])
+    gains[:n_rbc] = 1.0  # RBC variants differ enough; skipping the gain keeps blood-heavy patches fast
+    for kind, v, (x, y), gain in zip(kinds, var.tolist(), pos.astype(int).tolist(), gains.tolist()):
+        _stamp(img, sprites[kind][v], x, y, gain)  # RBCs first: nucleated cells lie on top
     diagnosis = category if category != NORMAL else "normal"
     extra = {"quality": quality, "blast_frac": round(nb / n, 4), "plasma_frac": round(npl / n, 4),
              "n_nucleated": n, "diagnosis": diagnosis}
@@ -548,7 +558,7 @@ def render(source: str, category: str, rng: np.random.Generator, image_size: int
     # Sensor noise last, from a cached pool crop (cheap) scaled by difficulty.
     noise = k.noise * _crop(rng, "white", size)
     img = img + (noise[..., None] if img.ndim == 3 else noise)
-    img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    img = (_clip01(img) * 255 + 0.5).astype(np.uint8)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     abnormal = extra["diagnosis"] in ("AML", "MM") if source == "bone_marrow" else category != NORMAL

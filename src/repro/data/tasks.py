@@ -187,11 +187,11 @@ def build_vqa(records: list[dict], seed: int, yes_share: float = 0.5, split: str
             key, over = _pick(rng, _closed_facts(rec, want_yes, rng))
             q = _fill(_pick(rng, _bank(key, split)), rec, **over)
             a = "yes" if want_yes else "no"
-            rows.append(row(rec, "vqa", q, a, question=q, answer=a, answer_type="closed"))
+            rows.append(row(rec, "vqa", q, a, question=q, answer=a, answer_type="closed", question_kind=key[2:]))
         for _ in range(open_per_image):
             key, a = _open_question(rec, rng)
             q = _fill(_pick(rng, _bank(key, split)), rec)
-            rows.append(row(rec, "vqa", q, a, question=q, answer=a, answer_type="open"))
+            rows.append(row(rec, "vqa", q, a, question=q, answer=a, answer_type="open", question_kind=key[2:]))
     return rows
 
 
@@ -316,7 +316,8 @@ _DIFFUSE_S = ["There are signs of {category}{where}.", "The image shows {categor
 _ABN_END = ["The rest of the {region} is unremarkable.", "No other abnormality is seen."]
 _NORMAL_S = ["No focal abnormality is seen.", "The {region} appears normal.", "There is no lesion.",
              "Findings are within normal limits."]
-_NORMAL_CHEST = ["The lungs are clear.", "The heart size is normal.", "There is no pleural effusion."]
+# Normal sentences name no category ("no pleural effusion" would confuse keyword judges and open recall).
+_NORMAL_CHEST = ["The lungs are clear.", "The heart size is normal.", "The mediastinum is unremarkable."]
 
 
 def _size_word(rec: dict) -> str:

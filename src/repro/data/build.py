@@ -1,0 +1,166 @@
+"""Stage 01: SynthMed records -> splits -> task datasets on disk (HF `DatasetDict` per task) + a manifest.
+
+Layout written under runs/<profile>/data/:
+    <task>/            DatasetDict(train, val, test) for task in TASKS (conv: test/val carry every eval variant)
+    real_<name>/       rows of a real data set (only when its path is given in params)
+    manifest.json      sizes, fingerprints, split definitions and the params that made the data
+The data is built in a sibling temporary folder and swapped in at the end, so a failed run keeps the old data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from repro.data import conversations, real, schema, splits, synthmed, tasks
+
+TASKS = ("vqa", "mcq", "instruct", "conv", "report")
+
+
+def make_records(seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float) -> list[dict]:
+    counts = synthmed.default_counts(n_per_class, n_normal)
+    return synthmed.generate(seed, counts, image_size=image_size, difficulty=difficulty)
+
+
+def build_split_rows(records: list[dict], split: str, seed: int, yes_share: float,
+                     conv_variants: list[str]) -> dict[str, list[dict]]:
+    """Task rows of one split (wording bank: train for "train", test otherwise)."""
+    marrow = [r for r in records if r["source"] == "bone_marrow"]
+    return {
+        "vqa": tasks.build_vqa(records, seed, yes_share=yes_share, split=split),
+        "mcq": tasks.build_mcq(records, seed, split=split),
+        "instruct": tasks.build_instruct(records, seed, split=split),
+        "conv": conversations.build_conversations(marrow, split=split, seed=seed, variants=tuple(conv_variants)),
+        "report": tasks.build_reports(records, seed, split=split),
+    }
+
+
+def rows_fingerprint(rows: list[dict]) -> str:
+    """sha256 over every column of every row (images as bytes): equal iff the task data is identical."""
+    h = hashlib.sha256()
+    for r in rows:
+        for k in sorted(r):
+            v = r[k]
+            if isinstance(v, np.ndarray):
+                h.update(np.ascontiguousarray(v).tobytes())
+            else:
+                h.update(json.dumps(v, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def to_dataset(rows: list[dict]):
+    """Rows -> datasets.Dataset with a PIL `image` column (the SFT/GRPO/DPO trainers expect PIL images)."""
+    from datasets import Dataset
+    from PIL import Image
+
+    out = []
+    for r in rows:
+        r = dict(r)
+        r["image"] = Image.fromarray(r["image"])
+        out.append(r)
+    return Dataset.from_list(out)
+
+
+def build(out_dir: Path, *, seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
+          yes_share: float, split_fractions, conv_train_variants, conv_eval_variants, heldout_categories,
+          real_sources: dict[str, str] | None = None, progress=None) -> dict:
+    """Generate everything into `out_dir` (replaced atomically). Returns the manifest."""
+    from datasets import DatasetDict
+
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    say = progress or (lambda s: None)
+
+    records = make_records(seed, n_per_class, n_normal, image_size, difficulty)
+    gen_s = time.time() - t0
+    say(f"generated {len(records)} images in {gen_s:.1f}s")
+    by_split = splits.assign_splits(records, seed, tuple(split_fractions))
+    manifest = {"seed": seed, "image_size": image_size, "difficulty": difficulty, "yes_share": yes_share,
+                "n_images": len(records), "images_per_split": {k: len(v) for k, v in by_split.items()},
+                "records_fingerprint": synthmed.fingerprint(records), "generation_seconds": round(gen_s, 2),
+                "splits": {"fractions": list(split_fractions), "heldout_categories": list(heldout_categories),
+                           "leave_one_source_out": list(schema.MAU_SOURCES),
+                           "single_modality": sorted({s["modality"] for s in schema.SOURCES.values()})},
+                "tasks": {}, "sources": dict(Counter(r["source"] for r in records))}
+    per_task: dict[str, dict[str, list]] = {t: {} for t in TASKS}
+    for split, recs in by_split.items():
+        variants = conv_train_variants if split == "train" else conv_eval_variants
+        for task, rows in build_split_rows(recs, split, seed, yes_share, variants).items():
+            per_task[task][split] = rows
+    h = hashlib.sha256()
+    for task in TASKS:
+        dd = DatasetDict({s: to_dataset(rows) for s, rows in per_task[task].items()})
+        dd.save_to_disk(str(tmp / task))
+        fps = {s: rows_fingerprint(rows) for s, rows in per_task[task].items()}
+        for s in sorted(fps):
+            h.update(fps[s].encode())
+        manifest["tasks"][task] = {"rows": {s: len(rows) for s, rows in per_task[task].items()},
+                                   "fingerprints": fps}
+        say(f"{task}: " + ", ".join(f"{s} {len(r)}" for s, r in per_task[task].items()))
+    manifest["fingerprint"] = h.hexdigest()
+    for name, rows in load_real(real_sources or {}, image_size).items():
+        to_dataset(rows).save_to_disk(str(tmp / f"real_{name}"))
+        manifest["tasks"][f"real_{name}"] = {"rows": {"all": len(rows)}}
+        say(f"real {name}: {len(rows)} rows")
+    manifest["seconds"] = round(time.time() - t0, 2)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # Swap in the new data only now: a failure above leaves the previous data untouched.
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+    return manifest
+
+
+def load_real(sources: dict[str, str], image_size: int) -> dict[str, list[dict]]:
+    """Real data sets named in params (empty path = not used). Errors name the missing/malformed file."""
+    out = {}
+    if sources.get("vqa_rad_dir"):
+        d = Path(sources["vqa_rad_dir"])
+        jsons = sorted(d.glob("*.json"))
+        if not jsons:
+            raise real.DataError(f"{d}: no VQA-RAD json file found")
+        out["vqa_rad"] = real.load_vqa_rad(jsons[0], d / "images" if (d / "images").exists() else d, size=image_size)
+    if sources.get("slake_dir"):
+        out["slake"] = real.load_slake(sources["slake_dir"], split="test", size=image_size)
+    if sources.get("pmc_vqa_dir"):
+        d = Path(sources["pmc_vqa_dir"])
+        csvs = sorted(d.glob("*.csv"))
+        if not csvs:
+            raise real.DataError(f"{d}: no PMC-VQA csv file found")
+        out["pmc_vqa"] = real.load_pmc_vqa(csvs[0], d / "figures" if (d / "figures").exists() else d, size=image_size)
+    if sources.get("medmnist_path"):
+        out["medmnist"] = real.load_medmnist(sources["medmnist_path"], split="test", size=image_size)
+    return out
+
+
+def load_task(data_dir, task: str):
+    """The DatasetDict of a task written by build() (clear error when stage 01 has not run)."""
+    from datasets import load_from_disk
+
+    p = Path(data_dir) / task
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no data for task '{task}' — run stage 01 first "
+                                f"(python -m repro run --only 01)")
+    return load_from_disk(str(p))
+
+
+def load_manifest(data_dir) -> dict:
+    p = Path(data_dir) / "manifest.json"
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no data manifest — run stage 01 first (python -m repro run --only 01)")
+    return json.loads(p.read_text())

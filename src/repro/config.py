@@ -12,7 +12,7 @@ Notebook side (right after the parameters cell):
 from __future__ import annotations
 
 import ast
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,7 +37,7 @@ _ACCEPT = {
 PATH_SUFFIXES = ("_path", "_dir")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _declared_cached(nb_path: str, mtime: float) -> dict[str, tuple[str, object]]:
     import papermill
 

@@ -135,8 +135,14 @@ def _special_ids(tok) -> dict:
 def build_tiny_vlm(out_dir, texts: list[str], size: str = "smoke", image_size: int = 64, patch_size: int = 8,
                    seed: int = 0) -> Path:
     """Build a randomly initialised tiny LLaVA from configs and save it (model + processor) to `out_dir`."""
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
@@ -173,8 +179,13 @@ def build_tiny_vlm(out_dir, texts: list[str], size: str = "smoke", image_size: i
 
 def build_tiny_qwen25vl(out_dir, texts: list[str], seed: int = 0, image_size: int = 64) -> Path:
     """Build a tiny Qwen2.5-VL (same classes as the real checkpoints) for testing the gpu-profile code path."""
-    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
-                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     tok = _qwen_tokenizer(texts, 512)
     patch, merge = 4, 2

@@ -139,16 +139,49 @@ def test_difficulty_lowers_contrast_and_adds_noise():
     assert air_noise(1.0) > 2 * air_noise(0.0)
 
 
-@pytest.mark.parametrize("source", list(SOURCES))
-def test_categories_change_the_pixels(source):
-    """Mean images of each class differ clearly from the normal class (the class is in the pixels)."""
-    classes = [NORMAL] + SOURCES[source]["categories"]
-    recs = synthmed.generate(11, {source: {c: 12 for c in classes}})
-    mean = {c: np.mean([r["image"] for r in recs if r["category"] == c], axis=0) for c in classes}
-    same = np.mean([r["image"] for r in synthmed.generate(12, {source: {NORMAL: 12}})], axis=0)
-    noise_floor = np.abs(mean[NORMAL] - same).max()
-    for c in classes[1:]:
-        assert np.abs(mean[c] - mean[NORMAL]).max() > noise_floor + 20, c
+def _signature(source, category, n=16):
+    """Mean over images of (lesion area fraction, lesion-minus-surround grey contrast)."""
+    area, contrast = [], []
+    for r in synthmed.generate(11, {source: {category: n}}):
+        g, m = r["image"].astype(float).mean(-1), r["mask"].astype(bool)
+        x1, y1, x2, y2 = r["bboxes"][0]
+        ring = np.zeros_like(m)
+        ring[max(0, y1 - 3) : y2 + 3, max(0, x1 - 3) : x2 + 3] = True
+        ring &= ~m
+        area.append(m.mean())
+        contrast.append(g[m].mean() - g[ring].mean())
+    return np.mean(area), np.mean(contrast)
+
+
+def test_lesion_categories_differ_in_size_and_intensity():
+    """The category is in the pixels: bright small nodule, dark cyst, large mass, very bright stone, ..."""
+    nod, cyst, mass = (_signature("deeplesion", c) for c in ("nodule", "cyst", "mass"))
+    assert nod[1] > 20 and cyst[1] < nod[1] - 20
+    assert mass[0] > 2 * nod[0] and cyst[0] > nod[0]
+    assert _signature("kidney_stone", "kidney stone")[1] > 30
+    cxr_nod, eff, cardio = (_signature("nih_cxr", c) for c in ("nodule", "effusion", "cardiomegaly"))
+    assert cxr_nod[1] > 15 and eff[1] > 15
+    assert eff[0] > 4 * cxr_nod[0] and cardio[0] > 4 * cxr_nod[0]
+    assert _signature("tbx11k", "tuberculosis")[1] > 10
+    assert _signature("kvasir", "polyp")[1] > 10
+
+
+def test_bone_marrow_classes_differ_in_cell_colours():
+    def colour_fractions(category):
+        imgs = np.stack([r["image"] for r in synthmed.generate(11, {"bone_marrow": {category: 16}})]).astype(float)
+        r, g, b = imgs[..., 0], imgs[..., 1], imgs[..., 2]
+        return {
+            "violet": ((b > r + 10) & (r > 80) & (g < 140)).mean(),  # blast nuclei/cytoplasm: purple-violet
+            "blue": ((b > r + 60) & (g < 150)).mean(),  # plasma-cell cytoplasm: deep blue
+            "red": ((r > g + 80) & (r > b + 60)).mean(),  # RBCs
+            "dark": (imgs.mean(-1) < 80).mean(),  # clot particles
+        }
+
+    f = {c: colour_fractions(c) for c in ("normal", "AML", "MM", "blood", "clot")}
+    assert f["AML"]["violet"] > 2 * f["normal"]["violet"]
+    assert f["MM"]["blue"] > 2 * f["normal"]["blue"]
+    assert f["blood"]["red"] > 1.5 * f["normal"]["red"]
+    assert f["clot"]["dark"] > 3 * max(f[c]["dark"] for c in ("normal", "AML", "blood"))
 
 
 def test_cardiomegaly_box_is_wider_than_a_nodule_box(records):

@@ -68,15 +68,21 @@ def to_dataset(rows: list[dict]):
     return Dataset.from_list(out)
 
 
-def build(out_dir: Path, *, seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
+def build(out_dir: Path, **kw) -> dict:
+    """Generate everything into `out_dir` (replaced atomically; see _build for the arguments)."""
+    tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
+    try:
+        return _build(Path(out_dir), tmp, **kw)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only left over after a failure
+
+
+def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
           yes_share: float, split_fractions, conv_train_variants, conv_eval_variants, heldout_categories,
           real_sources: dict[str, str] | None = None, progress=None) -> dict:
-    """Generate everything into `out_dir` (replaced atomically). Returns the manifest."""
     from datasets import DatasetDict
 
     t0 = time.time()
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     say = progress or (lambda s: None)
@@ -94,6 +100,9 @@ def build(out_dir: Path, *, seed: int, n_per_class: int, n_normal: int, image_si
                 "tasks": {}, "sources": dict(Counter(r["source"] for r in records))}
     per_task: dict[str, dict[str, list]] = {t: {} for t in TASKS}
     for split, recs in by_split.items():
+        if not recs:
+            raise ValueError(f"split '{split}' has no images: n_per_class={n_per_class} is too small for "
+                             f"split_fractions={list(split_fractions)} (need about 1/fraction per class)")
         variants = conv_train_variants if split == "train" else conv_eval_variants
         for task, rows in build_split_rows(recs, split, seed, yes_share, variants).items():
             per_task[task][split] = rows

@@ -87,7 +87,8 @@ RECORD_KEYS = ("id", "image", "source", "modality", "region", "category", "abnor
 # Metadata columns copied onto every task row (everything but the pixels and the mask).
 META_COLUMNS = ("id", "source", "modality", "region", "category", "abnormal", "bboxes")
 
-_BOX_RE = re.compile(r"\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\]")
+_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
+_BOX_RE = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")
 
 
 def format_bbox(box, width: int, height: int) -> str:

@@ -1,0 +1,93 @@
+"""Stage-01 pipeline: determinism, per-task schema, decision-tree consistency, nothing lost on failure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from repro.data import build, conversations, schema
+
+KW = dict(n_per_class=5, n_normal=5, image_size=64, difficulty=0.5, yes_share=0.5, split_fractions=[0.6, 0.2, 0.2],
+          conv_train_variants=["standard", "shuffled"], conv_eval_variants=list(conversations.VARIANTS),
+          heldout_categories=["deeplesion:mass"])
+TASK_COLUMNS = {
+    "vqa": {"question", "answer", "answer_type"},
+    "mcq": {"question", "options", "answer", "answer_text"},
+    "instruct": {"answer", "bbox_text"},
+    "conv": {"turn_categories", "turn_labels", "variant", "diagnosis"},
+    "report": {"answer"},
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data") / "data"
+    return d, build.build(d, seed=0, **KW)
+
+
+def test_same_seed_same_fingerprint_and_different_seed_differs(built, tmp_path):
+    _, m0 = built
+    again = build.build(tmp_path / "a", seed=0, **KW)
+    other = build.build(tmp_path / "b", seed=1, **KW)
+    assert again["fingerprint"] == m0["fingerprint"]
+    assert again["records_fingerprint"] == m0["records_fingerprint"]
+    assert other["fingerprint"] != m0["fingerprint"]
+
+
+def test_every_task_has_its_schema(built):
+    d, m = built
+    assert json.loads((d / "manifest.json").read_text())["fingerprint"] == m["fingerprint"]
+    for task, cols in TASK_COLUMNS.items():
+        dd = build.load_task(d, task)
+        assert set(dd) == {"train", "val", "test"}
+        for ds in dd.values():
+            need = cols | {"image", "task", "messages"} | set(schema.META_COLUMNS)
+            assert need <= set(ds.column_names), (task, need - set(ds.column_names))
+            r = ds[0]
+            assert r["task"] == task and r["image"].size == (64, 64)
+            assert r["messages"][0]["role"] == "user" and r["messages"][-1]["role"] == "assistant"
+            assert r["source"] in schema.SOURCES
+
+
+def test_every_generated_conversation_follows_the_decision_tree(built):
+    d, _ = built
+    dd = build.load_task(d, "conv")
+    n = 0
+    for split, ds in dd.items():
+        for row in ds:
+            assert conversations.check_conversation(row) == [], (split, row["conv_id"])
+            n += 1
+    assert set(dd["test"]["variant"]) == set(conversations.VARIANTS)
+    assert n > 0
+
+
+def test_splits_do_not_share_images(built):
+    d, _ = built
+    ids = {s: set(ds["id"]) for s, ds in build.load_task(d, "vqa").items()}
+    assert not (ids["train"] & ids["test"]) and not (ids["train"] & ids["val"])
+
+
+def test_failed_build_keeps_previous_data(built, tmp_path, monkeypatch):
+    d = tmp_path / "data"
+    first = build.build(d, seed=0, **KW)
+
+    def boom(*a, **k):
+        raise RuntimeError("builder crashed")
+
+    monkeypatch.setattr(build.tasks, "build_reports", boom)
+    with pytest.raises(RuntimeError):
+        build.build(d, seed=5, **KW)
+    assert build.load_manifest(d)["fingerprint"] == first["fingerprint"]
+    assert len(build.load_task(d, "report")["train"]) > 0
+
+
+def test_too_few_images_for_the_splits_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="n_per_class=3"):
+        build.build(tmp_path / "x", seed=0, **{**KW, "n_per_class": 3, "n_normal": 3})
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.tmp").exists()
+
+
+def test_missing_stage_01_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run stage 01 first"):
+        build.load_task(tmp_path, "vqa")

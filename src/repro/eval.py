@@ -1,0 +1,262 @@
+"""Evaluation harness: batched generation (single turn and 5-turn Dr-LLaVA rollouts), then the metrics of
+repro.metrics per task, overall and per source; plus the majority-class baselines the SFT acceptance tests use.
+
+    preds = generate(model, processor, rows, max_new_tokens=16)          # one answer per row
+    answers = generate_conversation(model, processor, conv_rows, 64)     # five answers per conversation
+    out = evaluate(model, processor, paths.data_dir("smoke"), limit=20)  # {"metrics", "tables", "samples"}
+    base = majority_baseline(paths.data_dir("smoke"))
+
+Prompts: the row's first user message (a string in the data contract) becomes
+[{"type": "image"}, {"type": "text", "text": ...}] and goes through processor.apply_chat_template(...,
+add_generation_prompt=True), so the same code serves the tiny LLaVA and real LLaVA / Qwen2.5-VL checkpoints.
+Generation is greedy by default (temperature 0.0 -> do_sample=False) with the KV cache and left padding, and only
+the new tokens are decoded (special tokens skipped). Metric definitions: see the docstring of repro.metrics.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from repro import metrics
+from repro.data import decision_tree as dt
+
+TASKS = ("vqa", "mcq", "instruct", "conv", "report")
+# Upper bounds in new tokens: the longest targets (MCQ reasoning, instruct, reports) are 50-70 tokens with the tiny
+# BPE tokenizer; greedy decoding stops at <|im_end|> long before these for a trained model.
+MAX_NEW_TOKENS = {"vqa": 16, "mcq": 96, "instruct": 80, "conv": 64, "report": 128}
+N_SAMPLES = 3
+
+
+# ----------------------------------------------------------------------------------------------- prompts
+def _text_block(text: str) -> list[dict]:
+    return [{"type": "text", "text": text}]
+
+
+def first_user_text(row: dict) -> str:
+    """The prompt of a single-turn row: its first user message (str or text blocks)."""
+    msg = next(m for m in row["messages"] if m["role"] == "user")
+    content = msg["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
+def user_message(text: str, with_image: bool) -> dict:
+    blocks = ([{"type": "image"}] if with_image else []) + _text_block(text)
+    return {"role": "user", "content": blocks}
+
+
+def _rgb(image):
+    return image.convert("RGB") if hasattr(image, "convert") else image
+
+
+# ----------------------------------------------------------------------------------------------- generation
+def _generate_batch(model, processor, conversations: list[list[dict]], images: list, max_new_tokens: int,
+                    temperature: float) -> list[str]:
+    prompts = [processor.apply_chat_template(c, add_generation_prompt=True) for c in conversations]
+    tok = processor.tokenizer
+    side = tok.padding_side
+    tok.padding_side = "left"  # left padding keeps every prompt's last token at the end, where generation starts
+    try:
+        enc = processor(text=prompts, images=[[_rgb(im)] for im in images], return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = side
+    enc = enc.to(model.device)
+    if "pixel_values" in enc and enc["pixel_values"].is_floating_point():
+        enc["pixel_values"] = enc["pixel_values"].to(model.dtype)  # bf16 models need bf16 pixels
+    sampling = temperature > 0
+    kwargs = {"max_new_tokens": int(max_new_tokens), "do_sample": sampling, "use_cache": True,
+              "pad_token_id": tok.pad_token_id}
+    if sampling:
+        kwargs["temperature"] = float(temperature)
+    else:  # a checkpoint's generation_config may carry sampling defaults; neutralise them for greedy decoding
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    with torch.inference_mode():
+        out = model.generate(**enc, **kwargs)
+    new = out[:, enc["input_ids"].shape[1]:]
+    return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
+
+
+def _batches(n: int, batch_size: int, desc: str, progress: bool):
+    return tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False)
+
+
+def generate(model, processor, rows: Sequence[dict], max_new_tokens: int, batch_size: int = 16,
+             temperature: float = 0.0, progress: bool = True, desc: str = "generate") -> list[str]:
+    """One answer per row to its first user message (with the row's image); greedy unless temperature > 0."""
+    was_training = model.training
+    model.eval()
+    preds: list[str] = []
+    try:
+        for i in _batches(len(rows), batch_size, desc, progress):
+            chunk = [rows[j] for j in range(i, min(i + batch_size, len(rows)))]
+            convs = [[user_message(first_user_text(r), with_image=True)] for r in chunk]
+            preds += _generate_batch(model, processor, convs, [r["image"] for r in chunk], max_new_tokens,
+                                     temperature)
+    finally:
+        model.train(was_training)
+    return preds
+
+
+def conversation_questions(row: dict) -> list[str]:
+    """The clinician questions of a conv row in the asked order (the `questions` column, else the user turns)."""
+    if row.get("questions"):
+        return list(row["questions"])
+    return [m["content"] for m in row["messages"] if m["role"] == "user"]
+
+
+def generate_conversation(model, processor, rows: Sequence[dict], max_new_tokens: int, batch_size: int = 16,
+                          temperature: float = 0.0, progress: bool = True) -> list[list[str]]:
+    """Multi-turn rollout (methods.md 1, PPO rollout): turn t's prompt is the image, questions 1..t and the model's
+    *own* answers 1..t-1. Batched across conversations, one turn at a time. Returns the answers per row."""
+    questions = [conversation_questions(r) for r in rows]
+    answers: list[list[str]] = [[] for _ in rows]
+    n_turns = max((len(q) for q in questions), default=0)
+    was_training = model.training
+    model.eval()
+    try:
+        for t in range(n_turns):
+            todo = [k for k, q in enumerate(questions) if t < len(q)]
+            for i in _batches(len(todo), batch_size, f"conversation turn {t + 1}/{n_turns}", progress):
+                idx = todo[i: i + batch_size]
+                convs = []
+                for k in idx:
+                    msgs = []
+                    for s in range(t + 1):
+                        msgs.append(user_message(questions[k][s], with_image=s == 0))
+                        if s < t:
+                            msgs.append({"role": "assistant", "content": _text_block(answers[k][s])})
+                    convs.append(msgs)
+                outs = _generate_batch(model, processor, convs, [rows[k]["image"] for k in idx], max_new_tokens,
+                                       temperature)
+                for k, a in zip(idx, outs, strict=True):
+                    answers[k].append(a)
+    finally:
+        model.train(was_training)
+    return answers
+
+
+# ----------------------------------------------------------------------------------------------- evaluate
+def _rows(data_dir, task: str, split: str, limit: int | None) -> list[dict]:
+    from repro.data.build import load_task
+
+    ds = load_task(data_dir, task)[split]
+    if limit is not None:
+        ds = ds.select(range(min(int(limit), len(ds))))
+    return list(ds)
+
+
+def _samples(task: str, rows: list[dict], preds: list, k: int = N_SAMPLES) -> list[dict]:
+    out = []
+    for r, p in list(zip(rows, preds))[:k]:
+        if task == "conv":
+            out.append({"prompt": conversation_questions(r), "prediction": list(p), "truth": list(r["answers"]),
+                        "source": r.get("source"), "variant": r.get("variant")})
+        else:
+            out.append({"prompt": first_user_text(r), "prediction": p, "truth": r["messages"][-1]["content"],
+                        "source": r.get("source")})
+    return out
+
+
+def score(task: str, preds: list, rows: list[dict]) -> tuple[dict, dict]:
+    """(metrics, tables) of one task from its predictions; tables hold the per-row scores and the breakdowns."""
+    rows_df = metrics.SCORERS[task](preds, rows)
+    task_metrics, breakdown = metrics.SUMMARIZERS[task](rows_df)
+    tables = {f"{task}_rows": rows_df}
+    if isinstance(breakdown, dict):
+        tables.update({f"{task}_{name}": t for name, t in breakdown.items()})
+    else:
+        tables[f"{task}_by_source"] = breakdown
+    return task_metrics, tables
+
+
+def evaluate(model, processor, data_dir, split: str = "test", tasks: Sequence[str] = TASKS, limit: int | None = None,
+             max_new_tokens: int | dict | None = None, batch_size: int = 16, progress: bool = True) -> dict:
+    """Generate on `split` of every task and score it. Deterministic (greedy decoding).
+
+    max_new_tokens: an int for every task or {task: int} overriding MAX_NEW_TOKENS. `limit` keeps the first rows of
+    each task (conv rows come grouped by image, all variants of one image together).
+    Returns {"metrics": {task: {...}}, "tables": {name: DataFrame}, "samples": {task: [{prompt, prediction,
+    truth, source}]}}.
+    """
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown task(s) {sorted(unknown)}; expected a subset of {TASKS}")
+    budget = dict(MAX_NEW_TOKENS)
+    if isinstance(max_new_tokens, dict):
+        budget.update(max_new_tokens)
+    elif max_new_tokens is not None:
+        budget = dict.fromkeys(TASKS, int(max_new_tokens))
+    out: dict = {"metrics": {}, "tables": {}, "samples": {}}
+    for task in tasks:
+        rows = _rows(data_dir, task, split, limit)
+        if task == "conv":
+            preds = generate_conversation(model, processor, rows, budget[task], batch_size, progress=progress)
+        else:
+            preds = generate(model, processor, rows, budget[task], batch_size, progress=progress, desc=task)
+        out["metrics"][task], tables = score(task, preds, rows)
+        out["tables"].update(tables)
+        out["samples"][task] = _samples(task, rows, preds)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- baselines
+def _train_test(data_dir, task: str) -> tuple[list[dict], list[dict]]:
+    from repro.data.build import load_task
+
+    dd = load_task(data_dir, task)
+    # Baselines never look at pixels; dropping the image column keeps this fast.
+    return [dd[s].remove_columns("image").to_list() for s in ("train", "test")]
+
+
+def _most_common(values) -> str:
+    counts = Counter(values)
+    # Ties broken by the value itself so the baseline does not depend on row order.
+    return min(counts, key=lambda v: (-counts[v], str(v)))
+
+
+def majority_baseline(data_dir) -> dict:
+    """Constant predictions chosen on the TRAIN split, scored on TEST with the same metric code as the models.
+
+    vqa       closed: the most common train closed answer; open: the most common train open answer
+    mcq       the most common train letter
+    instruct  always "Detection: no abnormality." (MAU-style accuracy = share of normal test images)
+    conv      the five labels of the most common train diagnosis path, for every conversation and variant
+    """
+    out = {}
+    train, test = _train_test(data_dir, "vqa")
+    closed = _most_common(r["answer"] for r in train if r["answer_type"] == "closed")
+    open_ = _most_common(r["answer"] for r in train if r["answer_type"] == "open")
+    preds = [closed if r["answer_type"] == "closed" else open_ for r in test]
+    out["vqa"] = {**metrics.summarize_vqa(metrics.score_vqa(preds, test))[0], "closed_answer": closed,
+                  "open_answer": open_}
+
+    train, test = _train_test(data_dir, "mcq")
+    letter = _most_common(r["answer"] for r in train)
+    out["mcq"] = {**metrics.summarize_mcq(metrics.score_mcq([f"<answer>{letter}</answer>"] * len(test), test))[0],
+                  "letter": letter}
+
+    _, test = _train_test(data_dir, "instruct")
+    normal = "Detection: no abnormality. Localization: none. Recognition: normal."
+    # The images are dropped above, so give the scorer the size it needs for boxes (irrelevant for "normal").
+    test = [{**r, "width": 100, "height": 100} for r in test]
+    out["instruct"] = {**metrics.summarize_instruct(metrics.score_instruct([normal] * len(test), test))[0],
+                       "prediction": normal}
+
+    train, test = _train_test(data_dir, "conv")
+    diagnosis = _most_common(r["diagnosis"] for r in train)
+    path = dt.PATHS[diagnosis]
+    rows = []
+    for r in test:
+        labels = [path[c - 1] for c in r["turn_categories"]]
+        rows.append({"source": r.get("source"), "variant": r.get("variant"),
+                     **metrics.conv_item(labels, r["turn_categories"], r["turn_labels"])})
+    df = pd.DataFrame(rows, columns=["source", "variant", "question_acc", "conversation_correct", "diagnosis_correct",
+                                     "consistent", "parse_rate"])
+    out["conv"] = {**metrics.summarize_conv(df)[0], "diagnosis": diagnosis}
+    return out

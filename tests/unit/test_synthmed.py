@@ -186,8 +186,13 @@ def test_bone_marrow_classes_differ_in_cell_colours():
 
 def test_cardiomegaly_box_is_wider_than_a_nodule_box(records):
     def width(cat):
-        return np.mean([r["bboxes"][0][2] - r["bboxes"][0][0] for r in records if r["category"] == cat and
-                        r["source"] == "nih_cxr"])
+        return np.mean(
+            [
+                r["bboxes"][0][2] - r["bboxes"][0][0]
+                for r in records
+                if r["category"] == cat and r["source"] == "nih_cxr"
+            ]
+        )
 
     assert width("cardiomegaly") > 2 * width("nodule")
 
@@ -202,8 +207,12 @@ def test_bad_names_raise():
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), size=st.integers(16, 96), difficulty=st.floats(0, 1),
-       cls=st.sampled_from(ALL_CLASSES))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(16, 96),
+    difficulty=st.floats(0, 1),
+    cls=st.sampled_from(ALL_CLASSES),
+)
 def test_any_seed_size_and_difficulty_give_valid_records(seed, size, difficulty, cls):
     source, category = cls
     recs = synthmed.generate(seed, {source: {category: 2}}, image_size=size, difficulty=difficulty)

@@ -7,13 +7,17 @@ mask/bbox to be rewarded on. Geometry is in normalised coordinates (-1..1, y dow
 Record `extra` keys:
   CT / X-ray / endoscopy: size ("small"|"medium"|"large", from the bbox side), location (3x3 grid word of the
       bbox centre in *image* terms: "upper left", "upper", ..., "center", ..., "lower right"), site (organ the
-      lesion sits in, e.g. "lung", "liver", "kidney", "heart", "lung base"); all "" for normal images.
+      lesion sits in: deeplesion = its region, "kidney", "lung", "lung base" (effusion), "heart" (cardiomegaly),
+      "upper lobe" (tuberculosis), "colon wall"); all "" for normal images.
       Chest X-rays also carry ctr (cardiothoracic ratio; > 0.5 means cardiomegaly).
   bone_marrow: quality, blast_frac, plasma_frac, n_nucleated, diagnosis (Dr-LLaVA decision-tree facts).
       Bone marrow has bboxes [] and an all-zero mask (no single lesion), so `mask.any() == bool(bboxes)` holds
       for every record.
-Every image draws one lesion at most (one bbox). Speed comes from caching grids, noise pools and cell sprites
-per image size, and from painting small shapes only inside their bounding window.
+Every image draws one lesion at most (one bbox). difficulty 0..1 lowers lesion contrast (x1 -> x0.35), shrinks
+lesions (x1.2 -> x0.75), raises sensor noise (sd 0.012 -> 0.082 of full scale) and, for bone marrow, brings the
+blast/plasma fractions closer to (never across) the decision thresholds and varies the stain more.
+Speed comes from caching grids, noise pools and cell sprites per image size, and from painting small shapes only
+inside their bounding window.
 """
 
 from __future__ import annotations
@@ -140,7 +144,7 @@ def _finish_lesion(size, mask, win, alpha, site):
     """Write alpha>0.5 into the mask; return bbox + extra (size word, location word, site)."""
     hard = alpha > 0.5
     if not hard.any():  # tiny images: keep at least the brightest pixel so every lesion has a box
-        hard = alpha >= alpha.max()
+        hard = (alpha >= alpha.max()) & (alpha > 0)
     mask[win] |= hard.astype(np.uint8)
     ys, xs = np.nonzero(mask)
     box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
@@ -236,8 +240,15 @@ def _render_ct(size, rng, category, region, k, mask):
         shapes = [(lx, ly, r, r * 0.8, rng.uniform(0, 3))]
         for _ in range(rng.integers(2, 5)):
             t = rng.uniform(0, 2 * np.pi)
-            shapes.append((lx + 0.6 * r * np.cos(t), ly + 0.6 * r * np.sin(t), r * rng.uniform(0.45, 0.7),
-                           r * rng.uniform(0.35, 0.6), rng.uniform(0, 3)))
+            shapes.append(
+                (
+                    lx + 0.6 * r * np.cos(t),
+                    ly + 0.6 * r * np.sin(t),
+                    r * rng.uniform(0.45, 0.7),
+                    r * rng.uniform(0.35, 0.6),
+                    rng.uniform(0, 3),
+                )
+            )
         win, a = _blobs(size, shapes)
         het = _crop(rng, "fine", size, a.shape)
         sign = 1.0 if region == "lung" or rng.random() < 0.5 else -1.0  # lung masses are always denser than air
@@ -334,9 +345,17 @@ def _render_cxr(size, rng, source, category, k, mask):
     else:  # tuberculosis: patchy upper-lobe opacities, sometimes with a cavity
         ux, uy = cx + rng.uniform(-0.3, 0.3) * lrx, cy - lry * rng.uniform(0.45, 0.6)
         spread = 0.13 * k.scale
-        shapes = [(ux + rng.uniform(-1, 1) * spread, uy + rng.uniform(-0.8, 0.8) * spread,
-                   rng.uniform(0.045, 0.08) * k.scale, rng.uniform(0.04, 0.07) * k.scale, rng.uniform(0, 3))
-                  for _ in range(rng.integers(4, 8))]
+        shapes = [
+            (
+                ux + rng.uniform(-1, 1) * spread,
+                uy + rng.uniform(-0.8, 0.8) * spread,
+                max(rng.uniform(0.045, 0.08) * k.scale, 1.2 / size),
+                max(rng.uniform(0.04, 0.07) * k.scale, 1.2 / size),
+                rng.uniform(0, 3),
+            )
+            for _ in range(rng.integers(4, 8))
+        ]
+        shapes[0] = (ux, uy, *shapes[0][2:])  # the cluster centre lies inside the lung, so the mask is never empty
         win, a = _blobs(size, shapes)
         a = a * (lung_alpha[win] > 0.5)
         g[win] += a * c * (0.38 + 0.1 * _crop(rng, "fine", size, a.shape))
@@ -386,8 +405,11 @@ def _render_endo(size, rng, category, k, mask):
     shade = (1.0 + 0.4 * (-0.7 * sx - 0.7 * sy) + 0.06 * _crop(rng, "fine", size, a.shape))[..., None]
     polyp = np.array([0.96, 0.6, 0.52], np.float32) * shade
     img[win] += a[..., None] * (0.3 + 0.7 * k.contrast) * (polyp - img[win])
-    _paint(img, *_ellipse(size, px - 0.35 * pr, py - 0.35 * pr, 0.25 * pr + 1 / size, 0.18 * pr + 1 / size),
-           (1.0, 1.0, 1.0))  # specular highlight on the dome
+    _paint(
+        img,
+        *_ellipse(size, px - 0.35 * pr, py - 0.35 * pr, 0.25 * pr + 1 / size, 0.18 * pr + 1 / size),
+        (1.0, 1.0, 1.0),
+    )  # specular highlight on the dome
     boxes, extra = _finish_lesion(size, mask, win, a, "colon wall")
     return img, boxes, extra
 
@@ -400,7 +422,7 @@ _CELL_R = {"rbc": 0.085, "blast": 0.15, "plasma": 0.12, "other": 0.1}  # radius 
 
 def _sprite_canvas(rpx):
     n = int(np.ceil(2 * rpx + 3))
-    c = (np.arange(n, dtype=np.float32) - (n - 1) / 2)
+    c = np.arange(n, dtype=np.float32) - (n - 1) / 2
     return c[None, :], c[:, None], n
 
 
@@ -502,15 +524,33 @@ def _render_marrow(size, rng, category, difficulty, k):
     if quality == "clot":  # dense dark particle/fibrin clumps covering a large part of the field
         for _ in range(rng.integers(2, 4)):
             cx, cy, r = rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), rng.uniform(0.2, 0.32)
-            shapes = [(cx + rng.uniform(-r, r), cy + rng.uniform(-r, r), r * rng.uniform(0.4, 0.8),
-                       r * rng.uniform(0.3, 0.6), rng.uniform(0, 3)) for _ in range(rng.integers(4, 8))]
+            shapes = [
+                (
+                    cx + rng.uniform(-r, r),
+                    cy + rng.uniform(-r, r),
+                    r * rng.uniform(0.4, 0.8),
+                    r * rng.uniform(0.3, 0.6),
+                    rng.uniform(0, 3),
+                )
+                for _ in range(rng.integers(4, 8))
+            ]
             win, a = _blobs(size, shapes)
             grain = 0.7 + 0.3 * _crop(rng, "white", size, a.shape)[..., None]
             _paint(img, win, a, 0)  # start dark, then tint: particles are purple-black and grainy
             img[win] += a[..., None] * grain * np.array([0.33, 0.18, 0.42], np.float32)
         for _ in range(rng.integers(3, 6)):  # fibrin strands
-            _paint(img, *_ellipse(size, rng.uniform(-0.8, 0.8), rng.uniform(-0.8, 0.8), rng.uniform(0.3, 0.6),
-                                  0.02, angle=rng.uniform(0, 3)), (0.72, 0.55, 0.7))
+            _paint(
+                img,
+                *_ellipse(
+                    size,
+                    rng.uniform(-0.8, 0.8),
+                    rng.uniform(-0.8, 0.8),
+                    rng.uniform(0.3, 0.6),
+                    0.02,
+                    angle=rng.uniform(0, 3),
+                ),
+                (0.72, 0.55, 0.7),
+            )
     kinds = ["rbc"] * n_rbc + ["other"] * (n - nb - npl) + ["blast"] * nb + ["plasma"] * npl
     total = len(kinds)
     grid = int(np.ceil(np.sqrt(total * 1.25)))
@@ -524,16 +564,27 @@ def _render_marrow(size, rng, category, difficulty, k):
     for kind, v, (x, y), gain in zip(kinds, var.tolist(), pos.astype(int).tolist(), gains.tolist()):
         _stamp(img, sprites[kind][v], x, y, gain)  # RBCs first: nucleated cells lie on top
     diagnosis = category if category != NORMAL else "normal"
-    extra = {"quality": quality, "blast_frac": round(nb / n, 4), "plasma_frac": round(npl / n, 4),
-             "n_nucleated": n, "diagnosis": diagnosis}
+    extra = {
+        "quality": quality,
+        "blast_frac": round(nb / n, 4),
+        "plasma_frac": round(npl / n, 4),
+        "n_nucleated": n,
+        "diagnosis": diagnosis,
+    }
     return img, [], extra
 
 
 # ---- public API
 
 
-def render(source: str, category: str, rng: np.random.Generator, image_size: int = 64, difficulty: float = 0.5,
-           region: str | None = None) -> dict:
+def render(
+    source: str,
+    category: str,
+    rng: np.random.Generator,
+    image_size: int = 64,
+    difficulty: float = 0.5,
+    region: str | None = None,
+) -> dict:
     """One image record (all RECORD_KEYS but `id`) of `source`/`category`, drawn with `rng`."""
     spec = SOURCES[source]
     if category != NORMAL and category not in spec["categories"]:
@@ -562,14 +613,24 @@ def render(source: str, category: str, rng: np.random.Generator, image_size: int
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     abnormal = extra["diagnosis"] in ("AML", "MM") if source == "bone_marrow" else category != NORMAL
-    return {"image": img, "source": source, "modality": spec["modality"], "region": region, "category": category,
-            "abnormal": bool(abnormal), "bboxes": boxes, "mask": mask, "extra": extra}
+    return {
+        "image": img,
+        "source": source,
+        "modality": spec["modality"],
+        "region": region,
+        "category": category,
+        "abnormal": bool(abnormal),
+        "bboxes": boxes,
+        "mask": mask,
+        "extra": extra,
+    }
 
 
 def _stream_key(seed: int, source: str, category: str, index: int) -> np.random.SeedSequence:
     # crc32 of the names (not their list position) so adding a source or class never reshuffles the others.
-    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(source.encode()),
-                                   zlib.crc32(category.encode()), int(index)])
+    return np.random.SeedSequence(
+        [int(seed) & 0xFFFFFFFF, zlib.crc32(source.encode()), zlib.crc32(category.encode()), int(index)]
+    )
 
 
 def _slug(text: str) -> str:
@@ -580,7 +641,8 @@ def generate(seed: int, counts: dict[str, dict[str, int]], image_size: int = 64,
     """Records for counts[source][category] images each, in the order of `counts`.
 
     Image i of (source, category) depends only on (seed, source, category, i, image_size, difficulty).
-    Ids are "<source>-<category>-<i:06d>" (spaces -> "_"), unique within one call and across seeds' layouts.
+    Ids are "<source>-<category>-<i:06d>" (spaces -> "_"), unique within one call; the seed is not part of the id,
+    so data sets drawn with different seeds reuse ids for different images.
     """
     records = []
     for source, per_cat in counts.items():
@@ -598,8 +660,10 @@ def generate(seed: int, counts: dict[str, dict[str, int]], image_size: int = 64,
 def default_counts(n_per_class: int, n_normal: int | None = None, sources=None) -> dict[str, dict[str, int]]:
     """{source: {"normal": n_normal, category: n_per_class, ...}} for every (or the given) source."""
     n_normal = n_per_class if n_normal is None else n_normal
-    return {s: {NORMAL: int(n_normal), **{c: int(n_per_class) for c in SOURCES[s]["categories"]}}
-            for s in (sources or list(SOURCES))}
+    return {
+        s: {NORMAL: int(n_normal), **{c: int(n_per_class) for c in SOURCES[s]["categories"]}}
+        for s in (sources or list(SOURCES))
+    }
 
 
 def fingerprint(records) -> str:

@@ -15,8 +15,11 @@ def show_record(ax, record, draw_boxes: bool = True, title: str | None = None) -
     if draw_boxes:
         for x1, y1, x2, y2 in record["bboxes"]:
             # Pixel edges sit at -0.5 in imshow coordinates; x2/y2 are exclusive.
-            ax.add_patch(mpatches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.2,
-                                            edgecolor=sns.color_palette("bright")[2]))
+            ax.add_patch(
+                mpatches.Rectangle(
+                    (x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.2, edgecolor=sns.color_palette("bright")[2]
+                )
+            )
     if title is None:
         title = f"{record['category']}\n{record['region']}"
     ax.set_title(title, fontsize=7)

@@ -1,0 +1,228 @@
+"""Zhu et al. 2025 (arXiv 2505.13973) GRPO rewards for multiple-choice Med-VQA (methods.md §2).
+
+Target format (tasks.mcq_target): "<think>reasoning</think><answer>X</answer>". Columns: answer (letter A-D),
+options (list of option texts), reason_facts ({"modality", "region", "finding"}) or category / region / modality.
+
+    format      1 iff the text is  ws* <think>...</think> ws* <answer>...</answer> ws*  with exactly one of each tag
+                (nothing before or after but whitespace), else 0. R1 convention [INFERRED]. Range {0, 1}.
+    accuracy    1 iff the single <answer> block names the correct option: its letter ("B", "(B)", "B.", "B) cyst"
+                when the text agrees with option B) or exactly its text ("cyst", case-insensitive), else 0. Several
+                <answer> blocks, several letters or a letter contradicting its text score 0 (hedging earns
+                nothing). Range {0, 1}; None without a valid answer letter.
+    semantic    paper: an expert LLM judges whether the reasoning is clinically consistent -> {0, 1}. Here a Judge
+                (`__call__(reasoning, facts) -> float in [0, 1]`) scores the <think> text; RuleJudge (default) is the
+                fraction of facets (finding = category or "normal", region, modality) named correctly *and alone*
+                (naming a competing value of the same facet fails it, so listing every finding earns nothing).
+                semantic_reward = 1[score >= threshold] (threshold 1: every facet right); semantic_fraction_reward
+                is the score itself, for analysis. No <think> block -> 0. None without facts.
+    ECR         Extended Chain Reward, min(L / L_cap, 1), unconditional; L = whitespace words inside <think> (0
+                without a think block). Range [0, 1]. The paper gives the idea, not the form: capped linear
+                [INFERRED]; the cap keeps the reward bounded.
+    CWR         Correctness-weighted length reward, accuracy * min(L / L_cap, 1). Range [0, 1]; None when accuracy
+                is None.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Protocol
+
+from repro.data import schema
+from repro.data.tasks import MAU_REGIONS, MCQ_MODALITIES
+from repro.rewards import make_reward
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.S)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+_FORMAT = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.S)
+_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+_LETTER = re.compile(r"\(?([A-Z])\)?[.:]?(?:\s+(.+))?", re.S)
+DEFAULT_CAP = 32  # words; the synthetic reasoning is ~15 words, so the cap asks for about twice that
+
+
+def think_text(text: str) -> str | None:
+    m = _THINK.search(text)
+    return m.group(1) if m else None
+
+
+def answer_text(text: str) -> str | None:
+    """Content of the single <answer> block; None when there is none or more than one."""
+    found = _ANSWER.findall(text)
+    return found[0] if len(found) == 1 else None
+
+
+def format_ok(text: str) -> bool:
+    return all(text.count(t) == 1 for t in _TAGS) and _FORMAT.fullmatch(text) is not None
+
+
+def _norm(s) -> str:
+    return " ".join(str(s).casefold().split()).rstrip(".").strip()
+
+
+def chosen_option(answer: str | None, options) -> int | None:
+    """Index of the option an <answer> content names, or None (no, several or contradicting choices)."""
+    if answer is None:
+        return None
+    s = " ".join(answer.split()).rstrip(".")
+    opts = [_norm(o) for o in options] if isinstance(options, (list, tuple)) else []
+    if len(s) == 1 and s.isalpha():  # a lone letter may be lower case; with text after it, "a" is an article
+        return ord(s.upper()) - 65
+    m = _LETTER.fullmatch(s)
+    if m:
+        idx, rest = ord(m.group(1)) - 65, m.group(2)
+        if rest is None:
+            return idx
+        if idx < len(opts) and _norm(rest) == opts[idx]:
+            return idx
+    hits = [i for i, o in enumerate(opts) if o == _norm(s)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _truth_index(answer) -> int | None:
+    if isinstance(answer, str) and len(answer.strip()) == 1 and answer.strip().isalpha():
+        return ord(answer.strip().upper()) - 65
+    return None
+
+
+def explain_format(text: str) -> dict:
+    """Format reward: 1 iff exactly one <think>..</think> then exactly one <answer>..</answer>, only whitespace
+    around them; else 0. Range {0, 1}."""
+    counts = {t: text.count(t) for t in _TAGS}
+    ok = all(v == 1 for v in counts.values()) and _FORMAT.fullmatch(text) is not None
+    return {"reward": float(ok), "tag_counts": counts, "layout_ok": _FORMAT.fullmatch(text) is not None}
+
+
+def explain_accuracy(text: str, answer=None, options=None) -> dict:
+    """Accuracy reward: 1 iff the single <answer> block names the correct option (letter or exact text), else 0.
+    Range {0, 1}; None without a valid answer letter."""
+    truth = _truth_index(answer)
+    if truth is None:
+        return {"reward": None, "why": "no answer letter"}
+    given = answer_text(text)
+    idx = chosen_option(given, options)
+    return {"reward": float(idx == truth), "answer_block": given, "chosen": idx, "truth": truth}
+
+
+# ---------------------------------------------------------------- semantic alignment
+class Judge(Protocol):
+    """Semantic-alignment judge: how well `reasoning` states `facts` ({"finding", "region", "modality"}), in [0, 1].
+    The gpu profile can plug an LLM judge (BioMistral-style yes/no prompt -> 0 or 1) with this signature."""
+
+    def __call__(self, reasoning: str, facts: dict) -> float: ...
+
+
+_FINDINGS = sorted({c.lower() for s in schema.SOURCES.values() for c in s["categories"]} | {schema.NORMAL})
+_VOCAB = {"finding": _FINDINGS, "region": sorted({r.lower() for r in MAU_REGIONS} | {"bone marrow"}),
+          "modality": sorted({m.lower() for m in MCQ_MODALITIES})}
+_FACET_OF = {t: f for f, terms in _VOCAB.items() for t in terms}
+TERM_FACET = _FACET_OF  # clinical term -> "finding" | "region" | "modality" (lower case); clinical.py uses it
+_NEGATED = re.compile(r"\b(?:no|not|without|nor)\s+(?:\w+\s+)?$")
+
+
+@functools.lru_cache(maxsize=256)
+def _term_regex(extra: tuple[str, ...]) -> re.Pattern:
+    # One alternation, longest first, so "kidney stone" is one finding and not also the region "kidney".
+    terms = sorted(set(_FACET_OF) | set(extra), key=len, reverse=True)
+    return re.compile(r"(?<![\w-])(" + "|".join(re.escape(t) for t in terms) + r")(?![\w-])")
+
+
+class RuleJudge:
+    """Rule judge: the fraction of the available facets (finding, region, modality) that the reasoning names
+    correctly and without naming a competing value of the same facet. Findings after "no"/"not"/"without" (within
+    two words) do not count as named, so "no nodule, it is normal" names only "normal"."""
+
+    facets = ("finding", "region", "modality")
+
+    def details(self, reasoning: str, facts: dict) -> dict:
+        truth = {f: str(facts[f]).lower() for f in self.facets if isinstance(facts.get(f), str) and facts[f]}
+        extra = tuple(sorted(v for v in truth.values() if v not in _FACET_OF))
+        named: dict[str, set] = {f: set() for f in self.facets}
+        s = reasoning.lower()
+        for m in _term_regex(extra).finditer(s):
+            term = m.group(1)
+            facet = _FACET_OF.get(term) or next(f for f, v in truth.items() if v == term)
+            if facet == "finding" and _NEGATED.search(s, max(0, m.start() - 24), m.start()):
+                continue
+            named[facet].add(term)
+        ok = {f: named[f] == {v} for f, v in truth.items()}
+        return {"score": (sum(ok.values()) / len(ok)) if ok else None, "facets_ok": ok,
+                "named": {f: sorted(v) for f, v in named.items()}}
+
+    def __call__(self, reasoning: str, facts: dict) -> float:
+        score = self.details(reasoning, facts)["score"]
+        return 0.0 if score is None else score
+
+
+def _facts(reason_facts=None, category=None, region=None, modality=None) -> dict:
+    if isinstance(reason_facts, dict) and reason_facts:
+        return {k: reason_facts.get(k) for k in ("finding", "region", "modality")}
+    return {"finding": category, "region": region, "modality": modality}
+
+
+def make_semantic_reward(judge: Judge | None = None, binary: bool = True, threshold: float = 1.0,
+                         name: str | None = None):
+    """Semantic-alignment reward with `judge` (RuleJudge by default): 1[judge(think, facts) >= threshold] when
+    binary (the paper's {0, 1}), else the judge's score clipped to [0, 1]. No <think> block -> 0; None without facts.
+    """
+    judge = judge or RuleJudge()
+
+    def explain(text, reason_facts=None, category=None, region=None, modality=None):
+        facts = _facts(reason_facts, category, region, modality)
+        if not any(isinstance(v, str) and v for v in facts.values()):
+            return {"reward": None, "why": "no facts"}
+        reasoning = think_text(text)
+        if reasoning is None:
+            return {"reward": 0.0, "why": "no <think> block", "facts": facts}
+        out = {"facts": facts, "reasoning": reasoning}
+        if isinstance(judge, RuleJudge):
+            out.update(judge.details(reasoning, facts))
+            score = out["score"] or 0.0
+        else:
+            score = judge(reasoning, facts)
+            score = float(score) if isinstance(score, (int, float)) and math.isfinite(score) else 0.0
+            out["score"] = score
+        out["reward"] = float(score >= threshold) if binary else min(1.0, max(0.0, score))
+        return out
+
+    default = "semantic_reward" if binary else "semantic_fraction_reward"
+    return make_reward(name or default, explain, ("reason_facts", "category", "region", "modality"), 0.0, 1.0,
+                       doc=__doc__)
+
+
+# ---------------------------------------------------------------- length
+def think_words(text: str) -> int:
+    t = think_text(text)
+    return len(t.split()) if t is not None else 0
+
+
+def make_ecr(cap: int = DEFAULT_CAP):
+    """Extended Chain Reward min(L / cap, 1), L = whitespace words of the <think> part. Range [0, 1]."""
+    cap = max(1, int(cap))
+
+    def explain(text):
+        n = think_words(text)
+        return {"reward": min(n / cap, 1.0), "think_words": n, "cap": cap}
+
+    return make_reward(f"ecr_reward_cap{cap}", explain, (), 0.0, 1.0, doc=make_ecr.__doc__)
+
+
+def make_cwr(cap: int = DEFAULT_CAP):
+    """Correctness-weighted length reward 1[correct] * min(L / cap, 1). Range [0, 1]; None without an answer."""
+    cap = max(1, int(cap))
+
+    def explain(text, answer=None, options=None):
+        acc = explain_accuracy(text, answer, options)
+        n = think_words(text)
+        reward = None if acc["reward"] is None else acc["reward"] * min(n / cap, 1.0)
+        return {"reward": reward, "correct": acc["reward"], "think_words": n, "cap": cap}
+
+    return make_reward(f"cwr_reward_cap{cap}", explain, ("answer", "options"), 0.0, 1.0, doc=make_cwr.__doc__)
+
+
+format_reward = make_reward("format_reward", explain_format, (), 0.0, 1.0)
+accuracy_reward = make_reward("accuracy_reward", explain_accuracy, ("answer", "options"), 0.0, 1.0)
+semantic_reward = make_semantic_reward()
+semantic_fraction_reward = make_semantic_reward(binary=False)
+ecr_reward = make_ecr()
+cwr_reward = make_cwr()

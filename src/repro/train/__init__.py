@@ -1,0 +1,1 @@
+"""Training stages: sft (TRL SFTTrainer), and later grpo, ppo (our own), dpo (weighted multimodal)."""

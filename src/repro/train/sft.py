@@ -1,0 +1,119 @@
+"""Supervised fine-tuning of a VLM on the SynthMed task mixture with TRL's SFTTrainer.
+
+Two starting points for the later RL stages (Zhu et al.'s initialization study):
+    base  the freshly built VLM briefly trained on *captioning-like* tasks only (findings reports + VQA): it sees
+          images and medical words but never the MCQ <think>/<answer> format, the detect->localize->recognize
+          instructions or the clinician conversations, as a base (non-instruct) checkpoint would;
+    sft   `base` trained further on the whole task mixture (vqa, mcq, instruct, conv, report).
+Loss is on assistant tokens only (assistant_only_loss with the {% generation %} chat template). Checkpoints are
+safetensors under <out_dir>/checkpoints and a rerun resumes from the last one; the final model (+ processor)
+goes to <out_dir>/final, loadable with repro.models.load_vlm.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from repro.data import build, decision_tree
+
+TASKS = ("vqa", "mcq", "instruct", "conv", "report")
+BASE_TASKS = ("report", "vqa")
+
+
+def corpus(data_dir) -> list[str]:
+    """Every text of every task and split, plus the decision-tree banks: the tokenizer's training corpus.
+
+    Test wordings are included on purpose: the tokenizer only learns how to split words, not answers, and a
+    word never seen by the BPE trainer would fall back to bytes and make test prompts artificially long.
+    """
+    texts = list(decision_tree.corpus_texts())
+    for task in TASKS:
+        for ds in build.load_task(data_dir, task).values():
+            for msgs in ds["messages"]:
+                texts += [m["content"] for m in msgs]
+    return texts
+
+
+def to_sft_row(row: dict) -> dict:
+    """Task row -> TRL's vision SFT format: the image as a block of the first user message."""
+    msgs, seen_user = [], False
+    for m in row["messages"]:
+        blocks = [{"type": "text", "text": m["content"]}]
+        if m["role"] == "user" and not seen_user:
+            blocks = [{"type": "image"}] + blocks
+            seen_user = True
+        msgs.append({"role": m["role"], "content": blocks})
+    return {"images": [row["image"]], "messages": msgs}
+
+
+def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: int | None = None, seed: int = 0):
+    """The shuffled mixture of `tasks` (at most `max_rows_per_task` rows each) as a datasets.Dataset."""
+    from datasets import concatenate_datasets
+
+    parts = []
+    for task in tasks:
+        ds = build.load_task(data_dir, task)[split]
+        if max_rows_per_task and len(ds) > max_rows_per_task:
+            ds = ds.shuffle(seed=seed).select(range(max_rows_per_task))
+        parts.append(ds.map(to_sft_row, remove_columns=ds.column_names))
+    return concatenate_datasets(parts).shuffle(seed=seed)
+
+
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    cks = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(cks[-1]) if cks else None
+
+
+def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
+          warmup_ratio: float = 0.05, weight_decay: float = 0.0, save_steps: int = 200, logging_steps: int = 10,
+          lora: dict | None = None, use_cpu: bool | None = None, bf16: bool = False) -> dict:
+    """Fine-tune the model at `init_dir` on `dataset`; returns {"final_dir", "log_history", "seconds", ...}.
+
+    Resumes from the newest checkpoint under <out_dir>/checkpoints. On CPU: fp32, no activation checkpointing
+    (TRL defaults to bf16 + checkpointing, both wrong for a tiny CPU model), max_length=None so image tokens are
+    never cut.
+    """
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from repro.models import load_vlm
+
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    if use_cpu is None:
+        use_cpu = not torch.cuda.is_available()
+    model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None, lora=lora,
+                                dtype="bf16" if bf16 else "fp32")
+    args = SFTConfig(
+        output_dir=str(ckpt_dir), max_steps=max_steps, per_device_train_batch_size=batch_size, learning_rate=lr,
+        lr_scheduler_type="cosine", warmup_steps=max(1, int(warmup_ratio * max_steps)), weight_decay=weight_decay,
+        logging_steps=logging_steps, save_strategy="steps", save_steps=save_steps, save_total_limit=1,
+        seed=seed, data_seed=seed, report_to=[], use_cpu=use_cpu, bf16=bf16, activation_checkpointing=False,
+        max_length=None, assistant_only_loss=True, dataloader_num_workers=0, disable_tqdm=False,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    t0 = time.time()
+    resume = _last_checkpoint(ckpt_dir)
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - t0
+    final = out_dir / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    if lora is not None:
+        trainer.model = trainer.model.merge_and_unload()  # later stages load one plain checkpoint
+    trainer.model.save_pretrained(final)
+    processor.save_pretrained(final)
+    history = trainer.state.log_history
+    info = {"final_dir": str(final), "log_history": history, "seconds": round(seconds, 1), "steps": max_steps,
+            "resumed_from": resume, "examples": max_steps * batch_size}
+    (out_dir / "train_info.json").write_text(json.dumps(info, indent=1, default=str))
+    return info
+
+
+def loss_curve(history: list[dict]):
+    """(step, loss) DataFrame from a trainer log history."""
+    import pandas as pd
+
+    return pd.DataFrame([{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h])

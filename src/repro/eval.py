@@ -146,9 +146,33 @@ def _rows(data_dir, task: str, split: str, limit: int | None) -> list[dict]:
     from repro.data.build import load_task
 
     ds = load_task(data_dir, task)[split]
-    if limit is not None:
-        ds = ds.select(range(min(int(limit), len(ds))))
+    if limit is not None and limit < len(ds):
+        strata = [f"{s}/{c}" for s, c in zip(ds["source"], ds["category"])]
+        ds = ds.select(stratified_indices(ds["id"], strata, int(limit)))
     return list(ds)
+
+
+def stratified_indices(ids: Sequence[str], strata: Sequence[str], limit: int) -> list[int]:
+    """About `limit` row indices spread evenly over strata (source/category), image by image.
+
+    Rows are grouped by image id (all conversation variants of one image stay together) and images are taken
+    round-robin across strata in a fixed order, so a small eval budget still covers every source and class and
+    the per-source tables stay meaningful. Deterministic; the result keeps the data set's order.
+    """
+    by_source: dict[str, list[str]] = {}
+    rows_of: dict[str, list[int]] = {}
+    for i, (rid, src) in enumerate(zip(ids, strata)):
+        if rid not in rows_of:
+            by_source.setdefault(src, []).append(rid)
+            rows_of[rid] = []
+        rows_of[rid].append(i)
+    chosen: list[int] = []
+    queues = [list(v) for _, v in sorted(by_source.items())]
+    while len(chosen) < limit and any(queues):
+        for q in queues:
+            if q and len(chosen) < limit:
+                chosen += rows_of[q.pop(0)]
+    return sorted(chosen)
 
 
 def _samples(task: str, rows: list[dict], preds: list, k: int = N_SAMPLES) -> list[dict]:

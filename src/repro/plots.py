@@ -25,3 +25,57 @@ def save_figure(fig, cfg, name: str) -> Path:
     for ext in ("png", "pdf"):
         fig.savefig(d / f"{cfg.stem}_{name}.{ext}")
     return paths.figures_dir(cfg.profile) / f"{cfg.stem}_{name}.png"
+
+
+def loss_curves(panels: dict[str, dict], title: str = "Training loss"):
+    """One panel per entry of `panels` ({panel title: {label: (step, loss) DataFrame}}), one line per run."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 3.8), squeeze=False)
+    for ax, (panel, histories) in zip(axes[0], panels.items()):
+        for label, df in histories.items():
+            if len(df):
+                ax.plot(df["step"], df["loss"], label=label, lw=1.8)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss")
+        ax.set_title(panel)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def sample_generations(rows: list[dict], predictions: list[str], n: int = 6, title: str = "Sample generations"):
+    """Image with the true box (green) and the predicted box (red, dashed), question, answer and truth."""
+    import matplotlib.patches as mpatches
+    import numpy as np
+
+    from repro.data import schema, tasks
+
+    n = min(n, len(rows))
+    fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 4.6), squeeze=False)
+    for ax, row, pred in zip(axes[0], rows[:n], predictions[:n]):
+        img = np.asarray(row["image"])
+        h, w = img.shape[:2]
+        ax.imshow(img, interpolation="nearest")
+        for x1, y1, x2, y2 in row.get("bboxes") or []:
+            ax.add_patch(mpatches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.6,
+                                            edgecolor="#2ca02c"))
+        box = tasks.parse_instruct(pred).get("bbox") or schema.parse_bbox(pred)
+        if box:
+            x1, y1, x2, y2 = (box[0] * w / 100, box[1] * h / 100, box[2] * w / 100, box[3] * h / 100)
+            ax.add_patch(mpatches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.6,
+                                            edgecolor="#d62728", ls="--"))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        truth = row["messages"][-1]["content"]
+        ax.set_title(f"{row['source']}: {row['category']}", fontsize=9)
+        ax.set_xlabel(_wrap(f"model: {pred}", 38) + "\n" + _wrap(f"truth: {truth}", 38), fontsize=7, loc="left")
+    fig.suptitle(title + "  (green: true box, red dashed: predicted box)")
+    fig.tight_layout()
+    return fig
+
+
+def _wrap(text: str, width: int, max_lines: int = 4) -> str:
+    import textwrap
+
+    lines = textwrap.wrap(text, width)
+    return "\n".join(lines[:max_lines]) + (" …" if len(lines) > max_lines else "")

@@ -62,6 +62,20 @@ def test_every_generated_conversation_follows_the_decision_tree(built):
     assert n > 0
 
 
+def test_image_records_keep_masks_that_match_their_boxes(built):
+    import numpy as np
+
+    d, m = built
+    images = build.load_task(d, "images")
+    assert sum(len(ds) for ds in images.values()) == m["n_images"]
+    for r in images["train"]:
+        mask = np.asarray(r["mask"])
+        assert mask.shape == (64, 64) and bool(mask.any()) == bool(r["bboxes"])
+        if r["bboxes"]:
+            ys, xs = np.nonzero(mask)
+            assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == r["bboxes"][0]
+
+
 def test_splits_do_not_share_images(built):
     d, _ = built
     ids = {s: set(ds["id"]) for s, ds in build.load_task(d, "vqa").items()}

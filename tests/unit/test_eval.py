@@ -320,3 +320,14 @@ def test_generation_is_greedy_deterministic_and_independent_of_batching(tiny, da
     one = ev.generate(model, processor, rows, 5, batch_size=1, progress=False)
     four = ev.generate(model, processor, rows, 5, batch_size=4, progress=False)
     assert one == four and all(isinstance(p, str) for p in one)
+
+
+def test_stratified_limit_covers_every_stratum_and_keeps_images_whole():
+    from repro.eval import stratified_indices
+
+    ids = ["a", "a", "b", "c", "d", "e", "f"]
+    strata = ["x/1", "x/1", "x/1", "x/2", "y/1", "y/1", "z/1"]
+    idx = stratified_indices(ids, strata, 4)
+    assert {strata[i] for i in idx} >= {"x/1", "x/2", "y/1"}
+    assert idx == sorted(idx) and {0, 1} <= set(idx)  # both rows of image "a"
+    assert stratified_indices(ids, strata, 100) == list(range(7))

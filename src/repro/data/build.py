@@ -2,6 +2,8 @@
 
 Layout written under runs/<profile>/data/:
     <task>/            DatasetDict(train, val, test) for task in TASKS (conv: test/val carry every eval variant)
+    images/            the image records themselves (image, lesion mask, metadata, extra as JSON) per split:
+                       vision-encoder pretraining, oracle lesion heatmaps (MMedPO) and lesion patches (VRR) use it
     real_<name>/       rows of a real data set (only when its path is given in params)
     manifest.json      sizes, fingerprints, split definitions and the params that made the data
 The data is built in a sibling temporary folder and swapped in at the end, so a failed run keeps the old data.
@@ -68,6 +70,17 @@ def to_dataset(rows: list[dict]):
     return Dataset.from_list(out)
 
 
+def records_dataset(records: list[dict]):
+    """Image records -> datasets.Dataset: PIL image, PIL mask (mode L, 0/1), META columns, `extra` as JSON text."""
+    from datasets import Dataset
+    from PIL import Image
+
+    rows = [{"image": Image.fromarray(r["image"]), "mask": Image.fromarray(r["mask"]),
+             **{k: r[k] for k in schema.META_COLUMNS}, "extra": json.dumps(r["extra"], sort_keys=True)}
+            for r in records]
+    return Dataset.from_list(rows)
+
+
 def build(out_dir: Path, **kw) -> dict:
     """Generate everything into `out_dir` (replaced atomically; see _build for the arguments)."""
     tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
@@ -106,6 +119,7 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
         variants = conv_train_variants if split == "train" else conv_eval_variants
         for task, rows in build_split_rows(recs, split, seed, yes_share, variants).items():
             per_task[task][split] = rows
+    DatasetDict({s: records_dataset(recs) for s, recs in by_split.items()}).save_to_disk(str(tmp / "images"))
     h = hashlib.sha256()
     for task in TASKS:
         dd = DatasetDict({s: to_dataset(rows) for s, rows in per_task[task].items()})

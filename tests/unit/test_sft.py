@@ -1,0 +1,72 @@
+"""SFT stage: the task mixture's format, a short run whose loss decreases, resume, and the run-key guard."""
+
+from __future__ import annotations
+
+import pytest
+
+from repro.data import build, conversations
+from repro.models import build_tiny_vlm
+from repro.train import sft
+
+KW = dict(n_per_class=5, n_normal=5, image_size=64, difficulty=0.5, yes_share=0.5, split_fractions=[0.6, 0.2, 0.2],
+          conv_train_variants=["standard"], conv_eval_variants=list(conversations.VARIANTS),
+          heldout_categories=[])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sft")
+    data = root / "data"
+    build.build(data, seed=0, **KW)
+    init = build_tiny_vlm(root / "init", sft.corpus(data), size="smoke", seed=0)
+    return root, data, init
+
+
+def test_mixture_rows_put_the_image_in_the_first_user_turn(setup):
+    _, data, _ = setup
+    ds = sft.sft_dataset(data, ("mcq", "conv"), max_rows_per_task=6, seed=0)
+    assert len(ds) == 12
+    for r in ds:
+        assert len(r["images"]) == 1
+        first = r["messages"][0]
+        assert first["role"] == "user" and first["content"][0]["type"] == "image"
+        assert all(b["type"] == "text" for m in r["messages"][1:] for b in m["content"])
+
+
+def test_short_run_decreases_loss_resumes_and_guards_its_key(setup):
+    root, data, init = setup
+    ds = sft.sft_dataset(data, ("instruct",), seed=0)
+    out = root / "run"
+    info = sft.train(init, out, ds, max_steps=12, batch_size=4, lr=2e-3, save_steps=6, logging_steps=2,
+                     run_key={"a": 1})
+    losses = sft.loss_curve(info["log_history"])["loss"].tolist()
+    assert losses[-1] < losses[0]
+    assert (out / "final" / "model.safetensors").exists()
+    assert info["resumed_from"] is None
+    again = sft.train(init, out, ds, max_steps=12, batch_size=4, lr=2e-3, save_steps=6, logging_steps=2,
+                      run_key={"a": 1})
+    assert again["resumed_from"] and again["resumed_from"].endswith("checkpoint-12")
+    other = sft.train(init, out, ds, max_steps=2, batch_size=4, lr=2e-3, save_steps=6, run_key={"a": 2})
+    assert other["resumed_from"] is None  # a different run never resumes another run's checkpoint
+
+
+def test_zero_steps_returns_the_init_model(setup):
+    root, data, init = setup
+    assert sft.train(init, root / "none", [], max_steps=0)["final_dir"] == str(init)
+
+
+def test_vision_pretraining_changes_only_the_tower_and_saves_a_loadable_vlm(setup):
+    import torch
+
+    from repro.models import load_vlm
+    from repro.train import vision
+
+    root, data, init = setup
+    info = vision.pretrain(init, root / "vision", data, steps=6, batch_size=8, progress=False)
+    before, _ = load_vlm(init, device="cpu")
+    after, _ = load_vlm(info["final_dir"], device="cpu")
+    b, a = dict(before.named_parameters()), dict(after.named_parameters())
+    tower = [k for k in b if "vision_tower" in k]
+    assert tower and any(not torch.equal(b[k], a[k]) for k in tower)
+    assert all(torch.equal(b[k], a[k]) for k in b if "vision_tower" not in k)
+    assert 0.0 <= info["val_class_acc"] <= 1.0 and info["history"][-1]["step"] == 6

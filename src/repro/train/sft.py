@@ -98,8 +98,9 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     """Fine-tune the model at `init_dir` on `dataset`; returns {"final_dir", "log_history", "seconds", ...}.
 
     Resumes from the newest checkpoint under <out_dir>/checkpoints, but only when `run_key` (the params that
-    define the run) equals the one recorded there: a checkpoint of other params is deleted, not resumed. On CPU: fp32, no activation checkpointing
-    (TRL defaults to bf16 + checkpointing, both wrong for a tiny CPU model), max_length=None so image tokens are
+    define the run) equals the one recorded there: a checkpoint of other params is deleted, not resumed.
+    On CPU: fp32, no activation checkpointing (TRL defaults to bf16 + checkpointing, both wrong for a tiny CPU
+    model), max_length=None so image tokens are
     never cut.
     """
     if max_steps == 0:  # e.g. a real instruct checkpoint is its own "base": nothing to train

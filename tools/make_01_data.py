@@ -30,6 +30,7 @@ split_fractions = [0.7, 0.15, 0.15]
 conv_train_variants = ["standard", "shuffled"]
 conv_eval_variants = ["standard", "shuffled", "reversed", "hint_correct", "hint_wrong", "confirm_correct", "confirm_wrong"]
 heldout_categories = ["deeplesion:mass", "nih_cxr:effusion"]   # unseen-category study (stage 06)
+heldout_wording_tasks = ["conv"]   # tasks whose val/test questions use wordings never seen in training
 vqa_rad_dir = ""           # real data folders (gpu profile), empty means not used
 slake_dir = ""
 pmc_vqa_dir = ""
@@ -54,7 +55,7 @@ manifest = build.build(
     data_dir, seed=cfg.seed, n_per_class=cfg.n_per_class, n_normal=cfg.n_normal, image_size=cfg.image_size,
     difficulty=cfg.difficulty, yes_share=cfg.yes_share, split_fractions=cfg.split_fractions,
     conv_train_variants=cfg.conv_train_variants, conv_eval_variants=cfg.conv_eval_variants,
-    heldout_categories=cfg.heldout_categories, progress=print,
+    heldout_categories=cfg.heldout_categories, heldout_wording_tasks=cfg.heldout_wording_tasks, progress=print,
     real_sources={"vqa_rad_dir": cfg.vqa_rad_dir, "slake_dir": cfg.slake_dir, "pmc_vqa_dir": cfg.pmc_vqa_dir,
                   "medmnist_path": cfg.medmnist_path},
 )

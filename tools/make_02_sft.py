@@ -28,6 +28,7 @@ profile = "smoke"
 seed = 0
 model_name_or_path = ""    # empty builds the tiny LLaVA, else a local path or hub id (gpu profile)
 model_size = "smoke"       # tiny model size, smoke (0.5M params) or cpu (3M)
+vocab_size = 512           # BPE vocabulary of the tiny model's tokenizer
 base_tasks = ["report", "vqa"]
 sft_tasks = ["vqa", "mcq", "instruct", "conv", "report"]
 vision_steps = 60          # vision-encoder pretraining (tiny model only; 0 skips it)
@@ -68,7 +69,8 @@ if cfg.model_name_or_path:
     init_dir = cfg.model_name_or_path
 else:
     texts = sft.corpus(data_dir)
-    init_dir = models.build_tiny_vlm(model_dir / "init", texts, size=cfg.model_size, seed=cfg.seed)
+    init_dir = models.build_tiny_vlm(model_dir / "init", texts, size=cfg.model_size, seed=cfg.seed,
+                                      vocab_size=cfg.vocab_size)
 vis = None
 if cfg.vision_steps and not cfg.model_name_or_path:
     from repro.train import vision
@@ -146,8 +148,9 @@ per_source.round(3)
 """),
 ("md", "## Sample generations of the SFT model (abnormal-aware instructions)"),
 ("code", """
-rows = [r for r in ev._rows(data_dir, "instruct", "test", limit) if r["abnormal"]][:3]
-rows += [r for r in ev._rows(data_dir, "instruct", "test", limit) if not r["abnormal"]][:1]
+test_rows = ev.load_rows(data_dir, "instruct", "test", limit)
+rows = list({r["source"]: r for r in reversed(test_rows) if r["abnormal"]}.values())  # one abnormal per source
+rows += [r for r in test_rows if not r["abnormal"]][:1]
 model, processor = models.load_vlm(tuned["final_dir"])
 preds = ev.generate(model, processor, rows, ev.MAX_NEW_TOKENS["instruct"], progress=False)
 fig = repro.plots.sample_generations(rows, preds, n=len(rows), title="SFT model on test images")

@@ -142,7 +142,8 @@ def generate_conversation(model, processor, rows: Sequence[dict], max_new_tokens
 
 
 # ----------------------------------------------------------------------------------------------- evaluate
-def _rows(data_dir, task: str, split: str, limit: int | None) -> list[dict]:
+def load_rows(data_dir, task: str, split: str, limit: int | None = None) -> list[dict]:
+    """Rows of a task split; with `limit`, a subset spread over sources and classes (stratified_indices)."""
     from repro.data.build import load_task
 
     ds = load_task(data_dir, task)[split]
@@ -218,7 +219,7 @@ def evaluate(model, processor, data_dir, split: str = "test", tasks: Sequence[st
         budget = dict.fromkeys(TASKS, int(max_new_tokens))
     out: dict = {"metrics": {}, "tables": {}, "samples": {}}
     for task in tasks:
-        rows = _rows(data_dir, task, split, limit)
+        rows = load_rows(data_dir, task, split, limit)
         if task == "conv":
             preds = generate_conversation(model, processor, rows, budget[task], batch_size, progress=progress)
         else:

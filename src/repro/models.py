@@ -134,8 +134,12 @@ def _special_ids(tok) -> dict:
 
 
 def build_tiny_vlm(out_dir, texts: list[str], size: str = "smoke", image_size: int = 64, patch_size: int = 8,
-                   seed: int = 0) -> Path:
-    """Build a randomly initialised tiny LLaVA from configs and save it (model + processor) to `out_dir`."""
+                   seed: int = 0, vocab_size: int = 512) -> Path:
+    """Build a randomly initialised tiny LLaVA from configs and save it (model + processor) to `out_dir`.
+
+    vocab_size: a 512-token BPE splits many of the corpus' ~200 words into single letters; a larger one (1-2k)
+    keeps most words whole, so sequences are shorter (faster steps) and the model predicts words, not spelling.
+    """
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -149,7 +153,7 @@ def build_tiny_vlm(out_dir, texts: list[str], size: str = "smoke", image_size: i
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     if image_size % patch_size:
         raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
-    tok = train_tokenizer(texts)
+    tok = train_tokenizer(texts, vocab_size)
     n_image_tokens = (image_size // patch_size) ** 2
     vh, vl, vn, vi = SIZES[size]["vision"]
     th, tl, tn, ti = SIZES[size]["text"]

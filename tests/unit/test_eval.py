@@ -240,7 +240,7 @@ def _gold(task: str, rows: list[dict]) -> list:
 @pytest.mark.parametrize("task", ev.TASKS)
 def test_reference_answers_score_perfectly(data_dir, task):
     # The parsers must match our own templates exactly: the targets themselves get full marks.
-    rows = ev._rows(data_dir, task, "test", None)
+    rows = ev.load_rows(data_dir, task, "test", None)
     metrics, tables = ev.score(task, _gold(task, rows), rows)
     perfect = {"vqa": ["closed_acc", "open_recall"], "mcq": ["acc"], "conv": ["question_acc", "conversation_acc",
                "path_consistency"], "instruct": ["mau_acc", "detection_acc", "category_acc"],
@@ -280,7 +280,7 @@ def tiny(tmp_path_factory, data_dir):
     from repro.models import build_tiny_vlm, load_vlm
 
     texts = dt.corpus_texts() + [r["messages"][-1]["content"] for t in ("mcq", "instruct", "report")
-                                 for r in ev._rows(data_dir, t, "train", 20)]
+                                 for r in ev.load_rows(data_dir, t, "train", 20)]
     path = build_tiny_vlm(tmp_path_factory.mktemp("tiny"), texts, size="smoke")
     return load_vlm(path, device="cpu")
 
@@ -316,7 +316,7 @@ def test_evaluate_end_to_end_on_a_random_tiny_vlm(tiny, data_dir):
 def test_generation_is_greedy_deterministic_and_independent_of_batching(tiny, data_dir):
     # Left padding with an attention mask: a row's answer must not depend on its batch neighbours' lengths.
     model, processor = tiny
-    rows = ev._rows(data_dir, "mcq", "test", 2) + ev._rows(data_dir, "vqa", "test", 2)
+    rows = ev.load_rows(data_dir, "mcq", "test", 2) + ev.load_rows(data_dir, "vqa", "test", 2)
     one = ev.generate(model, processor, rows, 5, batch_size=1, progress=False)
     four = ev.generate(model, processor, rows, 5, batch_size=4, progress=False)
     assert one == four and all(isinstance(p, str) for p in one)

@@ -31,16 +31,27 @@ def make_records(seed: int, n_per_class: int, n_normal: int, image_size: int, di
     return synthmed.generate(seed, counts, image_size=image_size, difficulty=difficulty)
 
 
-def build_split_rows(records: list[dict], split: str, seed: int, yes_share: float,
-                     conv_variants: list[str]) -> dict[str, list[dict]]:
-    """Task rows of one split (wording bank: train for "train", test otherwise)."""
+def build_split_rows(records: list[dict], split: str, seed: int, yes_share: float, conv_variants: list[str],
+                     heldout_wording_tasks=TASKS) -> dict[str, list[dict]]:
+    """Task rows of one split.
+
+    Wording: the builders draw questions from a train bank for split "train" and from a disjoint test bank
+    otherwise. That held-out wording is applied to the tasks in `heldout_wording_tasks` only (a difficulty
+    knob: Dr-LLaVA evaluates on unseen paraphrases; UMed-LVLM's instructions and PMC/VQA-style prompts are
+    fixed templates, and a tiny model cannot generalize from 3 instruction wordings to new ones).
+    """
     marrow = [r for r in records if r["source"] == "bone_marrow"]
+
+    def bank(task):
+        return split if task in heldout_wording_tasks else "train"
+
     return {
-        "vqa": tasks.build_vqa(records, seed, yes_share=yes_share, split=split),
-        "mcq": tasks.build_mcq(records, seed, split=split),
-        "instruct": tasks.build_instruct(records, seed, split=split),
-        "conv": conversations.build_conversations(marrow, split=split, seed=seed, variants=tuple(conv_variants)),
-        "report": tasks.build_reports(records, seed, split=split),
+        "vqa": tasks.build_vqa(records, seed, yes_share=yes_share, split=bank("vqa")),
+        "mcq": tasks.build_mcq(records, seed, split=bank("mcq")),
+        "instruct": tasks.build_instruct(records, seed, split=bank("instruct")),
+        "conv": conversations.build_conversations(marrow, split=bank("conv"), seed=seed,
+                                                  variants=tuple(conv_variants)),
+        "report": tasks.build_reports(records, seed, split=bank("report")),
     }
 
 
@@ -92,6 +103,7 @@ def build(out_dir: Path, **kw) -> dict:
 
 def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
           yes_share: float, split_fractions, conv_train_variants, conv_eval_variants, heldout_categories,
+          heldout_wording_tasks=TASKS,
           real_sources: dict[str, str] | None = None, progress=None) -> dict:
     from datasets import DatasetDict
 
@@ -105,6 +117,7 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
     say(f"generated {len(records)} images in {gen_s:.1f}s")
     by_split = splits.assign_splits(records, seed, tuple(split_fractions))
     manifest = {"seed": seed, "image_size": image_size, "difficulty": difficulty, "yes_share": yes_share,
+                "heldout_wording_tasks": list(heldout_wording_tasks),
                 "n_images": len(records), "images_per_split": {k: len(v) for k, v in by_split.items()},
                 "records_fingerprint": synthmed.fingerprint(records), "generation_seconds": round(gen_s, 2),
                 "splits": {"fractions": list(split_fractions), "heldout_categories": list(heldout_categories),
@@ -117,7 +130,7 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
             raise ValueError(f"split '{split}' has no images: n_per_class={n_per_class} is too small for "
                              f"split_fractions={list(split_fractions)} (need about 1/fraction per class)")
         variants = conv_train_variants if split == "train" else conv_eval_variants
-        for task, rows in build_split_rows(recs, split, seed, yes_share, variants).items():
+        for task, rows in build_split_rows(recs, split, seed, yes_share, variants, heldout_wording_tasks).items():
             per_task[task][split] = rows
     DatasetDict({s: records_dataset(recs) for s, recs in by_split.items()}).save_to_disk(str(tmp / "images"))
     h = hashlib.sha256()

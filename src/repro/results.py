@@ -97,7 +97,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def to_markdown(df, floatfmt: str = ".3f") -> str:
     """Minimal Markdown table (pandas' to_markdown needs tabulate, which we do not pin)."""
-    cols = [str(c) for c in ([df.index.name or ""] + list(df.columns))]
+    names = [n for n in df.index.names if n] if hasattr(df.index, "names") else []
+    cols = [str(c) for c in ([" / ".join(names)] + list(df.columns))]
 
     def fmt(v):
         if isinstance(v, float):
@@ -106,7 +107,8 @@ def to_markdown(df, floatfmt: str = ".3f") -> str:
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for idx, row in df.iterrows():
-        lines.append("| " + " | ".join([fmt(idx)] + [fmt(v) for v in row]) + " |")
+        label = " · ".join(str(i) for i in idx) if isinstance(idx, tuple) else fmt(idx)  # MultiIndex rows
+        lines.append("| " + " | ".join([label] + [fmt(v) for v in row]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -71,3 +71,14 @@ def test_from_namespace_checks_types(nb):
         config.from_namespace({"profile": "smoke", "lr": "fast"}, "01_demo")
     with pytest.raises(config.ConfigError, match="profile"):
         config.from_namespace({"profile": "laptop"}, "01_demo")
+
+
+def test_markdown_tables_label_ours_and_paper_rows():
+    import pandas as pd
+
+    from repro.results import to_markdown
+    from repro.tables import side_by_side
+
+    ours = pd.DataFrame({"acc": [0.5]}, index=pd.Index(["SFT"], name="model"))
+    md = to_markdown(side_by_side(ours, ours * 2, "paper X"))
+    assert "| ours (this repo) · SFT | 0.500 |" in md and "| paper X · SFT | 1.000 |" in md

@@ -30,3 +30,14 @@ def tmp_repo(tmp_path, monkeypatch):
                       ("RESULTS", "results"), ("RUNS", "runs")]:
         monkeypatch.setattr(paths, name, tmp_path / sub if sub else tmp_path)
     return tmp_path
+
+
+def run_stages(*args: str, timeout: int = 900):
+    """`python -m repro run ...` from an unrelated cwd; fails the test with the log tail on a non-zero exit."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "repro", "run", *args], capture_output=True, text=True, cwd="/",
+                       timeout=timeout)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r

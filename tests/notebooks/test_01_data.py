@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from repro import paths
+from tests.conftest import run_stages
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def result():
-    r = subprocess.run([sys.executable, "-m", "repro", "run", "--profile", "smoke", "--only", "01", "--force"],
-                       capture_output=True, text=True, cwd="/", timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_stages("--profile", "smoke", "--only", "01", "--force")
     return json.loads(paths.results_file("smoke", "01_data").read_text())
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from repro import paths
+from tests.conftest import run_stages
 
 pytestmark = pytest.mark.slow
 
@@ -16,12 +15,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def result():
     # 01 is cached when test_01_data already ran it with the same params; 02 always reruns.
-    r = subprocess.run([sys.executable, "-m", "repro", "run", "--profile", "smoke", "--only", "01"],
-                       capture_output=True, text=True, cwd="/", timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r = subprocess.run([sys.executable, "-m", "repro", "run", "--profile", "smoke", "--only", "02", "--force"],
-                       capture_output=True, text=True, cwd="/", timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_stages("--profile", "smoke", "--only", "01")
+    run_stages("--profile", "smoke", "--only", "02", "--force")
     return json.loads(paths.results_file("smoke", "02_sft").read_text())
 
 

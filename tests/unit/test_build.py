@@ -105,3 +105,31 @@ def test_too_few_images_for_the_splits_is_a_clear_error(tmp_path):
 def test_missing_stage_01_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="run stage 01 first"):
         build.load_task(tmp_path, "vqa")
+
+
+def test_real_sources_errors_name_the_folder(tmp_path):
+    from repro.data import real
+
+    with pytest.raises(real.DataError, match="no_such_dir"):
+        build.load_real({"vqa_rad_dir": str(tmp_path / "no_such_dir")}, 64)
+    (tmp_path / "pmc").mkdir()
+    with pytest.raises(real.DataError, match="PMC-VQA csv"):
+        build.load_real({"pmc_vqa_dir": str(tmp_path / "pmc")}, 64)
+    assert build.load_real({"vqa_rad_dir": "", "slake_dir": ""}, 64) == {}
+
+
+def test_real_vqa_rad_folder_through_load_real(tmp_path):
+    import json as _json
+
+    from PIL import Image
+
+    d = tmp_path / "vqa_rad"
+    (d / "images").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(d / "images" / "synpic1.jpg")
+    items = [{"qid": 1, "image_name": "synpic1.jpg", "question": "Is there a mass?", "answer": "no",
+              "answer_type": "CLOSED", "phrase_type": "test_freeform", "image_organ": "CHEST"},
+             {"qid": 2, "image_name": "synpic1.jpg", "question": "Is this a CT?", "answer": "yes",
+              "answer_type": "CLOSED", "phrase_type": "freeform", "image_organ": "CHEST"}]
+    (d / "VQA_RAD Dataset Public.json").write_text(_json.dumps(items))
+    rows = build.load_real({"vqa_rad_dir": str(d)}, 64)["vqa_rad"]
+    assert len(rows) == 1 and rows[0]["answer"] == "no" and rows[0]["image"].shape == (64, 64, 3)

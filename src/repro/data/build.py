@@ -162,23 +162,36 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
     return manifest
 
 
+def _find(folder, pattern: str, what: str) -> Path:
+    d = Path(folder)
+    if not d.is_dir():
+        raise real.DataError(f"{d}: {what} folder does not exist")
+    hits = sorted(d.glob(pattern))
+    if not hits:
+        raise real.DataError(f"{d}: no {what} file matching {pattern}")
+    return hits[0]
+
+
+def _sub(folder, name: str) -> Path:
+    """The images folder of a release: `name/` when present, else the folder itself."""
+    d = Path(folder)
+    return d / name if (d / name).exists() else d
+
+
 def load_real(sources: dict[str, str], image_size: int) -> dict[str, list[dict]]:
-    """Real data sets named in params (empty path = not used). Errors name the missing/malformed file."""
+    """Real data sets named in params (empty path = not used): their test parts, in the task-row schema.
+
+    Errors (DataError) name the missing or malformed file.
+    """
     out = {}
     if sources.get("vqa_rad_dir"):
-        d = Path(sources["vqa_rad_dir"])
-        jsons = sorted(d.glob("*.json"))
-        if not jsons:
-            raise real.DataError(f"{d}: no VQA-RAD json file found")
-        out["vqa_rad"] = real.load_vqa_rad(jsons[0], d / "images" if (d / "images").exists() else d, size=image_size)
+        f = _find(sources["vqa_rad_dir"], "*.json", "VQA-RAD json")
+        out["vqa_rad"] = real.load_vqa_rad(f, _sub(f.parent, "images"), size=image_size, split="test")
     if sources.get("slake_dir"):
         out["slake"] = real.load_slake(sources["slake_dir"], split="test", size=image_size)
     if sources.get("pmc_vqa_dir"):
-        d = Path(sources["pmc_vqa_dir"])
-        csvs = sorted(d.glob("*.csv"))
-        if not csvs:
-            raise real.DataError(f"{d}: no PMC-VQA csv file found")
-        out["pmc_vqa"] = real.load_pmc_vqa(csvs[0], d / "figures" if (d / "figures").exists() else d, size=image_size)
+        f = _find(sources["pmc_vqa_dir"], "*.csv", "PMC-VQA csv")
+        out["pmc_vqa"] = real.load_pmc_vqa(f, _sub(f.parent, "figures"), size=image_size)
     if sources.get("medmnist_path"):
         out["medmnist"] = real.load_medmnist(sources["medmnist_path"], split="test", size=image_size)
     return out

@@ -133,3 +133,15 @@ def test_real_vqa_rad_folder_through_load_real(tmp_path):
     (d / "VQA_RAD Dataset Public.json").write_text(_json.dumps(items))
     rows = build.load_real({"vqa_rad_dir": str(d)}, 64)["vqa_rad"]
     assert len(rows) == 1 and rows[0]["answer"] == "no" and rows[0]["image"].shape == (64, 64, 3)
+
+
+def test_data_browser_widget_builds_and_redraws(built):
+    from repro import widgets
+
+    d, _ = built
+    box = widgets.data_browser(d)
+    task, split, idx = box.children[0].children
+    task.value = "conv"
+    split.value = "test"
+    idx.value = idx.max
+    assert idx.max == len(build.load_task(d, "conv")["test"]) - 1

@@ -25,13 +25,14 @@ def test_parse_bbox_total(text):
     assert box is None or (len(box) == 4 and 0 <= box[0] < box[2] <= 100 and 0 <= box[1] < box[3] <= 100)
 
 
-@given(st.integers(0, 62), st.integers(0, 62), st.integers(1, 64), st.integers(1, 64))
+@given(st.integers(0, 60), st.integers(0, 60), st.integers(4, 64), st.integers(4, 64))
 def test_format_parse_round_trip(x1, y1, w, h):
+    # Whole-percent rounding moves each edge by up to 0.5%: a box of >= 4 px (6.25%) keeps IoU > 0.5; narrower
+    # ones may not (hypothesis found a 1-px box at IoU 0.41), which is the text format's resolution, not a bug.
     x2, y2 = min(64, x1 + w), min(64, y1 + h)
-    text = schema.format_bbox([x1, y1, x2, y2], 64, 64)
-    parsed = schema.parse_bbox(text)
-    if parsed is not None:  # boxes narrower than 1% may round to zero width
-        assert schema.iou(parsed, schema.bbox_to_percent([x1, y1, x2, y2], 64, 64)) > 0.5
+    parsed = schema.parse_bbox(schema.format_bbox([x1, y1, x2, y2], 64, 64))
+    assert parsed is not None
+    assert schema.iou(parsed, schema.bbox_to_percent([x1, y1, x2, y2], 64, 64)) > 0.5
 
 
 @given(st.lists(st.floats(0, 100), min_size=8, max_size=8))

@@ -216,12 +216,10 @@ def instruct_item(pred, abnormal: bool, category: str, bboxes, width: int, heigh
 
 
 def _size(r: dict) -> tuple[int, int]:
-    img = r.get("image")
-    if hasattr(img, "size") and isinstance(img.size, tuple):  # PIL: (width, height)
-        return img.size
-    if hasattr(img, "shape"):  # numpy: H x W x C
-        return int(img.shape[1]), int(img.shape[0])
-    return int(r["width"]), int(r["height"])
+    """(width, height) of a row's image; rows without pixels (baselines) carry width/height columns."""
+    if r.get("image") is None:
+        return int(r["width"]), int(r["height"])
+    return schema.image_wh(r["image"])
 
 
 _INSTRUCT_COLUMNS = ["id", "source", "abnormal", "category", "prediction", "detected", "detection_correct",

@@ -123,6 +123,28 @@ def bbox_to_percent(box, width: int, height: int) -> list[float]:
     return [100 * x1 / width, 100 * y1 / height, 100 * x2 / width, 100 * y2 / height]
 
 
+DEFAULT_IMAGE_SIZE = 64  # SynthMed's size
+
+
+def image_wh(image=None, image_size=None) -> tuple[int, int]:
+    """(width, height) from an image_size value (int or (w, h)), a PIL image, a numpy array, else DEFAULT_IMAGE_SIZE.
+
+    Shared by the metrics and the rewards so that both convert pixel boxes to percent with the same size.
+    """
+    if isinstance(image_size, (int, float)) and not isinstance(image_size, bool) and image_size > 0:
+        return int(image_size), int(image_size)
+    if isinstance(image_size, (list, tuple)) and len(image_size) == 2 and all(
+            isinstance(v, (int, float)) and v > 0 for v in image_size):
+        return int(image_size[0]), int(image_size[1])
+    size = getattr(image, "size", None)
+    if isinstance(size, tuple) and len(size) == 2:  # PIL: (width, height)
+        return int(size[0]), int(size[1])
+    shape = getattr(image, "shape", None)
+    if isinstance(shape, tuple) and len(shape) >= 2:  # numpy: (height, width, ...)
+        return int(shape[1]), int(shape[0])
+    return DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
+
+
 def iou(a, b) -> float:
     """Intersection over union of two [x1, y1, x2, y2] boxes in the same units; 0 for empty boxes."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))

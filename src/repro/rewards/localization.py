@@ -31,29 +31,13 @@ import re
 from typing import Protocol
 
 from repro.data import schema
+from repro.data.schema import DEFAULT_IMAGE_SIZE, image_wh  # re-exported: the rewards' public names
 from repro.data.tasks import parse_instruct
 from repro.rewards import make_reward
 
-DEFAULT_IMAGE_SIZE = 64
 _SECTIONS = re.compile(r"(detection|locali[sz]ation|recognition)\s*:", re.I)
 _CATEGORY_WORDS = re.compile(r"\b(" + "|".join(re.escape(c) for c in sorted(
     {c.lower() for s in schema.SOURCES.values() for c in s["categories"]}, key=len, reverse=True)) + r")\b")
-
-
-def image_wh(image=None, image_size=None) -> tuple[int, int]:
-    """(width, height) from an image_size value, a PIL image, a numpy array, or DEFAULT_IMAGE_SIZE."""
-    if isinstance(image_size, (int, float)) and not isinstance(image_size, bool) and image_size > 0:
-        return int(image_size), int(image_size)
-    if isinstance(image_size, (list, tuple)) and len(image_size) == 2 and all(
-            isinstance(v, (int, float)) and v > 0 for v in image_size):
-        return int(image_size[0]), int(image_size[1])
-    size = getattr(image, "size", None)
-    if isinstance(size, tuple) and len(size) == 2:  # PIL: (width, height)
-        return int(size[0]), int(size[1])
-    shape = getattr(image, "shape", None)
-    if isinstance(shape, tuple) and len(shape) >= 2:  # numpy: (height, width, ...)
-        return int(shape[1]), int(shape[0])
-    return DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
 
 
 def _true_boxes(bboxes, width: int, height: int) -> list[list[float]]:

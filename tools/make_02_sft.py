@@ -94,7 +94,7 @@ train_kw = dict(batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, lora=lora, 
 base = sft.train(init_dir, model_dir / "base", mixture(cfg.base_tasks, cfg.base_steps), max_steps=cfg.base_steps,
                  **train_kw)
 mix = mixture(cfg.sft_tasks, cfg.sft_steps)
-n_rows = len(sft.sft_dataset(data_dir, cfg.sft_tasks, max_rows_per_task=cfg.max_rows_per_task or None))
+n_rows = sft.mixture_rows(data_dir, cfg.sft_tasks, max_rows_per_task=cfg.max_rows_per_task or None)
 print(f"SFT: {cfg.sft_steps} steps x {cfg.batch_size} = {len(mix)} rows = {len(mix) / n_rows:.2f} epochs of {n_rows}")
 tuned = sft.train(base["final_dir"], model_dir / "sft", mix, max_steps=cfg.sft_steps, **train_kw)
 print(f"base: {base['seconds']} s, SFT: {tuned['seconds']} s")
@@ -151,7 +151,7 @@ per_source.round(3)
 test_rows = ev.load_rows(data_dir, "instruct", "test", limit)
 rows = list({r["source"]: r for r in reversed(test_rows) if r["abnormal"]}.values())  # one abnormal per source
 rows += [r for r in test_rows if not r["abnormal"]][:1]
-model, processor = models.load_vlm(tuned["final_dir"])
+# `model` is still the SFT model from the evaluation loop above: no second load
 preds = ev.generate(model, processor, rows, ev.MAX_NEW_TOKENS["instruct"], progress=False)
 fig = repro.plots.sample_generations(rows, preds, n=len(rows), title="SFT model on test images")
 repro.plots.save_figure(fig, cfg, "samples")

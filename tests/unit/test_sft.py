@@ -25,7 +25,7 @@ def setup(tmp_path_factory):
 def test_mixture_rows_put_the_image_in_the_first_user_turn(setup):
     _, data, _ = setup
     ds = sft.sft_dataset(data, ("mcq", "conv"), max_rows_per_task=6, seed=0)
-    assert len(ds) == 12
+    assert len(ds) == 12 == sft.mixture_rows(data, ("mcq", "conv"), max_rows_per_task=6)
     for r in ds:
         assert len(r["images"]) == 1
         first = r["messages"][0]

@@ -86,6 +86,12 @@ def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: 
     return mix.select(order[:need])
 
 
+def mixture_rows(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: int | None = None) -> int:
+    """Number of distinct rows sft_dataset draws from (one epoch), without building the mixture."""
+    sizes = [len(build.load_task(data_dir, t)[split]) for t in tasks]
+    return sum(min(n, max_rows_per_task) if max_rows_per_task else n for n in sizes)
+
+
 def _last_checkpoint(ckpt_dir: Path) -> str | None:
     cks = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(cks[-1]) if cks else None

@@ -45,10 +45,10 @@ def loss_curves(panels: dict[str, dict], title: str = "Training loss"):
 
 def sample_generations(rows: list[dict], predictions: list[str], n: int = 6, title: str = "Sample generations"):
     """Image with the true box (green) and the predicted box (red, dashed), question, answer and truth."""
-    import matplotlib.patches as mpatches
     import numpy as np
 
     from repro.data import schema, tasks
+    from repro.data.viz import draw_box
 
     n = min(n, len(rows))
     fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 4.6), squeeze=False)
@@ -56,14 +56,12 @@ def sample_generations(rows: list[dict], predictions: list[str], n: int = 6, tit
         img = np.asarray(row["image"])
         h, w = img.shape[:2]
         ax.imshow(img, interpolation="nearest")
-        for x1, y1, x2, y2 in row.get("bboxes") or []:
-            ax.add_patch(mpatches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.6,
-                                            edgecolor="#2ca02c"))
+        for box in row.get("bboxes") or []:
+            draw_box(ax, box, color="#2ca02c", lw=1.6)
         box = tasks.parse_instruct(pred).get("bbox") or schema.parse_bbox(pred)
-        if box:
-            x1, y1, x2, y2 = (box[0] * w / 100, box[1] * h / 100, box[2] * w / 100, box[3] * h / 100)
-            ax.add_patch(mpatches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.6,
-                                            edgecolor="#d62728", ls="--"))
+        if box:  # percent -> pixels
+            draw_box(ax, [box[0] * w / 100, box[1] * h / 100, box[2] * w / 100, box[3] * h / 100],
+                     color="#d62728", ls="--", lw=1.6)
         ax.set_xticks([])
         ax.set_yticks([])
         truth = row["messages"][-1]["content"]

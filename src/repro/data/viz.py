@@ -9,17 +9,20 @@ import seaborn as sns
 from repro.data.schema import NORMAL, SOURCES
 
 
+def draw_box(ax, box, color=None, ls: str = "-", lw: float = 1.2) -> None:
+    """A pixel box [x1, y1, x2, y2] (x2/y2 exclusive) on an imshow axis; default colour: the true-box green."""
+    x1, y1, x2, y2 = box
+    # Pixel edges sit at -0.5 in imshow coordinates.
+    ax.add_patch(mpatches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=lw, ls=ls,
+                                    edgecolor=color or sns.color_palette("bright")[2]))
+
+
 def show_record(ax, record, draw_boxes: bool = True, title: str | None = None) -> None:
     """Image on `ax`, its bboxes as rectangles, and a short title (source / category / region)."""
     ax.imshow(record["image"], interpolation="nearest")
     if draw_boxes:
-        for x1, y1, x2, y2 in record["bboxes"]:
-            # Pixel edges sit at -0.5 in imshow coordinates; x2/y2 are exclusive.
-            ax.add_patch(
-                mpatches.Rectangle(
-                    (x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.2, edgecolor=sns.color_palette("bright")[2]
-                )
-            )
+        for box in record["bboxes"]:
+            draw_box(ax, box)
     if title is None:
         title = f"{record['category']}\n{record['region']}"
     ax.set_title(title, fontsize=7)

@@ -1,0 +1,208 @@
+"""GRPO fine-tuning on the multiple-choice VQA task with TRL's GRPOTrainer (Zhu et al. 2025, methods.md §2).
+
+    ds = grpo_dataset(data_dir, "train", limit=256)
+    info = train(sft_dir, out_dir, ds, "dr_grpo", max_steps=50)     # {"final_dir", "log_history", "seconds", ...}
+    curves(info["log_history"])                                      # step, reward, kl, completion length, ...
+
+Variants (`VARIANTS`), each a reward set, reward weights, a loss aggregation and an advantage scaling:
+    grpo           format + accuracy; loss_type="grpo" (per-sequence 1/|o_i| token mean, then mean over sequences),
+                   scale_rewards="group": A_i = (r_i - mean_G r) / std_G r, the DeepSeekMath GRPO of the paper.
+    grpo_semantic  grpo + the semantic-alignment reward (RuleJudge by default; an LLM judge plugs in via rewards.vqa).
+    dr_grpo        format + accuracy; loss_type="dr_grpo" (token sum / (batch * max_completion_length), no 1/|o_i|)
+                   and scale_rewards="none": A_i = r_i - mean_G r. Dr.GRPO (Liu et al. 2025) removes *both* biases:
+                   the length normalisation and the std division (std division up-weights questions whose group
+                   rewards barely vary, i.e. too easy or too hard questions), so both settings change together.
+    ecr / cwr      grpo + the Extended-Chain / Correctness-Weighted length reward (rewards.vqa.make_ecr / make_cwr).
+Reward weights are all 1 [INFERRED]: the paper does not give them, and a sum of {0,1} rewards keeps every term on the
+same scale. TRL's multi_objective_aggregation="sum_then_normalize" sums the weighted rewards, then forms advantages.
+
+Batching: `batch_size` counts *prompts* per optimizer step; TRL's per_device_train_batch_size counts completions,
+so it is batch_size * num_generations (every prompt's G completions land in the same step, as GRPO needs).
+On CPU: fp32 (bf16=False), no activation checkpointing, use_cpu=True. TRL 1.16's GRPOConfig has no
+max_prompt_length any more, so prompts (with their 64 image tokens) are never truncated; completions are cut at
+max_completion_length. Checkpoints go to <out_dir>/checkpoints, resumed only under the same run key (as sft.train);
+the final model and processor go to <out_dir>/final.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from repro.data import build
+from repro.eval import first_user_text, user_message
+from repro.rewards import vqa
+
+# Columns the Zhu et al. rewards read (TRL passes every dataset column to every reward function as a list).
+REWARD_COLUMNS = ("answer", "options", "answer_text", "reason_facts", "category", "region", "modality")
+KEEP_COLUMNS = REWARD_COLUMNS + ("id", "source", "question_kind")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One GRPO configuration of the paper: reward functions (TRL signature), their weights, and TRL's loss_type
+    and scale_rewards (advantage normalisation)."""
+
+    name: str
+    rewards: tuple
+    weights: tuple[float, ...]
+    loss_type: str = "grpo"
+    scale_rewards: str = "group"
+    note: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if len(self.rewards) != len(self.weights):
+            raise ValueError(f"variant {self.name}: {len(self.rewards)} rewards but {len(self.weights)} weights")
+
+    @property
+    def reward_names(self) -> list[str]:
+        return [f.__name__ for f in self.rewards]
+
+
+_BASE = (vqa.format_reward, vqa.accuracy_reward)
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("grpo", _BASE, (1.0, 1.0), note="GRPO: format + accuracy, std-normalised group advantage"),
+    Variant("grpo_semantic", _BASE + (vqa.semantic_reward,), (1.0, 1.0, 1.0),
+            note="GRPO + semantic-alignment reward (reasoning names the right finding/region/modality)"),
+    Variant("dr_grpo", _BASE, (1.0, 1.0), loss_type="dr_grpo", scale_rewards="none",
+            note="Dr.GRPO: no 1/|o| length normalisation, no std division of the advantage"),
+    Variant("ecr", _BASE + (vqa.ecr_reward,), (1.0, 1.0, 1.0),
+            note="GRPO + Extended Chain Reward (longer <think>, unconditionally)"),
+    Variant("cwr", _BASE + (vqa.cwr_reward,), (1.0, 1.0, 1.0),
+            note="GRPO + Correctness-Weighted length Reward (longer <think> only when correct)"),
+)}
+
+
+def get_variant(variant: str | Variant) -> Variant:
+    if isinstance(variant, Variant):
+        return variant
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown GRPO variant {variant!r}; known: {sorted(VARIANTS)}")
+    return VARIANTS[variant]
+
+
+# ----------------------------------------------------------------------------------------------- data
+def to_grpo_row(row: dict) -> dict:
+    """MCQ task row -> TRL's vision GRPO row: a conversational prompt whose user message carries an image
+    placeholder block (TRL fills it from the `image` column), the image, and the reward columns."""
+    out = {"prompt": [user_message(first_user_text(row), with_image=True)], "image": row["image"]}
+    out.update({k: row[k] for k in KEEP_COLUMNS if k in row})
+    return out
+
+
+def grpo_dataset(data_dir, split: str = "train", limit: int | None = None, seed: int = 0):
+    """The MCQ split as GRPO rows (see to_grpo_row); with `limit`, a seeded random subset of that size."""
+    ds = build.load_task(data_dir, "mcq")[split]
+    if limit is not None and limit < len(ds):
+        ds = ds.shuffle(seed=seed).select(range(limit))
+    return ds.map(to_grpo_row, remove_columns=[c for c in ds.column_names if c not in KEEP_COLUMNS + ("image",)])
+
+
+# ----------------------------------------------------------------------------------------------- training
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    cks = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(cks[-1]) if cks else None
+
+
+def make_config(out_dir, v: Variant, *, max_steps: int, num_generations: int, batch_size: int, lr: float,
+                beta: float, max_completion_length: int, temperature: float, seed: int, use_cpu: bool,
+                bf16: bool = False, save_steps: int = 100, logging_steps: int = 1, **extra):
+    """The GRPOConfig of a run (separate so benchmarks and tests build the exact trainer train() builds)."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        # constant lr: RL runs here are short, and a decaying schedule would make a 2-step smoke run half-step.
+        output_dir=str(out_dir), max_steps=max_steps, learning_rate=lr, lr_scheduler_type="constant",
+        per_device_train_batch_size=batch_size * num_generations, num_generations=num_generations,
+        max_completion_length=max_completion_length, temperature=temperature, beta=beta,
+        loss_type=v.loss_type, scale_rewards=v.scale_rewards, reward_weights=list(v.weights),
+        # The reward columns must reach the reward functions (1.16's default is already False; say so anyway).
+        remove_unused_columns=False,
+        logging_steps=logging_steps, save_strategy="steps", save_steps=save_steps, save_total_limit=1,
+        seed=seed, data_seed=seed, report_to=[], use_cpu=use_cpu, bf16=bf16, activation_checkpointing=False,
+        dataloader_num_workers=0, disable_tqdm=False, **extra,
+    )
+
+
+def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_steps: int, num_generations: int = 8,
+          batch_size: int = 2, lr: float = 1e-4, beta: float = 0.04, max_completion_length: int = 48,
+          temperature: float = 1.0, seed: int = 0, run_key: dict | None = None, use_cpu: bool | None = None,
+          save_steps: int = 100, logging_steps: int = 1, lora: dict | None = None, bf16: bool = False,
+          callbacks: list | None = None) -> dict:
+    """GRPO-train the model at `init_dir` on `dataset` (grpo_dataset rows) with `variant`; returns
+    {"final_dir", "log_history", "seconds", "steps", "resumed_from", "variant", "completions"}.
+
+    beta: KL coefficient to the frozen initial model (TRL's k3 estimator); 0.04 is the DeepSeekMath value (the
+    paper uses a KL penalty but its beta was not retrieved). beta=0 drops the reference model (faster).
+    Resume: as sft.train, only from checkpoints written under the same run key (run_key + every argument here).
+    """
+    import torch
+    from trl import GRPOTrainer
+
+    from repro.models import load_vlm
+
+    v = get_variant(variant)
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    key = json.dumps({"run_key": run_key, "init": str(init_dir), "variant": v.name, "rewards": v.reward_names,
+                      "weights": v.weights, "loss_type": v.loss_type, "scale_rewards": v.scale_rewards,
+                      "max_steps": max_steps, "num_generations": num_generations, "batch_size": batch_size, "lr": lr,
+                      "beta": beta, "max_completion_length": max_completion_length, "temperature": temperature,
+                      "seed": seed, "n_rows": len(dataset), "lora": lora}, sort_keys=True, default=str)
+    key_file = out_dir / "run_key.json"
+    if out_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
+    if use_cpu is None:
+        use_cpu = not torch.cuda.is_available()
+    model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None, lora=lora,
+                                dtype="bf16" if bf16 else "fp32")
+    args = make_config(ckpt_dir, v, max_steps=max_steps, num_generations=num_generations, batch_size=batch_size,
+                       lr=lr, beta=beta, max_completion_length=max_completion_length, temperature=temperature,
+                       seed=seed, use_cpu=use_cpu, bf16=bf16, save_steps=save_steps, logging_steps=logging_steps)
+    trainer = GRPOTrainer(model=model, reward_funcs=list(v.rewards), args=args, train_dataset=dataset,
+                          processing_class=processor, callbacks=callbacks)
+    t0 = time.time()
+    resume = _last_checkpoint(ckpt_dir)
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - t0
+    final = out_dir / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    if lora is not None:
+        trainer.model = trainer.model.merge_and_unload()  # later stages load one plain checkpoint
+    trainer.model.save_pretrained(final)
+    processor.save_pretrained(final)
+    history = trainer.state.log_history
+    info = {"final_dir": str(final), "log_history": history, "seconds": round(seconds, 1), "steps": max_steps,
+            "resumed_from": resume, "variant": v.name,
+            "completions": max_steps * batch_size * num_generations}
+    (out_dir / "train_info.json").write_text(json.dumps(info, indent=1, default=str))
+    return info
+
+
+# Logged key (TRL 1.16) -> column of curves(). rewards/<name>/mean columns are added per reward function.
+CURVE_KEYS = {"reward": "reward", "reward_std": "reward_std", "kl": "kl", "loss": "loss", "entropy": "entropy",
+              "completions/mean_length": "completion_length", "completions/clipped_ratio": "clipped_ratio",
+              "frac_reward_zero_std": "frac_reward_zero_std", "step_time": "step_time"}
+
+
+def curves(log_history: list[dict]):
+    """Per-logging-step DataFrame: step, reward (weighted sum, mean over completions), reward_std, kl (absent when
+    beta=0), loss, entropy, completion_length (mean tokens), clipped_ratio, frac_reward_zero_std, step_time and one
+    column per reward function (its mean), named after the function."""
+    import pandas as pd
+
+    rows = []
+    for h in log_history:
+        if "reward" not in h:  # the final train summary (train_runtime, ...) has no per-step metrics
+            continue
+        row = {"step": h["step"]}
+        row.update({col: h[k] for k, col in CURVE_KEYS.items() if k in h})
+        row.update({k[len("rewards/"):-len("/mean")]: val for k, val in h.items()
+                    if k.startswith("rewards/") and k.endswith("/mean")})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -19,6 +19,11 @@ Modules:
     localization  UMed-LVLM: ALR (IoU), relevance judge proxy, per-query max-normalisation, AAR total
     clinical      MMedPO: clinical-relevance judge panel, consensus loop, weight normalisation
     noise         MMedPO: localized lesion noising (released replace rule, the paper's blend) and global noise
+    attention     UMed-LVLM: VRR, attention mass of the class-name tokens on the lesion patches (model-based, torch;
+                  imported on demand: `from repro.rewards import attention`)
+    suite         every reward per task, scoring sampled completions into tables (stage 03)
+    probes        reward-hacking probes and computed verdicts (stage 03)
+    figures       stage-03 figures (distributions, correlations, noising, VRR maps, probes)
 """
 
 from __future__ import annotations

@@ -185,9 +185,15 @@ def make_aar_reward(group_size: int | None = None, group_key: str | None = "id",
 
     aar.__name__ = aar.__qualname__ = name
     aar.__doc__ = aar_total.__doc__
-    aar.explain = lambda completion, **row: {
-        "relevance": relevance.explain(completion, **row), "alr": alr_reward.explain(completion, **row),
-        "note": "ALR/VRR are divided by the max over the query's candidates; see aar_total"}
+    def explain(completion, **row):
+        out = {"relevance": relevance.explain(completion, **row), "alr": alr_reward.explain(completion, **row),
+               "note": "ALR/VRR are divided by the max over the query's candidates; see aar_total"}
+        if vrr_fn is not None and hasattr(vrr_fn, "explain"):
+            out["vrr"] = {k: v for k, v in vrr_fn.explain(completion, **row).items() if k in ("reward", "anchor")}
+        return out
+
+    aar.explain = explain
+    aar.range = (0.0, 3.0)
     return aar
 
 

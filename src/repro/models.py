@@ -221,6 +221,17 @@ def build_tiny_qwen25vl(out_dir, texts: list[str], seed: int = 0, image_size: in
     return _save(model, processor, out_dir)
 
 
+def vision_tower(model):
+    """The vision encoder of a LLaVA (`model.model.vision_tower`) or Qwen2.5-VL (`model.model.visual`) model,
+    PEFT-wrapped or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(base, "model", base)
+    for name in ("vision_tower", "visual"):
+        if hasattr(inner, name):
+            return getattr(inner, name)
+    raise ValueError(f"no vision tower found on {type(base).__name__}")
+
+
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -123,6 +123,10 @@ def run(profile: str, only: list[str] | None = None, force: bool = False, log=pr
             log(f"{head}: cached (key {keys[stem]}), skipped; --force reruns it. next: {nxt}")
             continue
         log(f"{head}: running (elapsed {_fmt(time.time() - t0)}; next: {nxt})")
+        # A stage that runs rewrites what later stages read (e.g. 01 replaces runs/<p>/data and with it 03's
+        # preference set), so later stages stop counting as cached even when their own key is unchanged.
+        for later in stages()[stages().index(stem) + 1:]:
+            _marker(profile, later).unlink(missing_ok=True)
         executed = out_dir / f"{stem}.ipynb"
         ts = time.time()
         try:

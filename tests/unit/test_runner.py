@@ -66,3 +66,17 @@ def test_bad_params_change_nothing(repo):
     assert "params/smoke/01_demo.yaml" in r.stdout and "'x'" in r.stdout and "seven" in r.stdout
     assert (repo / "results" / "smoke" / "01_demo.json").read_text() == before
     assert _cli(repo, "--profile", "laptop").returncode != 0
+
+
+def test_forcing_a_stage_invalidates_later_stages(repo):
+    write_notebook(repo / "notebooks" / "02_demo.ipynb", 'profile = "smoke"\nseed = 0\n',
+                   ["import repro.config, repro.results\ncfg = repro.config.from_namespace(globals(), '02_demo')",
+                    "repro.results.save(cfg, {'ok': 1})"])
+    (repo / "params" / "smoke" / "02_demo.yaml").write_text("profile: smoke\nseed: 0\n")
+    assert _cli(repo, "--profile", "smoke").returncode == 0
+    r = _cli(repo, "--profile", "smoke")
+    assert r.stdout.count("cached") == 2, r.stdout
+    # 01 rewrites what 02 reads: after `--only 01 --force`, 02 must run again even though its key is unchanged
+    assert _cli(repo, "--profile", "smoke", "--only", "01", "--force").returncode == 0
+    r = _cli(repo, "--profile", "smoke")
+    assert "[1/2] 01_demo: cached" in r.stdout and "[2/2] 02_demo: running" in r.stdout, r.stdout

@@ -92,7 +92,9 @@ def pretrain(init_dir, out_dir, data_dir, *, steps: int = 600, batch_size: int =
     with torch.no_grad():
         f = torch.cat([features(b) for b in
                        processor.image_processor(list(val["image"]), return_tensors="pt")["pixel_values"].split(128)])
-        acc = float((heads["cls"](f.mean(1)).argmax(-1).numpy() == v_cls).mean())
+        correct = heads["cls"](f.mean(1)).argmax(-1).numpy() == v_cls
+        acc = float(correct.mean())
+        by_source = {src: float(correct[np.array(val["source"]) == src].mean()) for src in sorted(set(val["source"]))}
         pred_les = torch.sigmoid(heads["lesion"](f).squeeze(-1)).numpy()
     lesion_patches = v_les > 0.25
     hit = float(((pred_les > 0.5) == lesion_patches)[lesion_patches].mean()) if lesion_patches.any() else float("nan")
@@ -102,6 +104,7 @@ def pretrain(init_dir, out_dir, data_dir, *, steps: int = 600, batch_size: int =
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     info = {"final_dir": str(out_dir), "seconds": round(seconds, 1), "steps": steps, "classes": len(classes),
-            "val_class_acc": acc, "val_lesion_patch_recall": hit, "history": history}
+            "val_class_acc": acc, "val_class_acc_by_source": by_source, "val_lesion_patch_recall": hit,
+            "history": history}
     (out_dir / "vision_pretraining.json").write_text(json.dumps(info, indent=1))
     return info

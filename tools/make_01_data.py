@@ -31,6 +31,7 @@ conv_train_variants = ["standard", "shuffled"]
 conv_eval_variants = ["standard", "shuffled", "reversed", "hint_correct", "hint_wrong", "confirm_correct", "confirm_wrong"]
 heldout_categories = ["deeplesion:mass", "nih_cxr:effusion"]   # unseen-category study (stage 06)
 heldout_wording_tasks = ["conv"]   # tasks whose val/test questions use wordings never seen in training
+conv_answer_paraphrases = 0        # conversation answers use the first n paraphrases of each label, 0 means all
 vqa_rad_dir = ""           # real data folders (gpu profile), empty means not used
 slake_dir = ""
 pmc_vqa_dir = ""
@@ -55,7 +56,8 @@ manifest = build.build(
     data_dir, seed=cfg.seed, n_per_class=cfg.n_per_class, n_normal=cfg.n_normal, image_size=cfg.image_size,
     difficulty=cfg.difficulty, yes_share=cfg.yes_share, split_fractions=cfg.split_fractions,
     conv_train_variants=cfg.conv_train_variants, conv_eval_variants=cfg.conv_eval_variants,
-    heldout_categories=cfg.heldout_categories, heldout_wording_tasks=cfg.heldout_wording_tasks, progress=print,
+    heldout_categories=cfg.heldout_categories, heldout_wording_tasks=cfg.heldout_wording_tasks,
+    conv_answer_paraphrases=cfg.conv_answer_paraphrases, progress=print,
     real_sources={"vqa_rad_dir": cfg.vqa_rad_dir, "slake_dir": cfg.slake_dir, "pmc_vqa_dir": cfg.pmc_vqa_dir,
                   "medmnist_path": cfg.medmnist_path},
 )

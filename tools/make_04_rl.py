@@ -28,6 +28,7 @@ Headless: `python -m repro run --profile smoke --only 04` (needs 01–03).
 """),
 ("params", """
 profile = "smoke"
+seed = 0                   # data subsampling (which train rows RL draws from); training repeats over `seeds`
 seeds = [0]
 papers = ["umed", "zhu", "mmedpo", "drllava"]
 rl_train_rows = 64         # train rows each RL method draws prompts from (0 means all)

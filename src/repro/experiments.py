@@ -193,7 +193,7 @@ def run_umed(cfg, data_dir, sft_dir, out_root: Path, seeds) -> list[dict]:
 def run_zhu(cfg, data_dir, inits: dict, out_root: Path, seeds) -> list[dict]:
     from repro.train import grpo
 
-    ds = grpo.grpo_dataset(data_dir, "train", limit=cfg.rl_train_rows or None, seed=0)
+    ds = grpo.grpo_dataset(data_dir, "train", limit=cfg.rl_train_rows or None, seed=cfg.seed)
     ev_args = (data_dir, cfg.eval_limit or None, cfg.eval_batch_size)
     recs = [_record(name, None, _evaluate_dir(path, evaluate_mcq, *ev_args)) for name, path in inits.items()]
     for seed in seeds:

@@ -210,3 +210,17 @@ def test_bad_records_raise():
         cv.build_conversations([dict(rec, extra={"diagnosis": "normal", "quality": "blood"})], "train", 0)
     with pytest.raises(ValueError):
         cv.build_conversations([rec], "train", 0, variants=("sideways",))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_answer_paraphrases_knob_limits_wordings(n):
+    recs = fake_records(8)
+    rows = cv.build_conversations(recs, "train", seed=0, variants=("standard", "shuffled"), answer_paraphrases=n)
+    by_key: dict[str, set[str]] = {}
+    for r in rows:
+        assert cv.check_conversation(r) == []
+        for key, answer in zip(r["answer_keys"], r["answers"]):
+            by_key.setdefault(key, set()).add(answer)
+    assert all(a <= set(dt.ANSWER_BANKS["train"][k][:n]) for k, a in by_key.items())
+    full = cv.build_conversations(recs, "train", seed=0, variants=("standard",))
+    assert len({a for r in full for a in r["answers"]}) > len({a for r in rows for a in r["answers"]})

@@ -32,7 +32,7 @@ def make_records(seed: int, n_per_class: int, n_normal: int, image_size: int, di
 
 
 def build_split_rows(records: list[dict], split: str, seed: int, yes_share: float, conv_variants: list[str],
-                     heldout_wording_tasks=TASKS) -> dict[str, list[dict]]:
+                     heldout_wording_tasks=TASKS, conv_answer_paraphrases: int = 0) -> dict[str, list[dict]]:
     """Task rows of one split.
 
     Wording: the builders draw questions from a train bank for split "train" and from a disjoint test bank
@@ -50,7 +50,8 @@ def build_split_rows(records: list[dict], split: str, seed: int, yes_share: floa
         "mcq": tasks.build_mcq(records, seed, split=bank("mcq")),
         "instruct": tasks.build_instruct(records, seed, split=bank("instruct")),
         "conv": conversations.build_conversations(marrow, split=bank("conv"), seed=seed,
-                                                  variants=tuple(conv_variants)),
+                                                  variants=tuple(conv_variants),
+                                                  answer_paraphrases=conv_answer_paraphrases),
         "report": tasks.build_reports(records, seed, split=bank("report")),
     }
 
@@ -103,7 +104,7 @@ def build(out_dir: Path, **kw) -> dict:
 
 def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
           yes_share: float, split_fractions, conv_train_variants, conv_eval_variants, heldout_categories,
-          heldout_wording_tasks=TASKS,
+          heldout_wording_tasks=TASKS, conv_answer_paraphrases: int = 0,
           real_sources: dict[str, str] | None = None, progress=None) -> dict:
     from datasets import DatasetDict
 
@@ -118,6 +119,7 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
     by_split = splits.assign_splits(records, seed, tuple(split_fractions))
     manifest = {"seed": seed, "image_size": image_size, "difficulty": difficulty, "yes_share": yes_share,
                 "heldout_wording_tasks": list(heldout_wording_tasks),
+                "conv_answer_paraphrases": conv_answer_paraphrases,
                 "n_images": len(records), "images_per_split": {k: len(v) for k, v in by_split.items()},
                 "records_fingerprint": synthmed.fingerprint(records), "generation_seconds": round(gen_s, 2),
                 "splits": {"fractions": list(split_fractions), "heldout_categories": list(heldout_categories),
@@ -130,7 +132,8 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
             raise ValueError(f"split '{split}' has no images: n_per_class={n_per_class} is too small for "
                              f"split_fractions={list(split_fractions)} (need about 1/fraction per class)")
         variants = conv_train_variants if split == "train" else conv_eval_variants
-        for task, rows in build_split_rows(recs, split, seed, yes_share, variants, heldout_wording_tasks).items():
+        for task, rows in build_split_rows(recs, split, seed, yes_share, variants, heldout_wording_tasks,
+                                            conv_answer_paraphrases).items():
             per_task[task][split] = rows
     DatasetDict({s: records_dataset(recs) for s, recs in by_split.items()}).save_to_disk(str(tmp / "images"))
     h = hashlib.sha256()

@@ -59,8 +59,14 @@ def _order(variant: str, rng: random.Random) -> list[int]:
     return [1, 2, 3, 4, 5]
 
 
-def build_conversation(record: dict, split: str, seed: int, variant: str = "standard") -> dict:
-    """One "conv" task row for one bone-marrow record (see the module docstring)."""
+def build_conversation(record: dict, split: str, seed: int, variant: str = "standard",
+                       answer_paraphrases: int = 0) -> dict:
+    """One "conv" task row for one bone-marrow record (see the module docstring).
+
+    answer_paraphrases: 0 draws each answer from the whole paraphrase bank of its split; n > 0 from its first n
+    entries only (a difficulty knob: a 3M-parameter model trained for minutes mixes 16 paraphrases of 15 labels
+    into unparseable sentences, while the scoring parser reads labels, not wordings). Questions are untouched.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     diag = _diagnosis(record)
@@ -71,7 +77,8 @@ def build_conversation(record: dict, split: str, seed: int, variant: str = "stan
     qa = {}
     for cat, (q_key, a_key) in enumerate(dt.TURN_KEYS[diag], start=1):
         question = words.choice(dt.QUESTION_BANKS[bank][q_key])
-        answer = words.choice(dt.ANSWER_BANKS[bank][a_key])
+        answers = dt.ANSWER_BANKS[bank][a_key]
+        answer = words.choice(answers[:answer_paraphrases] if answer_paraphrases > 0 else answers)
         qa[cat] = (q_key, a_key, question, answer)
 
     rng = random.Random(f"{seed}|{rid}|{variant}")
@@ -111,9 +118,10 @@ def build_conversation(record: dict, split: str, seed: int, variant: str = "stan
     return row
 
 
-def build_conversations(records, split: str, seed: int, variants=("standard",)) -> list[dict]:
+def build_conversations(records, split: str, seed: int, variants=("standard",), answer_paraphrases: int = 0
+                        ) -> list[dict]:
     """One row per (record, variant), records in the given order and variants in the given order within each."""
-    return [build_conversation(rec, split, seed, v) for rec in records for v in variants]
+    return [build_conversation(rec, split, seed, v, answer_paraphrases) for rec in records for v in variants]
 
 
 def conversation_text(row: dict) -> str:

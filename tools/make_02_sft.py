@@ -16,7 +16,8 @@ and evaluates them with the harness every later table uses. The tiny model's CLI
 supervised heads on the train images (class, region, lesion patches): the analog of a real VLM's pretrained CLIP,
 without which the tiny model answers from text priors only (`src/repro/train/vision.py` says why).
 
-* **base** — the fresh model trained only on captioning-like tasks (findings reports + VQA): it sees images but never
+* **base** — the fresh model trained only on captioning-like tasks (`base_tasks`: VQA, and findings reports in the smoke
+  profile): it sees images but never
   the MCQ `<think>/<answer>` format, the detect → localize → recognize instructions or the clinician conversations;
 * **SFT** — base trained further on the whole task mixture (Zhu et al.'s "instruct" starting point; UMed-LVLM's
   "MedVInt (SFT)" row; the SFT model Dr-LLaVA and MMedPO align).
@@ -36,7 +37,8 @@ base_steps = 30
 sft_steps = 150
 batch_size = 8
 lr = 0.001
-max_rows_per_task = 0      # 0 means all training rows of each task
+freeze_vision = False      # keep the pretrained vision tower fixed during base and SFT training (faster steps)
+sft_max_rows_per_task = 0  # SFT draws at most this many rows per task (balances the mixture), 0 means all
 lora_r = 0                 # 0 means full fine-tuning (tiny model); LoRA rank for real models
 eval_limit = 40            # test rows per task, spread over sources and classes; 0 means all
 eval_batch_size = 32
@@ -85,23 +87,25 @@ del m
 """),
 ("md", "## Train base, then SFT (resumes from the last checkpoint if interrupted)"),
 ("code", """
-def mixture(tasks, steps):  # task-homogeneous batches (less padding), read in order
-    return sft.sft_dataset(data_dir, tasks, seed=cfg.seed, max_rows_per_task=cfg.max_rows_per_task or None,
-                           batch_size=cfg.batch_size, steps=steps)
+def mixture(tasks, steps, max_rows=None):  # task-homogeneous batches (less padding), read in order
+    return sft.sft_dataset(data_dir, tasks, seed=cfg.seed, max_rows_per_task=max_rows, batch_size=cfg.batch_size,
+                           steps=steps)
 
 
-train_kw = dict(batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, lora=lora, run_key=run_key, sequential=True)
+train_kw = dict(batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, lora=lora, run_key=run_key, sequential=True,
+                freeze_vision=cfg.freeze_vision)
 base = sft.train(init_dir, model_dir / "base", mixture(cfg.base_tasks, cfg.base_steps), max_steps=cfg.base_steps,
                  **train_kw)
-mix = mixture(cfg.sft_tasks, cfg.sft_steps)
-n_rows = sft.mixture_rows(data_dir, cfg.sft_tasks, max_rows_per_task=cfg.max_rows_per_task or None)
+mix = mixture(cfg.sft_tasks, cfg.sft_steps, cfg.sft_max_rows_per_task or None)
+n_rows = sft.mixture_rows(data_dir, cfg.sft_tasks, max_rows_per_task=cfg.sft_max_rows_per_task or None)
 print(f"SFT: {cfg.sft_steps} steps x {cfg.batch_size} = {len(mix)} rows = {len(mix) / n_rows:.2f} epochs of {n_rows}")
 tuned = sft.train(base["final_dir"], model_dir / "sft", mix, max_steps=cfg.sft_steps, **train_kw)
 print(f"base: {base['seconds']} s, SFT: {tuned['seconds']} s")
 """),
 ("code", """
 import pandas as pd
-curves = {"base (reports + VQA)": sft.loss_curve(base["log_history"]),
+base_label = f"base ({' + '.join(cfg.base_tasks)})"
+curves = {base_label: sft.loss_curve(base["log_history"]),
           "SFT (task mixture, from base)": sft.loss_curve(tuned["log_history"])}
 curves["SFT (task mixture, from base)"]["step"] += cfg.base_steps
 panels = {"language training (assistant tokens)": curves}
@@ -173,7 +177,7 @@ for k, v in checks.items():
 ("code", """
 metrics = {"n_params": n_params, "vision": {k: v for k, v in (vis or {}).items() if k != "history"}, "base": evals["base"], "sft": evals["SFT"], "majority": majority, "checks": checks,
            "train": {"base_seconds": base["seconds"], "sft_seconds": tuned["seconds"], "sft_rows": n_rows, "sft_epochs": len(mix) / n_rows,
-                     "base_final_loss": float(curves["base (reports + VQA)"]["loss"].iloc[-1]),
+                     "base_final_loss": float(curves[base_label]["loss"].iloc[-1]),
                      "sft_first_loss": float(curves["SFT (task mixture, from base)"]["loss"].iloc[0]),
                      "sft_final_loss": float(curves["SFT (task mixture, from base)"]["loss"].iloc[-1])},
            "models": {"base": base["final_dir"], "sft": tuned["final_dir"]}}

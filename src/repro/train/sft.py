@@ -53,6 +53,8 @@ def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: 
                 batch_size: int | None = None, steps: int | None = None):
     """The mixture of `tasks` (at most `max_rows_per_task` rows each) as a datasets.Dataset.
 
+    A task listed k times gets k parts (k times its share of the batches); with max_rows_per_task each part draws its
+    own rows (shuffle seeded by the occurrence), so the repeats are different rows while there are enough.
     Without batch_size: shuffled rows. With batch_size (and steps): rows arranged in *task-homogeneous* batches
     in random order, epoch after epoch (a new shuffle each epoch) until steps * batch_size rows; train() then
     reads them sequentially. Why: a conversation row is ~4x longer than a VQA row, and mixed batches pad every
@@ -62,10 +64,11 @@ def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: 
     from datasets import concatenate_datasets
 
     parts = []
-    for task in tasks:
+    for i, task in enumerate(tasks):
         ds = build.load_task(data_dir, task)[split]
         if max_rows_per_task and len(ds) > max_rows_per_task:
-            ds = ds.shuffle(seed=seed).select(range(max_rows_per_task))
+            occurrence = list(tasks[:i]).count(task)
+            ds = ds.shuffle(seed=seed + occurrence).select(range(max_rows_per_task))
         parts.append(ds.map(to_sft_row, remove_columns=ds.column_names))
     mix = concatenate_datasets(parts)
     if not batch_size:
@@ -87,7 +90,8 @@ def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: 
 
 
 def mixture_rows(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: int | None = None) -> int:
-    """Number of distinct rows sft_dataset draws from (one epoch), without building the mixture."""
+    """Rows in one epoch of the mixture sft_dataset draws from (a task listed twice counts twice), without building
+    it."""
     sizes = [len(build.load_task(data_dir, t)[split]) for t in tasks]
     return sum(min(n, max_rows_per_task) if max_rows_per_task else n for n in sizes)
 

@@ -33,6 +33,22 @@ def _targets(ds, classes, regions, grid: int):
     return labels, region, frac
 
 
+def match_image_scale(model, pixel_values) -> float:
+    """Rescale the projector's last layer so projected image features have the mean norm of the word embeddings
+    (models.EMBED_NORM says why). Returns the factor applied."""
+    import torch
+
+    proj = model.model.multi_modal_projector
+    with torch.no_grad():
+        f = model.model.vision_tower(pixel_values, output_hidden_states=True).hidden_states[-1][:, 1:]
+        current = proj(f).norm(dim=-1).mean()
+        target = model.get_input_embeddings().weight.norm(dim=-1).mean()
+        factor = float(target / current)
+        proj.linear_2.weight.mul_(factor)
+        proj.linear_2.bias.mul_(factor)
+    return factor
+
+
 def pretrain(init_dir, out_dir, data_dir, *, steps: int = 600, batch_size: int = 32, lr: float = 2e-3,
              seed: int = 0, progress: bool = True) -> dict:
     """Train the vision tower of the VLM at `init_dir`; save the whole VLM to `out_dir`. Returns metrics."""
@@ -99,12 +115,14 @@ def pretrain(init_dir, out_dir, data_dir, *, steps: int = 600, batch_size: int =
     lesion_patches = v_les > 0.25
     hit = float(((pred_les > 0.5) == lesion_patches)[lesion_patches].mean()) if lesion_patches.any() else float("nan")
 
+    scale = match_image_scale(model, pix[:256])
+
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     info = {"final_dir": str(out_dir), "seconds": round(seconds, 1), "steps": steps, "classes": len(classes),
             "val_class_acc": acc, "val_class_acc_by_source": by_source, "val_lesion_patch_recall": hit,
-            "history": history}
+            "projector_scale": scale, "history": history}
     (out_dir / "vision_pretraining.json").write_text(json.dumps(info, indent=1))
     return info

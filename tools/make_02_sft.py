@@ -37,6 +37,7 @@ base_steps = 30
 sft_steps = 150
 batch_size = 8
 lr = 0.001
+sft_lr = 0.0               # learning rate of the SFT stage, 0 means lr
 freeze_vision = False      # keep the pretrained vision tower fixed during base and SFT training (faster steps)
 sft_max_rows_per_task = 0  # SFT draws at most this many rows per task (balances the mixture), 0 means all
 lora_r = 0                 # 0 means full fine-tuning (tiny model); LoRA rank for real models
@@ -99,7 +100,7 @@ base = sft.train(init_dir, model_dir / "base", mixture(cfg.base_tasks, cfg.base_
 mix = mixture(cfg.sft_tasks, cfg.sft_steps, cfg.sft_max_rows_per_task or None)
 n_rows = sft.mixture_rows(data_dir, cfg.sft_tasks, max_rows_per_task=cfg.sft_max_rows_per_task or None)
 print(f"SFT: {cfg.sft_steps} steps x {cfg.batch_size} = {len(mix)} rows = {len(mix) / n_rows:.2f} epochs of {n_rows}")
-tuned = sft.train(base["final_dir"], model_dir / "sft", mix, max_steps=cfg.sft_steps, **train_kw)
+tuned = sft.train(base["final_dir"], model_dir / "sft", mix, max_steps=cfg.sft_steps, **{**train_kw, "lr": cfg.sft_lr or cfg.lr})
 print(f"base: {base['seconds']} s, SFT: {tuned['seconds']} s")
 """),
 ("code", """

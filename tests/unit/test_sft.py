@@ -64,7 +64,7 @@ def test_zero_steps_returns_the_init_model(setup):
     assert sft.train(init, root / "none", [], max_steps=0)["final_dir"] == str(init)
 
 
-def test_vision_pretraining_changes_only_the_tower_and_saves_a_loadable_vlm(setup):
+def test_vision_pretraining_changes_only_the_tower_and_the_projector_scale(setup):
     import torch
 
     from repro.models import load_vlm
@@ -77,7 +77,12 @@ def test_vision_pretraining_changes_only_the_tower_and_saves_a_loadable_vlm(setu
     b, a = dict(before.named_parameters()), dict(after.named_parameters())
     tower = [k for k in b if "vision_tower" in k]
     assert tower and any(not torch.equal(b[k], a[k]) for k in tower)
-    assert all(torch.equal(b[k], a[k]) for k in b if "vision_tower" not in k)
+    # the projector's last layer is only rescaled so image features match the word-embedding norm
+    scaled = [k for k in b if "multi_modal_projector.linear_2" in k]
+    assert len(scaled) == 2 and info["projector_scale"] > 0
+    for k in scaled:
+        assert torch.allclose(a[k], b[k] * info["projector_scale"], rtol=1e-5, atol=1e-7)
+    assert all(torch.equal(b[k], a[k]) for k in b if "vision_tower" not in k and k not in scaled)
     assert 0.0 <= info["val_class_acc"] <= 1.0 and info["history"][-1]["step"] == 6
 
 

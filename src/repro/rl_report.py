@@ -35,7 +35,7 @@ def umed_table(records) -> pd.DataFrame:
 def zhu_table(records) -> pd.DataFrame:
     ours = X.table(records, ["accuracy", "length", "similarity", "format"], digits=2, percent=("accuracy",))
     ours = ours.rename(columns={"accuracy": "accuracy (%)"})
-    paper = results.paper_table("zhu2025", "headline")
+    paper = results.paper_table("zhu2025", "headline").rename(columns={"accuracy": "accuracy (%)"})
     src = results.paper_numbers("zhu2025")["tables"]["headline"]["source"]
     return _with_paper(ours, paper, f"paper Zhu et al. {src} (PMC-VQA, Qwen2-VL-2B)")
 

@@ -93,10 +93,11 @@ def test_two_steps_of_each_loss_type_move_the_policy(setup, loss_type, scale):
     assert {"reward", "kl", "completion_length", "format_reward", "distinct_chars_reward"} <= set(cv.columns)
     assert (cv["completion_length"] <= FAST["max_completion_length"]).all()
     assert info["completions"] == 2 * FAST["batch_size"] * FAST["num_generations"]
-    if loss_type == "grpo":  # same key: resumes from the last checkpoint (nothing left to train)
+    if loss_type == "grpo":  # same key, finished: the saved run comes back, nothing is retrained or overwritten
         again = grpo.train(init, out, ds, var, max_steps=2, save_steps=2, run_key={"t": loss_type}, use_cpu=True,
                            **FAST)
-        assert again["resumed_from"] and again["resumed_from"].endswith("checkpoint-2")
+        assert again.get("cached") and again["log_history"] == info["log_history"]
+        assert all(torch.equal(after[k], v) for k, v in _params(again["final_dir"]).items())
         other = grpo.train(init, out, ds, var, max_steps=1, run_key={"t": "other"}, use_cpu=True, **FAST)
         assert other["resumed_from"] is None
 

@@ -54,7 +54,18 @@ def test_short_run_decreases_loss_resumes_and_guards_its_key(setup):
     assert info["resumed_from"] is None
     again = sft.train(init, out, ds, max_steps=12, batch_size=4, lr=2e-3, save_steps=6, logging_steps=2,
                       run_key={"a": 1})
-    assert again["resumed_from"] and again["resumed_from"].endswith("checkpoint-12")
+    assert again.get("cached") and again["log_history"] == info["log_history"]  # finished: returned, not retrained
+    # interrupted after its last checkpoint (no train_info.json): resumes, and "final" holds the trained weights
+    import torch
+    from safetensors.torch import load_file
+
+    trained = load_file(out / "final" / "model.safetensors")
+    (out / "train_info.json").unlink()
+    resumed = sft.train(init, out, ds, max_steps=12, batch_size=4, lr=2e-3, save_steps=6, logging_steps=2,
+                        run_key={"a": 1})
+    assert resumed["resumed_from"] and resumed["resumed_from"].endswith("checkpoint-12")
+    final = load_file(out / "final" / "model.safetensors")
+    assert all(torch.equal(final[k], trained[k]) for k in trained)
     other = sft.train(init, out, ds, max_steps=2, batch_size=4, lr=2e-3, save_steps=6, run_key={"a": 2})
     assert other["resumed_from"] is None  # a different run never resumes another run's checkpoint
 

@@ -35,6 +35,7 @@ Our `classify_answer` replaces them: cue phrases on word boundaries, clause-loca
 
 from __future__ import annotations
 
+import bisect
 import re
 
 CATEGORY_NAMES = {1: "quality check", 2: "image analysis", 3: "pathology", 4: "cell-type reasoning", 5: "diagnosis"}
@@ -304,16 +305,32 @@ _CUE_SPECS: dict[int, list[tuple[str, str, bool]]] = {
         ("inadequate", r"\btoo poor\b", True), ("inadequate", r"\binadequate\b", True),
         ("normal", r"\bno disease\b", False), ("normal", r"\bnormal\b", True), ("normal", r"\bhealthy\b", True)],
 }
-_CUES = {c: [(lab, re.compile(rx), neg) for lab, rx, neg in specs] for c, specs in _CUE_SPECS.items()}
+# Each cue with its leading literal (e.g. "malignan" for \bmalignan(?:cy|cies|t)\b): a cue whose literal is not a
+# substring of the answer cannot match, and `in` is ~10x cheaper than a regex scan (the reward benchmark's hot path).
+def _literal(rx: str) -> str:
+    m = re.match(r"\\b([a-z' ]+)", rx)
+    lit = m.group(1)
+    return lit[:-1] if rx[m.end():m.end() + 1] in ("?", "*", "{") else lit  # "myeloblasts?" -> "myeloblast"
+
+
+_CUES = {c: [(lab, re.compile(rx), neg, _literal(rx)) for lab, rx, neg in specs] for c, specs in _CUE_SPECS.items()}
 _NEGATORS = {"not", "no", "never", "cannot", "without", "nor", "neither", "none"}
 _CLAUSE_BREAK = re.compile(r"[.;:,!?()\[\]\n]|\bbut\b")  # "but" ends a negation's scope: "not AML but MM"
 _WORD = re.compile(r"[a-z']+")
 
 
-def _negated(s: str, start: int) -> bool:
+def _clause_ends(s: str) -> list[int]:
+    return [m.end() for m in _CLAUSE_BREAK.finditer(s)]
+
+
+def _negated(s: str, start: int, ends: list[int] | None = None) -> bool:
     # Only the clause before the cue counts, so "No. It is suitable" stays suitable; a 3-word window keeps
-    # "no excess blood" negated without letting a distant "no" flip the whole sentence.
-    clause = _CLAUSE_BREAK.split(s[:start])[-1]
+    # "no excess blood" negated without letting a distant "no" flip the whole sentence. `ends` (the clause-break
+    # ends of s, computed once per answer) saves re-splitting the prefix for every cue: the reward benchmark's
+    # hot path.
+    ends = _clause_ends(s) if ends is None else ends
+    i = bisect.bisect_right(ends, start)
+    clause = s[ends[i - 1] if i else 0:start]
     return any(w in _NEGATORS or w.endswith("n't") for w in _WORD.findall(clause)[-3:])
 
 
@@ -326,11 +343,17 @@ def classify_answer(category: int, text) -> str | None:
         return None
     s = " ".join(text.lower().replace("\u2019", "'").split())
     found = set()
-    for label, pattern, negatable in _CUES[category]:
-        if label in found:
+    ends = None
+    for label, pattern, negatable, literal in _CUES[category]:
+        if label in found or literal not in s:
             continue
-        if any(not (negatable and _negated(s, m.start())) for m in pattern.finditer(s)):
+        for m in pattern.finditer(s):
+            if negatable:
+                ends = _clause_ends(s) if ends is None else ends
+                if _negated(s, m.start(), ends):
+                    continue
             found.add(label)
+            break
     return found.pop() if len(found) == 1 else None
 
 

@@ -43,6 +43,7 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
 from repro.eval import user_message
+from repro.train import runs
 
 KEEP_COLUMNS = ("weight", "kind", "id", "source", "category")
 
@@ -149,10 +150,6 @@ class WeightedDPOTrainer(DPOTrainer):
 
 
 # ----------------------------------------------------------------------------------------------- training
-def _last_checkpoint(ckpt_dir: Path) -> str | None:
-    cks = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(cks[-1]) if cks else None
-
 
 def make_config(out_dir, *, max_steps: int, batch_size: int, lr: float, beta: float, seed: int, use_cpu: bool,
                 bf16: bool = False, save_steps: int = 100, logging_steps: int = 1, warmup_ratio: float = 0.03):
@@ -199,20 +196,20 @@ def train(init_dir, out_dir, dataset, *, weighted: bool, max_steps: int, batch_s
     key = json.dumps({"run_key": run_key, "init": str(init_dir), "weighted": weighted, "max_steps": max_steps,
                       "batch_size": batch_size, "lr": lr, "beta": beta, "seed": seed, "n_rows": len(dataset),
                       "lora": lora}, sort_keys=True, default=str)
-    key_file = out_dir / "run_key.json"
-    if out_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
+    done = runs.prepare(out_dir, key)
+    if done:
+        return done
     if use_cpu is None:
         use_cpu = not torch.cuda.is_available()
+    resume = runs.last_checkpoint(ckpt_dir)
+    # NOT runs.weights_source: TRL copies the reference model from the model it is given, so loading the checkpoint
+    # would move the KL/DPO reference. Known issue: a mid-run resume here restarts from init weights (runs.py).
     model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None, lora=lora,
                                 dtype="bf16" if bf16 else "fp32")
     args = make_config(ckpt_dir, max_steps=max_steps, batch_size=batch_size, lr=lr, beta=beta, seed=seed,
                        use_cpu=use_cpu, bf16=bf16, save_steps=save_steps, logging_steps=logging_steps)
     trainer = make_trainer(model, processor, dataset, args, weighted=weighted, callbacks=callbacks)
     t0 = time.time()
-    resume = _last_checkpoint(ckpt_dir)
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - t0
     final = out_dir / "final"
@@ -224,7 +221,7 @@ def train(init_dir, out_dir, dataset, *, weighted: bool, max_steps: int, batch_s
     history = trainer.state.log_history
     info = {"final_dir": str(final), "log_history": history, "seconds": round(seconds, 1), "steps": max_steps,
             "resumed_from": resume, "weighted": weighted, "pairs": len(dataset)}
-    (out_dir / "train_info.json").write_text(json.dumps(info, indent=1, default=str))
+    runs.finish(out_dir, info)
     return info
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from repro.data import build
 from repro.eval import first_user_text, user_message
 from repro.rewards import vqa
+from repro.train import runs
 
 # Columns the Zhu et al. rewards read (TRL passes every dataset column to every reward function as a list).
 REWARD_COLUMNS = ("answer", "options", "answer_text", "reason_facts", "category", "region", "modality")
@@ -102,10 +103,6 @@ def grpo_dataset(data_dir, split: str = "train", limit: int | None = None, seed:
 
 
 # ----------------------------------------------------------------------------------------------- training
-def _last_checkpoint(ckpt_dir: Path) -> str | None:
-    cks = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(cks[-1]) if cks else None
-
 
 def make_config(out_dir, v: Variant, *, max_steps: int, num_generations: int, batch_size: int, lr: float,
                 beta: float, max_completion_length: int, temperature: float, seed: int, use_cpu: bool,
@@ -152,13 +149,14 @@ def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_st
                       "max_steps": max_steps, "num_generations": num_generations, "batch_size": batch_size, "lr": lr,
                       "beta": beta, "max_completion_length": max_completion_length, "temperature": temperature,
                       "seed": seed, "n_rows": len(dataset), "lora": lora}, sort_keys=True, default=str)
-    key_file = out_dir / "run_key.json"
-    if out_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
+    done = runs.prepare(out_dir, key)
+    if done:
+        return done
     if use_cpu is None:
         use_cpu = not torch.cuda.is_available()
+    resume = runs.last_checkpoint(ckpt_dir)
+    # NOT runs.weights_source: TRL copies the reference model from the model it is given, so loading the checkpoint
+    # would move the KL/DPO reference. Known issue: a mid-run resume here restarts from init weights (runs.py).
     model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None, lora=lora,
                                 dtype="bf16" if bf16 else "fp32")
     args = make_config(ckpt_dir, v, max_steps=max_steps, num_generations=num_generations, batch_size=batch_size,
@@ -167,7 +165,6 @@ def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_st
     trainer = GRPOTrainer(model=model, reward_funcs=list(v.rewards), args=args, train_dataset=dataset,
                           processing_class=processor, callbacks=callbacks)
     t0 = time.time()
-    resume = _last_checkpoint(ckpt_dir)
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - t0
     final = out_dir / "final"
@@ -180,7 +177,7 @@ def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_st
     info = {"final_dir": str(final), "log_history": history, "seconds": round(seconds, 1), "steps": max_steps,
             "resumed_from": resume, "variant": v.name,
             "completions": max_steps * batch_size * num_generations}
-    (out_dir / "train_info.json").write_text(json.dumps(info, indent=1, default=str))
+    runs.finish(out_dir, info)
     return info
 
 

@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from repro import eval as ev
+from repro.train import runs
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -588,17 +589,16 @@ def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bo
     key = json.dumps({"run_key": run_key, "init": str(init_dir), "cfg": asdict(cfg), "n_rows": len(rows),
                       "multi_turn": multi_turn, "rewards": [_name(f) for f in fns], "weights": weights},
                      sort_keys=True, default=str)
-    key_file = out_dir / "run_key.json"
-    if out_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
-        shutil.rmtree(out_dir)  # another run's checkpoints are never resumed
+    done = runs.prepare(out_dir, key)
+    if done:
+        return done
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # fork_rng: train() reseeds torch (model/head init, every step); the caller's global RNG must not move.
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
         info = _train(init_dir, out_dir, ckpt_dir, rows, fns, weights, cfg, multi_turn, progress, device)
-    (out_dir / "train_info.json").write_text(json.dumps(info, indent=1, default=str))
+    runs.finish(out_dir, info)
     return info
 
 

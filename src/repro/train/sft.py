@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from repro.data import build, decision_tree
+from repro.train import runs
 
 TASKS = ("vqa", "mcq", "instruct", "conv", "report")
 BASE_TASKS = ("report", "vqa")
@@ -96,10 +97,6 @@ def mixture_rows(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task:
     return sum(min(n, max_rows_per_task) if max_rows_per_task else n for n in sizes)
 
 
-def _last_checkpoint(ckpt_dir: Path) -> str | None:
-    cks = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(cks[-1]) if cks else None
-
 
 def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
           warmup_ratio: float = 0.05, weight_decay: float = 0.0, save_steps: int = 200, logging_steps: int = 10,
@@ -126,15 +123,14 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     key = json.dumps({"run_key": run_key, "init": str(init_dir), "max_steps": max_steps, "batch_size": batch_size,
                       "lr": lr, "seed": seed, "n_rows": len(dataset),
                       "freeze_vision": freeze_vision}, sort_keys=True, default=str)
-    key_file = out_dir / "run_key.json"
-    if out_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
+    done = runs.prepare(out_dir, key)
+    if done:
+        return done
     if use_cpu is None:
         use_cpu = not torch.cuda.is_available()
-    model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None, lora=lora,
-                                dtype="bf16" if bf16 else "fp32")
+    resume = runs.last_checkpoint(ckpt_dir)
+    model, processor = load_vlm(runs.weights_source(init_dir, resume, lora), device="cpu" if use_cpu else None,
+                                lora=lora, dtype="bf16" if bf16 else "fp32")
     if freeze_vision:  # a pretrained tower keeps its features, and the backward pass skips it (~1/4 of a step)
         for p in vision_tower(model).parameters():
             p.requires_grad_(False)
@@ -149,7 +145,6 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
     t0 = time.time()
-    resume = _last_checkpoint(ckpt_dir)
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - t0
     final = out_dir / "final"
@@ -161,7 +156,7 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     history = trainer.state.log_history
     info = {"final_dir": str(final), "log_history": history, "seconds": round(seconds, 1), "steps": max_steps,
             "resumed_from": resume, "examples": max_steps * batch_size}
-    (out_dir / "train_info.json").write_text(json.dumps(info, indent=1, default=str))
+    runs.finish(out_dir, info)
     return info
 
 

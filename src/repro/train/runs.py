@@ -1,0 +1,60 @@
+"""One run directory per training run, guarded by a run key (shared by sft, grpo, dpo and ppo).
+
+    done = runs.prepare(out_dir, key)      # None: train (resuming from <out_dir>/checkpoints if any)
+    if done: return done                   # the finished run with this key: its saved info, nothing retrained
+    ...
+    runs.finish(out_dir, info)             # after <out_dir>/final is written
+
+Why a finished run is returned rather than resumed: resuming a trainer whose last checkpoint already reached
+max_steps skips training *and* the reload of the checkpoint's weights, so the "final" model saved afterwards was the
+initial one (found in stage 04: DPO/MMedPO rows identical to SFT on a rerun with unchanged params).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+KEY_FILE, INFO_FILE = "run_key.json", "train_info.json"
+
+
+def prepare(out_dir, key: str) -> dict | None:
+    """Delete `out_dir` if it holds a run of another key (never resume someone else's checkpoints); return the saved
+    info of a finished run of this key, else None (after writing the key)."""
+    out_dir = Path(out_dir)
+    key_file, info_file = out_dir / KEY_FILE, out_dir / INFO_FILE
+    if out_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
+        shutil.rmtree(out_dir)
+    if info_file.exists() and (out_dir / "final").exists():
+        info = json.loads(info_file.read_text())
+        info["cached"] = True
+        return info
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
+    return None
+
+
+def finish(out_dir, info: dict) -> None:
+    """Record a finished run (written last: an interrupted run has no info file and resumes instead)."""
+    (Path(out_dir) / INFO_FILE).write_text(json.dumps(info, indent=1, default=str))
+
+
+def last_checkpoint(ckpt_dir) -> str | None:
+    """The newest <ckpt_dir>/checkpoint-<step>, or None."""
+    cks = sorted(Path(ckpt_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(cks[-1]) if cks else None
+
+
+def weights_source(init_dir, resume: str | None, lora) -> str:
+    """Where to load the model from: the checkpoint being resumed (full fine-tuning), else `init_dir`.
+
+    Why: with transformers 5.23, Trainer's own resume (`_load_from_checkpoint`) loads *nothing* into a LLaVA model:
+    save_pretrained writes the legacy key names ("language_model.model.layers...") and the raw state-dict load
+    expects the new ones ("model.language_model.layers..."), so every key is "missing" and a resumed run silently
+    restarted from the initial weights with the checkpoint's optimizer state. from_pretrained converts the names.
+    LoRA checkpoints hold adapters only; Trainer's PEFT resume path loads those.
+    """
+    if resume and lora is None and (Path(resume) / "config.json").exists():
+        return resume
+    return str(init_dir)

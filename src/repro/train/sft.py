@@ -97,14 +97,14 @@ def mixture_rows(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task:
     return sum(min(n, max_rows_per_task) if max_rows_per_task else n for n in sizes)
 
 
-
 def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
           warmup_ratio: float = 0.05, weight_decay: float = 0.0, save_steps: int = 200, logging_steps: int = 10,
           lora: dict | None = None, use_cpu: bool | None = None, bf16: bool = False, run_key: dict | None = None,
           sequential: bool = False, freeze_vision: bool = False) -> dict:
     """Fine-tune the model at `init_dir` on `dataset`; returns {"final_dir", "log_history", "seconds", ...}.
 
-    Resumes from the newest checkpoint under <out_dir>/checkpoints, but only when `run_key` (the params that
+    A finished run with the same key is returned as saved (runs.prepare). Otherwise resumes, from the checkpoint's
+    weights, the newest checkpoint under <out_dir>/checkpoints, but only when `run_key` (the params that
     define the run) equals the one recorded there: a checkpoint of other params is deleted, not resumed.
     On CPU: fp32, no activation checkpointing (TRL defaults to bf16 + checkpointing, both wrong for a tiny CPU
     model), max_length=None so image tokens are

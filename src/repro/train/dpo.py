@@ -32,8 +32,6 @@ On CPU: fp32, no activation checkpointing, max_length=None so the 64 image token
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,20 +207,8 @@ def train(init_dir, out_dir, dataset, *, weighted: bool, max_steps: int, batch_s
     args = make_config(ckpt_dir, max_steps=max_steps, batch_size=batch_size, lr=lr, beta=beta, seed=seed,
                        use_cpu=use_cpu, bf16=bf16, save_steps=save_steps, logging_steps=logging_steps)
     trainer = make_trainer(model, processor, dataset, args, weighted=weighted, callbacks=callbacks)
-    t0 = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - t0
-    final = out_dir / "final"
-    shutil.rmtree(final, ignore_errors=True)
-    if lora is not None:
-        trainer.model = trainer.model.merge_and_unload()
-    trainer.model.save_pretrained(final)
-    processor.save_pretrained(final)
-    history = trainer.state.log_history
-    info = {"final_dir": str(final), "log_history": history, "seconds": round(seconds, 1), "steps": max_steps,
-            "resumed_from": resume, "weighted": weighted, "pairs": len(dataset)}
-    runs.finish(out_dir, info)
-    return info
+    return runs.train_and_save(trainer, processor, out_dir, resume=resume, lora=lora, max_steps=max_steps,
+                               weighted=weighted, pairs=len(dataset))
 
 
 CURVE_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",

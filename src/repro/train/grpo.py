@@ -27,8 +27,6 @@ the final model and processor go to <out_dir>/final.
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,21 +162,8 @@ def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_st
                        seed=seed, use_cpu=use_cpu, bf16=bf16, save_steps=save_steps, logging_steps=logging_steps)
     trainer = GRPOTrainer(model=model, reward_funcs=list(v.rewards), args=args, train_dataset=dataset,
                           processing_class=processor, callbacks=callbacks)
-    t0 = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - t0
-    final = out_dir / "final"
-    shutil.rmtree(final, ignore_errors=True)
-    if lora is not None:
-        trainer.model = trainer.model.merge_and_unload()  # later stages load one plain checkpoint
-    trainer.model.save_pretrained(final)
-    processor.save_pretrained(final)
-    history = trainer.state.log_history
-    info = {"final_dir": str(final), "log_history": history, "seconds": round(seconds, 1), "steps": max_steps,
-            "resumed_from": resume, "variant": v.name,
-            "completions": max_steps * batch_size * num_generations}
-    runs.finish(out_dir, info)
-    return info
+    return runs.train_and_save(trainer, processor, out_dir, resume=resume, lora=lora, max_steps=max_steps,
+                               variant=v.name, completions=max_steps * batch_size * num_generations)
 
 
 # Logged key (TRL 1.16) -> column of curves(). rewards/<name>/mean columns are added per reward function.

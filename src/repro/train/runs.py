@@ -58,3 +58,23 @@ def weights_source(init_dir, resume: str | None, lora) -> str:
     if resume and lora is None and (Path(resume) / "config.json").exists():
         return resume
     return str(init_dir)
+
+
+def train_and_save(trainer, processor, out_dir, *, resume: str | None, lora, max_steps: int, **extra) -> dict:
+    """Run a HF/TRL trainer (resuming from `resume`), save <out_dir>/final (LoRA merged, so later stages load one
+    plain checkpoint) with the processor, record the run; returns its info (+ `extra`)."""
+    import time
+
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - t0
+    final = Path(out_dir) / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    if lora is not None:
+        trainer.model = trainer.model.merge_and_unload()
+    trainer.model.save_pretrained(final)
+    processor.save_pretrained(final)
+    info = {"final_dir": str(final), "log_history": trainer.state.log_history, "seconds": round(seconds, 1),
+            "steps": max_steps, "resumed_from": resume, **extra}
+    finish(out_dir, info)
+    return info

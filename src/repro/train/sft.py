@@ -13,8 +13,6 @@ goes to <out_dir>/final, loadable with repro.models.load_vlm.
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from pathlib import Path
 
 from repro.data import build, decision_tree
@@ -144,20 +142,8 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
         train_sampling_strategy="sequential" if sequential else "random",
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
-    t0 = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - t0
-    final = out_dir / "final"
-    shutil.rmtree(final, ignore_errors=True)
-    if lora is not None:
-        trainer.model = trainer.model.merge_and_unload()  # later stages load one plain checkpoint
-    trainer.model.save_pretrained(final)
-    processor.save_pretrained(final)
-    history = trainer.state.log_history
-    info = {"final_dir": str(final), "log_history": history, "seconds": round(seconds, 1), "steps": max_steps,
-            "resumed_from": resume, "examples": max_steps * batch_size}
-    runs.finish(out_dir, info)
-    return info
+    return runs.train_and_save(trainer, processor, out_dir, resume=resume, lora=lora, max_steps=max_steps,
+                               examples=max_steps * batch_size)
 
 
 def loss_curve(history: list[dict]):

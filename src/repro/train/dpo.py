@@ -31,9 +31,7 @@ On CPU: fp32, no activation checkpointing, max_length=None so the 64 image token
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -189,17 +187,12 @@ def train(init_dir, out_dir, dataset, *, weighted: bool, max_steps: int, batch_s
 
     if isinstance(dataset[0]["prompt"], str):
         dataset = to_dpo_rows(dataset, weighted)
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    key = json.dumps({"run_key": run_key, "init": str(init_dir), "weighted": weighted, "max_steps": max_steps,
+    key = {"run_key": run_key, "init": str(init_dir), "weighted": weighted, "max_steps": max_steps,
                       "batch_size": batch_size, "lr": lr, "beta": beta, "seed": seed, "n_rows": len(dataset),
-                      "lora": lora}, sort_keys=True, default=str)
-    done = runs.prepare(out_dir, key)
+                      "lora": lora}
+    done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu)
     if done:
         return done
-    if use_cpu is None:
-        use_cpu = not torch.cuda.is_available()
-    resume = runs.last_checkpoint(ckpt_dir)
     # NOT runs.weights_source: TRL copies the reference model from the model it is given, so loading the checkpoint
     # would move the KL/DPO reference. Known issue: a mid-run resume here restarts from init weights (runs.py).
     model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None, lora=lora,

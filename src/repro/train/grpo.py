@@ -26,9 +26,7 @@ the final model and processor go to <out_dir>/final.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from repro.data import build
 from repro.eval import first_user_text, user_message
@@ -134,25 +132,19 @@ def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_st
     paper uses a KL penalty but its beta was not retrieved). beta=0 drops the reference model (faster).
     Resume: as sft.train, only from checkpoints written under the same run key (run_key + every argument here).
     """
-    import torch
     from trl import GRPOTrainer
 
     from repro.models import load_vlm
 
     v = get_variant(variant)
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    key = json.dumps({"run_key": run_key, "init": str(init_dir), "variant": v.name, "rewards": v.reward_names,
+    key = {"run_key": run_key, "init": str(init_dir), "variant": v.name, "rewards": v.reward_names,
                       "weights": v.weights, "loss_type": v.loss_type, "scale_rewards": v.scale_rewards,
                       "max_steps": max_steps, "num_generations": num_generations, "batch_size": batch_size, "lr": lr,
                       "beta": beta, "max_completion_length": max_completion_length, "temperature": temperature,
-                      "seed": seed, "n_rows": len(dataset), "lora": lora}, sort_keys=True, default=str)
-    done = runs.prepare(out_dir, key)
+                      "seed": seed, "n_rows": len(dataset), "lora": lora}
+    done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu)
     if done:
         return done
-    if use_cpu is None:
-        use_cpu = not torch.cuda.is_available()
-    resume = runs.last_checkpoint(ckpt_dir)
     # NOT runs.weights_source: TRL copies the reference model from the model it is given, so loading the checkpoint
     # would move the KL/DPO reference. Known issue: a mid-run resume here restarts from init weights (runs.py).
     model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None, lora=lora,

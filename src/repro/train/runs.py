@@ -19,9 +19,11 @@ from pathlib import Path
 KEY_FILE, INFO_FILE = "run_key.json", "train_info.json"
 
 
-def prepare(out_dir, key: str) -> dict | None:
+def prepare(out_dir, key: str | dict) -> dict | None:
     """Delete `out_dir` if it holds a run of another key (never resume someone else's checkpoints); return the saved
-    info of a finished run of this key, else None (after writing the key)."""
+    info of a finished run of this key, else None (after writing the key). A dict key is serialised canonically."""
+    if isinstance(key, dict):
+        key = json.dumps(key, sort_keys=True, default=str)
     out_dir = Path(out_dir)
     key_file, info_file = out_dir / KEY_FILE, out_dir / INFO_FILE
     if out_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
@@ -33,6 +35,19 @@ def prepare(out_dir, key: str) -> dict | None:
     out_dir.mkdir(parents=True, exist_ok=True)
     key_file.write_text(key)
     return None
+
+
+def start(out_dir, key: dict, use_cpu: bool | None):
+    """The common opening of the TRL wrappers (sft, grpo, dpo): prepare the run directory under `key`.
+    Returns (finished info or None, checkpoint dir, checkpoint to resume or None, use_cpu resolved: CPU when no GPU).
+    """
+    import torch
+
+    done = prepare(out_dir, key)
+    ckpt_dir = Path(out_dir) / "checkpoints"
+    if use_cpu is None:
+        use_cpu = not torch.cuda.is_available()
+    return done, ckpt_dir, (None if done else last_checkpoint(ckpt_dir)), use_cpu
 
 
 def finish(out_dir, info: dict) -> None:

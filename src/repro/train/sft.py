@@ -12,9 +12,6 @@ goes to <out_dir>/final, loadable with repro.models.load_vlm.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from repro.data import build, decision_tree
 from repro.train import runs
 
@@ -111,22 +108,16 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     if max_steps == 0:  # e.g. a real instruct checkpoint is its own "base": nothing to train
         return {"final_dir": str(init_dir), "log_history": [], "seconds": 0.0, "steps": 0, "resumed_from": None,
                 "examples": 0}
-    import torch
     from trl import SFTConfig, SFTTrainer
 
     from repro.models import load_vlm, vision_tower
 
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    key = json.dumps({"run_key": run_key, "init": str(init_dir), "max_steps": max_steps, "batch_size": batch_size,
+    key = {"run_key": run_key, "init": str(init_dir), "max_steps": max_steps, "batch_size": batch_size,
                       "lr": lr, "seed": seed, "n_rows": len(dataset),
-                      "freeze_vision": freeze_vision}, sort_keys=True, default=str)
-    done = runs.prepare(out_dir, key)
+                      "freeze_vision": freeze_vision}
+    done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu)
     if done:
         return done
-    if use_cpu is None:
-        use_cpu = not torch.cuda.is_available()
-    resume = runs.last_checkpoint(ckpt_dir)
     model, processor = load_vlm(runs.weights_source(init_dir, resume, lora), device="cpu" if use_cpu else None,
                                 lora=lora, dtype="bf16" if bf16 else "fp32")
     if freeze_vision:  # a pretrained tower keeps its features, and the backward pass skips it (~1/4 of a step)

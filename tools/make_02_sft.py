@@ -48,18 +48,11 @@ num_threads = 0            # torch CPU threads, 0 keeps the default
 ("code", """
 import time
 import torch
-import datasets
 import repro.config, repro.results, repro.plots, repro.paths, repro.tables
 from repro import eval as ev, models
 from repro.train import sft
 
-cfg = repro.config.from_namespace(globals(), "02_sft")
-repro.plots.setup_style()
-datasets.disable_progress_bars()
-started = time.time()
-if cfg.num_threads:
-    torch.set_num_threads(cfg.num_threads)
-torch.manual_seed(cfg.seed)
+cfg, started = repro.config.start(globals(), "02_sft")
 data_dir = repro.paths.data_dir(cfg.profile)
 model_dir = repro.paths.models_dir(cfg.profile)
 lora = {"r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r} if cfg.lora_r else None

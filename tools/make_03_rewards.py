@@ -52,20 +52,12 @@ num_threads = 0            # torch CPU threads, 0 keeps the default
 ("code", """
 import time
 from pathlib import Path
-import torch
-import datasets
 import repro.config, repro.results, repro.plots, repro.paths
 from repro import eval as ev, models
 from repro.data import preference
 from repro.rewards import attention, figures, probes, suite
 
-cfg = repro.config.from_namespace(globals(), "03_rewards")
-repro.plots.setup_style()
-datasets.disable_progress_bars()
-started = time.time()
-if cfg.num_threads:
-    torch.set_num_threads(cfg.num_threads)
-torch.manual_seed(cfg.seed)
+cfg, started = repro.config.start(globals(), "03_rewards")
 data_dir = repro.paths.data_dir(cfg.profile)
 model_path = cfg.model_dir or repro.paths.models_dir(cfg.profile) / "sft" / "final"
 # eager attention: VRR and the attention heatmaps read the attention weights (sdpa returns none)

@@ -58,19 +58,12 @@ dpo_beta = 0.1
 num_threads = 0            # torch CPU threads, 0 keeps the default
 """),
 ("code", """
-import time
-import torch
 import datasets
 import pandas as pd
 import repro.config, repro.results, repro.plots, repro.paths, repro.tables
 from repro import experiments as X, rl_report
 
-cfg = repro.config.from_namespace(globals(), "04_rl")
-repro.plots.setup_style()
-datasets.disable_progress_bars()
-started = time.time()
-if cfg.num_threads:
-    torch.set_num_threads(cfg.num_threads)
+cfg, started = repro.config.start(globals(), "04_rl")
 data_dir = repro.paths.data_dir(cfg.profile)
 models_dir = repro.paths.models_dir(cfg.profile)
 inits = {"base": models_dir / "base" / "final", "sft": models_dir / "sft" / "final"}

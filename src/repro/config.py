@@ -130,3 +130,24 @@ def from_namespace(ns: dict, stem: str) -> SimpleNamespace:
         raise ConfigError(f"notebooks/{stem}.ipynb: key 'profile' has value {values.get('profile')!r}, "
                           f"expected one of {paths.PROFILES}")
     return SimpleNamespace(**values, stem=stem)
+
+
+def start(ns: dict, stem: str) -> tuple[SimpleNamespace, float]:
+    """The opening of every training notebook: validated config, shared figure style, quiet `datasets` progress
+    bars (headless logs stay readable), torch threads (`num_threads`, 0 keeps the default) and seed.
+    Returns (cfg, start time) for results.save(..., started=)."""
+    import time
+
+    import datasets
+    import torch
+
+    from repro import plots
+
+    started = time.time()
+    cfg = from_namespace(ns, stem)
+    plots.setup_style()
+    datasets.disable_progress_bars()
+    if getattr(cfg, "num_threads", 0):
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    return cfg, started

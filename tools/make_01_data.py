@@ -25,6 +25,7 @@ image_size = 64            # pixels; the tiny VLM uses 8x8 patches of 8 px
 n_per_class = 12           # images per abnormal class and source
 n_normal = 12              # normal images per source
 difficulty = 0.5           # 0 easy .. 1 hard: lesion contrast, size, noise
+min_lesion_px = 1.2        # smallest lesion, in pixels across (8 is one ViT patch at 64 px)
 yes_share = 0.5            # share of "yes" answers in closed VQA (the bias-study knob)
 split_fractions = [0.7, 0.15, 0.15]
 conv_train_variants = ["standard", "shuffled"]
@@ -54,7 +55,8 @@ print(f"profile {cfg.profile}: data -> {data_dir}")
 ("code", """
 manifest = build.build(
     data_dir, seed=cfg.seed, n_per_class=cfg.n_per_class, n_normal=cfg.n_normal, image_size=cfg.image_size,
-    difficulty=cfg.difficulty, yes_share=cfg.yes_share, split_fractions=cfg.split_fractions,
+    difficulty=cfg.difficulty, min_lesion_px=cfg.min_lesion_px, yes_share=cfg.yes_share,
+    split_fractions=cfg.split_fractions,
     conv_train_variants=cfg.conv_train_variants, conv_eval_variants=cfg.conv_eval_variants,
     heldout_categories=cfg.heldout_categories, heldout_wording_tasks=cfg.heldout_wording_tasks,
     conv_answer_paraphrases=cfg.conv_answer_paraphrases, progress=print,
@@ -66,7 +68,7 @@ print(f"{manifest['n_images']} images, fingerprint {manifest['fingerprint'][:16]
 ("md", "## Gallery: one image per source and class (ground-truth boxes in green)"),
 ("code", """
 # The first image of every class: generated again from the same per-image seeds, so identical to the data set's.
-first = synthmed.generate(cfg.seed, synthmed.default_counts(2, 2), cfg.image_size, cfg.difficulty)
+first = synthmed.generate(cfg.seed, synthmed.default_counts(2, 2), cfg.image_size, cfg.difficulty, cfg.min_lesion_px)
 fig = viz.gallery(first, per_cell=2)
 fig.suptitle("SynthMed gallery: rows = sources, columns = normal + abnormality categories", y=1.01)
 repro.plots.save_figure(fig, cfg, "gallery")

@@ -236,3 +236,20 @@ def test_gallery_draws_every_source(records):
     assert labelled == [SOURCES[s]["paper_name"] for s in SOURCES]
     assert sum(len(ax.patches) for ax in fig.axes) > 0  # bboxes drawn
     matplotlib.pyplot.close(fig)
+
+
+def test_min_lesion_px_floors_the_smallest_lesions_and_leaves_the_rest():
+    """The data knob only lifts lesions below the floor: at 8 px every stone/nodule box is >= 7 px across, masses
+    keep their size, and the default floor reproduces the default images exactly."""
+    counts = {"kidney_stone": {"kidney stone": 8}, "nih_cxr": {"nodule": 8}, "deeplesion": {"nodule": 8, "mass": 4}}
+
+    def sides(recs, cat):
+        return [max(b[2] - b[0], b[3] - b[1]) for r in recs if r["category"] == cat for b in r["bboxes"]]
+
+    small = synthmed.generate(3, counts, difficulty=0.35)
+    big = synthmed.generate(3, counts, difficulty=0.35, min_lesion_px=8)
+    assert min(sides(small, "kidney stone")) < 6 and min(sides(small, "nodule")) < 6  # the problem the knob fixes
+    assert min(sides(big, "kidney stone")) >= 7 and min(sides(big, "nodule")) >= 7
+    assert sides(big, "mass") == sides(small, "mass")
+    same = synthmed.generate(3, counts, difficulty=0.35, min_lesion_px=synthmed.MIN_LESION_PX)
+    assert synthmed.fingerprint(same) == synthmed.fingerprint(small)

@@ -26,9 +26,10 @@ from repro.data import conversations, real, schema, splits, synthmed, tasks
 TASKS = ("vqa", "mcq", "instruct", "conv", "report")
 
 
-def make_records(seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float) -> list[dict]:
+def make_records(seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
+                 min_lesion_px: float | None = None) -> list[dict]:
     counts = synthmed.default_counts(n_per_class, n_normal)
-    return synthmed.generate(seed, counts, image_size=image_size, difficulty=difficulty)
+    return synthmed.generate(seed, counts, image_size=image_size, difficulty=difficulty, min_lesion_px=min_lesion_px)
 
 
 def build_split_rows(records: list[dict], split: str, seed: int, yes_share: float, conv_variants: list[str],
@@ -104,7 +105,7 @@ def build(out_dir: Path, **kw) -> dict:
 
 def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
           yes_share: float, split_fractions, conv_train_variants, conv_eval_variants, heldout_categories,
-          heldout_wording_tasks=TASKS, conv_answer_paraphrases: int = 0,
+          heldout_wording_tasks=TASKS, conv_answer_paraphrases: int = 0, min_lesion_px: float | None = None,
           real_sources: dict[str, str] | None = None, progress=None) -> dict:
     from datasets import DatasetDict
 
@@ -113,11 +114,13 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
     tmp.mkdir(parents=True)
     say = progress or (lambda s: None)
 
-    records = make_records(seed, n_per_class, n_normal, image_size, difficulty)
+    records = make_records(seed, n_per_class, n_normal, image_size, difficulty, min_lesion_px)
     gen_s = time.time() - t0
     say(f"generated {len(records)} images in {gen_s:.1f}s")
     by_split = splits.assign_splits(records, seed, tuple(split_fractions))
-    manifest = {"seed": seed, "image_size": image_size, "difficulty": difficulty, "yes_share": yes_share,
+    manifest = {"seed": seed, "image_size": image_size, "difficulty": difficulty,
+                "min_lesion_px": synthmed.MIN_LESION_PX if min_lesion_px is None else min_lesion_px,
+                "yes_share": yes_share,
                 "heldout_wording_tasks": list(heldout_wording_tasks),
                 "conv_answer_paraphrases": conv_answer_paraphrases,
                 "n_images": len(records), "images_per_split": {k: len(v) for k, v in by_split.items()},

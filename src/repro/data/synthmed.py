@@ -31,6 +31,11 @@ import numpy as np
 
 from repro.data.schema import NORMAL, SOURCES
 
+# Smallest lesion, in pixels across, by default: the floor that keeps a tiny lesion from vanishing at 64 px.
+# A larger floor (data knob min_lesion_px) makes the smallest lesions (nodules, kidney stones: 3-5 px at 64 px)
+# big enough for an 8-px-patch ViT to box them.
+MIN_LESION_PX = 1.2
+
 # ---- caches
 
 
@@ -156,13 +161,15 @@ def _finish_lesion(size, mask, win, alpha, site):
 
 
 class _Knobs:
-    """Difficulty -> lesion contrast, lesion size scale and noise level (monotone in difficulty)."""
+    """Difficulty -> lesion contrast, lesion size scale and noise level (monotone in difficulty); min_lesion_px ->
+    the smallest lesion radius in normalised units (a lesion `min_lesion_px` pixels across: 1 unit = size/2 px)."""
 
-    def __init__(self, difficulty: float):
+    def __init__(self, difficulty: float, min_lesion_px: float = MIN_LESION_PX, size: int = 64):
         d = float(np.clip(difficulty, 0.0, 1.0))
         self.contrast = 1.0 - 0.65 * d
         self.scale = 1.2 - 0.45 * d
         self.noise = 0.012 + 0.07 * d
+        self.min_r = float(min_lesion_px) / size
 
 
 # ---- CT
@@ -225,7 +232,7 @@ def _render_ct(size, rng, category, region, k, mask):
     lx, ly = cx + rng.uniform(-1, 1) * room[0], cy + rng.uniform(-1, 1) * room[1]
     c, s = k.contrast, k.scale
     if category == "nodule":  # small, bright, round, sharp
-        r = max(rng.uniform(0.05, 0.08) * s, 1.2 / size)
+        r = max(rng.uniform(0.05, 0.08) * s, k.min_r)
         win, a = _ellipse(size, lx, ly, r, r * rng.uniform(0.9, 1.1))
         g[win] += a * 0.4 * c
     elif category == "cyst":  # darker fluid, smooth round, thin bright rim
@@ -272,7 +279,7 @@ def _render_kidney(size, rng, category, k, mask):
     if category == NORMAL:
         return g, [], {"size": "", "location": "", "site": ""}
     cx, cy, krx, kry, _ = kid[rng.integers(2)]
-    r = max(rng.uniform(0.035, 0.06) * k.scale, 1.2 / size)
+    r = max(rng.uniform(0.035, 0.06) * k.scale, k.min_r)
     win, a = _ellipse(size, cx + rng.uniform(-0.4, 0.4) * krx, cy + rng.uniform(-0.5, 0.5) * kry, r, r * 0.9)
     _paint(g, win, a, 0.68 + 0.32 * (0.4 + 0.6 * k.contrast))  # stones stay brighter than bone at any difficulty
     boxes, extra = _finish_lesion(size, mask, win, a, "kidney")
@@ -323,7 +330,7 @@ def _render_cxr(size, rng, source, category, k, mask):
     cx, cy, lrx, lry = lungs[side]
     c = k.contrast
     if category == "nodule":
-        r = max(rng.uniform(0.05, 0.08) * k.scale, 1.2 / size)
+        r = max(rng.uniform(0.05, 0.08) * k.scale, k.min_r)
         win, a = _ellipse(size, cx + rng.uniform(-0.5, 0.5) * lrx, cy + rng.uniform(-0.55, 0.35) * lry, r, r)
         g[win] += a * 0.35 * c
         site = "lung"
@@ -349,8 +356,8 @@ def _render_cxr(size, rng, source, category, k, mask):
             (
                 ux + rng.uniform(-1, 1) * spread,
                 uy + rng.uniform(-0.8, 0.8) * spread,
-                max(rng.uniform(0.045, 0.08) * k.scale, 1.2 / size),
-                max(rng.uniform(0.04, 0.07) * k.scale, 1.2 / size),
+                max(rng.uniform(0.045, 0.08) * k.scale, k.min_r),
+                max(rng.uniform(0.04, 0.07) * k.scale, k.min_r),
                 rng.uniform(0, 3),
             )
             for _ in range(rng.integers(4, 8))
@@ -584,6 +591,7 @@ def render(
     image_size: int = 64,
     difficulty: float = 0.5,
     region: str | None = None,
+    min_lesion_px: float | None = None,
 ) -> dict:
     """One image record (all RECORD_KEYS but `id`) of `source`/`category`, drawn with `rng`."""
     spec = SOURCES[source]
@@ -592,7 +600,8 @@ def render(
     region = region or spec["regions"][int(rng.integers(len(spec["regions"])))]
     if region not in spec["regions"]:
         raise ValueError(f"unknown region {region!r} for source {source!r}")
-    size, k = int(image_size), _Knobs(difficulty)
+    size = int(image_size)
+    k = _Knobs(difficulty, MIN_LESION_PX if min_lesion_px is None else min_lesion_px, size)
     mask = np.zeros((size, size), np.uint8)
     if source == "deeplesion":
         img, boxes, extra = _render_ct(size, rng, category, region, k, mask)
@@ -637,10 +646,12 @@ def _slug(text: str) -> str:
     return text.replace(" ", "_")
 
 
-def generate(seed: int, counts: dict[str, dict[str, int]], image_size: int = 64, difficulty: float = 0.5) -> list[dict]:
+def generate(seed: int, counts: dict[str, dict[str, int]], image_size: int = 64, difficulty: float = 0.5,
+             min_lesion_px: float | None = None) -> list[dict]:
     """Records for counts[source][category] images each, in the order of `counts`.
 
-    Image i of (source, category) depends only on (seed, source, category, i, image_size, difficulty).
+    Image i of (source, category) depends only on (seed, source, category, i, image_size, difficulty,
+    min_lesion_px).
     Ids are "<source>-<category>-<i:06d>" (spaces -> "_"), unique within one call; the seed is not part of the id,
     so data sets drawn with different seeds reuse ids for different images.
     """
@@ -652,7 +663,7 @@ def generate(seed: int, counts: dict[str, dict[str, int]], image_size: int = 64,
             for i in range(int(n)):
                 rng = np.random.default_rng(_stream_key(seed, source, category, i))
                 rec = {"id": f"{source}-{_slug(category)}-{i:06d}"}
-                rec.update(render(source, category, rng, image_size, difficulty))
+                rec.update(render(source, category, rng, image_size, difficulty, min_lesion_px=min_lesion_px))
                 records.append(rec)
     return records
 

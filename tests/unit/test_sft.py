@@ -95,6 +95,23 @@ def test_vision_pretraining_changes_only_the_tower_and_the_projector_scale(setup
         assert torch.allclose(a[k], b[k] * info["projector_scale"], rtol=1e-5, atol=1e-7)
     assert all(torch.equal(b[k], a[k]) for k in b if "vision_tower" not in k and k not in scaled)
     assert 0.0 <= info["val_class_acc"] <= 1.0 and info["history"][-1]["step"] == 6
+    assert 0.0 <= info["val_box_probe_iou50"] <= 1.0 and info["history"][-1]["loss_box"] > 0
+
+
+def test_vision_targets_known_answer():
+    """Patch lesion fractions and box targets of a 16x16 image on a 2x2 patch grid, by hand."""
+    import numpy as np
+
+    from repro.train import vision
+
+    mask = np.zeros((16, 16), np.uint8)
+    mask[0:4, 0:8] = 1  # the top half of the top-left 8x8 patch
+    ds = {"source": ["a", "a"], "category": ["x", "normal"], "region": ["r", "r"],
+          "mask": [mask, np.zeros_like(mask)], "bboxes": [[[0, 0, 8, 4]], []]}
+    labels, region, frac, boxes = vision._targets(ds, ["a/normal", "a/x"], ["r"], grid=2)
+    assert labels.tolist() == [1, 0] and region.tolist() == [0, 0]
+    assert frac[0].tolist() == [0.5, 0.0, 0.0, 0.0] and not frac[1].any()
+    assert boxes.tolist() == [[0.0, 0.0, 0.5, 0.25], [0.0, 0.0, 0.0, 0.0]]
 
 
 # Pinned on this repo's tiny model (2-core x86 CPU, torch 2.14.1): 12 steps of instruct SFT from seed 0. A change

@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from repro.models import (
@@ -75,6 +77,23 @@ def test_tokenizer_specials_roundtrip_and_determinism():
     text = "Findings: ünïcode 42% [1, 2, 3, 4]"  # bytes never seen in training still round-trip
     assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
     assert train_tokenizer(CORPUS).get_vocab() == tok.get_vocab()
+
+
+_TOK = train_tokenizer(CORPUS, vocab_size=512)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 100), min_size=4, max_size=4), st.text(max_size=20))
+def test_numbers_are_spelled_digit_by_digit_and_round_trip(box, text):
+    """Every number is written with the 10 digit tokens (as Llama/Qwen do), whatever merges the corpus would allow,
+    so a box coordinate is never a whole-number token; any text with a box decodes back to itself."""
+    s = f"{text} Localization: [{box[0]}, {box[1]}, {box[2]}, {box[3]}]."
+    ids = _TOK.encode(s, add_special_tokens=False)
+    assert _TOK.decode(ids) == s
+    pieces = _TOK.convert_ids_to_tokens(ids)
+    assert not any(sum(c.isdigit() for c in p) > 1 for p in pieces), pieces
+    box_ids = _TOK.encode(f" [{box[0]}, {box[1]}, {box[2]}, {box[3]}]", add_special_tokens=False)
+    assert sum(1 for p in _TOK.convert_ids_to_tokens(box_ids) if p.isdigit()) == sum(len(str(v)) for v in box)
 
 
 def test_chat_template_string_and_block_content_and_assistant_mask():

@@ -13,12 +13,14 @@ cells = [
 Builds the model (a tiny LLaVA trained from scratch here; a real checkpoint in the gpu profile — one code path
 through `AutoModelForImageTextToText.from_pretrained`), trains the two starting points every later stage uses,
 and evaluates them with the harness every later table uses. The tiny model's CLIP tower is first pretrained with
-supervised heads on the train images (class, region, lesion patches): the analog of a real VLM's pretrained CLIP,
-without which the tiny model answers from text priors only (`src/repro/train/vision.py` says why).
+supervised heads on the train images (class, region, lesion patches, lesion box and its digits): the analog of a
+real VLM's pretrained CLIP, without which the tiny model answers from text priors only
+(`src/repro/train/vision.py` says why).
 
-* **base** — the fresh model trained only on captioning-like tasks (`base_tasks`: VQA, and findings reports in the smoke
-  profile): it sees images but never
-  the MCQ `<think>/<answer>` format, the detect → localize → recognize instructions or the clinician conversations;
+* **base** — the fresh model trained only on `base_tasks`: generalist skills, the analog of a pretrained VLM (cpu: VQA
+  and the detect → localize → recognize instructions, as real base VLMs such as Qwen-VL are pretrained on grounding;
+  smoke: VQA and findings reports). It never sees the MCQ `<think>/<answer>` format (Zhu et al.'s task, so the
+  base-vs-SFT start of their init study stays clean) or the clinician conversations (Dr-LLaVA's);
 * **SFT** — base trained further on the whole task mixture (Zhu et al.'s "instruct" starting point; UMed-LVLM's
   "MedVInt (SFT)" row; the SFT model Dr-LLaVA and MMedPO align).
 

@@ -80,3 +80,26 @@ def test_forcing_a_stage_invalidates_later_stages(repo):
     assert _cli(repo, "--profile", "smoke", "--only", "01", "--force").returncode == 0
     r = _cli(repo, "--profile", "smoke")
     assert "[1/2] 01_demo: cached" in r.stdout and "[2/2] 02_demo: running" in r.stdout, r.stdout
+
+
+def test_run_key_follows_the_init_weights_not_just_their_path(tmp_path):
+    """A finished run is reused only while its starting model is the same: rewriting the weights at the same path
+    (02 retraining the SFT model that 04 starts from) must retrain; rewriting them identically, or touching the
+    logs beside them, must not (an interrupted stage still resumes)."""
+    from repro.train import runs
+
+    init = tmp_path / "init"
+    init.mkdir()
+    (init / "model.safetensors").write_bytes(b"weights v1")
+    (init / "train_info.json").write_text('{"seconds": 1}')
+    out = tmp_path / "run"
+    key = {"init": str(init), "lr": 1e-3}
+    assert runs.prepare(out, key) is None
+    (out / "final").mkdir()
+    runs.finish(out, {"final_dir": str(out / "final")})
+    assert runs.prepare(out, key)["cached"] is True
+    (init / "model.safetensors").write_bytes(b"weights v1")  # same bytes, new mtime
+    (init / "train_info.json").write_text('{"seconds": 2}')
+    assert runs.prepare(out, key)["cached"] is True
+    (init / "model.safetensors").write_bytes(b"weights v2")
+    assert runs.prepare(out, key) is None and not (out / "final").exists()

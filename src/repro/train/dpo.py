@@ -190,7 +190,7 @@ def train(init_dir, out_dir, dataset, *, weighted: bool, max_steps: int, batch_s
     key = {"run_key": run_key, "init": str(init_dir), "weighted": weighted, "max_steps": max_steps,
                       "batch_size": batch_size, "lr": lr, "beta": beta, "seed": seed, "n_rows": len(dataset),
                       "lora": lora}
-    done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu)
+    done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu, dataset=dataset)
     if done:
         return done
     # NOT runs.weights_source: TRL copies the reference model from the model it is given, so loading the checkpoint

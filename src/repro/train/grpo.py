@@ -142,7 +142,7 @@ def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_st
                       "max_steps": max_steps, "num_generations": num_generations, "batch_size": batch_size, "lr": lr,
                       "beta": beta, "max_completion_length": max_completion_length, "temperature": temperature,
                       "seed": seed, "n_rows": len(dataset), "lora": lora}
-    done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu)
+    done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu, dataset=dataset)
     if done:
         return done
     # NOT runs.weights_source: TRL copies the reference model from the model it is given, so loading the checkpoint

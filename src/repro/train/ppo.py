@@ -586,9 +586,8 @@ def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bo
         return {"final_dir": str(init_dir), "log_history": [], "seconds": 0.0, "steps": 0, "resumed_from": None}
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
-    key = json.dumps({"run_key": run_key, "init": str(init_dir), "cfg": asdict(cfg), "n_rows": len(rows),
-                      "multi_turn": multi_turn, "rewards": [_name(f) for f in fns], "weights": weights},
-                     sort_keys=True, default=str)
+    key = {"run_key": run_key, "init": str(init_dir), "cfg": asdict(cfg), "n_rows": len(rows),
+           "multi_turn": multi_turn, "rewards": [_name(f) for f in fns], "weights": weights}
     done = runs.prepare(out_dir, key)
     if done:
         return done

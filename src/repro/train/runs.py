@@ -5,6 +5,10 @@
     ...
     runs.finish(out_dir, info)             # after <out_dir>/final is written
 
+The key also holds `fingerprint(init)` and, for on-disk datasets, `fingerprint(dataset)`: the run's params alone
+are not enough, because the starting model and the data are rewritten in place by earlier stages (found in stage
+04: after 02 retrained the SFT model at the same path, the RL runs of the old SFT model were returned as finished).
+
 Why a finished run is returned rather than resumed: resuming a trainer whose last checkpoint already reached
 max_steps skips training *and* the reload of the checkpoint's weights, so the "final" model saved afterwards was the
 initial one (found in stage 04: DPO/MMedPO rows identical to SFT on a rerun with unchanged params).
@@ -12,17 +16,46 @@ initial one (found in stage 04: DPO/MMedPO rows identical to SFT on a rerun with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 KEY_FILE, INFO_FILE = "run_key.json", "train_info.json"
+# the files whose content a run depends on (not the logs and timing JSON saved beside them)
+_WEIGHTS_AND_DATA = {".safetensors", ".bin", ".pt", ".arrow", ".parquet"}
+
+
+def fingerprint(source) -> list | str:
+    """What identifies a model or data source: for a local file or directory, the (relative path, size, content hash
+    or mtime) of its weight and data files; for a datasets.Dataset, the same for its on-disk arrow files; for
+    anything else (a hub id, an in-memory dataset), its text / []."""
+    files = []
+    if hasattr(source, "cache_files"):
+        files = [Path(f["filename"]) for f in source.cache_files]
+        base = None
+    elif isinstance(source, (str, Path)) and Path(source).exists():
+        base = Path(source)
+        files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.suffix in _WEIGHTS_AND_DATA)
+    else:
+        return [] if hasattr(source, "column_names") else str(source)
+    out = []
+    for f in files:
+        st = f.stat()
+        # content hash up to 256 MB (tiny models, data: a deterministic rewrite keeps the key, so an interrupted
+        # stage still resumes); size + mtime above (real checkpoints: hashing GBs would cost more than it saves)
+        ident = hashlib.sha256(f.read_bytes()).hexdigest()[:16] if st.st_size <= 256 << 20 else st.st_mtime_ns
+        out.append([str(f.relative_to(base)) if base and base.is_dir() else str(f), st.st_size, ident])
+    return out
 
 
 def prepare(out_dir, key: str | dict) -> dict | None:
     """Delete `out_dir` if it holds a run of another key (never resume someone else's checkpoints); return the saved
-    info of a finished run of this key, else None (after writing the key). A dict key is serialised canonically."""
+    info of a finished run of this key, else None (after writing the key). A dict key is serialised canonically,
+    with the fingerprint of its "init" model added."""
     if isinstance(key, dict):
+        if "init" in key:
+            key = {**key, "init_files": fingerprint(key["init"])}
         key = json.dumps(key, sort_keys=True, default=str)
     out_dir = Path(out_dir)
     key_file, info_file = out_dir / KEY_FILE, out_dir / INFO_FILE
@@ -37,13 +70,14 @@ def prepare(out_dir, key: str | dict) -> dict | None:
     return None
 
 
-def start(out_dir, key: dict, use_cpu: bool | None):
-    """The common opening of the TRL wrappers (sft, grpo, dpo): prepare the run directory under `key`.
-    Returns (finished info or None, checkpoint dir, checkpoint to resume or None, use_cpu resolved: CPU when no GPU).
+def start(out_dir, key: dict, use_cpu: bool | None, dataset=None):
+    """The common opening of the TRL wrappers (sft, grpo, dpo): prepare the run directory under `key` (plus the
+    fingerprint of `dataset`). Returns (finished info or None, checkpoint dir, checkpoint to resume or None, use_cpu
+    resolved: CPU when no GPU).
     """
     import torch
 
-    done = prepare(out_dir, key)
+    done = prepare(out_dir, {**key, "data_files": fingerprint(dataset)} if dataset is not None else key)
     ckpt_dir = Path(out_dir) / "checkpoints"
     if use_cpu is None:
         use_cpu = not torch.cuda.is_available()

@@ -115,7 +115,7 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     key = {"run_key": run_key, "init": str(init_dir), "max_steps": max_steps, "batch_size": batch_size,
                       "lr": lr, "seed": seed, "n_rows": len(dataset),
                       "freeze_vision": freeze_vision}
-    done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu)
+    done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu, dataset=dataset)
     if done:
         return done
     model, processor = load_vlm(runs.weights_source(init_dir, resume, lora), device="cpu" if use_cpu else None,

@@ -164,12 +164,12 @@ class _Knobs:
     """Difficulty -> lesion contrast, lesion size scale and noise level (monotone in difficulty); min_lesion_px ->
     the smallest lesion radius in normalised units (a lesion `min_lesion_px` pixels across: 1 unit = size/2 px)."""
 
-    def __init__(self, difficulty: float, min_lesion_px: float = MIN_LESION_PX, size: int = 64):
+    def __init__(self, difficulty: float, min_lesion_px: float | None = None, size: int = 64):
         d = float(np.clip(difficulty, 0.0, 1.0))
         self.contrast = 1.0 - 0.65 * d
         self.scale = 1.2 - 0.45 * d
         self.noise = 0.012 + 0.07 * d
-        self.min_r = float(min_lesion_px) / size
+        self.min_r = float(MIN_LESION_PX if min_lesion_px is None else min_lesion_px) / size
 
 
 # ---- CT
@@ -600,8 +600,7 @@ def render(
     region = region or spec["regions"][int(rng.integers(len(spec["regions"])))]
     if region not in spec["regions"]:
         raise ValueError(f"unknown region {region!r} for source {source!r}")
-    size = int(image_size)
-    k = _Knobs(difficulty, MIN_LESION_PX if min_lesion_px is None else min_lesion_px, size)
+    size, k = int(image_size), _Knobs(difficulty, min_lesion_px, int(image_size))
     mask = np.zeros((size, size), np.uint8)
     if source == "deeplesion":
         img, boxes, extra = _render_ct(size, rng, category, region, k, mask)

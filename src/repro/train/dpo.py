@@ -188,8 +188,8 @@ def train(init_dir, out_dir, dataset, *, weighted: bool, max_steps: int, batch_s
     if isinstance(dataset[0]["prompt"], str):
         dataset = to_dpo_rows(dataset, weighted)
     key = {"run_key": run_key, "init": str(init_dir), "weighted": weighted, "max_steps": max_steps,
-                      "batch_size": batch_size, "lr": lr, "beta": beta, "seed": seed, "n_rows": len(dataset),
-                      "lora": lora}
+           "batch_size": batch_size, "lr": lr, "beta": beta, "seed": seed, "n_rows": len(dataset),
+           "lora": lora}
     done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu, dataset=dataset)
     if done:
         return done

@@ -138,10 +138,10 @@ def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_st
 
     v = get_variant(variant)
     key = {"run_key": run_key, "init": str(init_dir), "variant": v.name, "rewards": v.reward_names,
-                      "weights": v.weights, "loss_type": v.loss_type, "scale_rewards": v.scale_rewards,
-                      "max_steps": max_steps, "num_generations": num_generations, "batch_size": batch_size, "lr": lr,
-                      "beta": beta, "max_completion_length": max_completion_length, "temperature": temperature,
-                      "seed": seed, "n_rows": len(dataset), "lora": lora}
+           "weights": v.weights, "loss_type": v.loss_type, "scale_rewards": v.scale_rewards,
+           "max_steps": max_steps, "num_generations": num_generations, "batch_size": batch_size, "lr": lr,
+           "beta": beta, "max_completion_length": max_completion_length, "temperature": temperature,
+           "seed": seed, "n_rows": len(dataset), "lora": lora}
     done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu, dataset=dataset)
     if done:
         return done

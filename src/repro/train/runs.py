@@ -49,13 +49,15 @@ def fingerprint(source) -> list | str:
     return out
 
 
-def prepare(out_dir, key: str | dict) -> dict | None:
+def prepare(out_dir, key: str | dict, data=None) -> dict | None:
     """Delete `out_dir` if it holds a run of another key (never resume someone else's checkpoints); return the saved
     info of a finished run of this key, else None (after writing the key). A dict key is serialised canonically,
-    with the fingerprint of its "init" model added."""
+    with the fingerprints of its "init" model and of `data` (a dataset) added."""
     if isinstance(key, dict):
         if "init" in key:
             key = {**key, "init_files": fingerprint(key["init"])}
+        if data is not None:
+            key = {**key, "data_files": fingerprint(data)}
         key = json.dumps(key, sort_keys=True, default=str)
     out_dir = Path(out_dir)
     key_file, info_file = out_dir / KEY_FILE, out_dir / INFO_FILE
@@ -71,13 +73,13 @@ def prepare(out_dir, key: str | dict) -> dict | None:
 
 
 def start(out_dir, key: dict, use_cpu: bool | None, dataset=None):
-    """The common opening of the TRL wrappers (sft, grpo, dpo): prepare the run directory under `key` (plus the
-    fingerprint of `dataset`). Returns (finished info or None, checkpoint dir, checkpoint to resume or None, use_cpu
+    """The common opening of the TRL wrappers (sft, grpo, dpo): prepare the run directory under `key` and `dataset`.
+    Returns (finished info or None, checkpoint dir, checkpoint to resume or None, use_cpu
     resolved: CPU when no GPU).
     """
     import torch
 
-    done = prepare(out_dir, {**key, "data_files": fingerprint(dataset)} if dataset is not None else key)
+    done = prepare(out_dir, key, data=dataset)
     ckpt_dir = Path(out_dir) / "checkpoints"
     if use_cpu is None:
         use_cpu = not torch.cuda.is_available()

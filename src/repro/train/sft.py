@@ -113,8 +113,8 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     from repro.models import load_vlm, vision_tower
 
     key = {"run_key": run_key, "init": str(init_dir), "max_steps": max_steps, "batch_size": batch_size,
-                      "lr": lr, "seed": seed, "n_rows": len(dataset),
-                      "freeze_vision": freeze_vision}
+           "lr": lr, "seed": seed, "n_rows": len(dataset),
+           "freeze_vision": freeze_vision}
     done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu, dataset=dataset)
     if done:
         return done

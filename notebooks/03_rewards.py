@@ -1,30 +1,21 @@
-"""Run as: python tools/make_03_rewards.py  -> notebooks/03_rewards.ipynb (stripped)."""
+# %% [markdown]
+# # 03 · Rewards of the four papers, hacking probes and the MMedPO preference set
+#
+# Every reward the later RL stages optimise, on completions sampled from the stage-02 SFT model:
+#
+# * **Dr-LLaVA** — rule reward of a 5-turn conversation (per-turn correctness + diagnostic-path consistency), the older
+#   gated variant, and the released keyword rules with their bugs;
+# * **Zhu et al.** — format, accuracy, semantic alignment (rule judge), Extended-Chain and correctness-weighted length;
+# * **UMed-LVLM** — ALR (IoU of the box), the relevance judge, **VRR** (attention of the class-name tokens on the lesion
+#   patches, read from the model with eager attention) and their per-query max-normalised total AAR;
+# * **MMedPO** — the clinical-relevance judge panel (consensus loop) that weights dispreferred answers.
+#
+# Then the probes that try to game each reward, the localized lesion noising of MMedPO, and the curated preference set
+# (text + visual dispreference pairs with clinical weights) that stage 04 trains on.
+#
+# Headless: `python -m repro run --profile smoke --only 03` (needs stages 01 and 02).
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-from nb import write  # noqa: E402
-
-cells = [
-("md", """
-# 03 · Rewards of the four papers, hacking probes and the MMedPO preference set
-
-Every reward the later RL stages optimise, on completions sampled from the stage-02 SFT model:
-
-* **Dr-LLaVA** — rule reward of a 5-turn conversation (per-turn correctness + diagnostic-path consistency), the older
-  gated variant, and the released keyword rules with their bugs;
-* **Zhu et al.** — format, accuracy, semantic alignment (rule judge), Extended-Chain and correctness-weighted length;
-* **UMed-LVLM** — ALR (IoU of the box), the relevance judge, **VRR** (attention of the class-name tokens on the lesion
-  patches, read from the model with eager attention) and their per-query max-normalised total AAR;
-* **MMedPO** — the clinical-relevance judge panel (consensus loop) that weights dispreferred answers.
-
-Then the probes that try to game each reward, the localized lesion noising of MMedPO, and the curated preference set
-(text + visual dispreference pairs with clinical weights) that stage 04 trains on.
-
-Headless: `python -m repro run --profile smoke --only 03` (needs stages 01 and 02).
-"""),
-("params", """
+# %% tags=["parameters"]
 profile = "smoke"
 seed = 0
 model_dir = ""             # empty means runs/<profile>/models/sft/final (the stage-02 SFT model)
@@ -48,12 +39,16 @@ pref_out = ""              # empty means runs/<profile>/data/preference
 n_figure_examples = 4
 interactive = True         # params files set False, so papermill never builds the widget
 num_threads = 0            # torch CPU threads, 0 keeps the default
-"""),
-("code", """
+
+# %%
 import time
-from pathlib import Path
-import repro.config, repro.results, repro.plots, repro.paths
-from repro import eval as ev, models
+
+import repro.config
+import repro.paths
+import repro.plots
+import repro.results
+from repro import eval as ev
+from repro import models
 from repro.data import preference
 from repro.rewards import attention, figures, probes, suite
 
@@ -65,9 +60,11 @@ model, processor = models.load_vlm(model_path, attn_implementation="eager")
 vrr = attention.make_vrr_reward(model, processor, layers=cfg.vrr_layers, batch_size=cfg.batch_size)
 rewards = suite.task_rewards(vrr_fn=vrr)
 print(f"profile {cfg.profile}: model {model_path}, data {data_dir}")
-"""),
-("md", "## Every reward on SFT-model samples (test rows of the MCQ, instruction, conversation and VQA tasks)"),
-("code", """
+
+# %% [markdown]
+# ## Every reward on SFT-model samples (test rows of the MCQ, instruction, conversation and VQA tasks)
+
+# %%
 test_rows = {t: ev.load_rows(data_dir, t, "test", cfg.sample_limit) for t in ("mcq", "instruct", "conv", "vqa")}
 t0 = time.time()
 rows_rep, samples = suite.sample_completions(model, processor, test_rows, cfg.samples_per_row, cfg.temperature,
@@ -78,29 +75,31 @@ print(f"{len(wide)} samples scored with {long['reward'].nunique()} rewards in {t
 examples = suite.breakdown_examples(long, per_task=2)
 repro.results.save_table(examples, cfg, "reward_examples")
 examples.round(3)
-"""),
-("code", """
+
+# %%
 reward_summary = suite.summary(long)
 repro.results.save_table(reward_summary, cfg, "reward_summary")
 reward_summary.round(3)
-"""),
-("md", "## Reward distributions per source, and how the rewards correlate"),
-("code", """
+
+# %% [markdown]
+# ## Reward distributions per source, and how the rewards correlate
+
+# %%
 fig = figures.distributions(long)
 repro.plots.save_figure(fig, cfg, "reward_distributions")
-"""),
-("code", """
+
+# %%
 fig, corr = figures.correlations(wide, list(long["reward"].unique()))
 repro.plots.save_figure(fig, cfg, "reward_correlations")
 repro.results.save_table(corr, cfg, "reward_correlations")
-"""),
-("md", """
-## Hacking probes: which degenerate completions does each reward pay for?
 
-Each probe is built from the true answer of a test row (see `repro/rewards/probes.py`); *gain* is the share of the
-true answer's margin over an empty answer that the probe keeps (1 = as good as the truth).
-"""),
-("code", """
+# %% [markdown]
+# ## Hacking probes: which degenerate completions does each reward pay for?
+#
+# Each probe is built from the true answer of a test row (see `repro/rewards/probes.py`); *gain* is the share of the
+# true answer's margin over an empty answer that the probe keeps (1 = as good as the truth).
+
+# %%
 probe_rows = {t: ev.load_rows(data_dir, t, "test", cfg.probe_limit) for t in ("mcq", "instruct", "conv", "vqa")}
 probe_long = probes.run(probe_rows, rewards)
 reactions = probes.reactions(probe_long, rewards)
@@ -110,30 +109,36 @@ repro.plots.save_figure(fig, cfg, "hacking_probes")
 hacking_statement = probes.statement(reactions)
 print(hacking_statement)
 probes.verdict_matrix(reactions)
-"""),
-("md", "## MMedPO localized noising: the heatmap of the visual tool, the released rule and the paper's blend"),
-("code", """
+
+# %% [markdown]
+# ## MMedPO localized noising: the heatmap of the visual tool, the released rule and the paper's blend
+
+# %%
 train_report = preference.load_rows(data_dir, "report")
 shown = list({r["source"]: r for r in train_report if r["abnormal"] and r["bboxes"]}.values())[:cfg.n_figure_examples]
 fig = figures.noising(preference.noising_examples(model, processor, data_dir, shown, cfg.seed, cfg.pref_noise_step))
 repro.plots.save_figure(fig, cfg, "lesion_noising")
-"""),
-("md", "## VRR: where do the class-name tokens of the SFT model's answers look?"),
-("code", """
+
+# %% [markdown]
+# ## VRR: where do the class-name tokens of the SFT model's answers look?
+
+# %%
 inst_rows, inst_samples = rows_rep["instruct"], samples["instruct"]
 vrr_all = attention.vrr_details(model, processor, inst_rows, inst_samples, layers=cfg.vrr_layers)
 scored = [(k, d) for k, d in enumerate(vrr_all) if d["reward"] is not None]  # abnormal images only
 vrr_mean = sum(d["reward"] for _, d in scored) / max(len(scored), 1)
 vrr_chance = sum(d["chance"] for _, d in scored) / max(len(scored), 1)
 picked = list({inst_rows[k]["source"]: (k, d) for k, d in reversed(scored)}.values())[:cfg.n_figure_examples]
-captions = [f"VRR {d['reward']:.3f} (chance {d['chance']:.3f})\\nanchor: {d['anchor']}" for _, d in picked]
+captions = [f"VRR {d['reward']:.3f} (chance {d['chance']:.3f})\nanchor: {d['anchor']}" for _, d in picked]
 fig = figures.vrr_maps([inst_rows[k] for k, _ in picked], [d["map"] for _, d in picked], captions)
 repro.plots.save_figure(fig, cfg, "vrr_attention")
 print(f"VRR of the SFT model's own answers on {len(scored)} abnormal samples: mean {vrr_mean:.3f}, "
       f"chance (uniform attention over the image) {vrr_chance:.3f}")
-"""),
-("md", "## The MMedPO preference set (text + visual dispreference pairs, clinical weights)"),
-("code", """
+
+# %% [markdown]
+# ## The MMedPO preference set (text + visual dispreference pairs, clinical weights)
+
+# %%
 t0 = time.time()
 pref = preference.build_preference(
     model, processor, data_dir, cfg.pref_out or None, seed=cfg.seed, task_names=tuple(cfg.pref_tasks),
@@ -149,17 +154,19 @@ pref_table = pairs.groupby(["kind", "source"]).agg(pairs=("weight", "size"), sco
 repro.results.save_table(pref_table, cfg, "preference_set")
 print(f"{pref['summary']['pairs']} pairs in {pref_seconds:.1f} s -> {pref['path']}; text pairs from samples vs templates: {pref['summary']['text_origin']}")
 pref_table.round(3)
-"""),
-("code", """
+
+# %%
 pairs[["kind", "source", "prompt", "chosen", "rejected", "score", "weight"]].groupby("kind").head(3)
-"""),
-("md", "## Reward playground (JupyterLab only; papermill runs skip this)"),
-("code", """
+
+# %% [markdown]
+# ## Reward playground (JupyterLab only; papermill runs skip this)
+
+# %%
 if interactive:
     from repro import widgets
     display(widgets.reward_playground(probe_rows, rewards))
-"""),
-("code", """
+
+# %%
 metrics = {
     "samples": int(len(wide)), "reward_means": {f"{t}/{r}": float(v) for (t, r), v in reward_summary["mean"].items()},
     "vrr": {"mean": vrr_mean, "chance": vrr_chance, "n": len(scored)},
@@ -170,7 +177,3 @@ metrics = {
                    "weight_max": float(pairs["weight"].max())},
 }
 print(repro.results.save(cfg, metrics, started=started))
-"""),
-]
-
-write(Path(__file__).parents[1] / "notebooks" / "03_rewards.ipynb", cells)

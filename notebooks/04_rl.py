@@ -1,32 +1,22 @@
-"""Run as: python tools/make_04_rl.py  -> notebooks/04_rl.ipynb (stripped)."""
-# ruff: noqa: E501  (markdown tables and messages inside notebook cells)
+# %% [markdown]
+# # 04 · RL alignment: each paper's main table on one SFT model
+#
+# The four papers align a supervised model in four different ways. Here they start from **the same SFT model of stage
+# 02**, on the same SynthMed data, and are judged by the same harness:
+#
+# | paper | method(s) | trainer | reward / data |
+# |---|---|---|---|
+# | UMed-LVLM | SFT+PPO, SFT+AAR | our PPO (`repro.train.ppo`) | relevance; + ALR (IoU) + VRR (attention), max-normalised per query |
+# | Zhu et al. | GRPO, +semantic, Dr.GRPO, ECR, CWR, from base and SFT | TRL `GRPOTrainer` | format + accuracy (+ semantic / length) |
+# | MMedPO | DPO, MMedPO | TRL `DPOTrainer` (+ weighted subclass) | stage-03 preference set (text + visual pairs, clinical weights) |
+# | Dr-LLaVA | SFT + multi-turn PPO | our PPO, 5-turn rollouts | rule reward of the whole conversation |
+#
+# Every trained row is repeated over `seeds` and reported as mean ± 95% CI (t-interval over seeds); the starting
+# points are greedy, deterministic evaluations and have no interval. The papers' numbers stand beside ours, labelled.
+#
+# Headless: `python -m repro run --profile smoke --only 04` (needs 01–03).
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-from nb import write  # noqa: E402
-
-cells = [
-("md", """
-# 04 · RL alignment: each paper's main table on one SFT model
-
-The four papers align a supervised model in four different ways. Here they start from **the same SFT model of stage
-02**, on the same SynthMed data, and are judged by the same harness:
-
-| paper | method(s) | trainer | reward / data |
-|---|---|---|---|
-| UMed-LVLM | SFT+PPO, SFT+AAR | our PPO (`repro.train.ppo`) | relevance; + ALR (IoU) + VRR (attention), max-normalised per query |
-| Zhu et al. | GRPO, +semantic, Dr.GRPO, ECR, CWR, from base and SFT | TRL `GRPOTrainer` | format + accuracy (+ semantic / length) |
-| MMedPO | DPO, MMedPO | TRL `DPOTrainer` (+ weighted subclass) | stage-03 preference set (text + visual pairs, clinical weights) |
-| Dr-LLaVA | SFT + multi-turn PPO | our PPO, 5-turn rollouts | rule reward of the whole conversation |
-
-Every trained row is repeated over `seeds` and reported as mean ± 95% CI (t-interval over seeds); the starting
-points are greedy, deterministic evaluations and have no interval. The papers' numbers stand beside ours, labelled.
-
-Headless: `python -m repro run --profile smoke --only 04` (needs 01–03).
-"""),
-("params", """
+# %% tags=["parameters"]
 profile = "smoke"
 seed = 0                   # data subsampling (which train rows RL draws from); training repeats over `seeds`
 seeds = [0]
@@ -56,12 +46,18 @@ dpo_batch_size = 4
 dpo_lr = 5e-05
 dpo_beta = 0.1
 num_threads = 0            # torch CPU threads, 0 keeps the default
-"""),
-("code", """
+
+# %%
 import datasets
 import pandas as pd
-import repro.config, repro.results, repro.plots, repro.paths, repro.tables
-from repro import experiments as X, rl_report
+
+import repro.config
+import repro.paths
+import repro.plots
+import repro.results
+import repro.tables
+from repro import experiments as X
+from repro import rl_report
 
 cfg, started = repro.config.start(globals(), "04_rl")
 data_dir = repro.paths.data_dir(cfg.profile)
@@ -73,9 +69,11 @@ for name, path in inits.items():
 preference_dir = data_dir / "preference"
 out_root = models_dir / "rl"
 print(f"profile {cfg.profile}: seeds {cfg.seeds}, papers {cfg.papers}; checkpoints -> {out_root}")
-"""),
-("md", "## Train and evaluate (each run resumes from its checkpoints; a rerun with the same params is cached)"),
-("code", """
+
+# %% [markdown]
+# ## Train and evaluate (each run resumes from its checkpoints; a rerun with the same params is cached)
+
+# %%
 runs, seconds = {}, {}
 if "umed" in cfg.papers:
     runs["umed"], seconds["umed"] = X.timed(X.run_umed, cfg, data_dir, inits["sft"], out_root, cfg.seeds)
@@ -91,52 +89,60 @@ if "drllava" in cfg.papers:
     runs["drllava"], seconds["drllava"] = X.timed(X.run_drllava, cfg, data_dir, inits["sft"], out_root, cfg.seeds)
 for paper, s in seconds.items():
     print(f"{paper:>8}: {s:6.0f} s")
-"""),
-("md", "### UMed-LVLM Table 2 analog: MAU-style accuracy per source (correct class and IoU ≥ 0.5)"),
-("code", """
+
+# %% [markdown]
+# ### UMed-LVLM Table 2 analog: MAU-style accuracy per source (correct class and IoU ≥ 0.5)
+
+# %%
 if "umed" in runs:
     umed = rl_report.umed_table(runs["umed"])
     repro.results.save_table(umed, cfg, "umed_table2")
     display(umed)
-"""),
-("md", "### Zhu et al.: accuracy, response length and similarity on multiple choice, from both starting points"),
-("code", """
+
+# %% [markdown]
+# ### Zhu et al.: accuracy, response length and similarity on multiple choice, from both starting points
+
+# %%
 if "zhu" in runs:
     zhu = rl_report.zhu_table(runs["zhu"])
     repro.results.save_table(zhu, cfg, "zhu_main")
     display(zhu)
-"""),
-("md", "### MMedPO: closed/open VQA and report metrics"),
-("code", """
+
+# %% [markdown]
+# ### MMedPO: closed/open VQA and report metrics
+
+# %%
 if "mmedpo" in runs:
     mmedpo = rl_report.mmedpo_table(runs["mmedpo"])
     repro.results.save_table(mmedpo, cfg, "mmedpo_main")
     display(mmedpo)
-"""),
-("md", "### Dr-LLaVA: question-, conversation- and diagnosis-level accuracy, consistency, robustness variants"),
-("code", """
+
+# %% [markdown]
+# ### Dr-LLaVA: question-, conversation- and diagnosis-level accuracy, consistency, robustness variants
+
+# %%
 if "drllava" in runs:
     dr = rl_report.drllava_table(runs["drllava"])
     repro.results.save_table(dr, cfg, "drllava_main")
     display(dr)
-"""),
-("md", "## Training curves: reward, KL to the reference, response length (mean over seeds, band = min..max)"),
-("code", """
+
+# %% [markdown]
+# ## Training curves: reward, KL to the reference, response length (mean over seeds, band = min..max)
+
+# %%
 fig = rl_report.curves_figure(runs)
 repro.plots.save_figure(fig, cfg, "curves")
-"""),
-("md", "## Claims: did each paper's headline direction reproduce? (judged from the 95% CIs over seeds)"),
-("code", """
+
+# %% [markdown]
+# ## Claims: did each paper's headline direction reproduce? (judged from the 95% CIs over seeds)
+
+# %%
 claims = rl_report.claims(runs)
 repro.results.save_table(claims, cfg, "claims")
 with pd.option_context("display.max_colwidth", 200):
     display(claims)
-"""),
-("code", """
+
+# %%
 metrics = {"runs": {p: X.to_json(r) for p, r in runs.items()}, "seconds": seconds,
            "claims": claims.reset_index().to_dict(orient="records")}
 print(repro.results.save(cfg, metrics, started=started))
-"""),
-]
-
-write(Path(__file__).parents[1] / "notebooks" / "04_rl.ipynb", cells)

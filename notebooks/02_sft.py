@@ -1,32 +1,23 @@
-"""Run as: python tools/make_02_sft.py  -> notebooks/02_sft.ipynb (stripped)."""
+# %% [markdown]
+# # 02 · Tiny VLM, SFT and the evaluation harness
+#
+# Builds the model (a tiny LLaVA trained from scratch here; a real checkpoint in the gpu profile — one code path
+# through `AutoModelForImageTextToText.from_pretrained`), trains the two starting points every later stage uses,
+# and evaluates them with the harness every later table uses. The tiny model's CLIP tower is first pretrained with
+# supervised heads on the train images (class, region, lesion patches, lesion box and its digits): the analog of a
+# real VLM's pretrained CLIP, without which the tiny model answers from text priors only
+# (`src/repro/train/vision.py` says why).
+#
+# * **base** — the fresh model trained only on `base_tasks`: generalist skills, the analog of a pretrained VLM (cpu: VQA
+#   and the detect → localize → recognize instructions, as real base VLMs such as Qwen-VL are pretrained on grounding;
+#   smoke: VQA and findings reports). It never sees the MCQ `<think>/<answer>` format (Zhu et al.'s task, so the
+#   base-vs-SFT start of their init study stays clean) or the clinician conversations (Dr-LLaVA's);
+# * **SFT** — base trained further on the whole task mixture (Zhu et al.'s "instruct" starting point; UMed-LVLM's
+#   "MedVInt (SFT)" row; the SFT model Dr-LLaVA and MMedPO align).
+#
+# Headless: `python -m repro run --profile smoke --only 02`.
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-from nb import write  # noqa: E402
-
-cells = [
-("md", """
-# 02 · Tiny VLM, SFT and the evaluation harness
-
-Builds the model (a tiny LLaVA trained from scratch here; a real checkpoint in the gpu profile — one code path
-through `AutoModelForImageTextToText.from_pretrained`), trains the two starting points every later stage uses,
-and evaluates them with the harness every later table uses. The tiny model's CLIP tower is first pretrained with
-supervised heads on the train images (class, region, lesion patches, lesion box and its digits): the analog of a
-real VLM's pretrained CLIP, without which the tiny model answers from text priors only
-(`src/repro/train/vision.py` says why).
-
-* **base** — the fresh model trained only on `base_tasks`: generalist skills, the analog of a pretrained VLM (cpu: VQA
-  and the detect → localize → recognize instructions, as real base VLMs such as Qwen-VL are pretrained on grounding;
-  smoke: VQA and findings reports). It never sees the MCQ `<think>/<answer>` format (Zhu et al.'s task, so the
-  base-vs-SFT start of their init study stays clean) or the clinician conversations (Dr-LLaVA's);
-* **SFT** — base trained further on the whole task mixture (Zhu et al.'s "instruct" starting point; UMed-LVLM's
-  "MedVInt (SFT)" row; the SFT model Dr-LLaVA and MMedPO align).
-
-Headless: `python -m repro run --profile smoke --only 02`.
-"""),
-("params", """
+# %% tags=["parameters"]
 profile = "smoke"
 seed = 0
 model_name_or_path = ""    # empty builds the tiny LLaVA, else a local path or hub id (gpu profile)
@@ -46,12 +37,19 @@ lora_r = 0                 # 0 means full fine-tuning (tiny model); LoRA rank fo
 eval_limit = 40            # test rows per task, spread over sources and classes; 0 means all
 eval_batch_size = 32
 num_threads = 0            # torch CPU threads, 0 keeps the default
-"""),
-("code", """
+
+# %%
 import time
+
 import torch
-import repro.config, repro.results, repro.plots, repro.paths, repro.tables
-from repro import eval as ev, models
+
+import repro.config
+import repro.paths
+import repro.plots
+import repro.results
+import repro.tables
+from repro import eval as ev
+from repro import models
 from repro.train import sft
 
 cfg, started = repro.config.start(globals(), "02_sft")
@@ -60,9 +58,11 @@ model_dir = repro.paths.models_dir(cfg.profile)
 lora = {"r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r} if cfg.lora_r else None
 run_key = {k: v for k, v in vars(cfg).items() if k not in ("eval_limit", "eval_batch_size", "num_threads")}
 print(f"profile {cfg.profile}: data {data_dir}, models -> {model_dir}")
-"""),
-("md", "## Build (or locate) the model"),
-("code", """
+
+# %% [markdown]
+# ## Build (or locate) the model
+
+# %%
 if cfg.model_name_or_path:
     init_dir = cfg.model_name_or_path
 else:
@@ -80,9 +80,12 @@ m, _ = models.load_vlm(init_dir, device="cpu" if not torch.cuda.is_available() e
 n_params = models.count_params(m)
 print(f"model: {init_dir}  ({n_params / 1e6:.2f}M parameters)")
 del m
-"""),
-("md", "## Train base, then SFT (resumes from the last checkpoint if interrupted)"),
-("code", """
+
+
+# %% [markdown]
+# ## Train base, then SFT (resumes from the last checkpoint if interrupted)
+
+# %%
 def mixture(tasks, steps, max_rows=None):  # task-homogeneous batches (less padding), read in order
     return sft.sft_dataset(data_dir, tasks, seed=cfg.seed, max_rows_per_task=max_rows, batch_size=cfg.batch_size,
                            steps=steps)
@@ -97,9 +100,10 @@ n_rows = sft.mixture_rows(data_dir, cfg.sft_tasks, max_rows_per_task=cfg.sft_max
 print(f"SFT: {cfg.sft_steps} steps x {cfg.batch_size} = {len(mix)} rows = {len(mix) / n_rows:.2f} epochs of {n_rows}")
 tuned = sft.train(base["final_dir"], model_dir / "sft", mix, max_steps=cfg.sft_steps, **{**train_kw, "lr": cfg.sft_lr or cfg.lr})
 print(f"base: {base['seconds']} s, SFT: {tuned['seconds']} s")
-"""),
-("code", """
+
+# %%
 import pandas as pd
+
 base_label = f"base ({' + '.join(cfg.base_tasks)})"
 curves = {base_label: sft.loss_curve(base["log_history"]),
           "SFT (task mixture, from base)": sft.loss_curve(tuned["log_history"])}
@@ -110,9 +114,11 @@ if vis:
               **panels}
 fig = repro.plots.loss_curves(panels, "Loss curves of stage 02")
 repro.plots.save_figure(fig, cfg, "loss_curves")
-"""),
-("md", "## Evaluate base and SFT on the test split (greedy decoding, KV cache)"),
-("code", """
+
+# %% [markdown]
+# ## Evaluate base and SFT on the test split (greedy decoding, KV cache)
+
+# %%
 limit = cfg.eval_limit or None
 evals, outputs = {}, {}
 for name, path in [("base", base["final_dir"]), ("SFT", tuned["final_dir"])]:
@@ -122,32 +128,40 @@ for name, path in [("base", base["final_dir"]), ("SFT", tuned["final_dir"])]:
     evals[name] = outputs[name]["metrics"]
     print(f"{name}: evaluated in {time.time() - t0:.0f} s")
 majority = ev.majority_baseline(data_dir)
-"""),
-("md", "### UMed-LVLM Table 2 layout: MAU-style accuracy per source (correct class and IoU ≥ 0.5)"),
-("code", """
+
+# %% [markdown]
+# ### UMed-LVLM Table 2 layout: MAU-style accuracy per source (correct class and IoU ≥ 0.5)
+
+# %%
 mau = repro.tables.mau_with_paper(evals)
 repro.results.save_table(mau, cfg, "mau_table2")
 mau.round(3)
-"""),
-("md", "### Dr-LLaVA: question-, conversation- and diagnosis-level accuracy, path consistency, robustness variants"),
-("code", """
+
+# %% [markdown]
+# ### Dr-LLaVA: question-, conversation- and diagnosis-level accuracy, path consistency, robustness variants
+
+# %%
 dr = repro.tables.drllava_table(evals)
 repro.results.save_table(dr, cfg, "drllava")
 dr.round(3)
-"""),
-("md", "### VQA, multiple choice and reports (percent), with the papers' SFT-level rows beside ours"),
-("code", """
+
+# %% [markdown]
+# ### VQA, multiple choice and reports (percent), with the papers' SFT-level rows beside ours
+
+# %%
 vqa = repro.tables.vqa_with_paper(evals)
 repro.results.save_table(vqa, cfg, "vqa")
 vqa.round(1)
-"""),
-("code", """
+
+# %%
 per_source = repro.tables.per_source_table(evals["SFT"])
 repro.results.save_table(per_source, cfg, "sft_per_source")
 per_source.round(3)
-"""),
-("md", "## Sample generations of the SFT model (abnormal-aware instructions)"),
-("code", """
+
+# %% [markdown]
+# ## Sample generations of the SFT model (abnormal-aware instructions)
+
+# %%
 test_rows = ev.load_rows(data_dir, "instruct", "test", limit)
 rows = list({r["source"]: r for r in reversed(test_rows) if r["abnormal"]}.values())  # one abnormal per source
 rows += [r for r in test_rows if not r["abnormal"]][:1]
@@ -155,9 +169,11 @@ rows += [r for r in test_rows if not r["abnormal"]][:1]
 preds = ev.generate(model, processor, rows, ev.MAX_NEW_TOKENS["instruct"], progress=False)
 fig = repro.plots.sample_generations(rows, preds, n=len(rows), title="SFT model on test images")
 repro.plots.save_figure(fig, cfg, "samples")
-"""),
-("md", "## Did SFT learn from the image? (acceptance bands of this stage)"),
-("code", """
+
+# %% [markdown]
+# ## Did SFT learn from the image? (acceptance bands of this stage)
+
+# %%
 s = evals["SFT"]
 checks = {
     "closed_acc": s["vqa"]["closed_acc"], "closed_majority": majority["vqa"]["closed_acc"],
@@ -169,8 +185,8 @@ checks["closed_margin"] = checks["closed_acc"] - checks["closed_majority"]
 checks["mau_margin"] = checks["mau_acc"] - checks["mau_majority"]
 for k, v in checks.items():
     print(f"{k:>20}: {v:.3f}")
-"""),
-("code", """
+
+# %%
 metrics = {"n_params": n_params, "vision": {k: v for k, v in (vis or {}).items() if k != "history"}, "base": evals["base"], "sft": evals["SFT"], "majority": majority, "checks": checks,
            "train": {"base_seconds": base["seconds"], "sft_seconds": tuned["seconds"], "sft_rows": n_rows, "sft_epochs": len(mix) / n_rows,
                      "base_final_loss": float(curves[base_label]["loss"].iloc[-1]),
@@ -178,7 +194,3 @@ metrics = {"n_params": n_params, "vision": {k: v for k, v in (vis or {}).items()
                      "sft_final_loss": float(curves["SFT (task mixture, from base)"]["loss"].iloc[-1])},
            "models": {"base": base["final_dir"], "sft": tuned["final_dir"]}}
 print(repro.results.save(cfg, metrics, started=started))
-"""),
-]
-
-write(Path(__file__).parents[1] / "notebooks" / "02_sft.ipynb", cells)

@@ -39,7 +39,7 @@ def main() -> None:
 
     from datasets import disable_progress_bars
 
-    from repro import eval as ev
+    from repro import evaluation as ev
     from repro.data import build, conversations
     from repro.models import build_tiny_vlm, load_vlm
     from repro.rewards import localization, rules

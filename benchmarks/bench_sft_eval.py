@@ -28,7 +28,8 @@ def main() -> None:
     from datasets import disable_progress_bars
     from trl import SFTConfig, SFTTrainer
 
-    from repro import eval as ev
+    from repro import chat
+    from repro import evaluation as ev
     from repro.data import build, conversations
     from repro.models import build_tiny_vlm, load_vlm
     from repro.train import sft
@@ -71,8 +72,8 @@ def main() -> None:
     t0 = time.time()
     preds = ev.generate(model, processor, rows, 40, batch_size=16, progress=False)
     ours_g = time.time() - t0
-    texts = [processor.apply_chat_template([ev.user_message(ev.first_user_text(r), True)], add_generation_prompt=True,
-                                           tokenize=False) for r in rows]
+    texts = [processor.apply_chat_template([chat.user_message(chat.first_user_text(r), True)],
+                                           add_generation_prompt=True, tokenize=False) for r in rows]
     processor.tokenizer.padding_side = "left"
     new_tokens, t0 = 0, time.time()
     with torch.no_grad():

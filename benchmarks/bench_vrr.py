@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch loads
 
 import torch  # noqa: E402
 
-from repro import eval as ev  # noqa: E402
+from repro import evaluation as ev  # noqa: E402
 from repro import models, paths  # noqa: E402
 from repro.rewards import attention  # noqa: E402
 

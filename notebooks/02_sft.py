@@ -48,7 +48,7 @@ import repro.paths
 import repro.plots
 import repro.results
 import repro.tables
-from repro import eval as ev
+from repro import evaluation as ev
 from repro import models
 from repro.train import sft
 

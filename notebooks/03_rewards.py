@@ -47,7 +47,7 @@ import repro.config
 import repro.paths
 import repro.plots
 import repro.results
-from repro import eval as ev
+from repro import evaluation as ev
 from repro import models
 from repro.data import preference
 from repro.rewards import attention, figures, probes, suite

@@ -4,7 +4,7 @@
     experiments.table(runs["umed"], ["mau_avg", ...])                           # mean ± 95% CI over seeds
 
 Each `run_<paper>` trains its methods once per seed and evaluates every trained model on the test split with the
-stage-02 harness (repro.eval, greedy decoding), returning one record per (method, seed):
+stage-02 harness (repro.evaluation, greedy decoding), returning one record per (method, seed):
     {"method", "seed", "metrics": {flat name: float}, "curve": DataFrame(step, reward, kl, length), "seconds"}
 The starting points (base, SFT) are deterministic greedy evaluations: evaluated once, listed with seed None.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from repro import eval as ev
+from repro import evaluation as ev
 from repro.rewards import vqa as vqa_rewards
 
 PAPERS = ("umed", "zhu", "mmedpo", "drllava")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from repro.chat import first_user_text
 from repro.data import build
-from repro.eval import first_user_text
 from repro.models import build_tiny_vlm, load_vlm
 from repro.rewards import text_of, vqa
 from repro.train import grpo, sft

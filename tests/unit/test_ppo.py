@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 import torch
 
-from repro import eval as ev
+from repro import chat
 from repro.data import build, conversations
 from repro.models import build_tiny_qwen25vl, build_tiny_vlm, load_vlm
 from repro.rewards import localization, rules
@@ -192,7 +192,7 @@ def test_multi_turn_action_mask_is_one_exactly_on_the_answers(setup, llava):
         kept = [t for t, a in zip(s.ids, s.action) if not a or t == eos]
         msgs = []
         for t, q in enumerate(row["questions"]):
-            msgs.append(ev.user_message(q, with_image=t == 0))
+            msgs.append(chat.user_message(q, with_image=t == 0))
             if t < 4:
                 msgs.append({"role": "assistant", "content": [{"type": "text", "text": ""}]})
         text = processor.apply_chat_template(msgs, add_generation_prompt=True)

@@ -26,7 +26,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, data_dir):
-    from repro import eval as ev
+    from repro import evaluation as ev
     from repro.models import build_tiny_vlm, load_vlm
 
     texts = [r["messages"][-1]["content"] for t in ("vqa", "report") for r in ev.load_rows(data_dir, t, "train", 30)]

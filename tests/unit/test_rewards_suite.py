@@ -8,7 +8,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from repro import eval as ev
+from repro import evaluation as ev
 from repro.data import build
 from repro.rewards import figures, probes, suite
 

@@ -63,8 +63,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from repro.chat import encode, eval_mode, rgb, user_message
+from repro.chat import first_user_text as question_of
 from repro.data import schema, tasks
-from repro.eval import first_user_text as question_of
 from repro.rewards import clinical, noise
 from repro.rewards.vqa import TERM_FACET, RuleJudge
 
@@ -88,8 +89,8 @@ def truth_of(row: dict) -> str:
 
 
 def load_rows(data_dir, task: str, max_rows: int = 0) -> list[dict]:
-    """Train rows of a task; with max_rows > 0 a subset spread over sources and classes (eval.load_rows)."""
-    from repro import eval as ev
+    """Train rows of a task; with max_rows > 0 a subset spread over sources and classes (evaluation.load_rows)."""
+    from repro import evaluation as ev
 
     return ev.load_rows(data_dir, task, "train", max_rows or None)
 
@@ -179,7 +180,7 @@ def _report_hallucination(row: dict, rng) -> str:
 def sample_answers(model, processor, rows: list[dict], n: int, max_new_tokens: int, temperature: float, seed: int,
                    batch_size: int = 32, progress: bool = True, desc: str = "sampling") -> list[list[str]]:
     """`n` sampled answers per row (do_sample=True at `temperature`), under a forked torch RNG seeded with `seed`."""
-    from repro import eval as ev
+    from repro import evaluation as ev
 
     if n <= 0 or not rows:
         return [[] for _ in rows]
@@ -194,33 +195,18 @@ def sample_answers(model, processor, rows: list[dict], n: int, max_new_tokens: i
 def abnormal_probability(model, processor, images: list, question: str = ABNORMAL_QUESTION,
                          batch_size: int = 32) -> list[float]:
     """P(yes) / (P(yes) + P(no)) of the model's first answer token for `question` on each image."""
-    from repro import eval as ev
-
     tok = processor.tokenizer
     yes, no = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("yes", "no"))
     out: list[float] = []
-    was_training = model.training
-    model.eval()
-    try:
+    text = processor.apply_chat_template([user_message(question, with_image=True)], add_generation_prompt=True)
+    with eval_mode(model), torch.no_grad():
         for s in range(0, len(images), batch_size):
             chunk = images[s:s + batch_size]
-            texts = [processor.apply_chat_template([ev.user_message(question, with_image=True)],
-                                                   add_generation_prompt=True) for _ in chunk]
-            side = tok.padding_side
-            tok.padding_side = "left"  # the last position is the next token for every row
-            try:
-                enc = processor(text=texts, images=[[im.convert("RGB")] for im in chunk], return_tensors="pt",
-                                padding=True).to(model.device)
-            finally:
-                tok.padding_side = side
-            if "pixel_values" in enc and enc["pixel_values"].is_floating_point():
-                enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
-            with torch.no_grad():
-                logits = model(**enc).logits[:, -1].float()
+            # left padding: the last position is the next token for every row
+            enc = encode(model, processor, [text] * len(chunk), chunk, padding_side="left")
+            logits = model(**enc).logits[:, -1].float()
             two = torch.softmax(logits[:, [yes, no]], dim=-1)[:, 0]
             out += [float(v) for v in two.cpu()]
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -294,7 +280,7 @@ def _pair(row, rejected, rejected_image, kind, score) -> dict:
 def text_pairs(model, processor, rows: list[dict], task: str, *, n_samples: int, temperature: float, seed: int,
                batch_size: int, progress: bool) -> tuple[list[dict], dict]:
     """One text pair per row (sampled conflicting answer, else a templated one) and counts of each origin."""
-    from repro import eval as ev
+    from repro import evaluation as ev
 
     samples = (sample_answers(model, processor, rows, n_samples, ev.MAX_NEW_TOKENS[task], temperature, seed,
                               batch_size, progress, desc=f"sampling {task} x{n_samples}")
@@ -394,9 +380,6 @@ def features():
 
 def to_dataset(pairs: list[dict]):
     from datasets import Dataset
-
-    def rgb(im):
-        return im.convert("RGB") if hasattr(im, "convert") else im
 
     rows = [{**{k: p[k] for k in COLUMNS}, "images": [rgb(im) for im in p["images"]],
              "rejected_images": [rgb(im) for im in p["rejected_images"]]} for p in pairs]

@@ -52,6 +52,7 @@ import re
 import numpy as np
 import torch
 
+from repro.chat import eval_mode, rgb, to_model_dtype
 from repro.data import schema
 from repro.rewards import column_at, finite_or_none, text_of
 
@@ -143,10 +144,6 @@ def check_eager(model) -> None:
                          "with repro.models.load_vlm(path, attn_implementation='eager')")
 
 
-def _rgb(image):
-    return image.convert("RGB") if hasattr(image, "convert") else image
-
-
 def _completion_tokens(tokenizer, text: str, category, max_tokens: int, image_token_id, fallback: str) -> dict:
     spans, kind = anchor_spans(text, category, fallback)
     try:
@@ -192,7 +189,7 @@ def _attend_batch(model, processor, items: list[dict], layers, max_tokens: int, 
     tok = processor.tokenizer
     image_token_id = getattr(model.config, "image_token_id", None)
     texts = [processor.apply_chat_template(it["messages"], add_generation_prompt=True) for it in items]
-    enc = processor(text=texts, images=[[_rgb(it["image"])] for it in items], return_tensors="pt", padding=True)
+    enc = processor(text=texts, images=[[rgb(it["image"])] for it in items], return_tensors="pt", padding=True)
     comps = [_completion_tokens(tok, it["text"], it.get("category"), max_tokens, image_token_id, fallback)
              for it in items]
     mask = enc["attention_mask"].bool()
@@ -216,15 +213,8 @@ def _attend_batch(model, processor, items: list[dict], layers, max_tokens: int, 
         if k not in batch:
             batch[k] = enc[k]
     batch = {k: v.to(model.device) for k, v in batch.items()}
-    if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
-        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(**batch, output_attentions=True, use_cache=False)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        out = model(**to_model_dtype(model, batch), output_attentions=True, use_cache=False)
     atts = getattr(out, "attentions", None)
     if not atts or atts[0] is None:
         raise ValueError("the forward pass returned no attention weights; load the model with "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from repro.eval import first_user_text
+from repro.chat import first_user_text
 from repro.rewards import clinical, localization, rules, vqa
 
 TASK_ORDER = ("mcq", "instruct", "conv", "vqa", "report")
@@ -44,7 +44,7 @@ def sample_completions(model, processor, rows_by_task: dict[str, list[dict]], k:
     5-turn rollouts on the model's own answers (eval.generate_conversation)."""
     import torch
 
-    from repro import eval as ev
+    from repro import evaluation as ev
 
     rows_out, comps_out = {}, {}
     with torch.random.fork_rng(devices=[]):  # sampled completions are a function of the seed only

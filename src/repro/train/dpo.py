@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-from repro.eval import user_message
+from repro.chat import user_message
 from repro.train import runs
 
 KEEP_COLUMNS = ("weight", "kind", "id", "source", "category")

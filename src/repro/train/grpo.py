@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from repro.chat import first_user_text, user_message
 from repro.data import build
-from repro.eval import first_user_text, user_message
 from repro.rewards import vqa
 from repro.train import runs
 

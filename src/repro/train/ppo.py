@@ -59,7 +59,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from repro import eval as ev
+from repro.chat import assistant_message, conversation_questions, first_user_text, rgb, to_model_dtype, user_message
 from repro.train import runs
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -226,14 +226,10 @@ class Sample:
             v += [0] * len(ids)  # generated / question text is text (type 0)
 
 
-def _rgb(image):
-    return image.convert("RGB") if hasattr(image, "convert") else image
-
-
 def encode_prompt(processor, messages: list[dict], image) -> Sample:
     """One prompt (chat messages + generation prompt) as a Sample with no action tokens yet."""
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    kw = {"images": [[_rgb(image)]]} if image is not None else {}
+    kw = {"images": [[rgb(image)]]} if image is not None else {}
     enc = processor(text=[text], return_tensors="pt", **kw)
     n = enc["input_ids"].shape[1]
     token_extra = {k: v[0].tolist() for k, v in enc.items() if k not in _SEQ_KEYS and tuple(v.shape) == (1, n)}
@@ -270,13 +266,6 @@ def collate(samples: Sequence[Sample], pad_id: int, device) -> dict:
     return {"inputs": batch, "action_mask": action.to(device)}
 
 
-def _model_inputs(model, inputs: dict) -> dict:
-    out = dict(inputs)
-    if "pixel_values" in out and out["pixel_values"].is_floating_point():
-        out["pixel_values"] = out["pixel_values"].to(model.dtype)  # bf16 models need bf16 pixels
-    return out
-
-
 _VISION_TOKENS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
 
 
@@ -309,7 +298,7 @@ def generate_into(model, processor, samples: list[Sample], cfg: PPOConfig) -> No
         chunk = samples[i:i + cfg.gen_batch_size]
         inputs = collate(chunk, tok.pad_token_id, model.device)["inputs"]
         with torch.inference_mode():
-            out = model.generate(**_model_inputs(model, inputs), **kwargs)
+            out = model.generate(**to_model_dtype(model, dict(inputs)), **kwargs)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         for s, toks in zip(chunk, new):
             # After EOS generate() pads; an answer without EOS ran to max_new_tokens and every token is real.
@@ -325,7 +314,7 @@ def prompt_messages(row: dict) -> list[dict]:
     """A single-turn row's prompt: its TRL `prompt` column when present, else its first user message + image."""
     if isinstance(row.get("prompt"), list):
         return row["prompt"]
-    return [ev.user_message(ev.first_user_text(row), with_image=row.get("image") is not None)]
+    return [user_message(first_user_text(row), with_image=row.get("image") is not None)]
 
 
 def rollout_single(model, processor, rows: Sequence[dict], cfg: PPOConfig) -> list[Sample]:
@@ -347,10 +336,9 @@ def turn_suffix(processor, question: str, answer_ended: bool) -> str:
     """The template text between an answer and the next answer: end of the answer turn (unless the policy already
     sampled its EOS), the next user turn, and the generation prompt. Read off the chat template itself (rendered
     with a sentinel answer), so it follows whatever template the processor carries."""
-    conv = [ev.user_message("q", with_image=False), {"role": "assistant", "content": [{"type": "text",
-                                                                                      "text": _SENTINEL}]}]
+    conv = [user_message("q", with_image=False), assistant_message(_SENTINEL)]
     before = processor.apply_chat_template(conv)
-    after = processor.apply_chat_template(conv + [ev.user_message(question, with_image=False)],
+    after = processor.apply_chat_template(conv + [user_message(question, with_image=False)],
                                           add_generation_prompt=True)
     cut = after.index(_SENTINEL) + len(_SENTINEL)
     if after[:cut] != before[:before.index(_SENTINEL) + len(_SENTINEL)]:
@@ -366,10 +354,10 @@ def rollout_conversation(model, processor, rows: Sequence[dict], cfg: PPOConfig)
     """k multi-turn rollouts per conv row: answer question 1 (with the image), then for t = 2..n append the
     template text + question t after the policy's own answer t-1 (mask 0) and generate answer t (mask 1)."""
     tok = processor.tokenizer
-    questions = [ev.conversation_questions(r) for r in rows]
+    questions = [conversation_questions(r) for r in rows]
     samples = []
     for q, row in enumerate(rows):
-        first = ev.user_message(questions[q][0], with_image=row.get("image") is not None)
+        first = user_message(questions[q][0], with_image=row.get("image") is not None)
         base = encode_prompt(processor, [first], row.get("image"))
         base.prompts = [first]
         samples += [_clone(base, q) for _ in range(cfg.k)]
@@ -380,7 +368,7 @@ def rollout_conversation(model, processor, rows: Sequence[dict], cfg: PPOConfig)
                 question = questions[s.query][t]
                 suffix = turn_suffix(processor, question, s.ended[-1])
                 s.extend(tok(suffix, add_special_tokens=False)["input_ids"], is_action=False)
-                s.prompts.append(ev.user_message(question, with_image=False))
+                s.prompts.append(user_message(question, with_image=False))
         generate_into(model, processor, todo, cfg)
     return samples
 
@@ -436,7 +424,7 @@ def forward(model, samples: Sequence[Sample], pad_id: int, temperature: float, h
     L = action.shape[1]
     first = int(action.any(0).nonzero()[0]) if action.any() else 1
     width = L - first  # action-space columns first-1 .. L-2
-    out = model(**_model_inputs(model, b["inputs"]), output_hidden_states=head is not None, use_cache=False,
+    out = model(**to_model_dtype(model, dict(b["inputs"])), output_hidden_states=head is not None, use_cache=False,
                 logits_to_keep=width + 1)
     logits = out.logits[:, :-1].float()
     if temperature > 0:

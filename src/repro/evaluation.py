@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from repro import metrics
+from repro.chat import assistant_message, conversation_questions, encode, eval_mode, first_user_text, user_message
 from repro.data import decision_tree as dt
 
 TASKS = ("vqa", "mcq", "instruct", "conv", "report")
@@ -32,43 +33,13 @@ MAX_NEW_TOKENS = {"vqa": 16, "mcq": 96, "instruct": 80, "conv": 64, "report": 12
 N_SAMPLES = 3
 
 
-# ----------------------------------------------------------------------------------------------- prompts
-def _text_block(text: str) -> list[dict]:
-    return [{"type": "text", "text": text}]
-
-
-def first_user_text(row: dict) -> str:
-    """The prompt of a single-turn row: its first user message (str or text blocks)."""
-    msg = next(m for m in row["messages"] if m["role"] == "user")
-    content = msg["content"]
-    if isinstance(content, str):
-        return content
-    return "".join(b.get("text", "") for b in content if b.get("type") == "text")
-
-
-def user_message(text: str, with_image: bool) -> dict:
-    blocks = ([{"type": "image"}] if with_image else []) + _text_block(text)
-    return {"role": "user", "content": blocks}
-
-
-def _rgb(image):
-    return image.convert("RGB") if hasattr(image, "convert") else image
-
-
 # ----------------------------------------------------------------------------------------------- generation
 def _generate_batch(model, processor, conversations: list[list[dict]], images: list, max_new_tokens: int,
                     temperature: float) -> list[str]:
     prompts = [processor.apply_chat_template(c, add_generation_prompt=True) for c in conversations]
     tok = processor.tokenizer
-    side = tok.padding_side
-    tok.padding_side = "left"  # left padding keeps every prompt's last token at the end, where generation starts
-    try:
-        enc = processor(text=prompts, images=[[_rgb(im)] for im in images], return_tensors="pt", padding=True)
-    finally:
-        tok.padding_side = side
-    enc = enc.to(model.device)
-    if "pixel_values" in enc and enc["pixel_values"].is_floating_point():
-        enc["pixel_values"] = enc["pixel_values"].to(model.dtype)  # bf16 models need bf16 pixels
+    # left padding keeps every prompt's last token at the end, where generation starts
+    enc = encode(model, processor, prompts, images, padding_side="left")
     sampling = temperature > 0
     kwargs = {"max_new_tokens": int(max_new_tokens), "do_sample": sampling, "use_cache": True,
               "pad_token_id": tok.pad_token_id}
@@ -89,25 +60,14 @@ def _batches(n: int, batch_size: int, desc: str, progress: bool):
 def generate(model, processor, rows: Sequence[dict], max_new_tokens: int, batch_size: int = 16,
              temperature: float = 0.0, progress: bool = True, desc: str = "generate") -> list[str]:
     """One answer per row to its first user message (with the row's image); greedy unless temperature > 0."""
-    was_training = model.training
-    model.eval()
     preds: list[str] = []
-    try:
+    with eval_mode(model):
         for i in _batches(len(rows), batch_size, desc, progress):
             chunk = [rows[j] for j in range(i, min(i + batch_size, len(rows)))]
             convs = [[user_message(first_user_text(r), with_image=True)] for r in chunk]
             preds += _generate_batch(model, processor, convs, [r["image"] for r in chunk], max_new_tokens,
                                      temperature)
-    finally:
-        model.train(was_training)
     return preds
-
-
-def conversation_questions(row: dict) -> list[str]:
-    """The clinician questions of a conv row in the asked order (the `questions` column, else the user turns)."""
-    if row.get("questions"):
-        return list(row["questions"])
-    return [m["content"] for m in row["messages"] if m["role"] == "user"]
 
 
 def generate_conversation(model, processor, rows: Sequence[dict], max_new_tokens: int, batch_size: int = 16,
@@ -117,9 +77,7 @@ def generate_conversation(model, processor, rows: Sequence[dict], max_new_tokens
     questions = [conversation_questions(r) for r in rows]
     answers: list[list[str]] = [[] for _ in rows]
     n_turns = max((len(q) for q in questions), default=0)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for t in range(n_turns):
             todo = [k for k, q in enumerate(questions) if t < len(q)]
             for i in _batches(len(todo), batch_size, f"conversation turn {t + 1}/{n_turns}", progress):
@@ -130,14 +88,12 @@ def generate_conversation(model, processor, rows: Sequence[dict], max_new_tokens
                     for s in range(t + 1):
                         msgs.append(user_message(questions[k][s], with_image=s == 0))
                         if s < t:
-                            msgs.append({"role": "assistant", "content": _text_block(answers[k][s])})
+                            msgs.append(assistant_message(answers[k][s]))
                     convs.append(msgs)
                 outs = _generate_batch(model, processor, convs, [rows[k]["image"] for k in idx], max_new_tokens,
                                        temperature)
                 for k, a in zip(idx, outs, strict=True):
                     answers[k].append(a)
-    finally:
-        model.train(was_training)
     return answers
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repro import eval as ev
+from repro import evaluation as ev
 from repro import metrics as M
 from repro.data import build, conversations
 from repro.data import decision_tree as dt
@@ -323,7 +323,7 @@ def test_generation_is_greedy_deterministic_and_independent_of_batching(tiny, da
 
 
 def test_stratified_limit_covers_every_stratum_and_keeps_images_whole():
-    from repro.eval import stratified_indices
+    from repro.evaluation import stratified_indices
 
     ids = ["a", "a", "b", "c", "d", "e", "f"]
     strata = ["x/1", "x/1", "x/1", "x/2", "y/1", "y/1", "z/1"]

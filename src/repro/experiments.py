@@ -8,7 +8,7 @@ stage-02 harness (repro.evaluation, greedy decoding), returning one record per (
     {"method", "seed", "metrics": {flat name: float}, "curve": DataFrame(step, reward, kl, length), "seconds"}
 The starting points (base, SFT) are deterministic greedy evaluations: evaluated once, listed with seed None.
 
-Papers and what is compared (methods.md):
+Papers and what is compared (docs/methods.md):
     umed     SFT, SFT+PPO (relevance reward only), SFT+AAR (relevance + max-normalised ALR + VRR), PPO on the
              abnormal-aware instructions. VRR reads the attention of a frozen eager copy of the SFT model over the
              policy's completion (a fixed attention "reward model"): the policy's own attention would need a second

@@ -6,16 +6,16 @@ averaged overall and per source (`summarize_<task>`), so any breakdown is a grou
 
 Definitions
 -----------
-VQA (LLaVA-Med / RULE convention, methods.md 3(e)):
+VQA (LLaVA-Med / RULE convention, docs/methods.md §3(e)):
     closed   correct iff the first "yes"/"no" word of the prediction equals the reference; no such word = wrong.
     open     recall = share of the reference's tokens that occur in the prediction (lower-cased, punctuation
              stripped, tokens = runs of letters/digits, so "X-ray" -> "x", "ray" on both sides).
-MCQ (PMC-VQA-like, methods.md 2(e)): the letter is read, first match wins, from
+MCQ (PMC-VQA-like, docs/methods.md §2(e)): the letter is read, first match wins, from
     1. the content of the first <answer>...</answer> (its letter, else the one option text it names);
     2. without an <answer> tag, the text outside <think>...</think>: a leading letter ("B", "(B)", "B. cyst"),
        then "answer is B" / "answer: B", then the one option text it names;
     anything else (two option texts, no letter) is unparseable and counts as wrong.
-MAU-style instruct accuracy (UMed-LVLM Table 2; the paper's formula was not retrieved, methods.md 4(e)):
+MAU-style instruct accuracy (UMed-LVLM Table 2; the paper's formula was not retrieved, docs/methods.md §4(e)):
     abnormal image: correct iff detection says abnormal AND the recognized category is the true one AND
                     IoU(predicted box, true box) >= 0.5 (the best IoU over the true boxes; when the truth has no
                     box, as in some real sets, the IoU condition is dropped);
@@ -23,7 +23,7 @@ MAU-style instruct accuracy (UMed-LVLM Table 2; the paper's formula was not retr
     Reported beside it: detection accuracy (all images), category accuracy and mean IoU (abnormal images only;
     a missing or malformed predicted box has IoU 0), so that "diagnosis saturates at IoU ~ 0.6" can be studied
     from the per-row table.
-Dr-LLaVA conversations (methods.md 1(e)); each answer is parsed with decision_tree.classify_answer for its turn's
+Dr-LLaVA conversations (docs/methods.md §1(e)); each answer is parsed with decision_tree.classify_answer for its turn's
     category and compared with turn_labels:
     question_acc      share of turns right;       conversation_acc  share of conversations with all 5 right;
     diagnosis_acc     share with the category-5 turn right, wherever it was asked;

@@ -29,7 +29,7 @@ def umed_table(records) -> pd.DataFrame:
     ours = X.table(records, cols).rename(columns={**MAU_NAMES, "mau_avg": "Avg", "mean_iou": "mean IoU"})
     paper = results.paper_table("umed_lvlm", "table2_mau").loc[["MedVInt (SFT)", "MedVInt (SFT+PPO)", "UMed-LVLM"]]
     src = results.paper_numbers("umed_lvlm")["tables"]["table2_mau"]["source"]
-    return _with_paper(ours, paper, f"paper UMed-LVLM {src} (UMed-LVLM = SFT+AAR)")
+    return _with_paper(ours, paper, f"paper UMed-LVLM ({src}; UMed-LVLM = SFT+AAR)")
 
 
 def zhu_table(records) -> pd.DataFrame:
@@ -37,7 +37,7 @@ def zhu_table(records) -> pd.DataFrame:
     ours = ours.rename(columns={"accuracy": "accuracy (%)"})
     paper = results.paper_table("zhu2025", "headline").rename(columns={"accuracy": "accuracy (%)"})
     src = results.paper_numbers("zhu2025")["tables"]["headline"]["source"]
-    return _with_paper(ours, paper, f"paper Zhu et al. {src} (PMC-VQA, Qwen2-VL-2B)")
+    return _with_paper(ours, paper, f"paper Zhu et al. ({src}; PMC-VQA, Qwen2-VL-2B)")
 
 
 def mmedpo_table(records) -> pd.DataFrame:
@@ -47,7 +47,7 @@ def mmedpo_table(records) -> pd.DataFrame:
                  "rouge_l": "ROUGE-L (%)"})
     paper = results.paper_table("mmedpo", "main").loc[["LLaVA-Med v1.5", "+DPO", "+MMedPO"]]
     src = results.paper_numbers("mmedpo")["tables"]["main"]["source"]
-    return _with_paper(ours, paper, f"paper MMedPO {src} (percent)")
+    return _with_paper(ours, paper, f"paper MMedPO ({src}; percent)")
 
 
 DR_COLUMNS = ["question_acc", "conversation_acc", "diagnosis_acc", "path_consistency"]
@@ -56,7 +56,7 @@ DR_VARIANTS = ["shuffled", "reversed", "hint_correct", "hint_wrong", "confirm_co
 
 def drllava_table(records) -> pd.DataFrame:
     """Main columns, then the diagnosis accuracy under each robustness variant (the paper's tables were not
-    retrieved: methods.md §1(f), so there is no paper block)."""
+    retrieved: docs/methods.md §1(f), so there is no paper block)."""
     cols = DR_COLUMNS + [f"{v}_diagnosis_acc" for v in DR_VARIANTS]
     return X.table(records, cols).rename(columns={f"{v}_diagnosis_acc": f"diag. {v}" for v in DR_VARIANTS})
 

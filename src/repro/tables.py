@@ -1,6 +1,6 @@
 """Tables in the layout of the papers, ours beside the paper's (labelled, never mixed into our rows).
 
-`side_by_side(ours, paper)` stacks two blocks under a row index level "who" ("ours" / "paper [source]"), with the
+`side_by_side(ours, paper)` stacks two blocks under a row index level "who" ("ours" / "paper (<source>)"), with the
 paper's columns renamed to ours where they mean the same thing, so a reader compares column by column.
 """
 
@@ -38,7 +38,7 @@ def mau_with_paper(evals: dict[str, dict], paper_rows=("MedVInt", "MedVInt (SFT)
     paper = results.paper_table("umed_lvlm", "table2_mau").loc[list(paper_rows)]
     paper.index.name = "model"
     src = results.paper_numbers("umed_lvlm")["tables"]["table2_mau"]["source"]
-    return side_by_side(mau_table(evals), paper, f"paper UMed-LVLM {src}")
+    return side_by_side(mau_table(evals), paper, f"paper UMed-LVLM ({src})")
 
 
 def drllava_table(evals: dict[str, dict], variants=None) -> pd.DataFrame:
@@ -83,7 +83,7 @@ def vqa_with_paper(evals: dict[str, dict]) -> pd.DataFrame:
     }, index=["MMedPO: LLaVA-Med v1.5 on SLAKE (reports: IU-Xray)", "MMedPO: LLaVA-Med v1.5 on VQA-RAD",
               "Zhu et al.: best SFT on PMC-VQA"])
     paper.index.name = "model"
-    return side_by_side(vqa_table(evals), paper, "paper [NOTES]")
+    return side_by_side(vqa_table(evals), paper, "paper (MMedPO main comparison; Zhu et al. headline)")
 
 
 def per_source_table(ev: dict) -> pd.DataFrame:

@@ -146,7 +146,7 @@ def test_gated_variant():
     assert call(rules.drllava_gated_reward, turns, shuffled) == 0.0
 
 
-# methods.md §1(b) caveat 2: released rules vs templates. (category, text, true label, released label)
+# docs/methods.md §1(b) caveat 2: released rules vs templates. (category, text, true label, released label)
 PARSER_BUGS = [
     (2, "High percentage of marrow nucleated cells, adequate and optimal for diagnosis.", "adequate", "no match"),
     (4, "There is an abnormal number of blast cells.", "myeloblasts", "no match"),

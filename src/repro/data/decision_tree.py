@@ -1,4 +1,4 @@
-"""Dr-LLaVA's symbolic clinical decision tree, our paraphrase banks and exact label parsers (methods.md §1).
+"""Dr-LLaVA's symbolic clinical decision tree, our paraphrase banks and exact label parsers (docs/methods.md §1).
 
 Turn categories and labels
 --------------------------
@@ -20,7 +20,7 @@ words are not: a tiny model trained from scratch with a BPE tokenizer fitted on 
 understand new words, only new phrasings. As in the release, q_21..q_24 share one bank and q_211..q_241 another.
 Every answer paraphrase contains its label's KEY_PHRASES entry and no cue of another label of its category.
 
-Released keyword rules and their known bugs (methods.md §1(b), caveat 2)
+Released keyword rules and their known bugs (docs/methods.md §1(b), caveat 2)
 ------------------------------------------------------------------------
 `released_rules_label` re-implements, from the description, the keyword classifiers of `RewardModel_HEME`
 (substring tests on the lower-cased answer). On the released templates they fail as follows:
@@ -369,7 +369,7 @@ _PROX = ["close to", "near", "close", "adjacent", "proximity", "vicinity", "prox
 
 
 def released_rules_label(category: int, text) -> str:
-    """Label given by the *released* keyword classifier of `category` (methods.md §1(b)).
+    """Label given by the *released* keyword classifier of `category` (docs/methods.md §1(b)).
 
     Returns one of our label strings (category 1's True/False mapped to "suitable"/"unsuitable"), "no match", or
     "cancer" (category 5's "blood cancer" rule). Written from the description, bugs included; never raises.

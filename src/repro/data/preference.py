@@ -1,4 +1,4 @@
-"""MMedPO preference curation (methods.md §3(a)): text and visual dispreference pairs with clinical weights.
+"""MMedPO preference curation (docs/methods.md §3(a)): text and visual dispreference pairs with clinical weights.
 
 Written with `DatasetDict({"train": ...}).save_to_disk` to runs/<profile>/data/preference (default: <data_dir>/
 preference) from the *train* split of the VQA (closed + open) and report tasks. Columns, one row per pair:

@@ -1,4 +1,4 @@
-"""MMedPO clinical-relevance scores and DPO weights (methods.md §3(a) steps 2 and 4).
+"""MMedPO clinical-relevance scores and DPO weights (docs/methods.md §3(a) steps 2 and 4).
 
 Paper: several Med-LLMs score the dispreferred (hallucinated) answer y_l against the ground truth; the first gives
 s_1, each next one sees the previous score and agrees or re-scores, until consensus or 5 rounds; the weight is the

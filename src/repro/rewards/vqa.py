@@ -1,4 +1,4 @@
-"""Zhu et al. 2025 (arXiv 2505.13973) GRPO rewards for multiple-choice Med-VQA (methods.md §2).
+"""Zhu et al. 2025 (arXiv 2505.13973) GRPO rewards for multiple-choice Med-VQA (docs/methods.md §2).
 
 Target format (tasks.mcq_target): "<think>reasoning</think><answer>X</answer>". Columns: answer (letter A-D),
 options (list of option texts), reason_facts ({"modality", "region", "finding"}) or category / region / modality.

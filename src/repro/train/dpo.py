@@ -1,4 +1,4 @@
-"""DPO and MMedPO's clinical-weighted multimodal DPO on TRL's DPOTrainer (methods.md §3).
+"""DPO and MMedPO's clinical-weighted multimodal DPO on TRL's DPOTrainer (docs/methods.md §3).
 
     info = train(sft_dir, out_dir, pref_ds, weighted=False, max_steps=50)   # plain DPO: text pairs, weight 1
     info = train(sft_dir, out_dir, pref_ds, weighted=True, max_steps=50)    # MMedPO: text + visual pairs, weighted
@@ -17,7 +17,7 @@ sum w would rescale every batch back to unit weight, undoing the down-weighting 
 weight (and divide by zero for an all-zero batch). So a weight-0 pair adds nothing to the loss or the gradient, but
 still counts in B: loss([a, b], w=[1, 0]) = loss([a], w=[1]) / 2.
 
-TRL 1.16 has no per-pair weight hook (design.md §6), so WeightedDPOTrainer
+TRL 1.16 has no per-pair weight hook (docs/design.md §6), so WeightedDPOTrainer
     - keeps the weight and rejected_images columns (remove_unused_columns=False),
     - collates with WeightedVisionPreferenceCollator: TRL's vision preference collator, then the rejected half's
       image tensors are replaced by the processed rejected images and the weights travel as `weight`,

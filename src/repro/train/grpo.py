@@ -1,4 +1,4 @@
-"""GRPO fine-tuning on the multiple-choice VQA task with TRL's GRPOTrainer (Zhu et al. 2025, methods.md §2).
+"""GRPO fine-tuning on the multiple-choice VQA task with TRL's GRPOTrainer (Zhu et al. 2025, docs/methods.md §2).
 
     ds = grpo_dataset(data_dir, "train", limit=256)
     info = train(sft_dir, out_dir, ds, "dr_grpo", max_steps=50)     # {"final_dir", "log_history", "seconds", ...}

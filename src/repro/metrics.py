@@ -1,4 +1,4 @@
-"""Pure metric functions of the evaluation harness (generation and orchestration live in eval.py).
+"""Pure metric functions of the evaluation harness (generation and orchestration live in evaluation.py).
 
 Every parser is total on any input (never raises; unparseable -> None) and every per-item score lies in [0, 1].
 Scores are computed per row first (`score_<task>` -> one DataFrame row per example, with its `source`), then

@@ -23,7 +23,7 @@ import numpy as np
 
 from repro.data import conversations, real_layouts, schema, splits, synthmed, tasks
 
-TASKS = ("vqa", "mcq", "instruct", "conv", "report")
+TASKS = ("vqa", "mcq", "instruct", "conv", "report", "reason")
 
 
 def make_records(seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
@@ -54,6 +54,7 @@ def build_split_rows(records: list[dict], split: str, seed: int, yes_share: floa
                                                   variants=tuple(conv_variants),
                                                   answer_paraphrases=conv_answer_paraphrases),
         "report": tasks.build_reports(records, seed, split=bank("report")),
+        "reason": tasks.build_reason(records, seed, split=bank("reason")),
     }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from repro.data import build, decision_tree
 from repro.train import runs
 
-TASKS = ("vqa", "mcq", "instruct", "conv", "report")
+TASKS = build.TASKS  # every task: the tokenizer corpus and the default mixture
 BASE_TASKS = ("report", "vqa")
 
 

@@ -33,24 +33,13 @@ import pandas as pd
 
 from repro import evaluation as ev
 from repro.rewards import vqa as vqa_rewards
+from repro.stats import ci95  # moved to repro.stats; kept importable here for now
 
 PAPERS = ("umed", "zhu", "mmedpo", "drllava")
 ZHU_VARIANTS = ("grpo", "grpo_semantic", "dr_grpo", "ecr", "cwr")
 
 
 # ----------------------------------------------------------------------------------------------- statistics
-def ci95(values) -> tuple[float, float]:
-    """(mean, half-width of the 95% t-interval) of the finite values; half-width nan for fewer than 2."""
-    from scipy import stats
-
-    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    if len(v) < 2:
-        return float(v.mean()), float("nan")
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-
-
 def summarize(records: list[dict], columns: list[str] | None = None) -> pd.DataFrame:
     """Per method: mean, 95% CI half-width and n of every metric -> long DataFrame (method, metric, mean, ci, n)."""
     by: dict = {}

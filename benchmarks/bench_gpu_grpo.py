@@ -225,7 +225,7 @@ def run_engine(engine: str, model_dir: Path, args, tiny: bool) -> dict:
     return row
 
 
-def table(rows: list[dict], args) -> str:
+def table(rows: list[dict]) -> str:
     def f(v, fmt="{:.0f}"):
         return fmt.format(v) if isinstance(v, float) else str(v)
 
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
         print(f"\nGRPO step, {size}: {args.prompts} prompts x {args.generations} completions per GPU, "
               f"{args.tokens} completion tokens, {rows[0].get('image_tokens', '?')} image tokens + {args.words} "
               f"words per prompt, beta {args.beta}")
-        print(table(rows, args))
+        print(table(rows))
         for n in notes:
             print(n)
         print("EasyR1 row: their published numbers (EasyR1 v0.3.2 assets/baselines.md; Geometry3k, batch sizes and "

@@ -124,13 +124,14 @@ def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_st
           batch_size: int = 2, lr: float = 1e-4, beta: float = 0.04, max_completion_length: int = 48,
           temperature: float = 1.0, seed: int = 0, run_key: dict | None = None, use_cpu: bool | None = None,
           save_steps: int = 100, logging_steps: int = 1, lora: dict | None = None, bf16: bool = False,
-          callbacks: list | None = None) -> dict:
+          callbacks: list | None = None, config_extra: dict | None = None) -> dict:
     """GRPO-train the model at `init_dir` on `dataset` (grpo_dataset rows) with `variant`; returns
     {"final_dir", "log_history", "seconds", "steps", "resumed_from", "variant", "completions"}.
 
     beta: KL coefficient to the frozen initial model (TRL's k3 estimator); 0.04 is the DeepSeekMath value (the
     paper uses a KL penalty but its beta was not retrieved). beta=0 drops the reference model (faster).
     Resume: as sft.train, only from checkpoints written under the same run key (run_key + every argument here).
+    config_extra: further GRPOConfig fields (e.g. use_vllm / vllm_mode from repro.train.launch; GPU only).
     """
     from trl import GRPOTrainer
 
@@ -142,6 +143,8 @@ def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_st
            "max_steps": max_steps, "num_generations": num_generations, "batch_size": batch_size, "lr": lr,
            "beta": beta, "max_completion_length": max_completion_length, "temperature": temperature,
            "seed": seed, "n_rows": len(dataset), "lora": lora}
+    if config_extra:  # only when given: the keys (and caches) of existing runs stay as they were
+        key["config_extra"] = config_extra
     done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu, dataset=dataset)
     if done:
         return done
@@ -151,7 +154,8 @@ def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_st
                                 dtype="bf16" if bf16 else "fp32")
     args = make_config(ckpt_dir, v, max_steps=max_steps, num_generations=num_generations, batch_size=batch_size,
                        lr=lr, beta=beta, max_completion_length=max_completion_length, temperature=temperature,
-                       seed=seed, use_cpu=use_cpu, bf16=bf16, save_steps=save_steps, logging_steps=logging_steps)
+                       seed=seed, use_cpu=use_cpu, bf16=bf16, save_steps=save_steps, logging_steps=logging_steps,
+                       **(config_extra or {}))
     trainer = GRPOTrainer(model=model, reward_funcs=list(v.rewards), args=args, train_dataset=dataset,
                           processing_class=processor, callbacks=callbacks)
     return runs.train_and_save(trainer, processor, out_dir, resume=resume, lora=lora, max_steps=max_steps,

@@ -60,12 +60,30 @@ def prepare(out_dir, key: str | dict, data=None) -> dict | None:
             key = {**key, "data_files": fingerprint(data)}
         key = json.dumps(key, sort_keys=True, default=str)
     out_dir = Path(out_dir)
-    key_file, info_file = out_dir / KEY_FILE, out_dir / INFO_FILE
-    if out_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
-        shutil.rmtree(out_dir)
+    rank, world = rank_world()
+    if world > 1:  # accelerate launch: only the main process touches the directory; the others read its verdict
+        if rank == 0:
+            _prepare_dir(out_dir, key)
+        barrier()
+        return _finished(out_dir)
+    return _prepare_dir(out_dir, key)
+
+
+def _finished(out_dir: Path) -> dict | None:
+    """The saved info of a finished run in `out_dir` (marked cached), else None."""
+    info_file = out_dir / INFO_FILE
     if info_file.exists() and (out_dir / "final").exists():
         info = json.loads(info_file.read_text())
         info["cached"] = True
+        return info
+    return None
+
+
+def _prepare_dir(out_dir: Path, key: str) -> dict | None:
+    key_file = out_dir / KEY_FILE
+    if out_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
+        shutil.rmtree(out_dir)
+    if (info := _finished(out_dir)) is not None:
         return info
     out_dir.mkdir(parents=True, exist_ok=True)
     key_file.write_text(key)
@@ -120,12 +138,40 @@ def train_and_save(trainer, processor, out_dir, *, resume: str | None, lora, max
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - t0
     final = Path(out_dir) / "final"
-    shutil.rmtree(final, ignore_errors=True)
+    rank, world = rank_world()
+    if rank == 0:
+        shutil.rmtree(final, ignore_errors=True)
     if lora is not None:
         trainer.model = trainer.model.merge_and_unload()
-    trainer.model.save_pretrained(final)
-    processor.save_pretrained(final)
     info = {"final_dir": str(final), "log_history": trainer.state.log_history, "seconds": round(seconds, 1),
             "steps": max_steps, "resumed_from": resume, **extra}
+    if world > 1:
+        # every rank calls save_model (it gathers ZeRO-3 / FSDP shards); only the main process writes
+        trainer.save_model(str(final))
+        if rank == 0:
+            (final / "training_args.bin").unlink(missing_ok=True)  # not a weight file of the model
+            processor.save_pretrained(final)
+            finish(out_dir, info)
+        barrier()
+        return info
+    trainer.model.save_pretrained(final)
+    processor.save_pretrained(final)
     finish(out_dir, info)
     return info
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group (under accelerate launch, once
+    repro.train.launch has created accelerate's state), else (0, 1): the single-process path is unchanged."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

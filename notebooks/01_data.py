@@ -92,7 +92,7 @@ vars(cfg)
 # val and test questions come from a paraphrase bank disjoint from the train one, so accuracy there measures the
 # image, not memorised wording; the other tasks use fixed templates, as their papers do.
 #
-# **Closed-question bias.** Exactly $\operatorname{round}(\texttt{yes\_share}\cdot n_{\text{closed}})$ closed VQA
+# **Closed-question bias.** Exactly $\operatorname{round}(\mathtt{yes\_share}\cdot n_{\text{closed}})$ closed VQA
 # questions have the answer "yes"; a model that always says "yes" scores `yes_share`.
 #
 # The call below passes every knob by name; `progress=print` reports each step.
@@ -111,7 +111,7 @@ manifest = build.build(
 print(f"{manifest['n_images']} images, fingerprint {manifest['fingerprint'][:16]}, {manifest['seconds']} s")
 
 # %% [markdown]
-# **Reading the result.** The number of images is $\sum_s(\texttt{n\_normal}+C_s\cdot\texttt{n\_per\_class})$ over the six
+# **Reading the result.** The number of images is $\sum_s(\mathtt{n\_normal}+C_s\cdot\mathtt{n\_per\_class})$ over the six
 # sources, with $C_s$ the abnormal categories of source $s$ (13 in all; smoke: $6\cdot 12+13\cdot 12=228$); the fingerprint is a sha256 over every id, label, image and mask byte: rerun with the same
 # parameters and it does not change; change any knob and it does. The manifest records the rows of each task and
 # split:

@@ -72,6 +72,7 @@ print(f"profile {cfg.profile}: data {data_dir}, models -> {model_dir}")
 # so changing `eval_limit` re-evaluates without retraining).
 
 # %%
+print("lora:", lora)
 vars(cfg)
 
 # %% [markdown]
@@ -127,9 +128,9 @@ if cfg.vision_steps and not cfg.model_name_or_path:
 
 # %% [markdown]
 # **Reading it.** Held-out class accuracy is the class head on *val* images (chance is about 1/19); lesion-patch
-# recall is the share of lesion patches the lesion head finds. At smoke size (60 steps) both are low, and the
-# language model will lean on text priors; the cpu profile trains 1,000+ steps (`params/cpu/02_sft.yaml` says what
-# each step bought).
+# recall is the share of lesion patches the lesion head finds. At smoke size (60 steps) the class head is above
+# chance but the lesion head finds almost no lesion patch, so boxes will be guesses; the cpu profile trains many
+# more steps (`vision_steps` in `params/cpu/02_sft.yaml`, whose header says what they bought).
 
 # %%
 m, _ = models.load_vlm(init_dir, device="cpu" if not torch.cuda.is_available() else None)

@@ -96,7 +96,7 @@ vars(cfg)
 #
 # A coherent but wrong path still earns the consistency points. Two more variants are scored for comparison: the
 # older **gated** one, $R=c_1$ if the quality turn is wrong ($c_1\le0$) else $1+\sum_i c_i$ (`drllava_gated_reward`),
-# and the **released** HEAD code's semantics (`released_reward`: keyword rules applied to both the answer and the
+# and the **released** HEAD code's semantics (`drllava_released_reward`: keyword rules applied to both the answer and the
 # reference text, bugs kept).
 #
 # **How we differ from Dr-LLaVA** (`docs/methods.md §6(a)`):
@@ -110,8 +110,9 @@ vars(cfg)
 # 1. Take one conversation and break its quality answer: `row = rows_rep["conv"][0]; c = list(suite.truth(row));
 #    c[row["turn_categories"].index(1)] = "blah"`, then `suite.explain_all("conv", row, c, rewards)`. Why does the
 #    gated variant give −0.5 while ours still pays most of the reward?
-# 2. In the summary table below, compare the mean of `released_reward` with `drllava_reward` on the same samples.
-#    Which bug of §1(b) caveat 2 makes the released one pay answers ours does not?
+# 2. In the summary table below, compare the mean of `drllava_released_reward` with `drllava_reward` on the same samples,
+#    then find a sample where they disagree (`wide[["drllava_reward", "drllava_released_reward"]]`). Which bug of
+#    `docs/methods.md §1(b)` caveat 2 explains it?
 # 3. Set `temperature = 0` (greedy): every sample of a row is then the same. What happens to the reward spread
 #    (`std` in the summary) that PPO and GRPO learn from?
 
@@ -125,7 +126,7 @@ vars(cfg)
 # r_{\text{acc}}=\mathbb 1[\text{the answer block names the right option}],$$
 #
 # $$r_{\text{sem}}=\mathbb 1\Big[\tfrac13\textstyle\sum_{f\in\{\text{finding, region, modality}\}}\mathbb 1[f\ \text{named right and alone}]\ \ge\ 1\Big]
-# \quad(\texttt{semantic\_fraction\_reward}\text{ is the fraction itself}),$$
+# \quad\text{(the fraction itself is scored too, for analysis)},$$
 #
 # and the two length rewards, with $L$ the words inside `<think>` and $L_{\text{cap}}=32$:
 #
@@ -144,7 +145,7 @@ vars(cfg)
 #    What would a GRPO run with ECR learn to do?
 # 2. Write an answer that names every finding in its `<think>` block and score it with
 #    `suite.explain_all("mcq", rows_rep["mcq"][0], "<think>nodule cyst mass effusion</think><answer>A</answer>", rewards)`:
-#    which facet of the semantic judge fails, and why is that the point?
+#    which facets of the semantic judge fail (its `explain` says), and why must listing every finding not pass?
 
 # %% [markdown]
 # ### UMed-LVLM: ALR, VRR and per-query max-normalisation (`docs/methods.md §4(a)`)
@@ -267,10 +268,11 @@ probes.verdict_matrix(reactions)
 # **Idea.** A *visual* dispreferred sample keeps the right answer but destroys the lesion in the image, so that
 # DPO teaches the model to ground its answer in the lesion. A heatmap $h$ says where the lesion is (`pref_heatmap`:
 # the SFT model's own attention, or the true mask with `oracle`). The **released rule** (`pref_noise: released`)
-# blurs the resized map, $\tilde h=G_{15\times15}*h$, thresholds it at $t$ and replaces the pixels above it:
+# blurs the resized map, $\tilde h=G_{15\times15}*h$, thresholds it at $t$ (`pref_threshold`: `mean` or `released`)
+# and replaces the pixels above it:
 #
 # $$x^*_p=\begin{cases}\epsilon_p\sim\mathcal N(0,10)\ \text{(normalised units)}&\tilde h_p>t\\ x_p&\text{otherwise}\end{cases},\qquad
-# t=\begin{cases}\operatorname{mean}(\tilde h)&\texttt{pref\_threshold: mean}\\ \operatorname{mean}(\tilde h)-\operatorname{std}(\tilde h)&\texttt{released}\end{cases}$$
+# t=\begin{cases}\operatorname{mean}(\tilde h)&\text{threshold mean (default)}\\ \operatorname{mean}(\tilde h)-\operatorname{std}(\tilde h)&\text{threshold released}\end{cases}$$
 #
 # The **paper's blend** (`pref_noise: blend`) mixes noise in inside the map, with $\bar\xi_k=\prod_{i\le k}(1-\beta_i)$ of a
 # DDPM schedule at step $k$ = `pref_noise_step`:
@@ -340,8 +342,8 @@ print(f"VRR of the SFT model's own answers on {len(scored)} abnormal samples: me
 # The paper prints $s'=\operatorname{clip}((s-\mu)/\sigma,\alpha,\beta)$ with $\alpha=0.75,\beta=1.25,\mu=1,\sigma^2=0.1$, which
 # is the constant 0.75 for every $s\in[0,1]$. `pref_weight_mode` chooses how text scores become weights:
 #
-# $$\texttt{normalize}:\ s'_i=\operatorname{clip}\Big(\mu+\sigma\,\frac{s_i-\operatorname{mean}(s)}{\operatorname{std}(s)},\ \alpha,\ \beta\Big),\qquad
-# \texttt{minmax}:\ s'_i=\alpha+(\beta-\alpha)\,s_i,\qquad \texttt{raw}:\ s'_i=s_i,\qquad \texttt{literal}:\ 0.75 .$$
+# $$\mathtt{normalize}:\ s'_i=\operatorname{clip}\Big(\mu+\sigma\,\frac{s_i-\operatorname{mean}(s)}{\operatorname{std}(s)},\ \alpha,\ \beta\Big),\qquad
+# \mathtt{minmax}:\ s'_i=\alpha+(\beta-\alpha)\,s_i,\qquad \mathtt{raw}:\ s'_i=s_i,\qquad \mathtt{literal}:\ 0.75 .$$
 #
 # A visual pair's score is the SFT model's $P(\text{yes})/(P(\text{yes})+P(\text{no}))$ for "Is there an abnormality?" on
 # the original image, mapped by `pref_visual_weight_mode` (default `minmax`). The call, with every knob by name:

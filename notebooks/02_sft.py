@@ -315,11 +315,15 @@ vqa.round(1)
 # and Zhu et al.'s best SFT on PMC-VQA, the starting points of those papers. Compare closed accuracy with the
 # majority baseline (printed at the end), not with the paper.
 #
-# ### How we differ from MMedPO and Zhu et al. (evaluation; `docs/methods.md §6(b), §6(c)`)
-# 1. MMedPO: no METEOR; BLEU and ROUGE-L are computed on a 0–1 scale and shown ×100; SynthMed VQA and templated
-#    reports instead of SLAKE / VQA-RAD / IU-Xray / MIMIC-CXR.
-# 2. Zhu et al.: MCQ accuracy on SynthMed questions instead of PMC-VQA; no perplexity; the "base" start is our
-#    model trained on `base_tasks`, not Qwen2-VL-2B's base checkpoint.
+# ### How we differ from MMedPO (evaluation; `docs/methods.md §6(c)`)
+# 1. No METEOR; BLEU and ROUGE-L are computed on a 0–1 scale and shown ×100.
+# 2. SynthMed VQA and templated reports instead of SLAKE / VQA-RAD / IU-Xray / MIMIC-CXR; the starting model is our
+#    SFT model, not LLaVA-Med v1.5.
+#
+# ### How we differ from Zhu et al. (evaluation; `docs/methods.md §6(b)`)
+# 1. MCQ accuracy on SynthMed questions instead of PMC-VQA; no perplexity.
+# 2. The "base" start is our model trained on `base_tasks`, not Qwen2-VL-2B's base checkpoint; "instruct" is our
+#    SFT model.
 #
 # ### Exercises (MMedPO and Zhu et al.)
 # 1. Set `base_tasks = ["vqa"]` (no reports in base): what happens to base's BLEU, and to SFT's?

@@ -112,9 +112,11 @@ print(f"{manifest['n_images']} images, fingerprint {manifest['fingerprint'][:16]
 
 # %% [markdown]
 # **Reading the result.** The number of images is $\sum_s(\mathtt{n\_normal}+C_s\cdot\mathtt{n\_per\_class})$ over the six
-# sources, with $C_s$ the abnormal categories of source $s$ (13 in all; smoke: $6\cdot 12+13\cdot 12=228$); the fingerprint is a sha256 over every id, label, image and mask byte: rerun with the same
-# parameters and it does not change; change any knob and it does. The manifest records the rows of each task and
-# split:
+# sources, with $C_s$ the abnormal categories of source $s$ (13 in all; smoke: $6\cdot 12+13\cdot 12=228$). The
+# fingerprint is a sha256 over every column of every task row, images included: rerun with the same parameters and
+# it does not change; change a knob that shapes the rows (`difficulty`, `yes_share`, ...) and it does
+# (`records_fingerprint` in the results does the same for the images alone). The manifest records the rows of each
+# task and split:
 
 # %%
 {t: v["rows"] for t, v in manifest["tasks"].items()}

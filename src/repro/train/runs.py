@@ -97,18 +97,28 @@ def last_checkpoint(ckpt_dir) -> str | None:
     return str(cks[-1]) if cks else None
 
 
-def weights_source(init_dir, resume: str | None, lora) -> str:
-    """Where to load the model from: the checkpoint being resumed (full fine-tuning), else `init_dir`.
+def restore_weights(model, resume: str | None, lora) -> bool:
+    """Copy the weights of the checkpoint being resumed into `model` (the trainer's policy, built from the init model);
+    True when it did. The one resume path of sft, grpo and dpo (train_and_save calls it before trainer.train).
 
     Why: with transformers 5.23, Trainer's own resume (`_load_from_checkpoint`) loads *nothing* into a LLaVA model:
     save_pretrained writes the legacy key names ("language_model.model.layers...") and the raw state-dict load
     expects the new ones ("model.language_model.layers..."), so every key is "missing" and a resumed run silently
-    restarted from the initial weights with the checkpoint's optimizer state. from_pretrained converts the names.
-    LoRA checkpoints hold adapters only; Trainer's PEFT resume path loads those.
+    restarted from the initial weights with the checkpoint's optimizer state (docs/design.md §0). from_pretrained
+    converts the names, so the checkpoint is loaded that way and copied in with a strict load_state_dict.
+    Why after the trainer is built and not by building it from the checkpoint: GRPOTrainer and DPOTrainer copy their
+    frozen reference model (KL / DPO reference) from the model they are given, and the reference must stay the init
+    model, as in an uninterrupted run. LoRA checkpoints hold adapters only; Trainer's PEFT resume path loads those.
     """
-    if resume and lora is None and (Path(resume) / "config.json").exists():
-        return resume
-    return str(init_dir)
+    if not resume or lora is not None or not (Path(resume) / "config.json").exists():
+        return False
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    saved = type(model).from_pretrained(resume, dtype=dtype)
+    with torch.no_grad():
+        model.load_state_dict(saved.state_dict(), strict=True)
+    return True
 
 
 def train_and_save(trainer, processor, out_dir, *, resume: str | None, lora, max_steps: int, **extra) -> dict:
@@ -116,8 +126,9 @@ def train_and_save(trainer, processor, out_dir, *, resume: str | None, lora, max
     plain checkpoint) with the processor, record the run; returns its info (+ `extra`)."""
     import time
 
+    restored = restore_weights(trainer.model, resume, lora)
     t0 = time.time()
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=resume)  # optimizer, scheduler, RNG and step counter (not the weights)
     seconds = time.time() - t0
     final = Path(out_dir) / "final"
     shutil.rmtree(final, ignore_errors=True)
@@ -126,6 +137,6 @@ def train_and_save(trainer, processor, out_dir, *, resume: str | None, lora, max
     trainer.model.save_pretrained(final)
     processor.save_pretrained(final)
     info = {"final_dir": str(final), "log_history": trainer.state.log_history, "seconds": round(seconds, 1),
-            "steps": max_steps, "resumed_from": resume, **extra}
+            "steps": max_steps, "resumed_from": resume, "weights_restored": restored, **extra}
     finish(out_dir, info)
     return info

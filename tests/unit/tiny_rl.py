@@ -33,14 +33,17 @@ def grpo_rows(n: int = 8, seed: int = 0) -> Dataset:
 
 
 def preference_rows(n: int = 8, visual: bool = False, seed: int = 0) -> Dataset:
-    """Pairs on random images: text pairs prefer ANSWERS[i % 4] to the next answer on the same image; with `visual`,
-    every second pair is a visual pair (the same answer, rejected on another random image). Weight 1."""
+    """Pairs on random images: text pairs prefer ANSWERS[i % 2] to ANSWERS[2 + i % 2] on the same image; with
+    `visual`, every second pair is a visual pair (the same answer, rejected on another random image). Weight 1.
+    The preferences are consistent without looking at the image (no cycle such as a > b > c > a, which a policy could
+    only satisfy by telling random images apart), so preference accuracy 1.0 is reachable."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         img, other = _image(rng), _image(rng)
         vis = visual and i % 2 == 1
-        rows.append({"prompt": QUESTION, "chosen": ANSWERS[i % 4], "rejected": ANSWERS[i % 4 if vis else (i + 1) % 4],
+        good, bad = ANSWERS[i % 2], ANSWERS[2 + i % 2]
+        rows.append({"prompt": QUESTION, "chosen": good, "rejected": good if vis else bad,
                      "images": [img], "rejected_images": [other if vis else img], "weight": 1.0,
                      "kind": "visual" if vis else "text", "id": f"p{i}", "source": "s", "category": "c"})
     return Dataset.from_list(rows)

@@ -30,8 +30,10 @@ Batching: `batch_size` counts *prompts* per optimizer step; TRL's per_device_tra
 so it is batch_size * num_generations (every prompt's G completions land in the same step, as GRPO needs).
 On CPU: fp32 (bf16=False), no activation checkpointing, use_cpu=True. TRL 1.16's GRPOConfig has no
 max_prompt_length any more, so prompts (with their 64 image tokens) are never truncated; completions are cut at
-max_completion_length. Checkpoints go to <out_dir>/checkpoints, resumed only under the same run key (as sft.train);
-the final model and processor go to <out_dir>/final.
+max_completion_length. Checkpoints go to <out_dir>/checkpoints, resumed only under the same run key (as sft.train),
+from the checkpoint's weights (runs.restore_weights) and with a prompt order seeded by (seed, epoch), so that a
+resumed run ends bit-identical to an uninterrupted one (tests/unit/test_resume.py); the final model and processor go
+to <out_dir>/final.
 """
 
 from __future__ import annotations

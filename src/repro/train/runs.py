@@ -5,6 +5,10 @@
     ...
     runs.finish(out_dir, info)             # after <out_dir>/final is written
 
+A resumed run (an interrupted one: checkpoints but no train_info.json) continues from the checkpoint's weights,
+copied into the trainer's policy by restore_weights (train_and_save calls it), with the optimizer, scheduler and RNG
+state Trainer restores itself.
+
 The key also holds `fingerprint(init)` and, for on-disk datasets, `fingerprint(dataset)`: the run's params alone
 are not enough, because the starting model and the data are rewritten in place by earlier stages (found in stage
 04: after 02 retrained the SFT model at the same path, the RL runs of the old SFT model were returned as finished).

@@ -25,8 +25,8 @@ PAPER_TITLES = {"umed": "UMed-LVLM", "zhu": "Zhu et al. 2025 (GRPO)", "mmedpo": 
 VERDICTS = ("reproduced", "opposite", "inconclusive", "not trained", "unknown")
 COLORS = {"reproduced": "#1b9e77", "opposite": "#d95f02", "inconclusive": "#7f7f7f", "not trained": "#c7c7c7",
           "unknown": "#9467bd"}
-LEDGER_COLUMNS = ["stage", "paper", "claim", "metric", "comparison", "paper_number", "difference", "ci_low", "ci_high",
-                  "p_value", "p_holm", "mde", "n_items", "seeds", "verdict", "why"]
+LEDGER_COLUMNS = ["stage", "paper", "claim", "metric", "comparison", "paper_number", "paper_difference", "difference",
+                  "ci_low", "ci_high", "p_value", "p_holm", "mde", "n_items", "seeds", "verdict", "why"]
 DASH = "—"
 
 
@@ -107,35 +107,37 @@ PAPER_COLUMNS = {  # (paper, metric prefix) -> (table, columns, divisor to our u
 }
 
 
-def paper_number(claim: dict, numbers: dict | None = None) -> str | None:
-    """The paper's own difference for this comparison in our units (fractions), as text: "+0.080 (Avg: UMed-LVLM
-    0.75 vs MedVInt (SFT) 0.67) [Table 2, ...]", the paper's values as printed; the claim's `paper_value` when
-    given; None when the paper does not report both arms."""
+def paper_differences(claim: dict, numbers: dict | None = None) -> tuple[list[float], str | None]:
+    """([the paper's difference per column, in our units (fractions)], its text) for this comparison; the claim's
+    `paper_value` (text only) when given; ([], None) when the paper does not report both arms. Text: "+0.080 (Avg:
+    UMed-LVLM 0.75 vs MedVInt (SFT) 0.67) [Table 2, ...]", the paper's values as printed."""
     if claim.get("paper_value") not in (None, ""):
-        return str(claim["paper_value"])
+        v = _num(claim["paper_value"])
+        return ([v] if v is not None else []), str(claim["paper_value"])
     arms = PAPER_ARMS.get(claim.get("paper"))
     treat, _, base = str(claim.get("comparison", "")).partition(" - ")
-    if not arms or not base:
-        return None
     key = next((k for k in PAPER_COLUMNS if k[0] == claim.get("paper")
                 and str(claim.get("metric", "")).startswith(k[1])), None)
-    if key is None or treat not in arms[1] or base not in arms[1]:
-        return None
+    if not arms or key is None or treat not in arms[1] or base not in arms[1]:
+        return [], None
     numbers = numbers if numbers is not None else results.paper_numbers()
     table_name, cols, scale = PAPER_COLUMNS[key]
     table = numbers.get(arms[0], {}).get("tables", {}).get(table_name)
-    if not table:
-        return None
-    rows = dict(zip(table["index"], table["rows"]))
+    rows = dict(zip(table["index"], table["rows"])) if table else {}
     t_row, b_row = rows.get(arms[1][treat]), rows.get(arms[1][base])
     if t_row is None or b_row is None:
-        return None
-    parts = []
+        return [], None
+    diffs, parts = [], []
     for col in cols:
         j = table["columns"].index(col)
-        diff = (t_row[j] - b_row[j]) / scale
-        parts.append(f"{diff:+.3f} ({col}: {arms[1][treat]} {t_row[j]:g} vs {arms[1][base]} {b_row[j]:g})")
-    return "; ".join(parts) + f" [{table.get('source', table_name)}]"
+        diffs.append((t_row[j] - b_row[j]) / scale)
+        parts.append(f"{diffs[-1]:+.3f} ({col}: {arms[1][treat]} {t_row[j]:g} vs {arms[1][base]} {b_row[j]:g})")
+    return diffs, "; ".join(parts) + f" [{table.get('source', table_name)}]"
+
+
+def paper_number(claim: dict, numbers: dict | None = None) -> str | None:
+    """The text of paper_differences (None when the paper does not report both arms)."""
+    return paper_differences(claim, numbers)[1]
 
 
 def _why(claim: dict) -> str:
@@ -162,14 +164,16 @@ def build(records: dict[str, dict], numbers: dict | None = None) -> pd.DataFrame
             if not isinstance(c, dict) or "claim" not in c:
                 raise ValueError(f"results {stem}.json: metrics.claims[{k}] has no 'claim' field (value {c!r:.80})")
             lo, hi = interval(c)
+            p_diffs, p_text = paper_differences(c, numbers)
             rows.append({"stage": stem, "paper": c.get("paper") or DASH, "claim": c["claim"],
-                         "metric": c.get("metric"), "comparison": c.get("comparison"),
-                         "paper_number": paper_number(c, numbers), "difference": _num(c.get("difference")),
+                         "metric": c.get("metric"), "comparison": c.get("comparison"), "paper_number": p_text,
+                         "paper_difference": sum(p_diffs) / len(p_diffs) if p_diffs else None,
+                         "difference": _num(c.get("difference")),
                          "ci_low": lo, "ci_high": hi, "p_value": _num(c.get("p_value")),
                          "p_holm": _num(c.get("p_holm")), "mde": _num(c.get("mde")), "n_items": c.get("n_items"),
                          "seeds": _seeds(c.get("seeds")), "verdict": c.get("verdict") or DASH, "why": _why(c)})
     df = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
-    for col in ("difference", "ci_low", "ci_high", "p_value", "p_holm", "mde"):
+    for col in ("paper_difference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "mde"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
 
@@ -223,18 +227,27 @@ def counts(ledger: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------- forest plot
+def _panel(row) -> tuple[str, str]:
+    """(paper, unit group) of a claim: differences of rates live in [-1, 1] and share a panel; any other metric
+    (response length in tokens, ...) gets a panel of its own so that its scale does not flatten the rates."""
+    vals = [v for v in (_num(row["difference"]), _num(row["ci_low"]), _num(row["ci_high"])) if v is not None]
+    return row["paper"], ("" if all(abs(v) <= 1 for v in vals) else str(row["metric"]))
+
+
 def forest_figure(ledger: pd.DataFrame):
-    """Difference with its 95% CI per claim, one panel per paper (own x scale: metrics differ in units), coloured
-    by verdict class; a claim without an interval is a hollow marker; the dashed line is no difference."""
+    """Difference with its 95% CI per claim, one panel per paper (own x scale; a metric outside [-1, 1] gets its
+    own panel), coloured by verdict class; a claim without an interval is a hollow marker, without a difference
+    nothing is drawn; a black x is the paper's own difference (mean over its columns); the dashed line is 0."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    papers = [p for p in dict.fromkeys(ledger["paper"])] or ["(no claims)"]
-    heights = [max(int((ledger["paper"] == p).sum()), 1) for p in papers]
-    fig, axes = plt.subplots(len(papers), 1, figsize=(10, 1.2 + 0.32 * sum(heights) + 0.5 * len(papers)),
+    keys = [_panel(r) for _, r in ledger.iterrows()]
+    panels = list(dict.fromkeys(keys)) or [("(no claims)", "")]
+    heights = [max(keys.count(k), 1) for k in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 1.2 + 0.32 * sum(heights) + 0.5 * len(panels)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
-    for ax, paper in zip(axes[:, 0], papers):
-        sub = ledger[ledger["paper"] == paper].reset_index(drop=True)
+    for ax, key in zip(axes[:, 0], panels):
+        sub = ledger[[k == key for k in keys]].reset_index(drop=True) if keys else ledger
         for i, r in sub.iterrows():
             y = len(sub) - 1 - i
             color = COLORS[verdict_class(r["verdict"])]
@@ -243,17 +256,22 @@ def forest_figure(ledger: pd.DataFrame):
                 ax.plot([lo, hi], [y, y], color=color, lw=2.2, solid_capstyle="butt")
             if d is not None:
                 ax.plot([d], [y], "o", color=color, mfc=color if lo is not None else "white", ms=6)
+            if _num(r["paper_difference"]) is not None:
+                ax.plot([r["paper_difference"]], [y], "x", color="black", ms=7, mew=1.8)
         ax.axvline(0, color="black", ls="--", lw=0.8)
         ax.set_yticks(range(len(sub)))
         ax.set_yticklabels([f"{c} [{s[:2]}]" for c, s in zip(sub["claim"][::-1], sub["stage"][::-1])], fontsize=8)
         ax.set_ylim(-0.6, max(len(sub), 1) - 0.4)
-        ax.set_title(PAPER_TITLES.get(paper, str(paper)), fontsize=10, loc="left")
+        title = PAPER_TITLES.get(key[0], str(key[0]))
+        ax.set_title(f"{title} · {key[1]}" if key[1] else title, fontsize=10, loc="left")
         ax.tick_params(axis="x", labelsize=8)
         if not len(sub):
             ax.text(0.5, 0.5, "no claims", ha="center", va="center", transform=ax.transAxes, color="grey")
     axes[-1, 0].set_xlabel("difference, ours (treatment − baseline, metric units; [NN] = stage)")
     handles = [Line2D([], [], color=COLORS[v], marker="o", lw=2, label=v) for v in VERDICTS
                if v in set(ledger["verdict"].map(verdict_class))]
+    if ledger["paper_difference"].notna().any():
+        handles.append(Line2D([], [], color="black", marker="x", ls="", mew=1.8, label="the paper's difference"))
     if handles:
         fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=len(handles), frameon=False)
     fig.suptitle("Claims ledger: every claim's difference with its 95% CI", x=0.01, ha="left")

@@ -53,6 +53,8 @@ def test_paper_number_in_our_units():
     # MMedPO closed: two columns, each (MMedPO - DPO)/100: SLAKE 73.08-62.02 = 11.06 -> +0.111; VQA-RAD 1.84 -> +0.018
     mm = ledger.paper_number({"paper": "mmedpo", "metric": "closed_correct", "comparison": "MMedPO - DPO"})
     assert "+0.111 (SLAKE Closed" in mm and "+0.018 (VQA-RAD Closed" in mm
+    assert ledger.paper_differences({"paper": "mmedpo", "metric": "closed_correct", "comparison": "MMedPO - DPO"})[0] \
+        == pytest.approx([0.1106, 0.0184])
     assert ledger.paper_number(OLD) is None  # Dr-LLaVA's tables were not transcribed
     assert ledger.paper_number({**NEW, "comparison": "SFT+AAR - base"}) is None  # the paper has no such arm
     assert ledger.paper_number({**OLD, "paper_value": "+3 pts (Table 1)"}) == "+3 pts (Table 1)"
@@ -66,6 +68,7 @@ def test_build_mixes_formats_and_keeps_stage_order():
     old = df.iloc[1]
     assert old["ci_low"] == pytest.approx(-0.06) and math.isnan(old["p_value"]) and old["seeds"] == 3
     assert df.iloc[0]["seeds"] == 3  # a list of seeds counts
+    assert df.iloc[0]["paper_difference"] == pytest.approx(0.08) and math.isnan(old["paper_difference"])
     assert df.iloc[2]["why"] == "SFT+grpo seed 0: KL stayed 0" and df.iloc[2]["verdict"] == "not trained"
     shown = ledger.display_frame(df)
     assert shown.loc[0, "ours (95% CI)"] == "+0.050 [+0.010, +0.090]"
@@ -105,10 +108,13 @@ def test_load_results_names_missing_and_broken_stages(tmp_path):
 
 
 def test_forest_figure_has_a_panel_per_paper():
-    df = ledger.build({"04_rl": record([NEW, OLD, UNTRAINED])})
+    length = {**UNTRAINED, "claim": "ECR lengthens responses", "metric": "length", "difference": 1.2, "ci_low": -3.0,
+              "ci_high": 6.0}
+    df = ledger.build({"04_rl": record([NEW, OLD, UNTRAINED, length])})
     fig = ledger.forest_figure(df)
     titles = [ax.get_title(loc="left") for ax in fig.axes]
-    assert titles == ["UMed-LVLM", "Dr-LLaVA", "Zhu et al. 2025 (GRPO)"]
+    assert titles == ["UMed-LVLM", "Dr-LLaVA", "Zhu et al. 2025 (GRPO)", "Zhu et al. 2025 (GRPO) · length"]
+    assert [len(ax.get_yticks()) for ax in fig.axes] == [1, 1, 1, 1]
     assert ledger.forest_figure(ledger.build({})) is not None  # no claims still draws
 
 

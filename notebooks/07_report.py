@@ -86,6 +86,7 @@ display(Markdown(ledger.markdown(shown)) if len(shown) else Markdown("**No claim
 # %%
 verdict_counts = ledger.counts(claims)
 repro.results.save_table(verdict_counts, cfg, "verdict_counts")
+print(ledger.summary(claims, notes))
 display(verdict_counts)
 
 # %% [markdown]
@@ -136,6 +137,7 @@ metrics = {
     "stages_found": list(records),
     "missing_stages": notes,
     "n_claims": int(len(claims)),
+    "summary": ledger.summary(claims, notes),
     "counts": {v: int(n) for v, n in verdict_counts.loc["all"].items()} if len(claims) else {},
     "claims": claims.to_dict(orient="records"),
 }

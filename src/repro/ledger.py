@@ -226,6 +226,14 @@ def counts(ledger: pd.DataFrame) -> pd.DataFrame:
     return tab.astype(int)
 
 
+def summary(ledger: pd.DataFrame, notes: dict[str, str] | None = None) -> str:
+    """One line: "14 claims: 0 reproduced, 3 opposite, 11 inconclusive, 0 not trained; missing: 05, 06"."""
+    cls = ledger["verdict"].map(verdict_class).tolist()
+    parts = [f"{cls.count(v)} {v}" for v in VERDICTS if v != "unknown" or "unknown" in cls]
+    line = f"{len(ledger)} claims: " + ", ".join(parts)
+    return line + (f"; stages without results: {', '.join(sorted(notes))}" if notes else "")
+
+
 # ----------------------------------------------------------------------------------------------- forest plot
 def _panel(row) -> tuple[str, str]:
     """(paper, unit group) of a claim: differences of rates live in [-1, 1] and share a panel; any other metric

@@ -167,6 +167,8 @@ def write_site(profile: str, skip_notebooks: tuple[str, ...] = ()) -> Path:
     if rf.exists():
         summary = json.loads(rf.read_text()).get("metrics", {})
     body = [f"<h1>Reproduction report — profile <code>{html.escape(profile)}</code></h1>"]
+    if summary.get("summary"):
+        body.append(f"<p>{html.escape(summary['summary'])}</p>")
     for note in (summary.get("missing_stages") or {}).values():
         body.append(f"<p><b>{html.escape(note)}</b></p>")
     if (fig_dir / f"{STEM}_verdict_counts.md").exists():

@@ -86,6 +86,8 @@ def test_07_report_smoke(tmp_path):
         assert line in r.stdout and line in (fig / "07_report_claims.md").read_text()
     result = json.loads((tmp_path / "results" / "smoke" / "07_report.json").read_text())
     assert sorted(result["metrics"]["missing_stages"]) == ["03_rewards", "05_ablations"]
+    assert result["metrics"]["summary"] == ("4 claims: 1 reproduced, 1 opposite, 1 inconclusive, 1 not trained; "
+                                            "stages without results: 03_rewards, 05_ablations")
     assert result["metrics"]["counts"] == {"reproduced": 1, "opposite": 1, "inconclusive": 1, "not trained": 1,
                                            "total": 4}
 

@@ -93,6 +93,8 @@ def test_counts_by_verdict():
     assert c.loc["all"].tolist() == [1, 1, 1, 1, 4]
     assert c.loc["umed"].tolist() == [1, 0, 1, 0, 2]
     assert ledger.counts(ledger.build({})).empty
+    assert ledger.summary(df, {"05_ablations": "x"}) == ("4 claims: 1 reproduced, 1 opposite, 1 inconclusive, "
+                                                         "1 not trained; stages without results: 05_ablations")
 
 
 def test_load_results_names_missing_and_broken_stages(tmp_path):

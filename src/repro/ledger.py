@@ -252,7 +252,7 @@ def forest_figure(ledger: pd.DataFrame):
     keys = [_panel(r) for _, r in ledger.iterrows()]
     panels = list(dict.fromkeys(keys)) or [("(no claims)", "")]
     heights = [max(keys.count(k), 1) for k in panels]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 1.2 + 0.32 * sum(heights) + 0.5 * len(panels)),
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 1.9 + 0.32 * sum(heights) + 0.55 * len(panels)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, key in zip(axes[:, 0], panels):
         sub = ledger[[k == key for k in keys]].reset_index(drop=True) if keys else ledger
@@ -281,7 +281,9 @@ def forest_figure(ledger: pd.DataFrame):
     if ledger["paper_difference"].notna().any():
         handles.append(Line2D([], [], color="black", marker="x", ls="", mew=1.8, label="the paper's difference"))
     if handles:
-        fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=len(handles), frameon=False)
+        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), fontsize=8, ncol=len(handles),
+                   frameon=False)
     fig.suptitle("Claims ledger: every claim's difference with its 95% CI", x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    inch = 1 / fig.get_figheight()  # legend strip at the bottom, title at the top: fixed heights in inches
+    fig.tight_layout(rect=(0, 0.4 * inch, 1, 1 - 0.35 * inch))
     return fig

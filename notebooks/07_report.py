@@ -38,6 +38,7 @@
 
 # %% tags=["parameters"]
 profile = "smoke"
+seed = 0                   # every stage takes one; the report draws nothing at random
 results_dir = ""           # folder of the stage results JSONs; empty means results/<profile>
 export_html = True         # write figures/<profile>/report/ (HTML of the executed notebooks and of this report)
 

@@ -118,7 +118,8 @@ def paper_page(paper: str, led: pd.DataFrame, fig_dir: Path, notes: dict[str, st
 # ----------------------------------------------------------------------------------------------- HTML site
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.4}"
         "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "th{background:#f3f3f3}img{max-width:100%}code{background:#f5f5f5}")
+        "th{background:#f3f3f3}img{max-width:100%}code{background:#f5f5f5}"
+        ".row{display:flex;flex-wrap:wrap;gap:1.5em}.col{flex:1 1 28em;min-width:0;overflow-x:auto}")
 
 
 def _page(title: str, body: str) -> str:
@@ -127,11 +128,20 @@ def _page(title: str, body: str) -> str:
 
 
 def md_to_html(text: str, title: str, img_prefix: str = "../") -> str:
-    """A Markdown page as standalone HTML; relative image paths get `img_prefix` (the site sits one level down)."""
+    """A Markdown page as standalone HTML; relative image paths get `img_prefix` (the site sits one level down).
+    A paper page's stage sections (SECTIONS headings) are laid out side by side, wrapping when too wide."""
     import mistune
 
     text = re.sub(r"!\[([^\]]*)\]\((?!https?:|/)([^)]+)\)", lambda m: f"![{m[1]}]({img_prefix}{m[2]})", text)
-    return _page(title, mistune.html(text))
+    parts = re.split(r"(?m)^(?=## )", text)
+    is_stage = [any(p.startswith(f"## {h}") for _, h in SECTIONS) for p in parts]
+    if sum(is_stage) < 2:
+        return _page(title, mistune.html(text))
+    first, last = is_stage.index(True), len(is_stage) - 1 - is_stage[::-1].index(True)
+    cols = "".join(f"<div class='col'>{mistune.html(p)}</div>" for p in parts[first:last + 1])
+    body = (mistune.html("".join(parts[:first])) + f"<div class='row'>{cols}</div>"
+            + mistune.html("".join(parts[last + 1:])))
+    return _page(title, body)
 
 
 def export_notebooks(nb_dir: Path, out_dir: Path, skip: tuple[str, ...] = ()) -> list[str]:

@@ -161,6 +161,12 @@ def test_belongs():
 def test_md_to_html_prefixes_relative_images():
     out = report_book.md_to_html("![f](a.png) ![g](https://x/y.png)\n\n| a |\n|---|\n| 1 |\n", "t")
     assert 'src="../a.png"' in out and 'src="https://x/y.png"' in out and "<table>" in out
+    assert "class='row'" not in out
+    page = "# P\n## Claims\nC\n## Main table (stage 04)\nM\n## Ablations (stage 05)\nA\n## The paper's\nT\n"
+    out = report_book.md_to_html(page, "t")  # the stage sections side by side, the rest above and below
+    assert out.count("<div class='col'>") == 2
+    assert out.index("C</p>") < out.index("<div class='row'>") < out.index("M</p>") < out.index("A</p>") \
+        < out.index("T</p>")
 
 
 def test_write_site_exports_notebooks_and_links_pages(tmp_repo):

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test lint bench install clean-runs
+.PHONY: reproduce test lint bench install clean-runs lab test-browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# JupyterLab on the notebooks folder; its 'python3' kernel is the venv's (registered by the install step above)
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+# The widgets in a real browser: Debian's chromium (installed here if missing; needs root or sudo rights), driven by
+# playwright from the dev extras. Writes runs/browser/<notebook>.png and runs/browser/timings.json.
+CHROMIUM ?= /usr/bin/chromium
+test-browser: $(STAMP)
+	test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
+	REPRO_BROWSER=1 CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -m browser tests/browser
+	cat runs/browser/timings.json
 
 clean-runs:
 	rm -rf runs/$(PROFILE)

@@ -32,7 +32,7 @@ bench: $(STAMP)
 
 # JupyterLab on the notebooks folder; its 'python3' kernel is the venv's (registered by the install step above)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The widgets in a real browser: Debian's chromium (installed here if missing; needs root or sudo rights), driven by
 # playwright from the dev extras. Writes runs/browser/<notebook>.png and runs/browser/timings.json.

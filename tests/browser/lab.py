@@ -58,8 +58,21 @@ class Lab:
         self.port, self.token = _free_port(), secrets.token_hex(16)
         self.proc = None
 
-    def url(self, path: str = "lab") -> str:
-        return f"http://127.0.0.1:{self.port}/{path}?token={self.token}"
+    def url(self, path: str = "lab", query: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}?{query}{'&' if query else ''}token={self.token}"
+
+    def notebook_url(self, stem: str) -> str:
+        """The notebook alone in a fresh workspace of its own (?reset: no tabs restored from an earlier test)."""
+        return self.url(f"lab/workspaces/{stem}/tree/{stem}.ipynb", "reset")
+
+    def shutdown_kernels(self) -> None:
+        """Closing a browser page leaves its kernel running; free its memory before the next notebook."""
+        auth = {"Authorization": f"token {self.token}"}
+        with urllib.request.urlopen(urllib.request.Request(self.url("api/kernels"), headers=auth), timeout=10) as r:
+            kernels = json.load(r)
+        for k in kernels:
+            req = urllib.request.Request(self.url(f"api/kernels/{k['id']}"), headers=auth, method="DELETE")
+            urllib.request.urlopen(req, timeout=30).close()
 
     def __enter__(self) -> Lab:
         settings = self.root / "lab-settings"
@@ -67,13 +80,15 @@ class Lab:
             (settings / name).parent.mkdir(parents=True, exist_ok=True)
             (settings / name).write_text(json.dumps(value))
         env = {**os.environ, "REPRO_ROOT": str(self.root), "JUPYTERLAB_SETTINGS_DIR": str(settings),
-               "JUPYTERLAB_WORKSPACES_DIR": str(self.root / "lab-workspaces")}
+               "JUPYTERLAB_WORKSPACES_DIR": str(self.root / "lab-workspaces"),
+               "JUPYTER_RUNTIME_DIR": str(self.root / "lab-runtime")}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-             f"--ServerApp.root_dir={self.root / 'notebooks'}", "--LabApp.news_url=None"],
+             f"--ServerApp.root_dir={self.root / 'notebooks'}", "--LabApp.news_url=None",
+             *(["--allow-root"] if os.geteuid() == 0 else [])],  # CI containers run as root
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.root)
         deadline = time.time() + self.start_timeout
         while True:

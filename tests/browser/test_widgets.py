@@ -81,6 +81,25 @@ def _errors(page) -> str:
     return "\n".join(t for t in texts if "Error" in t)[-3000:]
 
 
+def _run_all(page) -> None:
+    """Run > Run All Cells, as a learner would (the widget cell needs what the cells above it computed). Waits until
+    the status bar shows the kernel idle: before its session exists, Lab answers Run All with a kernel dialog."""
+    page.locator("#jp-main-statusbar", has_text=re.compile(r"\(repro\) \| Idle")).wait_for(timeout=180_000)
+    for _ in range(2):
+        page.locator(".lm-MenuBar-item", has=page.get_by_text("Run", exact=True)).click()
+        page.locator(".lm-Menu-item", has=page.get_by_text("Run All Cells", exact=True)).click()
+        try:  # a queued or finished cell shows [*] or [n]
+            page.locator(".jp-InputArea-prompt", has_text=re.compile(r"\[[*\d]+\]")).first.wait_for(timeout=30_000)
+            return
+        except Exception:
+            dialogs = page.locator(".jp-Dialog").all_inner_texts()
+            if not any("Select Kernel" in d for d in dialogs):
+                raise
+            # the session was still settling: accept the preferred kernel (the suite's), as a learner would
+            page.locator(".jp-Dialog").get_by_role("button", name="Select").click()
+    raise AssertionError(f"Run > Run All Cells started nothing; dialogs on the page: {dialogs}")
+
+
 def _wait_changed(page, output, before: str, what: str) -> str:
     """Wait until the widget's output area differs from `before` and has finished drawing (an image is back)."""
     deadline = time.time() + REACT_TIMEOUT_MS / 1000
@@ -95,20 +114,20 @@ def _wait_changed(page, output, before: str, what: str) -> str:
 @pytest.mark.parametrize("stem", NOTEBOOKS)
 def test_widget_reacts_in_jupyterlab(lab, browser, stem):
     t0 = time.time()
+    (OUT / f"{stem}-failed.png").unlink(missing_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(lab.url(f"lab/tree/{stem}.ipynb"))
+        page.goto(lab.notebook_url(stem))
         page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=120_000)
-        # Run > Run All Cells, as a learner would (the widget cell needs what the cells above it computed)
-        page.locator(".lm-MenuBar-item", has=page.get_by_text("Run", exact=True)).click()
-        page.locator(".lm-Menu-item", has=page.get_by_text("Run All Cells", exact=True)).click()
+        _run_all(page)
 
         cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has_text=re.compile(r"widgets\.\w+\("))
         output = cell.locator(".widget-output").first
         try:
             output.locator("img").first.wait_for(timeout=CELL_TIMEOUT_MS)
         except Exception as e:
-            raise AssertionError(f"{stem}: the widget did not draw; errors on the page:\n{_errors(page)}") from e
+            dialogs = page.locator(".jp-Dialog").all_inner_texts()
+            raise AssertionError(f"{stem}: the widget did not draw; dialogs {dialogs}, errors:\n{_errors(page)}") from e
         TIMINGS[f"{stem} run all until widget"] = time.time() - t0
 
         before = output.inner_html()
@@ -128,6 +147,11 @@ def test_widget_reacts_in_jupyterlab(lab, browser, stem):
         OUT.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(OUT / f"{stem}.png"))
         TIMINGS[f"{stem} total"] = time.time() - t0
+    except BaseException:
+        OUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(OUT / f"{stem}-failed.png"))  # what the page showed when it went wrong
+        raise
     finally:
         page.close()
+        lab.shutdown_kernels()
 

@@ -38,7 +38,7 @@ lab: $(STAMP)
 # playwright from the dev extras. Writes runs/browser/<notebook>.png and runs/browser/timings.json.
 CHROMIUM ?= /usr/bin/chromium
 test-browser: $(STAMP)
-	test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
+	test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	REPRO_BROWSER=1 CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -m browser tests/browser
 	cat runs/browser/timings.json
 

@@ -112,7 +112,7 @@ def _wait_changed(page, output, before: str, what: str) -> str:
 
 
 @pytest.mark.parametrize("stem", NOTEBOOKS)
-def test_widget_reacts_in_jupyterlab(lab, browser, stem):
+def test_widget_reacts_in_jupyterlab(browser, lab, stem):  # browser first: skip before any smoke run
     t0 = time.time()
     (OUT / f"{stem}-failed.png").unlink(missing_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test lint bench install clean-runs notebooks report verify
+.PHONY: reproduce test lint bench install clean-runs notebooks report verify lab test-browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ bench: $(STAMP)
 # notebooks/NN_stem.py is the source; this rebuilds the stripped .ipynb papermill and JupyterLab open
 notebooks: $(STAMP)
 	$(PY) tools/sync_notebooks.py
+
+# JupyterLab on the notebooks folder; its 'python3' kernel is the venv's (registered by the install step above)
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The widgets in a real browser: Debian's chromium (installed here if missing; needs root or sudo rights), driven by
+# playwright from the dev extras. Writes runs/browser/<notebook>.png and runs/browser/timings.json.
+CHROMIUM ?= /usr/bin/chromium
+test-browser: $(STAMP)
+	test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	REPRO_BROWSER=1 CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -m browser tests/browser
+	cat runs/browser/timings.json
 
 clean-runs:
 	rm -rf runs/$(PROFILE)

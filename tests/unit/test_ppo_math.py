@@ -78,6 +78,19 @@ def test_identical_rewards_give_zero_advantage_at_every_token():
     assert torch.allclose(old["advantages"][mask == 1], torch.tensor(9.0))
 
 
+def test_the_old_settings_turn_tied_rewards_into_a_position_signal():
+    # Issue 11's diagnosis, reproduced: 4 conversations that all earn 9, lam 0.95, V = 0, no baseline, whitened.
+    # A_t = 9 * 0.95^(T-1-t) before whitening; whitening makes the first tokens negative and the last positive, so
+    # the update pushes down the start of answers that were all right. The new defaults give 0 everywhere.
+    logp, ref, mask, scores, groups = _batch(4, 20, [9.0] * 4)
+    zero_v = torch.zeros(mask.shape)
+    old = pm.advantages(logp, ref, zero_v, mask, scores, groups, kl_beta=0.1, gamma=1.0, lam=0.95, baseline="none",
+                        whiten=True)["advantages"]
+    assert (old[:, 2] < -1).all() and (old[:, -1] > 1).all()
+    new = pm.advantages(logp, ref, zero_v, mask, scores, groups, kl_beta=0.1, gamma=1.0, lam=1.0)["advantages"]
+    assert (new == 0).all()
+
+
 def test_advantages_do_not_depend_on_position_when_the_value_head_is_exact():
     # Scores 1, 0, 0, 0 -> centred 1 - 0 = 1 and 0 - 1/3 = -1/3 (x3). Policy == reference, so r_t = centred score
     # at the last token and 0 elsewhere. The exact value of every state before the end is the expected centred

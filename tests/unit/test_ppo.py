@@ -201,7 +201,7 @@ def test_rewards_get_columns_and_aar_normalises_per_query():
     none = "Detection: abnormal. Localization: none. Recognition: nodule in the lung, CT."
     samples = [rollouts.Sample(query=q, ids=[], action=[], token_extra={}, image={}, prompts=[{"role": "user"}],
                           answers=[a], answer_ids=[[q, 7]]) for q, a in [(0, good), (0, half), (1, half), (1, none)]]
-    aar = localization.make_aar_reward(group_key="query_id")
+    aar = localization.make_aar_reward(group_key="query_id", scale="sum")  # "mean": test_localization.py
     total, raw = rollouts.score_samples([aar, spy], [1.0, 0.5], rows, samples)
     assert seen["query_id"] == [0, 0, 1, 1] and seen["extra"] == ["a", "a", "b", "b"]
     assert seen["completion_ids"] == [[0, 7], [0, 7], [1, 7], [1, 7]]

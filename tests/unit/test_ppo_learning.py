@@ -8,6 +8,8 @@ sequences are token for token what a rollout produces:
                  = number of turns matching TARGET (yes, no, no), one score per conversation at its end, as
                  Dr-LLaVA's.  Start ~1.5 of 3, optimum 3: the policy must learn which question wants which answer
                  from a conversation-level score, through the masked clinician turns.
+    long answers the same three questions, each answer the decision word + FILL (~12 tokens), right 85% of the
+                 time at the start (~2.5 of 3): most conversations tie at 3 of 3, as Dr-LLaVA's do at 9 of 9.
 PPO must raise the reward measured *after* training (64 fresh samples at T = 1, fixed seed) to near the optimum
 within a fixed number of steps. Such a test catches sign, masking, alignment and scale bugs that tests of the
 pieces miss.
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.slow
 QUESTION = "Is there an abnormality?"
 QUESTIONS = ["Is the lesion red?", "Is the lesion round?", "Is the lesion large?"]
 TARGET = ["yes", "no", "no"]
+FILL = ", and the lesion is clearly visible in this image"
 CORPUS = [QUESTION, *QUESTIONS, "yes", "no", "yes no maybe"] * 12
 IMAGE = Image.new("RGB", (16, 16), (120, 60, 60))
 SINGLE_ROWS = [{"messages": [{"role": "user", "content": QUESTION}], "image": IMAGE, "id": i} for i in range(4)]
@@ -49,7 +52,12 @@ def no_reward(prompts, completions, **kw):
 
 
 def turns_right(prompts, completions, **kw):
-    return [float(sum(m["content"].strip().lower() == t for m, t in zip(c, TARGET))) for c in completions]
+    """Turns whose answer starts with the TARGET word (the answer is that word alone, or the word + FILL)."""
+    return [float(sum(_word(m["content"]) == t for m, t in zip(c, TARGET))) for c in completions]
+
+
+def _word(answer: str) -> str:
+    return answer.strip().lower().split(",")[0].strip()
 
 
 def _teacher_forced(processor, questions: list[str], answers: list[str]) -> rollouts.Sample:
@@ -64,22 +72,17 @@ def _teacher_forced(processor, questions: list[str], answers: list[str]) -> roll
     return s
 
 
-@pytest.fixture(scope="module")
-def start(tmp_path_factory):
-    """The SFT start: 40 Adam steps (lr 3e-3) on batches of 8 single-turn + 8 conversation examples."""
-    root = tmp_path_factory.mktemp("ppo_learning")
-    init = build_tiny_vlm(root / "init", CORPUS, size="smoke", image_size=16, patch_size=8, vocab_size=300, seed=0)
+def _sft(root, corpus: list[str], make_batch, steps: int = 40):
+    """A tiny LLaVA taught `steps` Adam steps (lr 3e-3) on make_batch(rng) -> list of teacher-forced Samples."""
+    init = build_tiny_vlm(root / "init", corpus, size="smoke", image_size=16, patch_size=8, vocab_size=300, seed=0)
     model, processor = load_vlm(init, device="cpu")
     model.eval()  # dropout off, as in PPO
     rng = random.Random(0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        for _ in range(40):
-            batch = [_teacher_forced(processor, [QUESTION], ["yes" if rng.random() < 0.75 else "no"])
-                     for _ in range(8)]
-            batch += [_teacher_forced(processor, QUESTIONS, [rng.choice(["yes", "no"]) for _ in QUESTIONS])
-                      for _ in range(8)]
+        for _ in range(steps):
+            batch = make_batch(processor, rng)
             logits, _, targets, mask = rollouts.forward(model, batch, processor.tokenizer.pad_token_id, 1.0)
             loss = -ppo_math.masked_mean(ppo_math.token_logprobs(logits, targets), mask)
             opt.zero_grad()
@@ -90,22 +93,45 @@ def start(tmp_path_factory):
     return root, root / "sft"
 
 
-def _measure(path, multi_turn: bool, n: int = 64) -> tuple[float, list[float]]:
+@pytest.fixture(scope="module")
+def start(tmp_path_factory):
+    """Batches of 8 single-turn examples (yes 75%) + 8 conversations (yes / no at random on every turn)."""
+    def batch(processor, rng):
+        out = [_teacher_forced(processor, [QUESTION], ["yes" if rng.random() < 0.75 else "no"]) for _ in range(8)]
+        return out + [_teacher_forced(processor, QUESTIONS, [rng.choice(["yes", "no"]) for _ in QUESTIONS])
+                      for _ in range(8)]
+
+    return _sft(tmp_path_factory.mktemp("ppo_learning"), CORPUS, batch)
+
+
+@pytest.fixture(scope="module")
+def long_start(tmp_path_factory):
+    """Conversations whose answers are long (the decision word + FILL, ~12 tokens) and right 85% of the time."""
+    def batch(processor, rng):
+        flip = {"yes": "no", "no": "yes"}
+        return [_teacher_forced(processor, QUESTIONS, [(t if rng.random() < 0.85 else flip[t]) + FILL for t in TARGET])
+                for _ in range(16)]
+
+    return _sft(tmp_path_factory.mktemp("ppo_learning_long"), CORPUS + [f"yes{FILL}", f"no{FILL}"] * 12, batch)
+
+
+def _measure(path, multi_turn: bool, n: int = 64, max_new_tokens: int = 4) -> tuple[float, list[float]]:
     """Mean reward of n fresh samples at T = 1 (seeded, the caller's RNG untouched); multi turn also per turn."""
     model, processor = load_vlm(path, device="cpu")
     model.eval()
     with torch.random.fork_rng():
         torch.manual_seed(123)
-        cfg = ppo.PPOConfig(k=n, max_new_tokens=4)
+        cfg = ppo.PPOConfig(k=n, max_new_tokens=max_new_tokens)
         if not multi_turn:
             samples = rollouts.rollout_single(model, processor, SINGLE_ROWS[:1], cfg)
             return sum(no_reward(None, [[{"content": s.answers[0]}] for s in samples])) / n, []
         samples = rollouts.rollout_conversation(model, processor, CONV_ROWS[:1], cfg)
-    per_turn = [sum(s.answers[t].strip() == TARGET[t] for s in samples) / n for t in range(len(TARGET))]
+    per_turn = [sum(_word(s.answers[t]) == TARGET[t] for s in samples) / n for t in range(len(TARGET))]
     return sum(per_turn), per_turn
 
 
 def _train(start, name, rows, reward, multi_turn, **kw):
+    """PPO with the settings the module docstring reports as reliable (kw overrides); (info, CPU seconds)."""
     root, sft_dir = start
     cfg = ppo.PPOConfig(**{**dict(steps=30, batch_size=2, k=8, ppo_epochs=2, minibatch=16, lr=3e-4, kl_beta=0.1,
                                   max_new_tokens=4, save_steps=1000, seed=0), **kw})
@@ -134,3 +160,17 @@ def test_multi_turn_ppo_learns_which_question_wants_which_answer(start):
     print(f"\nmulti turn: turns right {before:.2f} -> {after:.2f} of 3 (per turn {per_turn_before} -> {per_turn}) "
           f"in {len(info['log_history'])} steps, {cpu:.1f} s CPU")
     assert after >= 2.7 and min(per_turn) >= 0.8
+
+
+def test_multi_turn_ppo_keeps_long_right_answers_and_fixes_the_wrong_ones(long_start):
+    """Near the ceiling with ~36 answer tokens per conversation, where issue 11's position signal bit: with the old
+    settings (lam 0.95, no baseline, whitening) the same start went 2.53 -> 2.33 of 3, its first turn 0.88 -> 0.45
+    (tied conversations push their first tokens down); with the defaults it goes to 3.0."""
+    before, per_turn_before = _measure(long_start[1], multi_turn=True, max_new_tokens=24)
+    assert 2.2 <= before <= 2.8
+    info, cpu = _train(long_start, "long", CONV_ROWS, turns_right, multi_turn=True, max_new_tokens=24)
+    after, per_turn = _measure(info["final_dir"], multi_turn=True, max_new_tokens=24)
+    hist = info["log_history"]
+    print(f"\nlong answers: turns right {before:.2f} -> {after:.2f} of 3 (per turn {per_turn_before} -> {per_turn}), "
+          f"{hist[0]['response_length']:.0f} answer tokens per conversation, {len(hist)} steps, {cpu:.1f} s CPU")
+    assert after >= 2.9 and min(per_turn) >= 0.9

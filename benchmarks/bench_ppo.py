@@ -3,12 +3,12 @@
 Run as: .venv/bin/python benchmarks/bench_ppo.py [--size cpu] [--prompts 8] [--k 4] [--tokens 32]
 
 Same model, same prompts, same sampling settings (temperature 1, full distribution), measured back to back, so the
-ratios are meaningful on a noisy machine (absolute numbers are not). "ours" is repro.train.ppo's rollout: per-row
+ratios are meaningful on a noisy machine (absolute numbers are not). "ours" is repro.train.rollouts: per-row
 prompt encoding, k copies, left-padded batched generate with the KV cache, EOS cutting and decoding. "bare" is one
 processor call on the k-times repeated batch and one model.generate. The multi-turn row compares the PPO
-conversation rollout (token ids carried between turns) with eval.generate_conversation (re-rendered text each turn)
-at the same temperature, timed as seconds (ratio = eval / ours): eval keeps only decoded text, so its token count is
-not comparable. Tokens = generated answer tokens up to and including EOS.
+conversation rollout (token ids carried between turns) with evaluation.generate_conversation (re-rendered text each
+turn) at the same temperature, timed as seconds (ratio = eval / ours): eval keeps only decoded text, so its token
+count is not comparable. Tokens = generated answer tokens up to and including EOS.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     from repro.data import build, conversations
     from repro.models import build_tiny_vlm, load_vlm
     from repro.rewards import localization, rules
-    from repro.train import ppo, sft
+    from repro.train import ppo, rollouts, sft
 
     disable_progress_bars()
     tmp = Path(tempfile.mkdtemp(prefix="bench_ppo_"))
@@ -59,15 +59,15 @@ def main() -> None:
     conv = list(build.load_task(data, "conv")["train"].select(range(max(1, args.prompts // 4))))
     cfg = ppo.PPOConfig(k=args.k, max_new_tokens=args.tokens, temperature=1.0, gen_batch_size=10_000)
 
-    # --- single turn: ppo.rollout_single vs one processor call + model.generate -------------------------------
-    ppo.rollout_single(model, processor, rows[:1], cfg)  # warm-up (first-call allocations)
+    # --- single turn: rollouts.rollout_single vs one processor call + model.generate -------------------------------
+    rollouts.rollout_single(model, processor, rows[:1], cfg)  # warm-up (first-call allocations)
     torch.manual_seed(0)
     t0 = time.time()
-    samples = ppo.rollout_single(model, processor, rows, cfg)
+    samples = rollouts.rollout_single(model, processor, rows, cfg)
     ours_s = time.time() - t0
     ours_tok = sum(len(a) for s in samples for a in s.answer_ids)
 
-    texts = [processor.apply_chat_template(ppo.prompt_messages(r), add_generation_prompt=True) for r in rows]
+    texts = [processor.apply_chat_template(rollouts.prompt_messages(r), add_generation_prompt=True) for r in rows]
     texts = [t for t in texts for _ in range(args.k)]
     images = [[r["image"].convert("RGB")] for r in rows for _ in range(args.k)]
     torch.manual_seed(0)
@@ -80,11 +80,11 @@ def main() -> None:
     bare_s = time.time() - t0
     bare_tok = _answer_tokens(out[:, enc["input_ids"].shape[1]:], tok.eos_token_id)
 
-    # --- multi turn: ppo.rollout_conversation vs eval.generate_conversation ----------------------------------
+    # --- multi turn: rollouts.rollout_conversation vs evaluation.generate_conversation -------------------------
     mcfg = ppo.PPOConfig(k=1, max_new_tokens=args.tokens, temperature=1.0, gen_batch_size=10_000)
     torch.manual_seed(0)
     t0 = time.time()
-    csamples = ppo.rollout_conversation(model, processor, conv, mcfg)
+    csamples = rollouts.rollout_conversation(model, processor, conv, mcfg)
     ours_c = time.time() - t0
     ours_ctok = sum(len(a) for s in csamples for a in s.answer_ids)
     torch.manual_seed(0)

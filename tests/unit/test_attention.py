@@ -167,9 +167,24 @@ def test_trl_signature_explain_and_aar(tiny):
     vrr = f(prompts=[CORPUS[0]] * 2, completions=two, **rows)
     rel = localization.relevance_reward(None, two, **rows)
     alr = localization.alr_reward(None, two, **rows)
-    expected = localization.aar_total(rel, alr, vrr, group_size=2)
-    assert total == pytest.approx(expected) and max(total) >= 2.0  # the best candidate gets VRR / max = 1
+    expected = localization.aar_total(rel, alr, vrr, group_size=2, scale="mean")
+    # the best candidate gets VRR / max = 1; an abnormal prompt has 3 terms, so the mean is >= 1/3 of that
+    assert total == pytest.approx(expected) and max(total) >= 1 / 3 and all(0 <= v <= 1 for v in total)
     assert "vrr" in aar.explain(GOOD, **ROW)
+
+
+def test_training_reward_gives_zero_to_an_answer_that_names_no_class(tiny):
+    """make_vrr_reward's fallback is "zero" (the paper's sum over an empty set of class tokens); the analysis
+    functions keep "all" so that any answer has a map. All the fake attention mass sits inside the box."""
+    model, processor, _ = tiny
+    inside = FakeModel(model, _box_grid(ROW["bboxes"][0]))
+    cols = {k: [ROW[k]] * 3 for k in ("image", "bboxes", "abnormal", "category")}
+    comps = [[{"role": "assistant", "content": c}] for c in ("yes", "Recognition: cyst.", GOOD)]
+    assert attention.make_vrr_reward(inside, processor)(prompts=None, completions=comps, **cols) == pytest.approx(
+        [0.0, 1.0, 1.0])  # "yes": no class -> 0; "cyst" is a (wrong) named class: its tokens are the anchors
+    assert attention.make_vrr_reward(inside, processor, fallback="all")(
+        prompts=None, completions=comps, **cols) == pytest.approx([1.0, 1.0, 1.0])
+    assert attention.vrr_scores(inside, processor, [ROW], ["yes"]) == pytest.approx([1.0])
 
 
 def test_needs_eager_attention(tiny):

@@ -1,5 +1,7 @@
-"""Our PPO (repro.train.ppo): GAE by hand, answer-only masks and gradients, KL, value head, rollouts, AAR grouping,
-and short single-/multi-turn runs on the smoke model (parameters move, same seed -> same history, exact resume).
+"""Our PPO on the smoke model: rollouts (repro.train.rollouts: answer-only masks, scoring alignment, banned vision
+tokens, reward columns, AAR grouping), the value head, and short single-/multi-turn runs of repro.train.ppo
+(parameters move, same seed -> same history, exact resume, value warm-up). The maths: test_ppo_math.py; whether
+the trainer learns: test_ppo_learning.py (slow).
 
 Run with `-s` to see the measured seconds per step.
 """
@@ -15,7 +17,7 @@ from repro import chat
 from repro.data import build, conversations
 from repro.models import build_tiny_qwen25vl, build_tiny_vlm, load_vlm
 from repro.rewards import localization, rules
-from repro.train import ppo, sft
+from repro.train import ppo, ppo_math, rollouts, sft
 
 KW = dict(n_per_class=5, n_normal=5, image_size=64, difficulty=0.5, yes_share=0.5, split_fractions=[0.6, 0.2, 0.2],
           conv_train_variants=["standard"], conv_eval_variants=list(conversations.VARIANTS),
@@ -43,56 +45,6 @@ def char_reward(prompts, completions, **kw):
     return [len(set(c[-1]["content"])) / 10 for c in completions]
 
 
-# ----------------------------------------------------------------------------------------------- GAE
-# Worked by hand, gamma 0.9, lam 0.8 (gamma * lam = 0.72), r = [0, 0, 1], V = [0.5, 0.2, 0.4]:
-#   delta_2 = 1 + 0 - 0.4 = 0.6                 A_2 = 0.6
-#   delta_1 = 0 + 0.9 * 0.4 - 0.2 = 0.16        A_1 = 0.16 + 0.72 * 0.6 = 0.592
-#   delta_0 = 0 + 0.9 * 0.2 - 0.5 = -0.32       A_0 = -0.32 + 0.72 * 0.592 = 0.10624
-#   returns = A + V = [0.60624, 0.792, 1.0]
-HAND_ADV = [0.10624, 0.592, 0.6]
-HAND_RET = [0.60624, 0.792, 1.0]
-
-
-def test_gae_matches_the_hand_computation():
-    adv, ret = ppo.gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.2, 0.4]]), torch.ones(1, 3), 0.9, 0.8)
-    assert torch.allclose(adv, torch.tensor([HAND_ADV]), atol=1e-6)
-    assert torch.allclose(ret, torch.tensor([HAND_RET]), atol=1e-6)
-
-
-def test_gae_skips_masked_positions_and_padding():
-    # Row 0: the same 3 actions at positions 0, 1, 3; position 2 (a question) and 4-5 (padding) carry junk rewards
-    # and values that must not leak in. Row 1: left-padded copy, actions at 3, 4, 5.
-    nan_free_junk = 7.0
-    rewards = torch.tensor([[0.0, 0.0, nan_free_junk, 1.0, nan_free_junk, nan_free_junk],
-                            [nan_free_junk, nan_free_junk, nan_free_junk, 0.0, 0.0, 1.0]])
-    values = torch.tensor([[0.5, 0.2, -3.0, 0.4, 9.0, 9.0],
-                           [9.0, 9.0, 9.0, 0.5, 0.2, 0.4]])
-    mask = torch.tensor([[1, 1, 0, 1, 0, 0], [0, 0, 0, 1, 1, 1]], dtype=torch.float32)
-    adv, ret = ppo.gae(rewards, values, mask, 0.9, 0.8)
-    assert torch.allclose(adv[0, [0, 1, 3]], torch.tensor(HAND_ADV), atol=1e-6)
-    assert torch.allclose(adv[1, [3, 4, 5]], torch.tensor(HAND_ADV), atol=1e-6)
-    assert torch.allclose(ret[0, [0, 1, 3]], torch.tensor(HAND_RET), atol=1e-6)
-    assert (adv[mask == 0] == 0).all() and (ret[mask == 0] == 0).all()
-    white, _ = ppo.gae(rewards, values, mask, 0.9, 0.8, whiten=True)
-    on = white[mask == 1]
-    assert abs(on.mean().item()) < 1e-5 and abs(on.std(unbiased=False).item() - 1) < 1e-3
-    assert (white[mask == 0] == 0).all()
-    # gamma = lam = 1: A_t = (sum of future rewards) - V_t
-    adv1, _ = ppo.gae(rewards, values, mask, 1.0, 1.0)
-    assert torch.allclose(adv1[0, [0, 1, 3]], torch.tensor([0.5, 0.8, 0.6]), atol=1e-6)
-
-
-def test_shaped_rewards_put_the_score_on_the_last_action_and_kl_is_zero_at_the_reference():
-    logp = torch.tensor([[-1.0, -2.0, -0.5, -1.5, -0.1]])
-    mask = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.0]])
-    rewards, kl = ppo.shaped_rewards(logp, logp.clone(), mask, torch.tensor([2.0]), kl_beta=0.1)
-    assert (kl == 0).all()
-    assert rewards.tolist() == [[0.0, 0.0, 0.0, 2.0, 0.0]]
-    rewards, kl = ppo.shaped_rewards(logp, logp - 1.0, mask, torch.tensor([2.0]), kl_beta=0.1)
-    assert torch.allclose(rewards, torch.tensor([[0.0, -0.1, 0.0, 1.9, 0.0]]))
-    assert kl.tolist() == [[0.0, 1.0, 0.0, 1.0, 0.0]]
-
-
 # ----------------------------------------------------------------------------------------------- model pieces
 def test_value_head_shapes_and_round_trip(llava, tmp_path):
     model, processor = llava
@@ -100,21 +52,23 @@ def test_value_head_shapes_and_round_trip(llava, tmp_path):
     assert head(torch.randn(3, 7, ppo.hidden_size(model))).shape == (3, 7)
     torch.manual_seed(0)
     rows = [{"messages": [{"role": "user", "content": "Is there an abnormality?"}], "image": None}]
-    samples = ppo.rollout_single(model, processor, rows, ppo.PPOConfig(k=2, max_new_tokens=3))
+    samples = rollouts.rollout_single(model, processor, rows, ppo.PPOConfig(k=2, max_new_tokens=3))
     with torch.no_grad():
         torch.nn.init.normal_(head.linear.weight)  # a zero head would hide a wrong hidden-state slice
-        logits, values, targets, mask = ppo.forward(model, samples, processor.tokenizer.pad_token_id, 1.0, head)
+        logits, hidden, targets, mask = rollouts.forward(model, samples, processor.tokenizer.pad_token_id, 1.0,
+                                                         hidden=True)
+        values = head(hidden)
     # Right-aligned action space, cut to start one position before the first answer token (logits_to_keep).
     prompt_len = samples[0].action.index(1)
     width = len(samples[0].ids) - prompt_len
     assert values.shape == mask.shape == targets.shape == logits.shape[:2] == (2, width)
     assert mask.sum() == sum(sum(s.action) for s in samples) and mask[:, 0].all()
     with torch.no_grad():
-        full = model(**ppo.collate(samples, processor.tokenizer.pad_token_id, "cpu")["inputs"],
+        full = model(**rollouts.collate(samples, processor.tokenizer.pad_token_id, "cpu")["inputs"],
                      output_hidden_states=True)
     # The value of the state before answer token t is read at position t-1, where its logits are.
     keep = torch.ones(logits.shape[-1], dtype=torch.bool)
-    keep[ppo.banned_ids(model)] = False  # the <image> column is masked in forward() (see the next test)
+    keep[rollouts.banned_ids(model)] = False  # the <image> column is masked in forward() (see the next test)
     assert torch.allclose(logits[..., keep], full.logits[:, prompt_len - 1:-1][..., keep], atol=1e-5)
     assert torch.allclose(values, head(full.hidden_states[-1][:, prompt_len - 1:-1]), atol=1e-5)
     ppo.save_value_head(head, tmp_path)
@@ -137,16 +91,16 @@ class _PreferImage(torch.nn.Module):
 def test_vision_placeholders_are_never_sampled_nor_scored(setup, llava):
     model, processor = llava
     image_id = model.config.image_token_id
-    assert ppo.banned_ids(model) == [image_id]
+    assert rollouts.banned_ids(model) == [image_id]
     inner = model.lm_head
     model.lm_head = _PreferImage(inner, image_id)
     try:
         torch.manual_seed(0)
         # Multi-turn: a sampled <image> would reach the next turn's prompt and break the image-feature merge.
-        samples = ppo.rollout_conversation(model, processor, setup[4][:1], ppo.PPOConfig(k=2, max_new_tokens=4))
+        samples = rollouts.rollout_conversation(model, processor, setup[4][:1], ppo.PPOConfig(k=2, max_new_tokens=4))
         assert all(t != image_id for s in samples for t in sum(s.answer_ids, []))
-        logits, _, targets, mask = ppo.forward(model, samples, processor.tokenizer.pad_token_id, 1.0)
-        logp = ppo.token_logprobs(logits, targets)
+        logits, _, targets, mask = rollouts.forward(model, samples, processor.tokenizer.pad_token_id, 1.0)
+        logp = ppo_math.token_logprobs(logits, targets)
         assert torch.isfinite(logp).all() and (logp[mask == 1] > -50).all()
         assert (torch.log_softmax(logits, -1)[..., image_id] < -1e6).all()
     finally:
@@ -157,16 +111,17 @@ def test_kl_is_zero_when_the_policy_equals_the_reference(setup, llava):
     model, processor = llava
     ref, _ = load_vlm(setup[2], device="cpu")  # a separate copy, as in train()
     torch.manual_seed(0)
-    samples = ppo.rollout_single(model, processor, setup[3][:2], ppo.PPOConfig(k=2, max_new_tokens=6))
+    samples = rollouts.rollout_single(model, processor, setup[3][:2], ppo.PPOConfig(k=2, max_new_tokens=6))
     head = ppo.ValueHead(ppo.hidden_size(model))
-    sc = ppo.score_rollout(model, head, ref, samples, processor.tokenizer.pad_token_id, ppo.PPOConfig(minibatch=3))
+    sc = rollouts.score_rollout(model, ref, samples, processor.tokenizer.pad_token_id, ppo.PPOConfig(minibatch=3),
+                                head)
     assert sc["mask"].sum() > 0
-    _, kl = ppo.shaped_rewards(sc["logp"], sc["ref_logp"], sc["mask"], torch.zeros(4), 0.1)
+    _, kl = ppo_math.shaped_rewards(sc["logp"], sc["ref_logp"], sc["mask"], torch.zeros(4), 0.1)
     assert (kl == 0).all()
     with torch.no_grad():  # and not zero once the policy moves
         next(p for n, p in model.named_parameters() if "lm_head" in n).add_(0.05)
     try:
-        sc2 = ppo.score_rollout(model, head, ref, samples, processor.tokenizer.pad_token_id, ppo.PPOConfig())
+        sc2 = rollouts.score_rollout(model, ref, samples, processor.tokenizer.pad_token_id, ppo.PPOConfig(), head)
         assert (sc2["logp"] - sc2["ref_logp"]).abs().max() > 0
     finally:
         with torch.no_grad():
@@ -178,7 +133,7 @@ def test_multi_turn_action_mask_is_one_exactly_on_the_answers(setup, llava):
     tok = processor.tokenizer
     conv = setup[4][:2]
     torch.manual_seed(0)
-    samples = ppo.rollout_conversation(model, processor, conv, ppo.PPOConfig(k=2, max_new_tokens=5))
+    samples = rollouts.rollout_conversation(model, processor, conv, ppo.PPOConfig(k=2, max_new_tokens=5))
     assert [s.query for s in samples] == [0, 0, 1, 1]
     eos = tok.eos_token_id
     image_id = model.config.image_token_id
@@ -203,22 +158,31 @@ def test_multi_turn_action_mask_is_one_exactly_on_the_answers(setup, llava):
 def test_loss_gradient_is_zero_off_the_answer_tokens(setup, llava):
     model, processor = llava
     torch.manual_seed(0)
-    samples = ppo.rollout_conversation(model, processor, setup[4][:1], ppo.PPOConfig(k=2, max_new_tokens=4))
+    samples = rollouts.rollout_conversation(model, processor, setup[4][:1], ppo.PPOConfig(k=2, max_new_tokens=4))
     head = ppo.ValueHead(ppo.hidden_size(model))
-    logits, values, targets, mask = ppo.forward(model, samples, processor.tokenizer.pad_token_id, 1.0, head)
+    torch.nn.init.normal_(head.linear.weight)
+    logits, hidden, targets, mask = rollouts.forward(model, samples, processor.tokenizer.pad_token_id, 1.0,
+                                                     hidden=True)
+    values = head(hidden)
     logits.retain_grad()
     values.retain_grad()
     g = torch.Generator().manual_seed(1)
     # Every input is non-zero everywhere (also off the mask), so only the masking can zero the gradient there.
     junk = [torch.randn(mask.shape, generator=g) for _ in range(4)]
-    loss, stats = ppo.ppo_loss(logits, values, targets, mask, junk[0] - 5, junk[1], junk[2], junk[3],
-                               ppo.PPOConfig(ent_coef=0.1, clip=0.2))
+    loss, stats = ppo_math.ppo_loss(logits, values, targets, mask, junk[0] - 5, junk[1], junk[2], junk[3],
+                                    clip=0.2, clip_value=0.2, vf_coef=0.1, ent_coef=0.1)
     loss.backward()
     off = mask == 0
     assert off.any() and (~off).any()
     assert (logits.grad[off] == 0).all() and (values.grad[off] == 0).all()
     assert logits.grad[~off].abs().sum() > 0 and values.grad[~off].abs().sum() > 0
     assert set(stats) >= {"policy_loss", "value_loss", "entropy", "clip_frac", "approx_kl"}
+    # The value head reads detached hidden states: a value loss never reaches the language model.
+    model.zero_grad(set_to_none=True)
+    _, hidden, _, _ = rollouts.forward(model, samples, processor.tokenizer.pad_token_id, 1.0, hidden=True)
+    head(hidden).pow(2).sum().backward()
+    assert head.linear.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_rewards_get_columns_and_aar_normalises_per_query():
@@ -235,10 +199,10 @@ def test_rewards_get_columns_and_aar_normalises_per_query():
     good = "Detection: abnormal. Localization: [25, 25, 50, 50]. Recognition: nodule in the lung, CT."
     half = "Detection: abnormal. Localization: [25, 25, 50, 38]. Recognition: nodule in the lung, CT."
     none = "Detection: abnormal. Localization: none. Recognition: nodule in the lung, CT."
-    samples = [ppo.Sample(query=q, ids=[], action=[], token_extra={}, image={}, prompts=[{"role": "user"}],
+    samples = [rollouts.Sample(query=q, ids=[], action=[], token_extra={}, image={}, prompts=[{"role": "user"}],
                           answers=[a], answer_ids=[[q, 7]]) for q, a in [(0, good), (0, half), (1, half), (1, none)]]
-    aar = localization.make_aar_reward(group_key="query_id")
-    total, raw = ppo.score_samples([aar, spy], [1.0, 0.5], rows, samples)
+    aar = localization.make_aar_reward(group_key="query_id", scale="sum")  # "mean": test_localization.py
+    total, raw = rollouts.score_samples([aar, spy], [1.0, 0.5], rows, samples)
     assert seen["query_id"] == [0, 0, 1, 1] and seen["extra"] == ["a", "a", "b", "b"]
     assert seen["completion_ids"] == [[0, 7], [0, 7], [1, 7], [1, 7]]
     assert seen["completions"][1] == [{"role": "assistant", "content": half}]
@@ -289,9 +253,13 @@ def test_single_turn_run_moves_the_policy_is_deterministic_and_resumes_exactly(s
     hist = a["log_history"]
     assert [h["step"] for h in hist] == [1, 2, 3]
     keys = {"reward", "reward/aar_reward", "reward/char_reward", "kl", "entropy", "response_length", "policy_loss",
-            "value_loss", "clip_frac", "approx_kl", "eos_rate"}
+            "value_loss", "clip_frac", "approx_kl", "eos_rate", "value_mean", "explained_variance", "policy_update"}
     assert keys <= set(hist[0])
-    assert hist[0]["kl"] == 0.0  # the first rollout is scored by a policy equal to the reference
+    # Step 1 is the value warm-up (value_warmup_steps=1): the head learns, the policy does not move, so step 2's
+    # rollout is still scored by a policy equal to the reference.
+    assert [h["policy_update"] for h in hist] == [0, 1, 1] and hist[0]["policy_loss"] is None
+    assert hist[0]["kl"] == 0.0 and hist[1]["kl"] == 0.0 and hist[0]["value_mean"] == 0.0
+    assert hist[1]["value_mean"] != 0.0  # the warm-up moved the zero-initialised head
     assert hist[-1]["kl"] != 0.0 and 0 < hist[0]["response_length"] <= 8
     before, after = _params(init), _params(a["final_dir"])
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -317,7 +285,7 @@ def test_single_turn_run_moves_the_policy_is_deterministic_and_resumes_exactly(s
 def test_multi_turn_run_moves_the_policy_and_is_deterministic(setup):
     root, _, init, _, conv = setup
     cfg = ppo.PPOConfig(steps=2, batch_size=2, k=2, ppo_epochs=1, minibatch=4, lr=1e-3, max_new_tokens=6,
-                        save_steps=10, seed=0)
+                        save_steps=10, seed=0, value_warmup_steps=0)
     rewards = [rules.make_drllava_reward(), char_reward]
     rng = torch.get_rng_state()
     a = ppo.train(init, root / "mt_a", conv, rewards, cfg, multi_turn=True, reward_weights=[1.0, 0.5],
@@ -341,7 +309,8 @@ def test_multi_turn_run_moves_the_policy_and_is_deterministic(setup):
 def test_qwen25vl_code_path_trains_a_step(setup):
     root, data, _, instruct, conv = setup
     qwen = build_tiny_qwen25vl(root / "qwen", sft.corpus(data))
-    cfg = ppo.PPOConfig(steps=1, batch_size=1, k=2, ppo_epochs=1, minibatch=2, lr=1e-3, max_new_tokens=4)
+    cfg = ppo.PPOConfig(steps=1, batch_size=1, k=2, ppo_epochs=1, minibatch=2, lr=1e-3, max_new_tokens=4,
+                        value_warmup_steps=0)
     info = ppo.train(qwen, root / "qwen_mt", conv, [char_reward], cfg, multi_turn=True, progress=False)
     assert info["log_history"][0]["response_length"] >= 5
     model, _ = load_vlm(info["final_dir"], device="cpu")

@@ -299,7 +299,7 @@ def test_max_normalize_and_aar():
     assert localization.max_normalize([float("nan"), 1.0]) == [None, 1.0]
     total = localization.aar_total([1.0, 0.5, 1.0, 0.0], [0.2, 0.4, None, None], [1, 4, 2, 2], group_size=2)
     assert total == pytest.approx([1.0 + 0.5 + 0.25, 0.5 + 1 + 1, 1.0 + 0 + 1, 0 + 0 + 1])
-    aar = localization.make_aar_reward(group_size=2)
+    aar = localization.make_aar_reward(group_size=2, scale="sum")  # the mean scale: tests/unit/test_localization.py
     cols = {k: [INS_ROW[k]] * 2 for k in INS_ROW}
     half = instruct_target(True, "[25, 25, 50, 50]", "nodule", "lung", "CT")
     assert aar(None, [GOOD_INS, half], **cols) == pytest.approx([2.0, 1.5])

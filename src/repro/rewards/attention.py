@@ -11,8 +11,11 @@ Definition used here, for one (image, prompt, completion) with true boxes:
      L = all decoder layers by default (`layers="all"`), or "last", or a list of layer indices.
   3. Anchor rows N: the completion tokens whose characters overlap an occurrence of the true category (column
      `category`, whole word, any case) -> anchor "category"; else those of any abnormal category word the completion
-     names -> "named"; else every completion token -> "all" (fallback="all", the default) or none (fallback="zero":
-     VRR = 0 for an answer that names no class). An empty completion has no rows: VRR = 0.
+     names -> "named"; else every completion token -> "all" (fallback="all": the default of the analysis functions
+     vrr_details / vrr_scores / attention_map, so a map exists for any answer) or none (fallback="zero": VRR = 0 for
+     an answer that names no class - make_vrr_reward's default, the training reward, because the paper's sum over an
+     empty set N is 0; with "all" an answer that names no abnormality would still be paid for looking at the lesion).
+     An empty completion has no rows: VRR = 0.
   4. Image columns I: the contiguous block where input_ids == config.image_token_id, g_h x g_w tokens in row-major
      order (g = sqrt(|I|) for a square grid: 8 x 8 for 64 px images with 8 px patches; Qwen-VL: image_grid_thw
      divided by the merge size).  p_ij = A_ij / sum_{k in I} A_ik for i in N, j in I (the paper's softmax over patches).
@@ -332,10 +335,11 @@ _COLUMNS = ("image", "images", "bboxes", "abnormal", "category", "image_size", "
 
 
 def make_vrr_reward(model, processor, layers=DEFAULT_LAYERS, min_cover: float = 0.0, batch_size: int = 8,
-                    max_completion_tokens: int = MAX_COMPLETION_TOKENS, fallback: str = "all",
+                    max_completion_tokens: int = MAX_COMPLETION_TOKENS, fallback: str = "zero",
                     name: str = "vrr_reward"):
     """VRR as a TRL reward f(prompts, completions, **columns) -> [float in [0, 1] | None], batched; `.explain(
-    completion, prompt=None, **row)` gives one row's vrr_details. Columns read: image (or images), bboxes, abnormal,
+    completion, prompt=None, **row)` gives one row's vrr_details. fallback="zero" (default): an answer that names
+    no abnormal class earns 0 (module docstring, step 3). Columns read: image (or images), bboxes, abnormal,
     category, image_size; the prompt comes from `prompts`, else the row's messages / question. Pass it to
     localization.make_aar_reward(vrr_fn=...) for the total AAR reward."""
     check_eager(model)

@@ -18,6 +18,12 @@ else the `image` column (PIL .size or numpy .shape), else DEFAULT_IMAGE_SIZE = 6
     max_normalize  r / max(r) over the K candidates of one query (0 for all when max <= 0; None stays None).
     aar_total  r_t = relevance + r_loc / max(r_loc) + r_att / max(r_att), the maxima per query; None terms add 0.
                The VRR attention values r_att come from the model (computed elsewhere) and are passed in.
+               scale="mean" (make_aar_reward's default) divides r_t by the number of terms that apply to the
+               query: 3 on an abnormal image (relevance, ALR, VRR), 1 on a normal one (relevance only; ALR and VRR
+               are None there), so every prompt's reward lies in [0, 1]. Why: the paper max-normalises ALR and VRR
+               so that each term lies on one scale; summed raw, an abnormal prompt's reward spans [0, 3] and a
+               normal one's [0, 1], so a batch mixing them would be dominated by which kind of image a sample came
+               from (issue 11), not by how good its answer was. scale="sum" is the literal formula.
 
 Groups: TRL's GRPO sampler repeats each prompt num_generations (G) times *consecutively*, so the G completions of
 one query are adjacent. Pass `group_ids` (any hashable per item; equal ids form a group, e.g. the `id` column) or
@@ -156,23 +162,42 @@ def max_normalize(values, group_ids=None, group_size: int | None = None) -> list
     return out
 
 
-def aar_total(relevance, alr, vrr=None, group_ids=None, group_size: int | None = None) -> list[float]:
+SCALES = ("mean", "sum")
+
+
+def aar_total(relevance, alr, vrr=None, group_ids=None, group_size: int | None = None,
+              scale: str = "sum") -> list[float]:
     """r_t = relevance + alr / max(alr) + vrr / max(vrr) per item, maxima over each query's candidates.
 
     None terms (normal images have no ALR; VRR not computed) add 0. With non-negative inputs each normalised term is
-    in [0, 1], so r_t is in [0, 3] for a relevance in [0, 1]."""
+    in [0, 1], so with scale="sum" r_t is in [0, 3] for a relevance in [0, 1]. scale="mean": r_t divided by the
+    number of terms that apply to the item's query (1 + [any candidate has an ALR] + [any has a VRR]), in [0, 1]."""
+    if scale not in SCALES:
+        raise ValueError(f"aar_total: scale must be one of {SCALES}, got {scale!r}")
     n = len(relevance)
     alr_n = max_normalize(alr if alr is not None else [None] * n, group_ids, group_size)
     vrr_n = max_normalize(vrr if vrr is not None else [None] * n, group_ids, group_size)
     rel = [float(r) if isinstance(r, (int, float)) and math.isfinite(r) else 0.0 for r in relevance]
-    return [r + (a or 0.0) + (v or 0.0) for r, a, v in zip(rel, alr_n, vrr_n)]
+    total = [r + (a or 0.0) + (v or 0.0) for r, a, v in zip(rel, alr_n, vrr_n)]
+    if scale == "sum":
+        return total
+    out = list(total)
+    for idx in _groups(n, group_ids, group_size):
+        # Per query, not per item: a candidate whose ALR is missing still counts the term its query has.
+        terms = 1 + any(alr_n[i] is not None for i in idx) + any(vrr_n[i] is not None for i in idx)
+        for i in idx:
+            out[i] = total[i] / terms
+    return out
 
 
 def make_aar_reward(group_size: int | None = None, group_key: str | None = "id", vrr_fn=None,
-                    judge: RelevanceJudge | None = None, name: str = "aar_reward"):
+                    judge: RelevanceJudge | None = None, name: str = "aar_reward", scale: str = "mean"):
     """The whole AAR reward as one TRL function: relevance + normalised ALR (+ normalised VRR from `vrr_fn`, a TRL-
-    signature function returning the raw attention mass per completion). Groups: consecutive equal values of the
-    `group_key` column when TRL passes it, else chunks of `group_size`."""
+    signature function returning the raw attention mass per completion), divided by the number of terms that apply
+    to the query (scale="mean", range [0, 1]; "sum": the paper's literal sum, range [0, 3]). Groups: equal values
+    of the `group_key` column when TRL passes it, else chunks of `group_size`."""
+    if scale not in SCALES:
+        raise ValueError(f"make_aar_reward: scale must be one of {SCALES}, got {scale!r}")
     relevance = make_relevance_reward(judge)
 
     def aar(prompts=None, completions=None, **kw):
@@ -181,24 +206,26 @@ def make_aar_reward(group_size: int | None = None, group_key: str | None = "id",
         alr = alr_reward(prompts, comps, **kw)
         vrr = vrr_fn(prompts, comps, **kw) if vrr_fn is not None else None
         ids = kw.get(group_key) if group_key else None
-        return aar_total(rel, alr, vrr, ids if isinstance(ids, (list, tuple)) else None, group_size)
+        return aar_total(rel, alr, vrr, ids if isinstance(ids, (list, tuple)) else None, group_size, scale)
 
     aar.__name__ = aar.__qualname__ = name
     aar.__doc__ = aar_total.__doc__
     def explain(completion, **row):
         out = {"relevance": relevance.explain(completion, **row), "alr": alr_reward.explain(completion, **row),
-               "note": "ALR/VRR are divided by the max over the query's candidates; see aar_total"}
+               "note": "ALR/VRR are divided by the max over the query's candidates"
+                       + (", the total by the number of terms that apply" if scale == "mean" else "")
+                       + "; see aar_total"}
         if vrr_fn is not None and hasattr(vrr_fn, "explain"):
             out["vrr"] = {k: v for k, v in vrr_fn.explain(completion, **row).items() if k in ("reward", "anchor")}
         return out
 
     aar.explain = explain
-    aar.range = (0.0, 3.0)
+    aar.range = (0.0, 1.0) if scale == "mean" else (0.0, 3.0)
     return aar
 
 
 alr_reward = make_reward("alr_reward", explain_alr, ("bboxes", "abnormal", "image", "image_size"), 0.0, 1.0)
 relevance_reward = make_relevance_reward()
 
-__all__ = ["DEFAULT_IMAGE_SIZE", "RelevanceJudge", "RuleRelevanceJudge", "aar_total", "alr_reward", "explain_alr",
-           "image_wh", "make_aar_reward", "make_relevance_reward", "max_normalize", "relevance_reward"]
+__all__ = ["DEFAULT_IMAGE_SIZE", "SCALES", "RelevanceJudge", "RuleRelevanceJudge", "aar_total", "alr_reward",
+           "explain_alr", "image_wh", "make_aar_reward", "make_relevance_reward", "max_normalize", "relevance_reward"]

@@ -6,84 +6,95 @@
     info = train(sft_dir, out_dir, conv_rows, [rules.make_drllava_reward()], cfg, multi_turn=True)
     model, processor = repro.models.load_vlm(info["final_dir"])
 
-Pieces (each a function the tests check on its own):
-    ValueHead    Linear(hidden, 1) on the language model's last hidden state (output_hidden_states=True); kept
-                 beside the policy as value_head.safetensors in every checkpoint and in final/.
-    rollouts     single turn: each prompt row is sampled k times (do_sample, temperature, KV cache, full
-                 distribution: top_k=0, top_p=1). multi_turn (Dr-LLaVA, docs/methods.md §1(a) 6): the policy answers the
-                 row's questions in order; question t+1 is appended after the policy's *own* answer t, as token ids
-                 (never re-tokenised text, so the scored tokens are exactly the sampled ones).
-    masks        action_mask is 1 exactly on tokens the policy sampled (answers, incl. their <|im_end|>); prompt,
-                 image, clinician-question, chat-template and padding tokens are 0. Every loss term is a mean over
-                 action tokens only.
-    rewards      r_t = -kl_beta * (log pi(a_t) - log pi_ref(a_t)) on every action token (k1 estimate, the
-                 InstructGPT / Dr-LLaVA "shaped" reward; unclamped, where Dr-LLaVA's code clamps it at 0), plus the
-                 sequence reward sum_i w_i f_i (None -> 0, as TRL) at the *last* action token: the last answer
-                 token of a single answer, the last token of the final answer of a conversation.
-    gae          over action tokens only: non-action positions (a clinician question between two answers, padding)
-                 are skipped, so the last token of answer t bootstraps from the value at the first token of answer
-                 t+1 (the question is a reward-free environment transition); 0 after the last action.
-    loss         clipped policy loss + vf_coef * clipped value loss - ent_coef * entropy (Dr-LLaVA's objective;
-                 UMed-LVLM's L^{CLIP+ENT} with c2 = vf_coef, c3 = ent_coef).
-Logprobs use logits / temperature (the sampling distribution), for the policy, the old policy and the reference;
-vision placeholder tokens (<image>, Qwen's <|vision_start|>, ...) are suppressed in sampling and masked in scoring
-(a sampled <image> would be read as an image slot on the next forward pass).
-Dropout stays off (model.eval()) so the first PPO epoch starts at ratio 1 exactly.
+One step (`ppo_step`), with the module that does each part:
+    1. rollout (rollouts.py)   batch_size prompt rows, k samples each: single answers, or Dr-LLaVA conversations in
+                               which the policy answers every clinician question in turn.
+    2. score (rollouts.py)     s_b = sum_i w_i f_i(sample b) (None -> 0, as TRL), plus missing_eos_penalty per
+                               answer cut by max_new_tokens; then, with the models: log pi_old(a_t), log pi_ref(a_t),
+                               V(s_t) and the policy's last hidden states on every action token.
+    3. advantages (ppo_math.py) s'_b = s_b - leave-one-out mean of the prompt's other samples (baseline="loo");
+                               r_t = -kl_beta * KL_t, + s'_b at the last action token; GAE(gamma, lam) over action
+                               tokens; optional whitening.
+    4. update                  ppo_epochs passes over the rollout in minibatches: clipped policy loss - ent_coef *
+                               entropy on the policy (lr), clipped value loss on the value head (value_lr). The first
+                               value_warmup_steps steps update only the value head, so that the policy's first
+                               updates already subtract a value that has seen some returns.
 
-Reward functions use TRL's signature f(prompts, completions, **columns) -> list[float | None] and see, per sample:
-    prompts[i]      single turn: [user message with an image block]; multi turn: the user messages (questions)
-    completions[i]  [{"role": "assistant", "content": answer}] - one message per turn in multi-turn mode, which
-                    rules.make_drllava_reward reads as the conversation's turns
-    completion_ids  the sampled answer token ids (all turns concatenated)
-    query_id        0..batch_size-1: which prompt row of the step the sample belongs to (its k samples are
-                    consecutive). UMed-LVLM's per-query max-normalisation: make_aar_reward(group_key="query_id").
-    every row column (id, image, bboxes, turn_categories, ...), repeated k times.
+Why these defaults (each measured on the learning tests, tests/unit/test_ppo_learning.py):
+- gamma = lam = 1: the sequence score reaches every answer token undiminished. With lam = 0.95 and a value head that
+  knows little, the first token of a 60-token answer gets 0.95^59 = 5% of the credit of the last (issue 11).
+- baseline "loo": prompts whose k samples tie (all right, or all wrong) contribute zero advantage instead of a
+  batch-wide offset; what is left is "this answer vs. the other answers to the same question".
+- whiten_advantages False: see ppo_math step 4 (whitening a batch of mostly-tied prompts amplifies KL noise).
+- lr is the knob that decided whether anything moved: on the tiny LLaVA of the learning tests, lr 1e-5 and 5e-5
+  left the reward flat over 30 steps (1.64 -> 1.63 / 1.77 of 3) and 3e-4 reached 2.9-3.0 of 3, with 2 epochs,
+  k = 8 and kl_beta 0.1. The default (1e-5) is the scale of the papers' 7B models; pass lr per model size.
+- ValueHead on *detached* hidden states, with its own optimizer group: the value loss never moves the language
+  model (an untrained critic's large errors would otherwise be a large, meaningless gradient on the policy), and
+  its learning rate can be 100x the policy's, which a linear head on fixed features needs to learn within a run
+  of tens of steps. Value updates reuse the rollout's hidden states, so they cost no forward pass.
+
+Logged per step (log_history): reward (mean raw score), reward/<name>, kl (per sample, sum over tokens), entropy,
+response_length, eos_rate, value_mean (mean V over action tokens before the update), explained_variance (of the
+rollout's returns by V, before the update; None when returns are constant), policy_loss, value_loss, clip_frac,
+approx_kl, policy_update (0 in value warm-up steps).
 
 Determinism and resume: step s reseeds torch from (seed, s) and draws its rows from a per-epoch permutation of
 (seed, epoch), so a run is a pure function of (init, rows, config) on CPU, and a resumed run continues exactly.
 Checkpoints (the last one kept) under <out_dir>/checkpoints/checkpoint-<step>: policy (safetensors) + processor,
 value_head.safetensors, optimizer.pt, trainer_state.json (step, log history, torch RNG state); guarded by the
 run key as in sft.train. Full fine-tuning only (no LoRA here); the reference is a frozen copy of init_dir.
+Dropout stays off (model.eval()) so the first PPO epoch starts at ratio 1 exactly.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from repro.chat import assistant_message, conversation_questions, first_user_text, rgb, to_model_dtype, user_message
-from repro.train import runs
+from repro.train import ppo_math, runs
+from repro.train.rollouts import (
+    forward,
+    nanmean,
+    reward_name,
+    rollout_conversation,
+    rollout_single,
+    score_rollout,
+    score_samples,
+)
 
 VALUE_HEAD_FILE = "value_head.safetensors"
+BASELINES = ("loo", "none")
 
 
 @dataclass
 class PPOConfig:
-    steps: int = 20
+    steps: int = 20              # PPO iterations (rollout + update), value warm-up steps included
     batch_size: int = 4          # prompt rows per step
     k: int = 4                   # samples (completions / conversations) per prompt row
     ppo_epochs: int = 2          # passes over one rollout (Dr-LLaVA: noptepochs 2)
     minibatch: int = 8           # samples per gradient step (also the chunk of the scoring forward passes)
-    lr: float = 1e-5
+    lr: float = 1e-5             # policy learning rate: a 7B LoRA's scale; the tiny models need ~3e-4 (module doc)
+    value_lr: float = 1e-3       # value head learning rate (its own optimizer group, on detached features)
+    value_warmup_steps: int = 1  # first steps that update only the value head
     clip: float = 0.2            # policy ratio clip
     clip_value: float = 0.2      # value clip around the rollout's values (Dr-LLaVA cliprange_value)
-    vf_coef: float = 0.1
     ent_coef: float = 0.0
     kl_beta: float = 0.1
-    gamma: float = 1.0
-    lam: float = 0.95
-    whiten_advantages: bool = True
+    gamma: float = 1.0           # used as given; Dr-LLaVA: 1
+    lam: float = 1.0             # used as given; Dr-LLaVA: 1
+    baseline: str = "loo"        # "loo": subtract the mean score of the prompt's other k-1 samples; "none"
+    whiten_advantages: bool = False
     max_new_tokens: int = 32     # per answer (per turn in multi-turn mode)
     temperature: float = 1.0
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0   # per optimizer group (policy, value head); 0 = off
     missing_eos_penalty: float = 0.0  # added per answer that hit max_new_tokens (Dr-LLaVA: -2.0); 0 = off
     gen_batch_size: int = 64     # samples per generate() call
     seed: int = 0
@@ -93,21 +104,30 @@ class PPOConfig:
         for name in ("batch_size", "k", "ppo_epochs", "minibatch", "max_new_tokens", "gen_batch_size", "save_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"PPOConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"PPOConfig.baseline must be one of {BASELINES}, got {self.baseline!r}")
+        if self.value_warmup_steps < 0:
+            raise ValueError(f"PPOConfig.value_warmup_steps must be >= 0, got {self.value_warmup_steps!r}")
+        for name in ("gamma", "lam"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"PPOConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
 
 
 # ----------------------------------------------------------------------------------------------- value head
 class ValueHead(nn.Module):
-    """V(s_t) for every position: Linear(hidden, 1) on the last hidden state, [B, T, H] -> [B, T] (fp32)."""
+    """V(s_t) for every position: Linear(hidden, 1) on the last hidden state, [B, T, H] -> [B, T] (fp32).
+
+    Reads the hidden states detached: the value loss trains this head only (module docstring)."""
 
     def __init__(self, hidden_size: int):
         super().__init__()
         self.linear = nn.Linear(hidden_size, 1)
-        # Zero init: V = 0 at the start, so early advantages are the rewards themselves, not random noise.
+        # Zero init: V = 0 at the start, so early advantages are the (baselined) rewards themselves, not noise.
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden.float()).squeeze(-1)
+        return self.linear(hidden.detach().float()).squeeze(-1)
 
 
 def hidden_size(model) -> int:
@@ -131,342 +151,7 @@ def load_value_head(folder, hidden: int, device="cpu") -> ValueHead:
     return head.to(device)
 
 
-# ----------------------------------------------------------------------------------------------- pure math
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1)
-
-
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    return (x - mean) * torch.rsqrt(var + eps) * mask
-
-
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float,
-        whiten: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation on padded [B, T] tensors; returns (advantages, returns), 0 off the mask.
-
-    delta_t = r_t + gamma * V_next - V_t and A_t = delta_t + gamma * lam * A_next, where "next" is the next
-    position with mask 1 (positions with mask 0 are skipped, not treated as episode ends) and V_next = A_next = 0
-    after the last one. returns = A + V (before whitening); whiten=True whitens A over the masked entries.
-    """
-    m = mask.bool()
-    adv = torch.zeros_like(values)
-    last = values.new_zeros(values.shape[0])
-    next_v = values.new_zeros(values.shape[0])
-    for t in reversed(range(values.shape[1])):
-        delta = rewards[:, t] + gamma * next_v - values[:, t]
-        a = delta + gamma * lam * last
-        adv[:, t] = torch.where(m[:, t], a, 0.0)
-        last = torch.where(m[:, t], a, last)
-        next_v = torch.where(m[:, t], values[:, t], next_v)
-    returns = (adv + values) * m
-    if whiten:
-        adv = masked_whiten(adv, m.to(adv.dtype))
-    return adv, returns
-
-
-def shaped_rewards(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor,
-                   kl_beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-token rewards, per-token KL): r_t = -kl_beta * KL_t on action tokens, + score at the last action token.
-
-    KL_t = log pi(a_t) - log pi_ref(a_t) (k1); exactly 0 when policy == reference."""
-    kl = (logp - ref_logp) * mask
-    rewards = -kl_beta * kl
-    last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1)  # index of the last action token
-    rewards[torch.arange(mask.shape[0]), last] += scores.to(rewards.dtype)
-    return rewards, kl
-
-
-def ppo_loss(logits: torch.Tensor, values: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-             old_logp: torch.Tensor, old_values: torch.Tensor, advantages: torch.Tensor, returns: torch.Tensor,
-             cfg: PPOConfig) -> tuple[torch.Tensor, dict]:
-    """Clipped policy loss + vf_coef * clipped value loss - ent_coef * entropy, token means over `mask`.
-
-    Shapes [B, T] (logits [B, T, V]), already shifted: logits[:, t] scores targets[:, t]."""
-    logp_all = torch.log_softmax(logits.float(), -1)
-    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    # Off the mask old_logp is 0: force log-ratio 0 there so exp() never overflows into a NaN gradient.
-    log_ratio = torch.where(mask.bool(), logp - old_logp, 0.0)
-    ratio = log_ratio.exp()
-    pg = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip, 1 + cfg.clip))
-    policy_loss = masked_mean(pg, mask)
-    v_clipped = old_values + (values - old_values).clamp(-cfg.clip_value, cfg.clip_value)
-    value_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
-    entropy = masked_mean(-(logp_all.exp() * logp_all).sum(-1), mask)
-    loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
-    with torch.no_grad():
-        stats = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item(),
-                 "clip_frac": masked_mean(((ratio - 1).abs() > cfg.clip).float(), mask).item(),
-                 "approx_kl": masked_mean(0.5 * log_ratio ** 2, mask).item()}
-    return loss, stats
-
-
-# ----------------------------------------------------------------------------------------------- samples
-_SEQ_KEYS = ("input_ids", "attention_mask")
-
-
-@dataclass
-class Sample:
-    """One rollout: a token sequence without padding, which tokens the policy sampled, and its image inputs."""
-    query: int                                   # index of the prompt row within the step
-    ids: list[int]
-    action: list[int]                            # 1 = sampled by the policy (answer token)
-    token_extra: dict[str, list[int]]            # per-token processor outputs (Qwen's mm_token_type_ids)
-    image: dict[str, torch.Tensor]               # per-row image tensors (pixel_values, image_grid_thw, ...)
-    prompts: list[dict] = field(default_factory=list)  # the user messages asked
-    answers: list[str] = field(default_factory=list)
-    answer_ids: list[list[int]] = field(default_factory=list)
-    ended: list[bool] = field(default_factory=list)    # per answer: stopped at EOS (not cut by max_new_tokens)
-
-    def extend(self, ids: list[int], is_action: bool) -> None:
-        self.ids += ids
-        self.action += [int(is_action)] * len(ids)
-        for v in self.token_extra.values():
-            v += [0] * len(ids)  # generated / question text is text (type 0)
-
-
-def encode_prompt(processor, messages: list[dict], image) -> Sample:
-    """One prompt (chat messages + generation prompt) as a Sample with no action tokens yet."""
-    text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    kw = {"images": [[rgb(image)]]} if image is not None else {}
-    enc = processor(text=[text], return_tensors="pt", **kw)
-    n = enc["input_ids"].shape[1]
-    token_extra = {k: v[0].tolist() for k, v in enc.items() if k not in _SEQ_KEYS and tuple(v.shape) == (1, n)}
-    image_t = {k: v for k, v in enc.items() if k not in _SEQ_KEYS and k not in token_extra}
-    ids = enc["input_ids"][0].tolist()
-    return Sample(query=-1, ids=ids, action=[0] * n, token_extra=token_extra, image=image_t)
-
-
-def _clone(s: Sample, query: int) -> Sample:
-    return Sample(query=query, ids=list(s.ids), action=list(s.action),
-                  token_extra={k: list(v) for k, v in s.token_extra.items()}, image=s.image, prompts=list(s.prompts))
-
-
-def collate(samples: Sequence[Sample], pad_id: int, device) -> dict:
-    """Left-pad the samples into model inputs + action_mask; image tensors are concatenated along dim 0 (which
-    serves LLaVA's [B, C, H, W] and Qwen's flattened patches + image_grid_thw alike)."""
-    L = max(len(s.ids) for s in samples)
-    n = len(samples)
-    ids = torch.full((n, L), pad_id, dtype=torch.long)
-    attn = torch.zeros((n, L), dtype=torch.long)
-    action = torch.zeros((n, L), dtype=torch.long)
-    extra = {k: torch.zeros((n, L), dtype=torch.long) for k in samples[0].token_extra}
-    for i, s in enumerate(samples):
-        m = len(s.ids)
-        ids[i, L - m:] = torch.tensor(s.ids)
-        attn[i, L - m:] = 1
-        action[i, L - m:] = torch.tensor(s.action)
-        for k in extra:
-            extra[k][i, L - m:] = torch.tensor(s.token_extra[k])
-    batch = {"input_ids": ids, "attention_mask": attn, **extra}
-    for k in samples[0].image:
-        batch[k] = torch.cat([s.image[k] for s in samples])
-    batch = {k: v.to(device) for k, v in batch.items()}
-    return {"inputs": batch, "action_mask": action.to(device)}
-
-
-_VISION_TOKENS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-
-
-def banned_ids(model) -> list[int]:
-    """Vision placeholder tokens the policy may never sample: a sampled <image> would be taken for an image slot on
-    the next forward pass (and Qwen's <|vision_start|> would shift its 3-D positions). They are suppressed in
-    generate() and masked out of the logits in forward(), so sampler and scorer share one distribution."""
-    ids = {getattr(model.config, name, None) for name in _VISION_TOKENS}
-    return sorted(i for i in ids if isinstance(i, int) and i >= 0)
-
-
-def _eos_ids(model, processor) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-    return ids | {processor.tokenizer.eos_token_id}
-
-
-def generate_into(model, processor, samples: list[Sample], cfg: PPOConfig) -> None:
-    """Sample one answer for every sample (continuing its current ids), append it as action tokens, record text."""
-    tok = processor.tokenizer
-    eos = _eos_ids(model, processor)
-    sampling = cfg.temperature > 0
-    kwargs = {"max_new_tokens": cfg.max_new_tokens, "do_sample": sampling, "use_cache": True,
-              "pad_token_id": tok.pad_token_id, "suppress_tokens": banned_ids(model) or None}
-    if sampling:  # the full distribution: PPO's logprobs assume no top-k / top-p truncation
-        kwargs.update(temperature=float(cfg.temperature), top_k=0, top_p=1.0)
-    else:
-        kwargs.update(temperature=None, top_k=None, top_p=None)
-    for i in range(0, len(samples), cfg.gen_batch_size):
-        chunk = samples[i:i + cfg.gen_batch_size]
-        inputs = collate(chunk, tok.pad_token_id, model.device)["inputs"]
-        with torch.inference_mode():
-            out = model.generate(**to_model_dtype(model, dict(inputs)), **kwargs)
-        new = out[:, inputs["input_ids"].shape[1]:].tolist()
-        for s, toks in zip(chunk, new):
-            # After EOS generate() pads; an answer without EOS ran to max_new_tokens and every token is real.
-            cut = next((j + 1 for j, t in enumerate(toks) if t in eos), None)
-            toks = toks[:cut] if cut is not None else toks
-            s.extend(toks, is_action=True)
-            s.answer_ids.append(toks)
-            s.ended.append(cut is not None)
-            s.answers.append(tok.decode(toks, skip_special_tokens=True).strip())
-
-
-def prompt_messages(row: dict) -> list[dict]:
-    """A single-turn row's prompt: its TRL `prompt` column when present, else its first user message + image."""
-    if isinstance(row.get("prompt"), list):
-        return row["prompt"]
-    return [user_message(first_user_text(row), with_image=row.get("image") is not None)]
-
-
-def rollout_single(model, processor, rows: Sequence[dict], cfg: PPOConfig) -> list[Sample]:
-    """k sampled answers per row; samples of one row are consecutive (query = the row's index)."""
-    samples = []
-    for q, row in enumerate(rows):
-        msgs = prompt_messages(row)
-        base = encode_prompt(processor, msgs, row.get("image"))
-        base.prompts = msgs
-        samples += [_clone(base, q) for _ in range(cfg.k)]
-    generate_into(model, processor, samples, cfg)
-    return samples
-
-
-_SENTINEL = "\x00ANSWER\x00"
-
-
-def turn_suffix(processor, question: str, answer_ended: bool) -> str:
-    """The template text between an answer and the next answer: end of the answer turn (unless the policy already
-    sampled its EOS), the next user turn, and the generation prompt. Read off the chat template itself (rendered
-    with a sentinel answer), so it follows whatever template the processor carries."""
-    conv = [user_message("q", with_image=False), assistant_message(_SENTINEL)]
-    before = processor.apply_chat_template(conv)
-    after = processor.apply_chat_template(conv + [user_message(question, with_image=False)],
-                                          add_generation_prompt=True)
-    cut = after.index(_SENTINEL) + len(_SENTINEL)
-    if after[:cut] != before[:before.index(_SENTINEL) + len(_SENTINEL)]:
-        raise ValueError("chat template renders earlier turns differently once a user turn follows")
-    suffix = after[cut:]
-    eos = processor.tokenizer.eos_token
-    if answer_ended and eos and suffix.startswith(eos):
-        suffix = suffix[len(eos):]
-    return suffix
-
-
-def rollout_conversation(model, processor, rows: Sequence[dict], cfg: PPOConfig) -> list[Sample]:
-    """k multi-turn rollouts per conv row: answer question 1 (with the image), then for t = 2..n append the
-    template text + question t after the policy's own answer t-1 (mask 0) and generate answer t (mask 1)."""
-    tok = processor.tokenizer
-    questions = [conversation_questions(r) for r in rows]
-    samples = []
-    for q, row in enumerate(rows):
-        first = user_message(questions[q][0], with_image=row.get("image") is not None)
-        base = encode_prompt(processor, [first], row.get("image"))
-        base.prompts = [first]
-        samples += [_clone(base, q) for _ in range(cfg.k)]
-    for t in range(max(len(qs) for qs in questions)):
-        todo = [s for s in samples if t < len(questions[s.query])]
-        if t > 0:
-            for s in todo:
-                question = questions[s.query][t]
-                suffix = turn_suffix(processor, question, s.ended[-1])
-                s.extend(tok(suffix, add_special_tokens=False)["input_ids"], is_action=False)
-                s.prompts.append(user_message(question, with_image=False))
-        generate_into(model, processor, todo, cfg)
-    return samples
-
-
-# ----------------------------------------------------------------------------------------------- rewards
-def score_samples(reward_fns: Sequence[Callable], weights: Sequence[float], rows: Sequence[dict],
-                  samples: Sequence[Sample]) -> tuple[torch.Tensor, dict[str, list]]:
-    """Call every reward in TRL's signature on all samples; (weighted sum per sample with None -> 0, raw values per
-    reward name)."""
-    prompts = [s.prompts for s in samples]
-    completions = [[{"role": "assistant", "content": a} for a in s.answers] for s in samples]
-    columns: dict[str, list] = {}
-    for key in rows[0]:
-        if key not in ("prompts", "completions"):
-            columns[key] = [rows[s.query].get(key) for s in samples]
-    columns["query_id"] = [s.query for s in samples]
-    columns["completion_ids"] = [sum(s.answer_ids, []) for s in samples]
-    total = torch.zeros(len(samples), dtype=torch.float64)
-    raw: dict[str, list] = {}
-    for i, (f, w) in enumerate(zip(reward_fns, weights)):
-        vals = list(f(prompts=prompts, completions=completions, **columns))
-        if len(vals) != len(samples):
-            raise ValueError(f"reward {_name(f)} returned {len(vals)} values for {len(samples)} completions")
-        name = _name(f) if _name(f) not in raw else f"{_name(f)}_{i}"
-        raw[name] = vals
-        total += torch.tensor([float(w) * float(v) if _finite(v) else 0.0 for v in vals], dtype=torch.float64)
-    return total.float(), raw
-
-
-def _name(f) -> str:
-    return getattr(f, "__name__", type(f).__name__)
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _nanmean(vals) -> float | None:
-    ok = [float(v) for v in vals if _finite(v)]
-    return sum(ok) / len(ok) if ok else None
-
-
-# ----------------------------------------------------------------------------------------------- forward
-def forward(model, samples: Sequence[Sample], pad_id: int, temperature: float, head: ValueHead | None = None):
-    """Policy forward on left-padded samples, shifted to "action space": logits[:, t] scores targets[:, t] =
-    input_ids[:, t+1], values[:, t] = V(h_t), mask[:, t] = action_mask[:, t+1].
-
-    Only the last W = L - (first action position in the batch) positions are returned ([n, W], right-aligned
-    with the full [n, L-1] action space): logits_to_keep skips the lm_head over image + prompt tokens, which for a
-    real vocabulary (150k) is most of the memory of a step."""
-    b = collate(samples, pad_id, model.device)
-    action = b["action_mask"]
-    L = action.shape[1]
-    first = int(action.any(0).nonzero()[0]) if action.any() else 1
-    width = L - first  # action-space columns first-1 .. L-2
-    out = model(**to_model_dtype(model, dict(b["inputs"])), output_hidden_states=head is not None, use_cache=False,
-                logits_to_keep=width + 1)
-    logits = out.logits[:, :-1].float()
-    if temperature > 0:
-        logits = logits / temperature
-    banned = banned_ids(model)
-    if banned:  # as generate()'s suppress_tokens; finite, so that p * log p stays 0 (not NaN) in the entropy
-        logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), -1e9)
-    values = head(out.hidden_states[-1][:, L - width - 1:-1]) if head is not None else None
-    ids = b["inputs"]["input_ids"]
-    return logits, values, ids[:, L - width:], action[:, L - width:].float()
-
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-
-
-def _right_align(dst: torch.Tensor, idx: list[int], src: torch.Tensor) -> None:
-    # Rows are left-padded, so a chunk padded to its own (shorter) length lines up with the global tensor's end.
-    dst[idx, dst.shape[1] - src.shape[1]:] = src.to(dst.dtype)
-
-
-@torch.no_grad()
-def score_rollout(policy, head, ref, samples: list[Sample], pad_id: int, cfg: PPOConfig) -> dict:
-    """Old logprobs, values and entropy (policy) and reference logprobs, as global [N, L-1] tensors."""
-    n, L = len(samples), max(len(s.ids) for s in samples)
-    dev = policy.device
-    out = {k: torch.zeros((n, L - 1), device=dev) for k in ("logp", "ref_logp", "values", "mask", "entropy")}
-    for i in range(0, n, cfg.minibatch):
-        idx = list(range(i, min(n, i + cfg.minibatch)))
-        chunk = [samples[j] for j in idx]
-        logits, values, targets, mask = forward(policy, chunk, pad_id, cfg.temperature, head)
-        logp_all = torch.log_softmax(logits, -1)
-        _right_align(out["logp"], idx, logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1))
-        _right_align(out["entropy"], idx, -(logp_all.exp() * logp_all).sum(-1))
-        _right_align(out["values"], idx, values)
-        _right_align(out["mask"], idx, mask)
-        ref_logits, _, _, _ = forward(ref, chunk, pad_id, cfg.temperature)
-        _right_align(out["ref_logp"], idx, token_logprobs(ref_logits, targets))
-    return out
-
-
-# ----------------------------------------------------------------------------------------------- train
+# ----------------------------------------------------------------------------------------------- runs
 def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2 ** 63)
 
@@ -508,50 +193,67 @@ def _save_checkpoint(ckpt_dir: Path, step: int, model, processor, head, opt, his
             shutil.rmtree(old)
 
 
+def _clip_and_step(opt, cfg: PPOConfig) -> None:
+    if cfg.max_grad_norm:
+        for group in opt.param_groups:  # policy and value head separately: one must not shrink the other's step
+            torch.nn.utils.clip_grad_norm_(group["params"], cfg.max_grad_norm)
+    opt.step()
+
+
 def ppo_step(policy, head: ValueHead, ref, processor, opt, rows: list[dict], reward_fns, weights, cfg: PPOConfig,
-             multi_turn: bool = False) -> tuple[dict, dict]:
-    """One PPO iteration on `rows`: rollout, rewards, scoring, GAE, ppo_epochs of minibatch updates.
+             multi_turn: bool = False, update_policy: bool = True) -> tuple[dict, dict]:
+    """One PPO iteration on `rows` (module docstring, steps 1-4); update_policy=False updates the value head only.
     Returns (log dict, {"rollout_seconds", "update_seconds"}). The caller seeds torch."""
     pad_id = processor.tokenizer.pad_token_id
     ta = time.time()
     samples = (rollout_conversation if multi_turn else rollout_single)(policy, processor, rows, cfg)
     scores, raw = score_samples(reward_fns, weights, rows, samples)
     missing = torch.tensor([sum(not e for e in s.ended) for s in samples], dtype=torch.float32)
-    sc = score_rollout(policy, head, ref, samples, pad_id, cfg)
-    mask = sc["mask"]
-    penalised = (scores + cfg.missing_eos_penalty * missing).to(mask.device)
-    rewards, kl = shaped_rewards(sc["logp"], sc["ref_logp"], mask, penalised, cfg.kl_beta)
-    adv, returns = gae(rewards, sc["values"], mask, cfg.gamma, cfg.lam, whiten=cfg.whiten_advantages)
+    sc = score_rollout(policy, ref, samples, pad_id, cfg, head)
+    mask = sc["mask"]                                                         # [N, L-1]
+    penalised = (scores + cfg.missing_eos_penalty * missing).to(mask.device)  # [N]
+    groups = torch.tensor([s.query for s in samples], device=mask.device)     # [N]
+    a = ppo_math.advantages(sc["logp"], sc["ref_logp"], sc["values"], mask, penalised, groups,
+                            kl_beta=cfg.kl_beta, gamma=cfg.gamma, lam=cfg.lam, baseline=cfg.baseline,
+                            whiten=cfg.whiten_advantages)
+    adv, returns = a["advantages"], a["returns"]
     tb = time.time()
-    params = [p for g in opt.param_groups for p in g["params"]]
     stats: list[dict] = []
     n = len(samples)
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(n).tolist()
         for i in range(0, n, cfg.minibatch):
             idx = perm[i:i + cfg.minibatch]
-            logits, values, targets, mb_mask = forward(policy, [samples[j] for j in idx], pad_id, cfg.temperature,
-                                                       head)
-            width = mb_mask.shape[1]
+            # Value head on the rollout's (detached) hidden states: full [n, L-1] width, the mask does the rest.
+            lv = ppo_math.value_loss(head(sc["hidden"][idx]), sc["values"][idx], returns[idx], mask[idx],
+                                     cfg.clip_value)
+            st = {"value_loss": lv.item()}
+            loss = lv
+            if update_policy:
+                logits, _, targets, mb_mask = forward(policy, [samples[j] for j in idx], pad_id, cfg.temperature)
+                width = mb_mask.shape[1]
 
-            def cut(x, idx=idx, width=width):  # the minibatch's rows, right-aligned to its own width
-                return x[idx][:, x.shape[1] - width:]
+                def cut(x, idx=idx, width=width):  # the minibatch's rows, right-aligned to its own width
+                    return x[idx][:, x.shape[1] - width:]
 
-            loss, st = ppo_loss(logits, values, targets, mb_mask, cut(sc["logp"]), cut(sc["values"]), cut(adv),
-                                cut(returns), cfg)
+                lp, entropy, pst = ppo_math.policy_loss(logits, targets, mb_mask, cut(sc["logp"]), cut(adv), cfg.clip)
+                loss = loss + lp - cfg.ent_coef * entropy
+                st.update(pst)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
+            _clip_and_step(opt, cfg)
             stats.append(st)
-    log = {"reward": scores.mean().item(), **{f"reward/{k}": _nanmean(v) for k, v in raw.items()},
-           "kl": kl.sum(1).mean().item(), "entropy": masked_mean(sc["entropy"], mask).item(),
+    log = {"reward": scores.mean().item(), **{f"reward/{k}": nanmean(v) for k, v in raw.items()},
+           "kl": a["kl"].sum(1).mean().item(), "entropy": ppo_math.masked_mean(sc["entropy"], mask).item(),
            "response_length": mask.sum(1).mean().item(),
            "eos_rate": sum(sum(s.ended) for s in samples) / max(1, sum(len(s.ended) for s in samples)),
-           "value_mean": masked_mean(sc["values"], mask).item()}
+           "value_mean": ppo_math.masked_mean(sc["values"], mask).item(),
+           "explained_variance": ppo_math.explained_variance(sc["values"], returns, mask),
+           "advantage_abs": ppo_math.masked_mean(adv.abs(), mask).item(),
+           "policy_update": int(update_policy)}
     for k in ("policy_loss", "value_loss", "clip_frac", "approx_kl"):
-        log[k] = sum(st[k] for st in stats) / len(stats)
+        vals = [st[k] for st in stats if k in st]
+        log[k] = sum(vals) / len(vals) if vals else None
     return log, {"rollout_seconds": tb - ta, "update_seconds": time.time() - tb}
 
 
@@ -564,7 +266,8 @@ def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bo
     multi_turn: rows are Dr-LLaVA conv rows (questions answered in order, one reward per conversation).
     log_history, one dict per step: reward (weighted sum), reward/<name> (mean of non-None values), kl (mean per
     sample of sum_t KL_t), entropy (per answer token), response_length (answer tokens per sample, all turns),
-    eos_rate, policy_loss, value_loss, clip_frac, approx_kl (means over the minibatch updates), value_mean.
+    eos_rate, value_mean, explained_variance, advantage_abs, policy_update, and policy_loss, value_loss,
+    clip_frac, approx_kl (means over the minibatch updates; policy terms None in value warm-up steps).
     """
     fns = list(reward_fns) if isinstance(reward_fns, (list, tuple)) else [reward_fns]
     weights = [1.0] * len(fns) if reward_weights is None else [float(w) for w in reward_weights]
@@ -575,7 +278,7 @@ def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bo
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     key = {"run_key": run_key, "init": str(init_dir), "cfg": asdict(cfg), "n_rows": len(rows),
-           "multi_turn": multi_turn, "rewards": [_name(f) for f in fns], "weights": weights}
+           "multi_turn": multi_turn, "rewards": [reward_name(f) for f in fns], "weights": weights}
     done = runs.prepare(out_dir, key)
     if done:
         return done
@@ -603,8 +306,9 @@ def _train(init_dir, out_dir: Path, ckpt_dir: Path, rows, fns, weights, cfg: PPO
     head = (load_value_head(resume, hidden_size(policy), device) if resume
             else ValueHead(hidden_size(policy)).to(device))
     policy.eval()  # dropout off: rollout scoring and updates see the same function
-    params = [p for p in list(policy.parameters()) + list(head.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    # Two groups, two learning rates: the policy (cfg.lr) and the value head (cfg.value_lr).
+    opt = torch.optim.AdamW([{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.lr},
+                             {"params": list(head.parameters()), "lr": cfg.value_lr}], weight_decay=0.0)
     history: list[dict] = []
     start = 0
     if resume:
@@ -619,7 +323,8 @@ def _train(init_dir, out_dir: Path, ckpt_dir: Path, rows, fns, weights, cfg: PPO
     for step in bar:
         torch.manual_seed(_step_seed(cfg.seed, step))  # a step is a pure function of (seed, step, weights)
         step_rows = [dict(rows[i]) for i in batch_indices(len(rows), cfg.batch_size, step, cfg.seed)]
-        log, t = ppo_step(policy, head, ref, processor, opt, step_rows, fns, weights, cfg, multi_turn)
+        log, t = ppo_step(policy, head, ref, processor, opt, step_rows, fns, weights, cfg, multi_turn,
+                          update_policy=step >= cfg.value_warmup_steps)
         history.append({"step": step + 1, **log})
         for k in timing:
             timing[k] += t[k]

@@ -280,7 +280,7 @@ CLAIM_FIELDS = ["paper", "claim", "metric", "comparison", "difference", "ci_low"
                 "mde", "n_items", "seeds", "verdict", "why"]
 claims_out = ledger.reset_index() if "paper" not in ledger.columns else ledger
 metrics = {
-    "start": starts,
+    "start": papers.start_points(papers.configs_from(cfg), stage),  # read back from the start arms' files
     "arms": arms.to_dict(orient="records"),
     "claims": claims_out[[c for c in CLAIM_FIELDS if c in claims_out.columns]].to_dict(orient="records"),
     "runs": {p: [{k: v for k, v in r.items() if k != "curve"} for r in run["records"]] for p, run in runs.items()},

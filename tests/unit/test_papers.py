@@ -86,6 +86,8 @@ def test_summarize_curve_known_answer():
     s = common.summarize_curve(curve([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.1, 0.2, 0.3, 0.4]), 0.01, last=2)
     assert s["reward_first"] == pytest.approx(1.5) and s["reward_last"] == pytest.approx(4.5)
     assert s["kl_end"] == pytest.approx(0.35) and s["trained"] is True
+    two = common.summarize_curve(curve([1.0, 2.0], [0.1, 0.2]), 0.01)  # windows of a short run do not overlap
+    assert (two["reward_first"], two["reward_last"], two["kl_end"]) == (1.0, 2.0, 0.2)
 
 
 def test_pass_at_known_answer():

@@ -264,14 +264,16 @@ def arm_status(curve: pd.DataFrame, kl_end: float | None, min_kl: float) -> tupl
 
 def summarize_curve(curve: pd.DataFrame, min_kl: float, last: int = 3) -> dict:
     """kl_end (mean KL of the last `last` logged steps), reward_first / reward_last (mean of the first / last
-    `last` steps) and the trained rule; curve columns: step, reward, kl[, reward_std]."""
+    `last` steps; fewer when the run is short, so the two windows never overlap) and the trained rule; curve
+    columns: step, reward, kl[, reward_std]."""
     def avg(col, part):
         if col not in curve or not len(curve):
             return None
         v = pd.to_numeric(part[col], errors="coerce").dropna()
         return float(v.mean()) if len(v) else None
 
-    head, tail = curve.head(last), curve.tail(last)
+    w = max(1, min(last, len(curve) // 2))  # first and last windows never overlap (a 2-step run: 1 step each)
+    head, tail = curve.head(w), curve.tail(w)
     kl_end = avg("kl", tail)
     trained, why = arm_status(curve, kl_end, min_kl)
     return {"kl_end": kl_end, "reward_first": avg("reward", head), "reward_last": avg("reward", tail),

@@ -359,9 +359,14 @@ def start_arm(job: Job):
 
     e, stage = job.extra, job.stage
     task, metric, k, limit = e["task"], e["metric"], int(e["k"]), e["limit"]
-    rows = ev.load_rows(data_dir(stage), task, "val", limit or None)
-    if e.get("variant"):
-        rows = [r for r in rows if r.get("variant", "standard") == e["variant"]]
+    if e.get("variant"):  # filter first, then take `limit` rows of that variant (spread over sources and classes)
+        rows = [r for r in ev.load_rows(data_dir(stage), task, "val") if r.get("variant", "standard") == e["variant"]]
+        if limit and limit < len(rows):
+            keep = ev.stratified_indices([r["id"] for r in rows], [f"{r['source']}/{r['category']}" for r in rows],
+                                         limit)
+            rows = [rows[i] for i in keep]
+    else:
+        rows = ev.load_rows(data_dir(stage), task, "val", limit or None)
     model, processor = load_vlm(model_dir(stage, e["model"]))
     bs, budget = stage.eval_batch_size, ev.MAX_NEW_TOKENS[task]
 

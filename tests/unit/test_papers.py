@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from repro import config, evaluation, papers, paths
-from repro.papers import claims, common
+from repro.papers import claims, common, measure
 
 CLAIM_FIELDS = ["paper", "claim", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value", "p_holm",
                 "mde", "n_items", "seeds", "verdict"]
@@ -91,7 +91,7 @@ def test_summarize_curve_known_answer():
 
 
 def test_pass_at_known_answer():
-    p1, pk = common.pass_at(np.array([[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]))
+    p1, pk = measure.pass_at(np.array([[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]))
     assert p1 == pytest.approx(5 / 12) and pk == pytest.approx(2 / 3)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from repro import evaluation as ev
-from repro.papers import common
+from repro.papers import common, measure
 
 PAPER = "drllava"
 PREFIX = "drllava_"
@@ -46,13 +46,13 @@ class DrLLaVAConfig:
 
 
 def jobs(cfg: DrLLaVAConfig, stage: common.Stage) -> list[common.Job]:
-    start = common.Job(PAPER, "SFT", None, "repro.papers.common:eval_arm", cfg, stage,
+    start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
                        {"model": "sft", "tasks": ["conv"], "limit": cfg.eval_limit})
     return [start] + [common.Job(PAPER, METHOD, s, "repro.papers.drllava:arm", cfg, stage) for s in stage.seeds]
 
 
 def start_job(cfg: DrLLaVAConfig, stage: common.Stage) -> common.Job:
-    return common.Job(PAPER, "start", stage.seed, "repro.papers.common:start_arm", cfg, stage,
+    return common.Job(PAPER, "start", stage.seed, "repro.papers.measure:start_arm", cfg, stage,
                       {"model": "sft", "task": "conv", "metric": "conversation_correct", "k": cfg.k,
                        "limit": cfg.start_rows, "variant": "standard"})
 
@@ -71,7 +71,7 @@ def arm(job: common.Job):
                            max_new_tokens=ev.MAX_NEW_TOKENS["conv"], seed=job.seed)
     info = ppo.train(sft, job.folder / "train", rows, [rules.drllava_reward], pc, multi_turn=True, progress=False)
     curve = common.ppo_curve(info["log_history"])
-    return common.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["conv"], cfg.eval_limit)
+    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["conv"], cfg.eval_limit)
 
 
 def run(cfg: DrLLaVAConfig, stage: common.Stage, only_cached: bool = False) -> dict:

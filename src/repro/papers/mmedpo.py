@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from repro.papers import common
+from repro.papers import common, measure
 
 PAPER = "mmedpo"
 PREFIX = "mmedpo_"
@@ -35,14 +35,14 @@ class MMedPOConfig:
 
 
 def jobs(cfg: MMedPOConfig, stage: common.Stage) -> list[common.Job]:
-    start = common.Job(PAPER, "SFT", None, "repro.papers.common:eval_arm", cfg, stage,
+    start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
                        {"model": "sft", "tasks": ["vqa", "report"], "limit": cfg.eval_limit})
     return [start] + [common.Job(PAPER, m, s, "repro.papers.mmedpo:arm", cfg, stage)
                       for s in stage.seeds for m in METHODS]
 
 
 def start_job(cfg: MMedPOConfig, stage: common.Stage) -> common.Job:
-    return common.Job(PAPER, "start", stage.seed, "repro.papers.common:start_arm", cfg, stage,
+    return common.Job(PAPER, "start", stage.seed, "repro.papers.measure:start_arm", cfg, stage,
                       {"model": "sft", "task": "vqa", "metric": "closed_correct", "k": cfg.start_k,
                        "limit": cfg.start_rows})
 
@@ -77,7 +77,7 @@ def arm(job: common.Job):
                                  save_steps=max(cfg.steps, 1), equal_text_exposure=cfg.equal_text_exposure)
     info = dpo.train(common.model_dir(job.stage, "sft"), job.folder / "train", pref, **kw)
     curve = dpo_curve(info["log_history"], cfg.beta)
-    return common.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["vqa", "report"], cfg.eval_limit)
+    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["vqa", "report"], cfg.eval_limit)
 
 
 def run(cfg: MMedPOConfig, stage: common.Stage, only_cached: bool = False) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from repro import evaluation as ev
-from repro.papers import common
+from repro.papers import common, measure
 
 PAPER = "umed"
 PREFIX = "umed_"
@@ -47,14 +47,14 @@ class UMedConfig:
 
 
 def jobs(cfg: UMedConfig, stage: common.Stage) -> list[common.Job]:
-    start = common.Job(PAPER, "SFT", None, "repro.papers.common:eval_arm", cfg, stage,
+    start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
                        {"model": "sft", "tasks": ["instruct"], "limit": cfg.eval_limit})
     return [start] + [common.Job(PAPER, m, s, "repro.papers.umed:arm", cfg, stage)
                       for s in stage.seeds for m in METHODS]
 
 
 def start_job(cfg: UMedConfig, stage: common.Stage) -> common.Job:
-    return common.Job(PAPER, "start", stage.seed, "repro.papers.common:start_arm", cfg, stage,
+    return common.Job(PAPER, "start", stage.seed, "repro.papers.measure:start_arm", cfg, stage,
                       {"model": "sft", "task": "instruct", "metric": "mau_correct", "k": cfg.k,
                        "limit": cfg.start_rows})
 
@@ -83,7 +83,7 @@ def arm(job: common.Job):
                            seed=job.seed)
     info = ppo.train(sft, job.folder / "train", rows, fns, pc, progress=False)
     curve = common.ppo_curve(info["log_history"])
-    return common.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["instruct"], cfg.eval_limit)
+    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["instruct"], cfg.eval_limit)
 
 
 def run(cfg: UMedConfig, stage: common.Stage, only_cached: bool = False) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from repro.papers import common
+from repro.papers import common, measure
 
 PAPER = "zhu"
 PREFIX = "zhu_"
@@ -49,7 +49,7 @@ def method(init: str, variant: str) -> str:
 
 
 def jobs(cfg: ZhuConfig, stage: common.Stage) -> list[common.Job]:
-    starts = [common.Job(PAPER, INIT_LABELS[i], None, "repro.papers.common:eval_arm", cfg, stage,
+    starts = [common.Job(PAPER, INIT_LABELS[i], None, "repro.papers.measure:eval_arm", cfg, stage,
                          {"model": i, "tasks": ["mcq"], "limit": cfg.eval_limit,
                           "extra_fn": "repro.papers.zhu:mcq_extra"}) for i in cfg.inits]
     return starts + [common.Job(PAPER, method(i, v), s, "repro.papers.zhu:arm", cfg, stage, {"init": i,
@@ -58,7 +58,7 @@ def jobs(cfg: ZhuConfig, stage: common.Stage) -> list[common.Job]:
 
 
 def start_job(cfg: ZhuConfig, stage: common.Stage) -> common.Job:
-    return common.Job(PAPER, "start", stage.seed, "repro.papers.common:start_arm", cfg, stage,
+    return common.Job(PAPER, "start", stage.seed, "repro.papers.measure:start_arm", cfg, stage,
                       {"model": "sft", "task": "mcq", "metric": "accuracy", "k": cfg.generations,
                        "limit": cfg.start_rows})
 
@@ -91,7 +91,7 @@ def arm(job: common.Job):
     c = grpo.curves(info["log_history"])
     curve = c.reindex(columns=["step", "reward", "reward_std", "kl", "completion_length"]).rename(
         columns={"completion_length": "length"})
-    return common.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["mcq"], cfg.eval_limit, extra=mcq_extra)
+    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["mcq"], cfg.eval_limit, extra=mcq_extra)
 
 
 def run(cfg: ZhuConfig, stage: common.Stage, only_cached: bool = False) -> dict:

@@ -79,7 +79,9 @@ def trained(run: dict, *methods: str) -> tuple[bool, str]:
 
 
 def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0) -> list[dict]:
-    """One dict per claim whose two arms were run: the claim's fields, `trained`, and stats.compare's result."""
+    """One dict per claim whose two arms were run, the input of stats.claims_frame: {paper, claim, metric,
+    comparison, expect ("higher"), trained (bool), not_trained_why, **stats.compare(...)} (compare's keys:
+    difference, ci_low, ci_high, p_value, mde, n_items, n_clusters, seeds, test; NaN / 0 when not trained)."""
     from repro import stats
 
     out = []
@@ -110,4 +112,13 @@ def ledger(runs: dict, **kw) -> pd.DataFrame:
     """The claims ledger: stats.claims_frame (Holm per paper, verdicts, why) of judge(runs)."""
     from repro import stats
 
-    return stats.claims_frame(judge(runs, **kw))
+    items = judge(runs, **kw)
+    frame = stats.claims_frame(items)
+    reasons = {(c["paper"], c["claim"]): c["not_trained_why"] for c in items if not c["trained"]}
+    if reasons:  # the reason an arm did not train is known here, not in stats: say it in the claim's "why"
+        df = frame.reset_index() if "paper" not in frame.columns else frame.copy()
+        keys = list(zip(df["paper"], df["claim"], strict=True))
+        df["why"] = [f"not trained: {reasons[k]}" if k in reasons else w
+                     for k, w in zip(keys, df["why"] if "why" in df else [""] * len(df), strict=True)]
+        frame = df
+    return frame

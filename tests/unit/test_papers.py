@@ -248,3 +248,13 @@ def test_a_failing_arm_loses_no_other_arm(tmp_root):
     assert done == ["a-s0", "a-s1"]
     recs, _ = common.run_jobs(_jobs(methods=("a",), seeds=(0, 1)), workers=1, only_cached=True)
     assert len(recs) == 2
+
+
+def test_start_cache_key_ignores_training_knobs_but_not_eval_knobs():
+    stage = common.Stage(profile="smoke")
+    a, b = papers.umed.UMedConfig(), papers.umed.UMedConfig(steps=99, lr=1.0)
+    assert papers.umed.start_job(a, stage).key() == papers.umed.start_job(b, stage).key()
+    assert papers.umed.jobs(a, stage)[0].key() == papers.umed.jobs(b, stage)[0].key()  # the SFT evaluation
+    assert papers.umed.jobs(a, stage)[1].key() != papers.umed.jobs(b, stage)[1].key()  # a trained arm
+    c = papers.umed.UMedConfig(eval_limit=7)
+    assert papers.umed.jobs(a, stage)[0].key() != papers.umed.jobs(c, stage)[0].key()

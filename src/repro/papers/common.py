@@ -160,7 +160,9 @@ class Job:
             f = paths.models_dir(self.stage.profile) / name / "final" / "model.safetensors"
             stamp[name] = f.stat().st_mtime_ns if f.exists() else None
         blob = json.dumps({"paper": self.paper, "method": self.method, "seed": self.seed, "fn": self.fn,
-                           "cfg": dataclasses.asdict(self.cfg), "eval_batch_size": self.stage.eval_batch_size,
+                           # measuring a start reads job.extra only: tuning a training knob keeps its cache
+                           "cfg": None if self.fn.startswith("repro.papers.measure:") else dataclasses.asdict(self.cfg),
+                           "eval_batch_size": self.stage.eval_batch_size,
                            "extra": self.extra, "init": stamp}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -51,6 +51,8 @@ def test_unknown_or_mistyped_key_is_a_one_line_config_error_naming_it():
         config.validate({"drllava_lr": "fast"}, "04_rl", "params/cpu/04_rl.yaml")
     with pytest.raises(config.ConfigError, match="zhu_generation"):
         papers.zhu.ZhuConfig.from_params({"zhu_generation": 8})
+    with pytest.raises(config.ConfigError, match="eval_split"):
+        papers.stage_from({"eval_split": "train"})
     with pytest.raises(config.ConfigError, match="mmedpo_steps"):
         papers.mmedpo.MMedPOConfig.from_params({"mmedpo_steps": 2.5})
 

@@ -5,8 +5,8 @@ stage)` and `start_job(cfg, stage)`; `common` holds the shared orchestration and
     cfg = papers.umed.UMedConfig(steps=40)                    # or papers.umed.UMedConfig.from_params(params)
     run = papers.umed.run(cfg, stage)                         # {"paper", "records", "rows"}
 
-Params files are flat: stage keys unprefixed (profile, seed, seeds, workers, eval_batch_size), paper knobs
-prefixed with the paper (umed_lr, drllava_kl_beta, zhu_generations, mmedpo_beta, ...). `declared()` lists them all
+Params files are flat: stage keys unprefixed (profile, seed, seeds, workers, eval_batch_size, eval_split), paper
+knobs prefixed with the paper (umed_lr, drllava_kl_beta, zhu_generations, mmedpo_beta, ...). `declared()` lists them all
 for repro.config, which rejects any other key with a one-line ConfigError.
 """
 

@@ -45,6 +45,12 @@ class Stage:
     seeds: list = field(default_factory=lambda: [0])
     workers: int = 0              # parallel arm processes; 0 = one per CPU core (1 when a GPU is present)
     eval_batch_size: int = 32
+    eval_split: str = "test"      # "val" while choosing knobs (issue 11: never tune toward a paper on test)
+
+    def __post_init__(self):
+        if self.eval_split not in ("val", "test"):
+            raise ConfigError(f"04_rl: key 'eval_split' has value {self.eval_split!r}, expected 'val' (while "
+                              "choosing knobs) or 'test'")
 
     def n_workers(self) -> int:
         if self.workers > 0:
@@ -162,7 +168,7 @@ class Job:
         blob = json.dumps({"paper": self.paper, "method": self.method, "seed": self.seed, "fn": self.fn,
                            # measuring a start reads job.extra only: tuning a training knob keeps its cache
                            "cfg": None if self.fn.startswith("repro.papers.measure:") else dataclasses.asdict(self.cfg),
-                           "eval_batch_size": self.stage.eval_batch_size,
+                           "eval_batch_size": self.stage.eval_batch_size, "eval_split": self.stage.eval_split,
                            "extra": self.extra, "init": stamp}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

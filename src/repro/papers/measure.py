@@ -39,12 +39,13 @@ def flat_metrics(task: str, m: dict) -> dict:
     raise ValueError(f"no flat metrics for task {task!r}")
 
 
-def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str = "test", extra=None):
+def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = None, extra=None):
     """Greedy evaluation of the model at `model_dir` -> (flat metrics, per-row scores in long form).
     extra(task, rows_df, rows) -> {metric: per-row list} adds metrics computed from the predictions and the data
     rows (Zhu's columns)."""
     from repro.models import load_vlm
 
+    split = split or stage.eval_split
     model, processor = load_vlm(model_dir)
     out = ev.evaluate(model, processor, data_dir(stage), split=split, tasks=list(tasks), limit=limit or None,
                       batch_size=stage.eval_batch_size, progress=False)

@@ -62,7 +62,7 @@ def test_params_files_are_valid(profile):
     params = config.load_params(profile, "04_rl", check_paths=False)
     configs = papers.configs_from(params)
     assert set(configs) == set(papers.PAPERS)
-    assert configs["zhu"].max_completion_length >= 64
+    assert configs["zhu"].max_completion_length >= evaluation.MAX_NEW_TOKENS["mcq"]
 
 
 # ----------------------------------------------------------------------------------------------- trained rule

@@ -182,6 +182,15 @@ def test_untrained_arm_makes_the_claim_not_trained_with_its_reason(fake_stats):
     assert all(f in led.columns for f in CLAIM_FIELDS)
 
 
+def test_why_known_answers():
+    row = {"difference": 0.1, "ci_low": 0.05, "ci_high": 0.15, "p_holm": 0.001, "mde": 0.04}
+    expected = "+0.100 [+0.050, +0.150] in the paper's direction, p_holm 0.001"
+    assert claims.why({**row, "verdict": "reproduced"}) == expected
+    small = {**row, "difference": 0.01, "ci_low": -0.03, "ci_high": 0.05, "p_holm": 0.6, "verdict": "inconclusive"}
+    assert claims.why(small) == "+0.010 [-0.030, +0.050]: smaller than this evaluation can detect (mde 0.040)"
+    assert claims.why({"verdict": "not trained"}, "DPO seed 0: x") == "not trained: DPO seed 0: x"
+
+
 def test_claims_list_one_per_observation():
     dr = [c for c in claims.CLAIMS if c.paper == "drllava"]
     assert [c.variant for c in dr] == ["standard", *claims.DR_VARIANTS]  # headline first, variants separate

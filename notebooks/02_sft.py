@@ -52,8 +52,8 @@ import torch
 import repro.config
 import repro.paths
 import repro.plots
+import repro.report
 import repro.results
-import repro.tables
 from repro import evaluation as ev
 from repro import models
 from repro.train import sft
@@ -249,7 +249,7 @@ majority = ev.majority_baseline(data_dir)
 # ### UMed-LVLM Table 2 layout: MAU-style accuracy per source (correct class and IoU ≥ 0.5)
 
 # %%
-mau = repro.tables.mau_with_paper(evals)
+mau = repro.report.mau_with_paper(evals)
 repro.results.save_table(mau, cfg, "mau_table2")
 mau.round(3)
 
@@ -277,7 +277,7 @@ mau.round(3)
 # ### Dr-LLaVA: question-, conversation- and diagnosis-level accuracy, path consistency, robustness variants
 
 # %%
-dr = repro.tables.drllava_table(evals)
+dr = repro.report.drllava_table(evals)
 repro.results.save_table(dr, cfg, "drllava")
 dr.round(3)
 
@@ -305,7 +305,7 @@ dr.round(3)
 # ### VQA, multiple choice and reports (percent), with the papers' SFT-level rows beside ours
 
 # %%
-vqa = repro.tables.vqa_with_paper(evals)
+vqa = repro.report.vqa_with_paper(evals)
 repro.results.save_table(vqa, cfg, "vqa")
 vqa.round(1)
 
@@ -331,7 +331,7 @@ vqa.round(1)
 #    and format in `outputs["base"]["samples"]["mcq"][:3]`. What does GRPO from base have to learn first?
 
 # %%
-per_source = repro.tables.per_source_table(evals["SFT"])
+per_source = repro.report.per_source_table(evals["SFT"])
 repro.results.save_table(per_source, cfg, "sft_per_source")
 per_source.round(3)
 

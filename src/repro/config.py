@@ -67,12 +67,30 @@ def _declared_cached(nb_path: str, mtime: float) -> dict[str, tuple[str, object]
     return out
 
 
+# Stages whose knobs live in config dataclasses rather than in the notebook's parameters cell: "module:function"
+# returning {key: (type name, default)}. The dataclass is then the one place each default is written; the
+# notebook's parameters cell keeps only what a learner toggles (profile, ...).
+SCHEMAS = {"04_rl": "repro.papers:declared"}
+
+
 def declared_parameters(stem: str) -> dict[str, tuple[str, object]]:
-    """{name: (type name, default)} from the notebook's parameters cell (type "None" accepts anything)."""
+    """{name: (type name, default)} from the notebook's parameters cell (type "None" accepts anything), plus the
+    stage's config dataclasses (SCHEMAS)."""
     nb = paths.notebook(stem)
     if not nb.exists():
         raise ConfigError(f"{nb}: notebook for stage '{stem}' does not exist")
-    return _declared_cached(str(nb), nb.stat().st_mtime)
+    out = dict(_declared_cached(str(nb), nb.stat().st_mtime))
+    if stem in SCHEMAS:
+        import importlib
+
+        module, fn = SCHEMAS[stem].split(":")
+        schema = getattr(importlib.import_module(module), fn)()
+        clash = [k for k in out if k in schema and out[k][1] != schema[k][1]]
+        if clash:
+            raise ConfigError(f"notebooks/{stem}.py: parameters cell redefines {clash} with another default than "
+                              f"{SCHEMAS[stem]} (one default per knob)")
+        out = {**schema, **out}
+    return out
 
 
 def _type_ok(value, tname: str) -> bool:
@@ -139,6 +157,8 @@ def from_namespace(ns: dict, stem: str) -> SimpleNamespace:
     declared = {**COMMON_KEYS, **declared_parameters(stem)}
     values = {k: ns[k] for k in declared if k in ns}
     validate(values, stem, f"notebooks/{stem}.ipynb parameters")
+    # knobs the notebook does not assign (SCHEMAS) take their one default unless papermill injected them
+    values.update({k: d for k, (_, d) in declared.items() if k not in values})
     if values.get("profile") not in paths.PROFILES:
         raise ConfigError(f"notebooks/{stem}.ipynb: key 'profile' has value {values.get('profile')!r}, "
                           f"expected one of {paths.PROFILES}")

@@ -186,6 +186,44 @@ def evaluate(model, processor, data_dir, split: str = "test", tasks: Sequence[st
     return out
 
 
+# Per-row score columns of each task's scorer -> metric names of the long per-row frame (row_scores).
+ROW_METRICS = {
+    "vqa": {"closed": "closed_correct", "open": "open_recall"},
+    "mcq": {"correct": "accuracy"},
+    "instruct": {"mau_correct": "mau_correct", "detection_correct": "detection_correct"},
+    "conv": {"conversation_correct": "conversation_correct", "diagnosis_correct": "diagnosis_correct",
+             "consistent": "path_consistency", "question_acc": "question_acc"},
+    "report": {"rouge_l": "rouge_l"},
+}
+
+
+def row_scores(task: str, rows_df: pd.DataFrame) -> pd.DataFrame:
+    """One task's per-row table (score(...)[1][f"{task}_rows"]) in long form, the unit of paired tests:
+    DataFrame[task, source, variant, item, cluster, metric, score] in row order.
+
+    item: "<task>:<image id>:<n>" (n counts the rows of that image in order: VQA asks several questions per image,
+    Dr-LLaVA one conversation per variant), identical across models evaluated on the same rows; cluster: the image
+    id (rows of one image are not independent). VQA rows give closed_correct (closed questions) or open_recall
+    (open ones)."""
+    if task not in ROW_METRICS:
+        raise ValueError(f"no per-row metrics for task {task!r}; expected one of {sorted(ROW_METRICS)}")
+    df = rows_df.reset_index(drop=True)
+    ids = df["id"].astype(str)
+    base = pd.DataFrame({"task": task, "source": df["source"].astype(str),
+                         "variant": df["variant"].astype(str) if "variant" in df else "",
+                         "item": task + ":" + ids + ":" + df.groupby(ids).cumcount().astype(str), "cluster": ids})
+    parts = []
+    if task == "vqa":
+        for kind, metric in ROW_METRICS["vqa"].items():
+            keep = df["answer_type"] == kind
+            parts.append(base[keep].assign(metric=metric, score=df.loc[keep, "score"].astype(float)))
+    else:
+        for col, metric in ROW_METRICS[task].items():
+            parts.append(base.assign(metric=metric, score=pd.to_numeric(df[col], errors="coerce").astype(float)))
+    out = pd.concat(parts).sort_index(kind="stable").reset_index(drop=True)
+    return out[["task", "source", "variant", "item", "cluster", "metric", "score"]]
+
+
 # ----------------------------------------------------------------------------------------------- baselines
 def _train_test(data_dir, task: str) -> tuple[list[dict], list[dict]]:
     from repro.data.build import load_task

@@ -76,8 +76,8 @@ def test_from_namespace_checks_types(nb):
 def test_markdown_tables_label_ours_and_paper_rows():
     import pandas as pd
 
+    from repro.report import side_by_side
     from repro.results import to_markdown
-    from repro.tables import side_by_side
 
     ours = pd.DataFrame({"acc": [0.5]}, index=pd.Index(["SFT"], name="model"))
     md = to_markdown(side_by_side(ours, ours * 2, "paper X"))

@@ -1,0 +1,140 @@
+"""The papers' headline claims, each judged by a paired test on items (repro.stats): per-row scores of the two
+arms, paired by seed and item, clustered by image; Holm across the claims of a paper; verdicts reproduced /
+opposite / inconclusive / not trained.
+
+One claim per independent observation: Dr-LLaVA's standard question order is its headline claim and each
+robustness variant (different conversations) a claim of its own; diagnosis accuracy and path consistency of the
+same standard conversations are shown in its table, not counted again. A comparison whose arms did not train (see
+common.arm_status) is "not trained", whatever its difference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from repro.data import schema
+
+MAU = tuple(schema.MAU_SOURCES)
+DR_VARIANTS = ("shuffled", "reversed", "hint_correct", "hint_wrong", "confirm_correct", "confirm_wrong")
+NUMBERS = ("difference", "ci_low", "ci_high", "p_value", "mde")
+BINARY = {"mau_correct", "accuracy", "closed_correct", "conversation_correct", "diagnosis_correct", "format"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    paper: str
+    claim: str
+    treat: str
+    base: str
+    metric: str
+    expect: str = "higher"
+    variant: str | None = None          # Dr-LLaVA: which conversations (question order / hints)
+    sources: tuple[str, ...] | None = None
+
+    @property
+    def comparison(self) -> str:
+        return f"{self.treat} - {self.base}"
+
+
+DR = "SFT+PPO (rule reward)"
+CLAIMS = [
+    Claim("umed", "AAR beats SFT on MAU accuracy", "SFT+AAR", "SFT", "mau_correct", sources=MAU),
+    Claim("umed", "AAR beats plain PPO (relevance only)", "SFT+AAR", "SFT+PPO", "mau_correct", sources=MAU),
+    Claim("zhu", "GRPO beats SFT on accuracy", "SFT+grpo", "SFT", "accuracy"),
+    Claim("zhu", "semantic reward raises similarity", "SFT+grpo_semantic", "SFT+grpo", "similarity"),
+    Claim("zhu", "Dr.GRPO beats GRPO on accuracy", "SFT+dr_grpo", "SFT+grpo", "accuracy"),
+    Claim("zhu", "CWR beats ECR on accuracy", "SFT+cwr", "SFT+ecr", "accuracy"),
+    Claim("zhu", "ECR lengthens responses", "SFT+ecr", "SFT+grpo", "length"),
+    Claim("zhu", "SFT start beats base start (GRPO)", "SFT+grpo", "base+grpo", "accuracy"),
+    Claim("mmedpo", "DPO beats SFT on closed VQA", "DPO", "SFT", "closed_correct"),
+    Claim("mmedpo", "MMedPO beats DPO on closed VQA", "MMedPO", "DPO", "closed_correct"),
+    Claim("mmedpo", "MMedPO beats DPO on open VQA", "MMedPO", "DPO", "open_recall"),
+    Claim("mmedpo", "MMedPO beats DPO on report generation (ROUGE-L)", "MMedPO", "DPO", "rouge_l"),
+    Claim("drllava", "rule-reward PPO raises conversation accuracy (standard order)", DR, "SFT",
+          "conversation_correct", variant="standard"),
+] + [Claim("drllava", f"robustness: rule-reward PPO raises conversation accuracy ({v})", DR, "SFT",
+           "conversation_correct", variant=v) for v in DR_VARIANTS]
+
+
+def scores(run: dict, method: str, metric: str, variant: str | None = None, sources=None) -> pd.DataFrame:
+    """Per-row scores of one arm (all its seeds) -> DataFrame[seed, item, cluster, score] (stats' input)."""
+    r = run["rows"]
+    keep = (r["method"] == method) & (r["metric"] == metric)
+    if variant is not None:
+        keep &= r["variant"].astype(str) == variant
+    if sources is not None:
+        keep &= r["source"].isin(list(sources))
+    out = r.loc[keep, ["seed", "item", "cluster", "score"]].copy()
+    out["seed"] = [None if pd.isna(s) else int(s) for s in out["seed"]]
+    return out.reset_index(drop=True)
+
+
+def trained(run: dict, *methods: str) -> tuple[bool, str]:
+    """(all arms of these methods trained, why not) from the run's records (starts count as trained)."""
+    why = [f"{r['method']} seed {r['seed']}: {r['why']}" for r in run["records"]
+           if r["method"] in methods and r["seed"] is not None and not r["trained"]]
+    return not why, "; ".join(why)
+
+
+def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0) -> list[dict]:
+    """One dict per claim whose two arms were run, the input of stats.claims_frame: {paper, claim, metric,
+    comparison, expect ("higher"), trained (bool), not_trained_why, **stats.compare(...)} (compare's keys:
+    difference, ci_low, ci_high, p_value, mde, n_items, n_clusters, seeds, test; NaN / 0 when not trained)."""
+    from repro import stats
+
+    out = []
+    for c in claims:
+        run = runs.get(c.paper)
+        if run is None:
+            continue
+        methods = {r["method"] for r in run["records"]}
+        if c.treat not in methods or c.base not in methods:
+            continue
+        ok, why = trained(run, c.treat, c.base)
+        if ok:
+            treat = scores(run, c.treat, c.metric, c.variant, c.sources)
+            base = scores(run, c.base, c.metric, c.variant, c.sources)
+            if not len(treat) or not len(base):
+                continue
+            result = stats.compare(treat, base, n_boot=n_boot, rng_seed=rng_seed, binary=c.metric in BINARY)
+        else:  # an untrained arm is not evaluated: nothing to test, the verdict is "not trained"
+            seeds = sorted({r["seed"] for r in run["records"] if r["method"] in (c.treat, c.base)} - {None})
+            result = {**dict.fromkeys(NUMBERS, float("nan")), "n_items": 0, "n_clusters": 0, "seeds": seeds,
+                      "test": None}
+        out.append({"paper": c.paper, "claim": c.claim, "metric": c.metric, "comparison": c.comparison,
+                    "expect": c.expect, "trained": ok, "not_trained_why": why, **result})
+    return out
+
+
+def why(row: dict, reason: str = "") -> str:
+    """A short reason for a claim's verdict, from its numbers (the ledger's "why" column)."""
+    v = row.get("verdict")
+    if v == "not trained":
+        return f"not trained: {reason}" if reason else "not trained"
+    d, lo, hi, p, mde = (row.get(k) for k in ("difference", "ci_low", "ci_high", "p_holm", "mde"))
+    if any(x is None or not math.isfinite(float(x)) for x in (d, lo, hi, p)):
+        return "no test (missing numbers)"
+    ci = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    if v == "reproduced":
+        return f"{ci} in the paper's direction, p_holm {p:.2g}"
+    if v == "opposite":
+        return f"{ci} against the paper's direction, p_holm {p:.2g}"
+    if mde is not None and math.isfinite(float(mde)) and abs(d) < mde:
+        return f"{ci}: smaller than this evaluation can detect (mde {mde:.3f})"
+    return f"{ci}: not significant after Holm (p_holm {p:.2g})"
+
+
+def ledger(runs: dict, **kw) -> pd.DataFrame:
+    """The claims ledger: stats.claims_frame (Holm per paper, verdicts) of judge(runs), with a short "why" per
+    claim (an untrained claim names the arm and its reason)."""
+    from repro import stats
+
+    items = judge(runs, **kw)
+    frame = stats.claims_frame(items)
+    df = frame.reset_index() if "paper" not in frame.columns else frame.copy()
+    reasons = {(c["paper"], c["claim"]): c["not_trained_why"] for c in items}
+    df["why"] = [why(r, reasons.get((r["paper"], r["claim"]), "")) for r in df.to_dict("records")]
+    return df

@@ -1,0 +1,294 @@
+"""What the four papers' stage-04 runs share: the stage knobs, flat params -> typed configs, arm jobs run in
+parallel worker processes (one thread each, one result file per arm) and the "trained" rule. Evaluation with
+per-row scores and the starting points are in repro.papers.measure.
+
+An *arm* is one trained model (paper, method, seed) or one evaluated start (seed None). Each arm is a picklable
+`Job`; `run_jobs(jobs, workers)` runs them serially or in `workers` spawned processes and returns one record per
+job, in job order (never in completion order), so results do not depend on scheduling. A record:
+    {"paper", "method", "seed", "metrics": {flat name: float}, "curve": [{step, reward, kl, length}],
+     "seconds", "kl_end", "reward_first", "reward_last", "trained", "why"}
+and its per-row scores (DataFrame[paper, method, seed, task, source, variant, item, cluster, metric, score]) are
+written beside it (`arm.json`, `rows.csv`) under runs/<profile>/models/rl/<paper>/<arm>/, so a failed run keeps
+every finished arm and a rerun with the same knobs reuses them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import inspect
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from repro import paths
+from repro.config import ConfigError
+
+PAPERS = ("umed", "zhu", "mmedpo", "drllava")
+ROW_COLUMNS = ["paper", "method", "seed", "task", "source", "variant", "item", "cluster", "metric", "score"]
+
+
+# ----------------------------------------------------------------------------------------------- configs
+@dataclass
+class Stage:
+    """Knobs every paper's run reads (params keys without a paper prefix)."""
+
+    profile: str = "smoke"
+    seed: int = 0                 # data subsampling; training repeats over `seeds`
+    seeds: list = field(default_factory=lambda: [0])
+    workers: int = 0              # parallel arm processes; 0 = one per CPU core (1 when a GPU is present)
+    eval_batch_size: int = 32
+    eval_split: str = "test"      # "val" while choosing knobs (issue 11: never tune toward a paper on test)
+
+    def __post_init__(self):
+        if self.eval_split not in ("val", "test"):
+            raise ConfigError(f"04_rl: key 'eval_split' has value {self.eval_split!r}, expected 'val' (while "
+                              "choosing knobs) or 'test'")
+
+    def n_workers(self) -> int:
+        if self.workers > 0:
+            return self.workers
+        import torch
+
+        return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+
+
+def _tname(value) -> str:
+    return "list" if isinstance(value, list | tuple) else type(value).__name__
+
+
+def declared(cls, prefix: str = "") -> dict[str, tuple[str, object]]:
+    """{params key: (type name, default)} of a config dataclass; keys are `prefix + field name`."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        out[prefix + f.name] = (_tname(default), default)
+    return out
+
+
+def from_params(cls, params, prefix: str = "", source: str = "params"):
+    """The config dataclass `cls` from flat params (a dict or a namespace): the keys `prefix + field`, each
+    type-checked; a key with the prefix that names no field is a one-line ConfigError naming it."""
+    from repro.config import _type_ok
+
+    values = dict(vars(params)) if not isinstance(params, dict) else dict(params)
+    spec = declared(cls, prefix)
+    if prefix:
+        for key, value in values.items():
+            if key.startswith(prefix) and key not in spec:
+                raise ConfigError(f"{source}: unknown key '{key}' (value {value!r}); {cls.__name__} has: "
+                                  f"{', '.join(sorted(spec))}")
+    kwargs = {}
+    for key, (tname, _) in spec.items():
+        if key in values:
+            if not _type_ok(values[key], tname):
+                raise ConfigError(f"{source}: key '{key}' has value {values[key]!r} of type "
+                                  f"{type(values[key]).__name__}, expected {tname}")
+            kwargs[key[len(prefix):]] = values[key]
+    return cls(**kwargs)
+
+
+def supported_kwargs(fn, **kw) -> dict:
+    """The keyword arguments `fn` accepts. A knob it does not know yet (a trainer branch not merged) is dropped
+    with a warning naming it, never silently."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return kw
+    dropped = sorted(set(kw) - set(params))
+    if dropped:
+        warnings.warn(f"{fn.__module__}.{fn.__qualname__} does not accept {dropped}; these knobs are ignored",
+                      stacklevel=2)
+    return {k: v for k, v in kw.items() if k in params}
+
+
+def ppo_config(**kw):
+    """PPOConfig from knobs; fields the installed PPOConfig lacks are dropped with a warning (see above)."""
+    from repro.train import ppo
+
+    names = {f.name for f in dataclasses.fields(ppo.PPOConfig)}
+    dropped = sorted(set(kw) - names)
+    if dropped:
+        warnings.warn(f"PPOConfig has no field(s) {dropped}; these knobs are ignored", stacklevel=2)
+    return ppo.PPOConfig(**{k: v for k, v in kw.items() if k in names})
+
+
+# ----------------------------------------------------------------------------------------------- locations
+def data_dir(stage: Stage) -> Path:
+    return paths.data_dir(stage.profile)
+
+
+def model_dir(stage: Stage, name: str) -> Path:
+    """The stage-02 checkpoints: name "base" or "sft"."""
+    p = paths.models_dir(stage.profile) / name / "final"
+    if not (p / "config.json").exists():
+        raise FileNotFoundError(f"{name} model {p} not found: run stage 02 first "
+                                f"(python -m repro run --profile {stage.profile} --only 02)")
+    return p
+
+
+def out_root(stage: Stage) -> Path:
+    return paths.models_dir(stage.profile) / "rl"
+
+
+# ----------------------------------------------------------------------------------------------- jobs
+@dataclass
+class Job:
+    """One arm: `fn` ("module:function") is called with the job in a worker and returns (record, rows)."""
+
+    paper: str
+    method: str
+    seed: int | None
+    fn: str
+    cfg: object
+    stage: Stage
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        safe = self.method.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "-")
+        return safe if self.seed is None else f"{safe}-s{self.seed}"
+
+    @property
+    def folder(self) -> Path:
+        return out_root(self.stage) / self.paper / self.name
+
+    def key(self) -> str:
+        """Hash of everything that decides the arm's result, including the stage-02 weights it starts from."""
+        stamp = {}
+        for name in ("base", "sft"):
+            f = paths.models_dir(self.stage.profile) / name / "final" / "model.safetensors"
+            stamp[name] = f.stat().st_mtime_ns if f.exists() else None
+        blob = json.dumps({"paper": self.paper, "method": self.method, "seed": self.seed, "fn": self.fn,
+                           # measuring a start reads job.extra only: tuning a training knob keeps its cache
+                           "cfg": None if self.fn.startswith("repro.papers.measure:") else dataclasses.asdict(self.cfg),
+                           "eval_batch_size": self.stage.eval_batch_size, "eval_split": self.stage.eval_split,
+                           "extra": self.extra, "init": stamp}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load_cached(job: Job):
+    f, rows_f = job.folder / "arm.json", job.folder / "rows.csv"
+    if not (f.exists() and rows_f.exists()):
+        return None
+    rec = json.loads(f.read_text())
+    if rec.get("key") != job.key():
+        return None
+    return rec, pd.read_csv(rows_f, dtype={"item": str, "cluster": str, "variant": str, "source": str})
+
+
+def run_job(job: Job):
+    """Run one arm in this process with one torch thread (so serial and parallel runs compute the same floats);
+    the result is cached in the arm's folder by its key."""
+    import torch
+
+    cached = _load_cached(job)
+    if cached is not None:
+        return cached
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        module, fn = job.fn.split(":")
+        t0 = time.time()
+        rec, rows = getattr(importlib.import_module(module), fn)(job)
+        rec = {"paper": job.paper, "method": job.method, "seed": job.seed, "seconds": round(time.time() - t0, 1),
+               **rec, "key": job.key()}
+    finally:
+        torch.set_num_threads(threads)
+    rows = rows.assign(paper=job.paper, method=job.method, seed=job.seed)[ROW_COLUMNS]
+    job.folder.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(job.folder / "rows.csv", index=False)
+    (job.folder / "arm.json").write_text(json.dumps(_clean(rec), indent=1))
+    return rec, rows
+
+
+def _one_thread():
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+
+
+def run_jobs(jobs: list[Job], workers: int = 1, only_cached: bool = False) -> tuple[list[dict], pd.DataFrame]:
+    """Run the jobs (serially for workers <= 1, else in spawned processes) -> (records in job order, all rows).
+    Every job runs to its end even when another fails; the first failure is raised afterwards.
+    only_cached: load the arms already on disk, run nothing (the claims ledger of a partial session)."""
+    if only_cached:
+        done = [c for c in (_load_cached(j) for j in jobs) if c is not None]
+    elif workers <= 1 or len(jobs) <= 1:
+        done = [run_job(j) for j in jobs]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                                 initializer=_one_thread) as ex:
+            futures = [ex.submit(run_job, j) for j in jobs]
+            errors = [f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+        done = [f.result() for f in futures]
+    recs = [r for r, _ in done]
+    rows = pd.concat([r for _, r in done], ignore_index=True) if done else pd.DataFrame(columns=ROW_COLUMNS)
+    return recs, rows
+
+
+def _clean(x):
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, str | bytes):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# ----------------------------------------------------------------------------------------------- the trained rule
+def arm_status(curve: pd.DataFrame, kl_end: float | None, min_kl: float) -> tuple[bool, str]:
+    """(trained, why). An arm is "not trained" when its rewards had zero variance (every group's rewards equal,
+    e.g. a start that never writes the rewarded format: the group advantage is 0 and nothing is learned) or when
+    its policy did not move (end KL to the reference below `min_kl`)."""
+    if curve is None or len(curve) == 0:
+        return False, "no training step was logged"
+    if "reward_std" in curve and curve["reward_std"].notna().any() and (curve["reward_std"].fillna(0) <= 1e-9).all():
+        return False, "zero reward variance in every group (the group advantage is 0: nothing to learn)"
+    r = pd.to_numeric(curve.get("reward"), errors="coerce").dropna() if "reward" in curve else pd.Series([], float)
+    if len(r) > 1 and float(r.max() - r.min()) <= 1e-9 and "reward_std" not in curve:
+        return False, f"the training reward never changed ({float(r.iloc[0]):.3g} at every step)"
+    if kl_end is None or not math.isfinite(kl_end):
+        return False, "no KL to the reference was logged"
+    if kl_end < min_kl:
+        return False, f"end KL {kl_end:.3g} < {min_kl:g}: the policy did not move"
+    return True, ""
+
+
+def summarize_curve(curve: pd.DataFrame, min_kl: float, last: int = 3) -> dict:
+    """kl_end (mean KL of the last `last` logged steps), reward_first / reward_last (mean of the first / last
+    `last` steps; fewer when the run is short, so the two windows never overlap) and the trained rule; curve
+    columns: step, reward, kl[, reward_std]."""
+    def avg(col, part):
+        if col not in curve or not len(curve):
+            return None
+        v = pd.to_numeric(part[col], errors="coerce").dropna()
+        return float(v.mean()) if len(v) else None
+
+    w = max(1, min(last, len(curve) // 2))  # first and last windows never overlap (a 2-step run: 1 step each)
+    head, tail = curve.head(w), curve.tail(w)
+    kl_end = avg("kl", tail)
+    trained, why = arm_status(curve, kl_end, min_kl)
+    return {"kl_end": kl_end, "reward_first": avg("reward", head), "reward_last": avg("reward", tail),
+            "trained": trained, "why": why}
+
+
+def ppo_curve(history: list[dict]) -> pd.DataFrame:
+    """Our PPO's log -> step, reward, kl (nats per sequence), length (tokens)."""
+    return pd.DataFrame([{"step": h.get("step", i + 1), "reward": h.get("reward"), "kl": h.get("kl"),
+                          "length": h.get("response_length")} for i, h in enumerate(history)],
+                        columns=["step", "reward", "kl", "length"])
+

@@ -1,0 +1,79 @@
+"""Dr-LLaVA (docs/methods.md §1): multi-turn PPO from the SFT model with the rule reward of the whole
+conversation (per-turn correctness + consistency of adjacent turns with some valid diagnostic path, max 9 for five
+turns), at gamma = lam = 1 as in the paper. Its own knobs (lr, kl_beta, ...), never UMed's.
+
+Claims: the standard question order is the headline observation; each robustness variant (shuffled, reversed,
+hints, confirmations) is a separate observation and a separate claim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from repro import evaluation as ev
+from repro.papers import common, measure
+
+PAPER = "drllava"
+PREFIX = "drllava_"
+METHOD = "SFT+PPO (rule reward)"
+
+
+@dataclass
+class DrLLaVAConfig:
+    """Every knob the Dr-LLaVA run reads (params keys: drllava_<name>)."""
+
+    train_rows: int = 64        # train conversations the rollouts are drawn from (0 = all)
+    eval_limit: int = 35        # test conversations (all variants of each image stay together; 0 = all)
+    start_rows: int = 16        # validation conversations (standard order) for the starting point
+    steps: int = 2              # PPO steps per seed
+    batch_size: int = 2         # images per step
+    k: int = 2                  # conversations per image (leave-one-out baseline over them; pass@k's k)
+    ppo_epochs: int = 2         # the paper's noptepochs
+    lr: float = 1e-5
+    kl_beta: float = 0.1        # the paper's KL_COEF
+    gamma: float = 1.0          # the paper: gamma = lam = 1
+    lam: float = 1.0
+    baseline: str = "loo"
+    whiten_advantages: bool = False
+    value_lr: float = 1e-4
+    value_warmup_steps: int = 0
+    missing_eos_penalty: float = -2.0  # per answer cut by max_new_tokens (the paper's incomplete-response penalty)
+    min_kl: float = 0.01        # nats per conversation: below this end KL the arm counts as "not trained"
+
+    @classmethod
+    def from_params(cls, params) -> DrLLaVAConfig:
+        return common.from_params(cls, params, PREFIX)
+
+
+def jobs(cfg: DrLLaVAConfig, stage: common.Stage) -> list[common.Job]:
+    start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
+                       {"model": "sft", "tasks": ["conv"], "limit": cfg.eval_limit})
+    return [start] + [common.Job(PAPER, METHOD, s, "repro.papers.drllava:arm", cfg, stage) for s in stage.seeds]
+
+
+def start_job(cfg: DrLLaVAConfig, stage: common.Stage) -> common.Job:
+    return common.Job(PAPER, "start", stage.seed, "repro.papers.measure:start_arm", cfg, stage,
+                      {"model": "sft", "task": "conv", "metric": "conversation_correct", "k": cfg.k,
+                       "limit": cfg.start_rows, "variant": "standard"})
+
+
+def arm(job: common.Job):
+    from repro.rewards import rules
+    from repro.train import ppo
+
+    cfg: DrLLaVAConfig = job.cfg
+    sft = common.model_dir(job.stage, "sft")
+    rows = ev.load_rows(common.data_dir(job.stage), "conv", "train", cfg.train_rows or None)
+    pc = common.ppo_config(steps=cfg.steps, batch_size=cfg.batch_size, k=cfg.k, ppo_epochs=cfg.ppo_epochs,
+                           lr=cfg.lr, kl_beta=cfg.kl_beta, gamma=cfg.gamma, lam=cfg.lam, baseline=cfg.baseline,
+                           whiten_advantages=cfg.whiten_advantages, value_lr=cfg.value_lr,
+                           value_warmup_steps=cfg.value_warmup_steps, missing_eos_penalty=cfg.missing_eos_penalty,
+                           max_new_tokens=ev.MAX_NEW_TOKENS["conv"], seed=job.seed)
+    info = ppo.train(sft, job.folder / "train", rows, [rules.drllava_reward], pc, multi_turn=True, progress=False)
+    curve = common.ppo_curve(info["log_history"])
+    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["conv"], cfg.eval_limit)
+
+
+def run(cfg: DrLLaVAConfig, stage: common.Stage, only_cached: bool = False) -> dict:
+    recs, rows = common.run_jobs(jobs(cfg, stage), stage.n_workers(), only_cached)
+    return {"paper": PAPER, "records": recs, "rows": rows}

@@ -1,0 +1,132 @@
+"""Measuring models for stage 04: greedy test evaluation with per-row scores (the unit of the paired tests), the
+record of a trained arm (`finish_arm`: an untrained arm is not evaluated), and the starting points on the
+validation split (greedy, sampled pass@1 and pass@k at temperature 1)."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pandas as pd
+
+from repro import evaluation as ev
+from repro.papers.common import ROW_COLUMNS, Job, Stage, data_dir, model_dir, summarize_curve
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def flat_metrics(task: str, m: dict) -> dict:
+    """The table columns of one task's summary metrics."""
+    if task == "instruct":
+        out = {f"mau_{s}": v.get("mau_acc", float("nan")) for s, v in m.get("by_source", {}).items() if s != "all"}
+        vals = [v for k, v in out.items() if k != "mau_bone_marrow"]
+        out.update(mau_avg=float(np.nanmean(vals)) if vals else float("nan"), mean_iou=m["mean_iou"],
+                   detection_acc=m["detection_acc"], category_acc=m["category_acc"])
+        return out
+    if task == "vqa":
+        return {"closed_acc": m["closed_acc"], "open_recall": m["open_recall"]}
+    if task == "report":
+        return {"bleu": m["bleu"], "rouge_l": m["rouge_l"]}
+    if task == "mcq":
+        return {"accuracy": m["acc"]}
+    if task == "conv":
+        std = (m.get("by_variant") or {}).get("standard", m)
+        out = {k: std[k] for k in ("question_acc", "conversation_acc", "diagnosis_acc", "path_consistency")}
+        for var, vm in (m.get("by_variant") or {}).items():
+            if var not in ("all", "standard"):
+                out[f"{var}_diagnosis_acc"] = vm["diagnosis_acc"]
+                out[f"{var}_conversation_acc"] = vm["conversation_acc"]
+        return out
+    raise ValueError(f"no flat metrics for task {task!r}")
+
+
+def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = None, extra=None):
+    """Greedy evaluation of the model at `model_dir` -> (flat metrics, per-row scores in long form).
+    extra(task, rows_df, rows) -> {metric: per-row list} adds metrics computed from the predictions and the data
+    rows (Zhu's columns)."""
+    from repro.models import load_vlm
+
+    split = split or stage.eval_split
+    model, processor = load_vlm(model_dir)
+    out = ev.evaluate(model, processor, data_dir(stage), split=split, tasks=list(tasks), limit=limit or None,
+                      batch_size=stage.eval_batch_size, progress=False)
+    flat, parts = {}, []
+    for task in tasks:
+        flat.update(flat_metrics(task, out["metrics"][task]))
+        df = out["tables"][f"{task}_rows"]
+        long = ev.row_scores(task, df)
+        if extra is not None:
+            more = extra(task, df, ev.load_rows(data_dir(stage), task, split, limit or None))
+            for metric, vals in more.items():
+                flat[metric] = float(np.nanmean(vals)) if len(vals) else float("nan")
+                add = long.drop_duplicates("item")[["task", "source", "variant", "item", "cluster"]].copy()
+                add["metric"], add["score"] = metric, list(vals)
+                long = pd.concat([long, add], ignore_index=True)
+        parts.append(long)
+    return flat, pd.concat(parts, ignore_index=True)
+
+
+def eval_arm(job: Job):
+    """A start (no training): the greedy evaluation of job.extra["model"] ("base" / "sft") on job.extra tasks."""
+    e = job.extra
+    extra = None
+    if e.get("extra_fn"):
+        module, fn = e["extra_fn"].split(":")
+        extra = getattr(importlib.import_module(module), fn)
+    flat, rows = evaluate(model_dir(job.stage, e["model"]), job.stage, e["tasks"], e["limit"], extra=extra)
+    return {"metrics": flat, "curve": [], "kl_end": None, "reward_first": None, "reward_last": None,
+            "trained": True, "why": "starting point (not trained here)"}, rows
+
+
+# ----------------------------------------------------------------------------------------------- starting points
+def pass_at(scores: np.ndarray) -> tuple[float, float]:
+    """scores [n_items, k] of 0/1 samples -> (pass@1 = mean, pass@k = share of items with any success)."""
+    s = np.asarray(scores, dtype=float)
+    return float(s.mean()), float((s.max(axis=1) > 0).mean())
+
+
+def start_arm(job: Job):
+    """Starting point of one paper on the VALIDATION split: greedy accuracy of its rewarded metric, and sampled
+    pass@1 / pass@k at temperature 1 with k = the group size (k samples per item)."""
+    import torch
+
+    from repro.models import load_vlm
+
+    e, stage = job.extra, job.stage
+    task, metric, k, limit = e["task"], e["metric"], int(e["k"]), e["limit"]
+    if e.get("variant"):  # filter first, then take `limit` rows of that variant (spread over sources and classes)
+        rows = [r for r in ev.load_rows(data_dir(stage), task, "val") if r.get("variant", "standard") == e["variant"]]
+        if limit and limit < len(rows):
+            keep = ev.stratified_indices([r["id"] for r in rows], [f"{r['source']}/{r['category']}" for r in rows],
+                                         limit)
+            rows = [rows[i] for i in keep]
+    else:
+        rows = ev.load_rows(data_dir(stage), task, "val", limit or None)
+    model, processor = load_vlm(model_dir(stage, e["model"]))
+    bs, budget = stage.eval_batch_size, ev.MAX_NEW_TOKENS[task]
+
+    def scores(temperature: float, reps: int) -> np.ndarray:
+        many = [r for r in rows for _ in range(reps)]
+        if task == "conv":
+            preds = ev.generate_conversation(model, processor, many, budget, bs, temperature, progress=False)
+        else:
+            preds = ev.generate(model, processor, many, budget, bs, temperature, progress=False)
+        long = ev.row_scores(task, ev.score(task, preds, many)[1][f"{task}_rows"])
+        v = long[long["metric"] == metric]["score"].to_numpy(dtype=float)
+        return v.reshape(-1, reps)
+
+    greedy = scores(0.0, 1)
+    torch.manual_seed(job.seed or 0)
+    p1, pk = pass_at(scores(1.0, k))
+    rec = {"metrics": {"metric": metric, "greedy": float(greedy.mean()), "pass1": p1, "passk": pk, "k": k,
+                       "n_items": int(len(greedy)), "model": e["model"]},
+           "curve": [], "kl_end": None, "reward_first": None, "reward_last": None, "trained": True, "why": ""}
+    return rec, pd.DataFrame(columns=ROW_COLUMNS)
+def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks, limit: int, extra=None):
+    """An arm's record after training: curve summary and the trained rule; a trained arm is evaluated on the test
+    split, an untrained one is not (its numbers would describe its start, not the method)."""
+    status = summarize_curve(curve, min_kl)
+    rec = {"curve": curve.to_dict(orient="records"), **status}
+    if not status["trained"]:
+        return {"metrics": {}, **rec}, pd.DataFrame(columns=ROW_COLUMNS[3:])
+    flat, rows = evaluate(final_dir, job.stage, tasks, limit, extra=extra)
+    return {"metrics": flat, **rec}, rows

@@ -1,0 +1,85 @@
+"""MMedPO (docs/methods.md §3): DPO on the stage-03 text pairs (unweighted) vs MMedPO's clinically weighted DPO
+on text + lesion-noised visual pairs, both from the SFT model. With `equal_text_exposure` both arms see the same
+number of text pairs (MMedPO's visual pairs come on top), so the comparison is not confounded by how many text
+pairs each arm saw (trainer knob of repro.train.dpo).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from repro.papers import common, measure
+
+PAPER = "mmedpo"
+PREFIX = "mmedpo_"
+METHODS = ("DPO", "MMedPO")
+
+
+@dataclass
+class MMedPOConfig:
+    """Every knob the MMedPO run reads (params keys: mmedpo_<name>)."""
+
+    eval_limit: int = 40        # test rows of each of vqa and report (0 = all)
+    start_rows: int = 32        # validation VQA rows for the starting point (closed questions are scored)
+    start_k: int = 4            # samples per item for pass@k (DPO has no group; 4 = the PPO papers' k)
+    steps: int = 2
+    batch_size: int = 4         # pairs per step
+    lr: float = 5e-5
+    beta: float = 0.1           # DPO temperature (the released code's default)
+    equal_text_exposure: bool = True
+    min_kl: float = 0.01        # nats per sequence of |log pi - log pi_ref| (from TRL's implicit rewards / beta)
+
+    @classmethod
+    def from_params(cls, params) -> MMedPOConfig:
+        return common.from_params(cls, params, PREFIX)
+
+
+def jobs(cfg: MMedPOConfig, stage: common.Stage) -> list[common.Job]:
+    start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
+                       {"model": "sft", "tasks": ["vqa", "report"], "limit": cfg.eval_limit})
+    return [start] + [common.Job(PAPER, m, s, "repro.papers.mmedpo:arm", cfg, stage)
+                      for s in stage.seeds for m in METHODS]
+
+
+def start_job(cfg: MMedPOConfig, stage: common.Stage) -> common.Job:
+    return common.Job(PAPER, "start", stage.seed, "repro.papers.measure:start_arm", cfg, stage,
+                      {"model": "sft", "task": "vqa", "metric": "closed_correct", "k": cfg.start_k,
+                       "limit": cfg.start_rows})
+
+
+def dpo_curve(history: list[dict], beta: float):
+    """DPO log -> step, reward (implicit reward margin), kl (mean |log-ratio| of chosen and rejected, nats per
+    sequence = (|rewards/chosen| + |rewards/rejected|) / (2 beta)), length (None)."""
+    import pandas as pd
+
+    out = []
+    for h in history:
+        if "loss" not in h:
+            continue
+        ch, rj = h.get("rewards/chosen"), h.get("rewards/rejected")
+        kl = (abs(ch) + abs(rj)) / (2 * beta) if ch is not None and rj is not None else None
+        out.append({"step": h["step"], "reward": h.get("rewards/margins"), "kl": kl, "length": None})
+    return pd.DataFrame(out, columns=["step", "reward", "kl", "length"])
+
+
+def arm(job: common.Job):
+    import datasets
+
+    from repro.train import dpo
+
+    cfg: MMedPOConfig = job.cfg
+    pref_dir = common.data_dir(job.stage) / "preference"
+    if not (pref_dir / "dataset_dict.json").exists():
+        raise FileNotFoundError(f"preference set {pref_dir} not found: run stage 03 first")
+    pref = datasets.load_from_disk(str(pref_dir))["train"]
+    kw = common.supported_kwargs(dpo.train, weighted=job.method == "MMedPO", max_steps=cfg.steps,
+                                 batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta, seed=job.seed,
+                                 save_steps=max(cfg.steps, 1), equal_text_exposure=cfg.equal_text_exposure)
+    info = dpo.train(common.model_dir(job.stage, "sft"), job.folder / "train", pref, **kw)
+    curve = dpo_curve(info["log_history"], cfg.beta)
+    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["vqa", "report"], cfg.eval_limit)
+
+
+def run(cfg: MMedPOConfig, stage: common.Stage, only_cached: bool = False) -> dict:
+    recs, rows = common.run_jobs(jobs(cfg, stage), stage.n_workers(), only_cached)
+    return {"paper": PAPER, "records": recs, "rows": rows}

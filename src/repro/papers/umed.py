@@ -1,0 +1,92 @@
+"""UMed-LVLM (docs/methods.md §4): PPO from the SFT model with the relevance reward alone ("SFT+PPO") and with
+the abnormal-aware reward AAR = relevance + ALR/max(ALR) + VRR/max(VRR) ("SFT+AAR", maxima over the k candidates
+of the same query). VRR reads the attention of a frozen eager copy of the SFT model over the policy's completion
+(a fixed attention "reward model"; the paper uses the policy's own attention).
+
+    cfg = UMedConfig(steps=40)                       # or UMedConfig.from_params(params)
+    run = umed.run(cfg, stage)                       # {"records", "rows"}; rows = per-row test scores
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from repro import evaluation as ev
+from repro.papers import common, measure
+
+PAPER = "umed"
+PREFIX = "umed_"
+METHODS = ("SFT+PPO", "SFT+AAR")
+
+
+@dataclass
+class UMedConfig:
+    """Every knob the UMed-LVLM run reads (params keys: umed_<name>)."""
+
+    train_rows: int = 64        # instruct train rows the PPO prompts are drawn from (0 = all)
+    eval_limit: int = 40        # instruct test rows, spread over sources and classes (0 = all)
+    start_rows: int = 32        # validation rows for the starting point
+    steps: int = 2              # PPO steps per arm
+    batch_size: int = 4         # prompts per step
+    k: int = 4                  # candidates per prompt (AAR max-normalises over them; also pass@k's k)
+    ppo_epochs: int = 2
+    lr: float = 1e-5
+    kl_beta: float = 0.05       # KL penalty per token to the SFT model
+    gamma: float = 1.0
+    lam: float = 1.0            # a sequence reward at the last token: no bootstrapping needed
+    baseline: str = "loo"       # per-prompt leave-one-out baseline of the sequence reward
+    whiten_advantages: bool = False
+    value_lr: float = 1e-4
+    value_warmup_steps: int = 0
+    vrr_fallback: str = "zero"  # an answer naming no abnormality earns VRR 0 (the paper's sum over an empty set)
+    min_kl: float = 0.01        # nats per sequence: below this end KL the arm counts as "not trained"
+
+    @classmethod
+    def from_params(cls, params) -> UMedConfig:
+        return common.from_params(cls, params, PREFIX)
+
+
+def jobs(cfg: UMedConfig, stage: common.Stage) -> list[common.Job]:
+    start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
+                       {"model": "sft", "tasks": ["instruct"], "limit": cfg.eval_limit})
+    return [start] + [common.Job(PAPER, m, s, "repro.papers.umed:arm", cfg, stage)
+                      for s in stage.seeds for m in METHODS]
+
+
+def start_job(cfg: UMedConfig, stage: common.Stage) -> common.Job:
+    return common.Job(PAPER, "start", stage.seed, "repro.papers.measure:start_arm", cfg, stage,
+                      {"model": "sft", "task": "instruct", "metric": "mau_correct", "k": cfg.k,
+                       "limit": cfg.start_rows})
+
+
+def arm(job: common.Job):
+    """Train one PPO arm and evaluate it (runs in a worker)."""
+    from repro.models import load_vlm
+    from repro.rewards import attention, localization
+    from repro.train import ppo
+
+    cfg: UMedConfig = job.cfg
+    sft = common.model_dir(job.stage, "sft")
+    rows = ev.load_rows(common.data_dir(job.stage), "instruct", "train", cfg.train_rows or None)
+    if job.method == "SFT+AAR":
+        vrr_model, vrr_proc = load_vlm(sft, attn_implementation="eager")
+        vrr = attention.make_vrr_reward(vrr_model, vrr_proc,
+                                        **common.supported_kwargs(attention.make_vrr_reward,
+                                                                  fallback=cfg.vrr_fallback))
+        fns = [localization.make_aar_reward(group_key="query_id", vrr_fn=vrr)]
+    else:
+        fns = [localization.make_relevance_reward()]
+    pc = common.ppo_config(steps=cfg.steps, batch_size=cfg.batch_size, k=cfg.k, ppo_epochs=cfg.ppo_epochs,
+                           lr=cfg.lr, kl_beta=cfg.kl_beta, gamma=cfg.gamma, lam=cfg.lam, baseline=cfg.baseline,
+                           whiten_advantages=cfg.whiten_advantages, value_lr=cfg.value_lr,
+                           value_warmup_steps=cfg.value_warmup_steps, max_new_tokens=ev.MAX_NEW_TOKENS["instruct"],
+                           seed=job.seed)
+    info = ppo.train(sft, job.folder / "train", rows, fns, pc, progress=False)
+    curve = common.ppo_curve(info["log_history"])
+    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["instruct"], cfg.eval_limit)
+
+
+def run(cfg: UMedConfig, stage: common.Stage, only_cached: bool = False) -> dict:
+    """Evaluate the SFT start and train + evaluate every (method, seed) arm -> {"records", "rows"}."""
+    recs, rows = common.run_jobs(jobs(cfg, stage), stage.n_workers(), only_cached)
+    return {"paper": PAPER, "records": recs, "rows": rows}

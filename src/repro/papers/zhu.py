@@ -1,0 +1,100 @@
+"""Zhu et al. 2025 (docs/methods.md §2): GRPO on multiple choice from two starts (base and SFT), with its
+variants: + semantic reward, Dr.GRPO (no std division, no 1/|o| length normalisation), ECR (longer reasoning,
+unconditionally) and CWR (longer reasoning only when correct).
+
+Columns: accuracy, response length (words), similarity and format rate. Similarity compares the reasoning in
+<think> with the reference reasoning (rewards.vqa.similarity_scores): a judge that is NOT the semantic training
+reward (judging the semantic arm by its own reward would be circular). A base start that never writes the
+rewarded format gets zero reward variance in every group; its arms are reported as "not trained", never as
+results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from repro.papers import common, measure
+
+PAPER = "zhu"
+PREFIX = "zhu_"
+VARIANTS = ("grpo", "grpo_semantic", "dr_grpo", "ecr", "cwr")
+INIT_LABELS = {"base": "base", "sft": "SFT"}
+
+
+@dataclass
+class ZhuConfig:
+    """Every knob the Zhu et al. run reads (params keys: zhu_<name>)."""
+
+    train_rows: int = 64        # MCQ train rows (seeded random subset; 0 = all)
+    eval_limit: int = 40        # MCQ test rows (0 = all)
+    start_rows: int = 32        # validation rows for the starting point
+    inits: list = field(default_factory=lambda: ["base", "sft"])
+    variants: list = field(default_factory=lambda: list(VARIANTS))
+    steps: int = 2
+    batch_size: int = 2         # prompts per step
+    generations: int = 4        # completions per prompt, the group (the paper: 8); also pass@k's k
+    lr: float = 1e-5
+    beta: float = 0.04          # KL coefficient (TRL's k3 estimator), the DeepSeekMath value
+    max_completion_length: int = 96   # tokens = evaluation's MCQ budget; grpo checks it fits ECR's cap
+    mask_truncated: bool = True       # a completion cut by the length limit gets no gradient
+    match_update_size: bool = True    # Dr.GRPO at the update size of GRPO (trainer knob of repro.train.grpo)
+    min_kl: float = 1e-4        # nats per token (TRL logs the mean per-token KL)
+
+    @classmethod
+    def from_params(cls, params) -> ZhuConfig:
+        return common.from_params(cls, params, PREFIX)
+
+
+def method(init: str, variant: str) -> str:
+    return f"{INIT_LABELS[init]}+{variant}"
+
+
+def jobs(cfg: ZhuConfig, stage: common.Stage) -> list[common.Job]:
+    starts = [common.Job(PAPER, INIT_LABELS[i], None, "repro.papers.measure:eval_arm", cfg, stage,
+                         {"model": i, "tasks": ["mcq"], "limit": cfg.eval_limit,
+                          "extra_fn": "repro.papers.zhu:mcq_extra"}) for i in cfg.inits]
+    return starts + [common.Job(PAPER, method(i, v), s, "repro.papers.zhu:arm", cfg, stage, {"init": i,
+                                                                                           "variant": v})
+                     for s in stage.seeds for i in cfg.inits for v in cfg.variants]
+
+
+def start_job(cfg: ZhuConfig, stage: common.Stage) -> common.Job:
+    return common.Job(PAPER, "start", stage.seed, "repro.papers.measure:start_arm", cfg, stage,
+                      {"model": "sft", "task": "mcq", "metric": "accuracy", "k": cfg.generations,
+                       "limit": cfg.start_rows})
+
+
+def mcq_extra(task: str, rows_df, rows) -> dict:
+    """Zhu's other columns per row: length (words), similarity (vqa.similarity_scores: the reasoning against the
+    reference reasoning, a judge apart from the semantic training reward), format (1 when the answer is
+    <think>..</think><answer>..</answer>)."""
+    from repro.rewards import vqa
+
+    preds = list(rows_df["prediction"])
+    sim = vqa.similarity_scores(preds, rows)
+    return {"length": [float(len(p.split())) for p in preds],
+            "similarity": [float("nan") if v is None else float(v) for v in sim],
+            "format": [float(vqa.format_ok(p)) for p in preds]}
+
+
+def arm(job: common.Job):
+    from repro.train import grpo
+
+    cfg: ZhuConfig = job.cfg
+    ds = grpo.grpo_dataset(common.data_dir(job.stage), "train", limit=cfg.train_rows or None, seed=job.stage.seed)
+    kw = common.supported_kwargs(grpo.train, max_steps=cfg.steps, num_generations=cfg.generations,
+                                 batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
+                                 max_completion_length=cfg.max_completion_length, seed=job.seed,
+                                 save_steps=max(cfg.steps, 1), match_update_size=cfg.match_update_size,
+                                 mask_truncated=cfg.mask_truncated)
+    info = grpo.train(common.model_dir(job.stage, job.extra["init"]), job.folder / "train", ds,
+                      job.extra["variant"], **kw)
+    c = grpo.curves(info["log_history"])
+    curve = c.reindex(columns=["step", "reward", "reward_std", "kl", "completion_length"]).rename(
+        columns={"completion_length": "length"})
+    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["mcq"], cfg.eval_limit, extra=mcq_extra)
+
+
+def run(cfg: ZhuConfig, stage: common.Stage, only_cached: bool = False) -> dict:
+    recs, rows = common.run_jobs(jobs(cfg, stage), stage.n_workers(), only_cached)
+    return {"paper": PAPER, "records": recs, "rows": rows}

@@ -1,0 +1,235 @@
+"""Tables in the layout of the papers, ours beside the paper's (labelled "paper <name> (<source>)", e.g. "paper
+UMed-LVLM (Table 2, MAU test set)", never mixed into our rows), stage 04's starting points, arms and training curves.
+
+`side_by_side(ours, paper, label)` stacks two blocks under a row index level "who", with the paper's columns
+renamed to ours where they mean the same thing, so a reader compares column by column. Stage-04 tables show mean ±
+95% CI over seeds (repro.stats.ci95) and mark a method "(not trained)" when any of its arms did not train.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from repro import results
+from repro.data import schema
+
+MAU_COLUMNS = [schema.SOURCES[s]["paper_name"] for s in schema.MAU_SOURCES]  # DeepLesion, KidneyStone, KVASIR, ...
+MAU_NAMES = {f"mau_{s}": schema.SOURCES[s]["paper_name"] for s in schema.MAU_SOURCES}
+OURS = "ours (this repo)"
+
+
+def _source(paper: str, table: str) -> str:
+    """The plain source label of a paper's table in paper_numbers.json (e.g. "Table 2, MAU test set")."""
+    return results.paper_numbers(paper)["tables"][table]["source"]
+
+
+def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame | None, paper_label: str = "paper") -> pd.DataFrame:
+    """Our block, then the paper's block (numbers formatted as in ours), under the index level "who"."""
+    blocks = {OURS: ours}
+    if paper is not None:
+        if any(isinstance(v, str) for v in ours.to_numpy().ravel()):  # ours is formatted "mean ± ci": match it
+            paper = paper.map(lambda v: f"{v:.3f}" if isinstance(v, float) else v)
+        blocks[paper_label] = paper
+    return pd.concat(blocks, names=["who", ours.index.name or "row"])
+
+
+# ----------------------------------------------------------------------------------------------- stage 02 tables
+def mau_table(evals: dict[str, dict]) -> pd.DataFrame:
+    """UMed-LVLM Table 2 layout: MAU-style accuracy per source (five MAU sources) and their average."""
+    rows = {}
+    for name, ev in evals.items():
+        by = ev["instruct"]["by_source"]
+        vals = [by.get(s, {}).get("mau_acc", float("nan")) for s in schema.MAU_SOURCES]
+        rows[name] = vals + [pd.Series(vals).mean()]
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=MAU_COLUMNS + ["Avg"])
+    df.index.name = "model"
+    return df
+
+
+def mau_with_paper(evals: dict[str, dict], paper_rows=("MedVInt", "MedVInt (SFT)")) -> pd.DataFrame:
+    paper = results.paper_table("umed_lvlm", "table2_mau").loc[list(paper_rows)]
+    paper.index.name = "model"
+    return side_by_side(mau_table(evals), paper, f"paper UMed-LVLM ({_source('umed_lvlm', 'table2_mau')})")
+
+
+def drllava_table(evals: dict[str, dict], variants=None) -> pd.DataFrame:
+    """Question-, conversation-, diagnosis-level accuracy and path consistency; one row per (model, variant)."""
+    rows = []
+    for name, ev in evals.items():
+        conv = ev["conv"]
+        rows.append({"model": name, "variant": "all", **_pick(conv)})
+        for var, m in (conv.get("by_variant") or {}).items():
+            if var != "all" and (variants is None or var in variants):
+                rows.append({"model": name, "variant": var, **_pick(m)})
+    return pd.DataFrame(rows).set_index(["model", "variant"])
+
+
+def _pick(m: dict) -> dict:
+    return {k: m.get(k, float("nan")) for k in ("question_acc", "conversation_acc", "diagnosis_acc",
+                                                "path_consistency")}
+
+
+def vqa_table(evals: dict[str, dict]) -> pd.DataFrame:
+    """Closed accuracy, open recall, MCQ accuracy, report BLEU / ROUGE-L, in percent like the papers."""
+    rows = {}
+    for name, ev in evals.items():
+        rows[name] = {"closed acc": ev["vqa"]["closed_acc"], "open recall": ev["vqa"]["open_recall"],
+                      "MCQ acc": ev["mcq"]["acc"], "report BLEU": ev["report"]["bleu"],
+                      "report ROUGE-L": ev["report"]["rouge_l"]}
+    df = pd.DataFrame.from_dict(rows, orient="index") * 100
+    df.index.name = "model"
+    return df
+
+
+def vqa_with_paper(evals: dict[str, dict]) -> pd.DataFrame:
+    """Ours beside MMedPO's LLaVA-Med v1.5 row (SLAKE / VQA-RAD / IU-Xray) and Zhu et al.'s best SFT (PMC-VQA)."""
+    mm = results.paper_table("mmedpo", "main").loc[["LLaVA-Med v1.5"]]
+    zhu = results.paper_table("zhu2025", "headline").loc[["best SFT"]]
+    paper = pd.DataFrame({
+        "closed acc": [mm["SLAKE Closed"].iloc[0], mm["VQA-RAD Closed"].iloc[0], None],
+        "open recall": [mm["SLAKE Open"].iloc[0], mm["VQA-RAD Open"].iloc[0], None],
+        "MCQ acc": [None, None, zhu["accuracy"].iloc[0]],
+        "report BLEU": [mm["IU-Xray BLEU"].iloc[0], None, None],
+        "report ROUGE-L": [mm["IU-Xray ROUGE-L"].iloc[0], None, None],
+    }, index=["MMedPO: LLaVA-Med v1.5 on SLAKE (reports: IU-Xray)", "MMedPO: LLaVA-Med v1.5 on VQA-RAD",
+              "Zhu et al.: best SFT on PMC-VQA"])
+    paper.index.name = "model"
+    return side_by_side(vqa_table(evals), paper, "paper (MMedPO main comparison; Zhu et al. headline)")
+
+
+def per_source_table(ev: dict) -> pd.DataFrame:
+    """One model's main metric of every task, per source (rows) — where the model is strong or weak."""
+    cols = {("vqa", "closed_acc"): "closed acc", ("vqa", "open_recall"): "open recall", ("mcq", "acc"): "MCQ acc",
+            ("instruct", "mau_acc"): "MAU acc", ("instruct", "mean_iou"): "mean IoU",
+            ("conv", "diagnosis_acc"): "Dr-LLaVA diagnosis", ("report", "rouge_l"): "report ROUGE-L"}
+    data = {}
+    for (task, key), label in cols.items():
+        by = ev.get(task, {}).get("by_source", {})
+        data[label] = {src: m.get(key) for src, m in by.items()}
+    df = pd.DataFrame(data)
+    df.index.name = "source"
+    return df
+
+
+# ----------------------------------------------------------------------------------------------- stage 04 tables
+def _label(records: list[dict], method: str) -> str:
+    bad = any(r["method"] == method and r["seed"] is not None and not r["trained"] for r in records)
+    return f"{method} (not trained)" if bad else method
+
+
+def table(records: list[dict], columns: list[str], digits: int = 3, percent: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per method (first-seen order), "mean ± 95% CI over seeds" per metric ("mean" alone for one value);
+    metrics in `percent` x100. A method with an untrained arm is labelled "(not trained)"."""
+    from repro import stats
+
+    order = list(dict.fromkeys(r["method"] for r in records))
+    out = {}
+    for m in order:
+        cells = {}
+        for col in columns:
+            vals = [r["metrics"].get(col) for r in records if r["method"] == m]
+            vals = [float(v) * (100 if col in percent else 1) for v in vals if v is not None]
+            mean, half = stats.ci95(vals) if vals else (float("nan"), float("nan"))
+            cells[col] = f"{mean:.{digits}f}" if not math.isfinite(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+        out[_label(records, m)] = cells
+    df = pd.DataFrame.from_dict(out, orient="index", columns=columns)
+    df.index.name = "method"
+    return df
+
+
+def umed_table(run: dict) -> pd.DataFrame:
+    cols = list(MAU_NAMES) + ["mau_avg", "mean_iou"]
+    ours = table(run["records"], cols).rename(columns={**MAU_NAMES, "mau_avg": "Avg", "mean_iou": "mean IoU"})
+    paper = results.paper_table("umed_lvlm", "table2_mau").loc[["MedVInt (SFT)", "MedVInt (SFT+PPO)", "UMed-LVLM"]]
+    paper.index.name = "method"
+    return side_by_side(ours, paper, f"paper UMed-LVLM ({_source('umed_lvlm', 'table2_mau')}; UMed-LVLM = SFT+AAR)")
+
+
+def zhu_table(run: dict) -> pd.DataFrame:
+    ours = table(run["records"], ["accuracy", "length", "similarity", "format"], digits=2, percent=("accuracy",))
+    ours = ours.rename(columns={"accuracy": "accuracy (%)"})
+    paper = results.paper_table("zhu2025", "headline").rename(columns={"accuracy": "accuracy (%)"})
+    paper.index.name = "method"
+    return side_by_side(ours, paper, f"paper Zhu et al. ({_source('zhu2025', 'headline')}; PMC-VQA, Qwen2-VL-2B)")
+
+
+def mmedpo_table(run: dict) -> pd.DataFrame:
+    cols = ["closed_acc", "open_recall", "bleu", "rouge_l"]
+    names = {"closed_acc": "closed (%)", "open_recall": "open recall (%)", "bleu": "BLEU (%)", "rouge_l": "ROUGE-L (%)"}
+    ours = table(run["records"], cols, digits=1, percent=tuple(cols)).rename(columns=names)
+    paper = results.paper_table("mmedpo", "main").loc[["LLaVA-Med v1.5", "+DPO", "+MMedPO"]]
+    paper.index.name = "method"
+    return side_by_side(ours, paper, f"paper MMedPO ({_source('mmedpo', 'main')}; percent)")
+
+
+DR_COLUMNS = ["question_acc", "conversation_acc", "diagnosis_acc", "path_consistency"]
+DR_VARIANTS = ["shuffled", "reversed", "hint_correct", "hint_wrong", "confirm_correct", "confirm_wrong"]
+
+
+def drllava_rl_table(run: dict) -> pd.DataFrame:
+    """Standard-order columns, then conversation accuracy under each robustness variant (the paper's tables were
+    not retrieved: docs/methods.md §1(f), so there is no paper block)."""
+    cols = DR_COLUMNS + [f"{v}_conversation_acc" for v in DR_VARIANTS]
+    return table(run["records"], cols).rename(columns={f"{v}_conversation_acc": f"conv. {v}" for v in DR_VARIANTS})
+
+
+def starts_table(starts: dict) -> pd.DataFrame:
+    """Starting points on the validation split: greedy, sampled pass@1 and pass@k (k = the group size)."""
+    df = pd.DataFrame.from_dict(starts, orient="index")
+    df.index.name = "paper"
+    if len(df):
+        df["headroom (pass@k - pass@1)"] = df["passk"] - df["pass1"]
+    return df
+
+
+def arms_table(runs: dict) -> pd.DataFrame:
+    """metrics.arms[]: one row per trained arm: end KL, first and last training reward, trained, why."""
+    rows = [{"paper": p, "method": r["method"], "seed": r["seed"], "kl_end": r["kl_end"],
+             "reward_first": r["reward_first"], "reward_last": r["reward_last"], "trained": bool(r["trained"]),
+             "why": r["why"]} for p, run in runs.items() for r in run["records"] if r["seed"] is not None]
+    return pd.DataFrame(rows, columns=["paper", "method", "seed", "kl_end", "reward_first", "reward_last",
+                                       "trained", "why"])
+
+
+def curves_figure(run: dict, title: str):
+    """One paper's training curves: reward, KL, response length; one line per method (band = min..max)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    parts = [pd.DataFrame(r["curve"]).assign(method=_label(run["records"], r["method"]), seed=r["seed"])
+             for r in run["records"] if r.get("curve")]
+    long = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["step", "method"])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.2))
+    for ax, q in zip(axes, ["reward", "kl", "length"], strict=True):
+        d = long[["step", "method", q]].dropna() if q in long else pd.DataFrame()
+        if len(d):
+            d = d.assign(**{q: pd.to_numeric(d[q], errors="coerce")}).dropna()
+            sns.lineplot(data=d, x="step", y=q, hue="method", errorbar=("pi", 100), ax=ax, legend=(q == "reward"))
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_title(f"{title}: {q}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def rows_frame(runs: dict) -> pd.DataFrame:
+    """Every evaluated model's per-row scores of every paper, one long frame (saved beside the results)."""
+    parts = [run["rows"] for run in runs.values() if len(run["rows"])]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def save_rows(rows: pd.DataFrame, cfg) -> str:
+    """Per-row scores of every evaluated model -> results/<profile>/<stem>_scores.csv.gz (small: ids, seed, metric,
+    score; no predictions), so anyone can rerun the paired tests. Returns the path relative to the repo."""
+    import os
+
+    from repro import paths
+
+    out = paths.RESULTS / cfg.profile / f"{cfg.stem}_scores.csv.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    rows.to_csv(tmp, index=False, compression="gzip", float_format="%.6g")
+    os.replace(tmp, out)
+    return str(out.relative_to(paths.ROOT))

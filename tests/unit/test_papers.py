@@ -1,0 +1,271 @@
+"""Stage 04's papers package and report: configs (one default per knob, unknown keys rejected), the "trained"
+rule, per-row scores, pairing by seed, claims fields and parallel arms identical to serial. repro.stats is being
+written elsewhere: a minimal stand-in is monkeypatched in here (never in src)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from repro import config, evaluation, papers, paths
+from repro.papers import claims, common, measure
+
+CLAIM_FIELDS = ["paper", "claim", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value", "p_holm",
+                "mde", "n_items", "seeds", "verdict"]
+
+
+# ----------------------------------------------------------------------------------------------- configs
+def test_every_knob_has_one_default_the_dataclass():
+    declared = config.declared_parameters("04_rl")
+    assert declared == {**papers.declared(), "profile": declared["profile"]}
+    for paper, cls in papers.CONFIGS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            assert declared[f"{paper}_{f.name}"][1] == default
+    # the old shared knobs are gone: Dr-LLaVA has its own lr / kl_beta, UMed its own PPO knobs
+    assert not {"ppo_lr", "ppo_kl_beta", "mt_steps"} & set(declared)
+    assert {"drllava_lr", "drllava_kl_beta", "drllava_gamma", "drllava_lam", "umed_lr", "umed_kl_beta"} <= set(declared)
+    dr = papers.drllava.DrLLaVAConfig()
+    assert dr.gamma == 1.0 and dr.lam == 1.0
+
+
+def test_notebook_knobs_not_injected_take_the_dataclass_default():
+    cfg = config.from_namespace({"profile": "smoke", "umed_lr": 3e-5}, "04_rl")
+    assert cfg.umed_lr == 3e-5
+    assert cfg.drllava_kl_beta == papers.drllava.DrLLaVAConfig().kl_beta
+    assert papers.umed.UMedConfig.from_params(cfg).lr == 3e-5
+    assert papers.stage_from(cfg).seeds == [0]
+
+
+def test_unknown_or_mistyped_key_is_a_one_line_config_error_naming_it():
+    with pytest.raises(config.ConfigError, match="umed_lrr") as e:
+        config.validate({"umed_lrr": 1e-5}, "04_rl", "params/cpu/04_rl.yaml")
+    assert "\n" not in str(e.value)
+    with pytest.raises(config.ConfigError, match="'drllava_lr' has value 'fast'"):
+        config.validate({"drllava_lr": "fast"}, "04_rl", "params/cpu/04_rl.yaml")
+    with pytest.raises(config.ConfigError, match="zhu_generation"):
+        papers.zhu.ZhuConfig.from_params({"zhu_generation": 8})
+    with pytest.raises(config.ConfigError, match="eval_split"):
+        papers.stage_from({"eval_split": "train"})
+    with pytest.raises(config.ConfigError, match="mmedpo_steps"):
+        papers.mmedpo.MMedPOConfig.from_params({"mmedpo_steps": 2.5})
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_params_files_are_valid(profile):
+    params = config.load_params(profile, "04_rl", check_paths=False)
+    configs = papers.configs_from(params)
+    assert set(configs) == set(papers.PAPERS)
+    assert configs["zhu"].max_completion_length >= evaluation.MAX_NEW_TOKENS["mcq"]
+
+
+# ----------------------------------------------------------------------------------------------- trained rule
+def curve(rewards, kls, stds=None):
+    d = {"step": list(range(1, len(rewards) + 1)), "reward": rewards, "kl": kls}
+    if stds is not None:
+        d["reward_std"] = stds
+    return pd.DataFrame(d)
+
+
+def test_trained_rule():
+    ok, why = common.arm_status(curve([0.0, 0.0, 0.0], [0.2, 0.3, 0.4], stds=[0.0, 0.0, 0.0]), 0.3, 1e-4)
+    assert not ok and "zero reward variance" in why
+    ok, why = common.arm_status(curve([1.0, 1.2], [0.001, 0.002]), 0.002, 0.01)
+    assert not ok and "did not move" in why and "0.002" in why
+    ok, why = common.arm_status(curve([5.0, 5.0, 5.0], [0.5, 0.5, 0.5]), 0.5, 0.01)
+    assert not ok and "never changed" in why
+    assert common.arm_status(curve([1.0, 2.0], [0.1, 0.5], stds=[0.3, 0.2]), 0.5, 0.01) == (True, "")
+    assert not common.arm_status(pd.DataFrame(), None, 0.01)[0]
+
+
+def test_summarize_curve_known_answer():
+    s = common.summarize_curve(curve([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.1, 0.2, 0.3, 0.4]), 0.01, last=2)
+    assert s["reward_first"] == pytest.approx(1.5) and s["reward_last"] == pytest.approx(4.5)
+    assert s["kl_end"] == pytest.approx(0.35) and s["trained"] is True
+    two = common.summarize_curve(curve([1.0, 2.0], [0.1, 0.2]), 0.01)  # windows of a short run do not overlap
+    assert (two["reward_first"], two["reward_last"], two["kl_end"]) == (1.0, 2.0, 0.2)
+
+
+def test_pass_at_known_answer():
+    p1, pk = measure.pass_at(np.array([[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]))
+    assert p1 == pytest.approx(5 / 12) and pk == pytest.approx(2 / 3)
+
+
+# ----------------------------------------------------------------------------------------------- per-row scores
+def test_row_scores_items_clusters_and_metrics():
+    df = pd.DataFrame({"id": ["img1", "img1", "img2"], "source": ["kvasir"] * 3,
+                       "answer_type": ["closed", "open", "closed"], "score": [1.0, 0.5, 0.0]})
+    long = evaluation.row_scores("vqa", df)
+    assert list(long["item"]) == ["vqa:img1:0", "vqa:img1:1", "vqa:img2:0"]
+    assert list(long["cluster"]) == ["img1", "img1", "img2"]
+    assert list(long["metric"]) == ["closed_correct", "open_recall", "closed_correct"]
+    assert list(long["score"]) == [1.0, 0.5, 0.0]
+    conv = pd.DataFrame({"id": ["m1", "m1"], "source": ["bone_marrow"] * 2, "variant": ["standard", "reversed"],
+                         "conversation_correct": [1.0, 0.0], "diagnosis_correct": [1.0, 1.0],
+                         "consistent": [1.0, 0.0], "question_acc": [1.0, 0.6]})
+    long = evaluation.row_scores("conv", conv)
+    std = long[(long["variant"] == "standard") & (long["metric"] == "conversation_correct")]
+    assert list(std["item"]) == ["conv:m1:0"] and list(std["score"]) == [1.0]
+    assert set(long["metric"]) == {"conversation_correct", "diagnosis_correct", "path_consistency", "question_acc"}
+
+
+# ----------------------------------------------------------------------------------------------- claims
+@pytest.fixture
+def fake_stats(monkeypatch):
+    """Minimal stand-in for repro.stats (contract of the stats branch): compare pairs by (seed, item); a seed-less
+    baseline is shared by every seed."""
+
+    def compare(treat, base, n_boot=2000, rng_seed=0, binary=None):
+        if base["seed"].isna().all():
+            base = pd.concat([base.assign(seed=s) for s in treat["seed"].unique()])
+        m = treat.merge(base, on=["seed", "item"], suffixes=("_t", "_b"))
+        d = float((m["score_t"] - m["score_b"]).mean())
+        return {"difference": d, "ci_low": d - 0.1, "ci_high": d + 0.1, "p_value": 0.01 if d else 1.0, "mde": 0.05,
+                "n_items": int(m["item"].nunique()), "n_clusters": int(m["cluster_t"].nunique()),
+                "seeds": sorted(int(s) for s in m["seed"].unique()), "test": "fake"}
+
+    def claims_frame(items):
+        rows = []
+        for c in items:
+            verdict = "not trained" if not c["trained"] else ("reproduced" if c["difference"] > 0 else "inconclusive")
+            rows.append({**{k: c.get(k) for k in CLAIM_FIELDS if k not in ("p_holm", "verdict")},
+                         "p_holm": c["p_value"], "verdict": verdict, "why": "fake"})
+        return pd.DataFrame(rows)
+
+    mod = types.ModuleType("repro.stats")
+    mod.compare, mod.claims_frame = compare, claims_frame
+    mod.ci95 = lambda v: (float(np.mean(v)), float("nan"))
+    monkeypatch.setitem(sys.modules, "repro.stats", mod)
+    import repro
+
+    monkeypatch.setattr(repro, "stats", mod, raising=False)
+    return mod
+
+
+def rows_of(method, seed, scores, metric="closed_correct"):
+    return pd.DataFrame({"paper": "mmedpo", "method": method, "seed": seed, "task": "vqa", "source": "kvasir",
+                         "variant": "", "item": [f"vqa:i{i}:0" for i in range(len(scores))],
+                         "cluster": [f"i{i}" for i in range(len(scores))], "metric": metric, "score": scores})
+
+
+def rec(method, seed, trained=True, why=""):
+    return {"paper": "mmedpo", "method": method, "seed": seed, "metrics": {}, "curve": [], "trained": trained,
+            "why": why, "kl_end": 0.1, "reward_first": 0.0, "reward_last": 1.0}
+
+
+def test_arms_are_paired_by_seed_not_position(fake_stats):
+    # DPO seed 0 is perfect on item 0 only, seed 1 on item 1 only; MMedPO copies each seed's DPO and adds item 2.
+    # Records and rows are listed in opposite seed orders: pairing by position would mix seeds.
+    rows = pd.concat([rows_of("DPO", 0, [1.0, 0.0, 0.0]), rows_of("DPO", 1, [0.0, 1.0, 0.0]),
+                      rows_of("MMedPO", 1, [0.0, 1.0, 1.0]), rows_of("MMedPO", 0, [1.0, 0.0, 1.0])])
+    run = {"records": [rec("DPO", 0), rec("DPO", 1), rec("MMedPO", 1), rec("MMedPO", 0)], "rows": rows}
+    only = [claims.Claim("mmedpo", "MMedPO beats DPO", "MMedPO", "DPO", "closed_correct")]
+    out = claims.judge({"mmedpo": run}, claims=only)
+    assert out[0]["difference"] == pytest.approx(1 / 3)  # by position it would be (0 + 1/3 ... mixed) != 1/3
+    assert out[0]["seeds"] == [0, 1] and out[0]["trained"]
+    frame = claims.scores(run, "MMedPO", "closed_correct")
+    assert list(frame.columns) == ["seed", "item", "cluster", "score"]
+
+
+def test_untrained_arm_makes_the_claim_not_trained_with_its_reason(fake_stats):
+    rows = pd.concat([rows_of("SFT", None, [0.0, 1.0]), rows_of("DPO", 0, [1.0, 1.0])])
+    run = {"records": [rec("SFT", None), rec("DPO", 0, trained=False, why="end KL 0.001 < 0.01")], "rows": rows}
+    led = claims.ledger({"mmedpo": run}, claims=[claims.CLAIMS[8]])
+    assert list(led["verdict"]) == ["not trained"] and "end KL" in led["why"].iloc[0]
+    assert math.isnan(led["difference"].iloc[0])
+    assert all(f in led.columns for f in CLAIM_FIELDS)
+
+
+def test_why_known_answers():
+    row = {"difference": 0.1, "ci_low": 0.05, "ci_high": 0.15, "p_holm": 0.001, "mde": 0.04}
+    expected = "+0.100 [+0.050, +0.150] in the paper's direction, p_holm 0.001"
+    assert claims.why({**row, "verdict": "reproduced"}) == expected
+    small = {**row, "difference": 0.01, "ci_low": -0.03, "ci_high": 0.05, "p_holm": 0.6, "verdict": "inconclusive"}
+    assert claims.why(small) == "+0.010 [-0.030, +0.050]: smaller than this evaluation can detect (mde 0.040)"
+    assert claims.why({"verdict": "not trained"}, "DPO seed 0: x") == "not trained: DPO seed 0: x"
+
+
+def test_claims_list_one_per_observation():
+    dr = [c for c in claims.CLAIMS if c.paper == "drllava"]
+    assert [c.variant for c in dr] == ["standard", *claims.DR_VARIANTS]  # headline first, variants separate
+    assert len({(c.paper, c.treat, c.base, c.metric, c.variant) for c in claims.CLAIMS}) == len(claims.CLAIMS)
+    assert any(c.paper == "mmedpo" and c.metric == "rouge_l" for c in claims.CLAIMS)  # report-generation claim
+
+
+def test_report_arms_and_tables_label_untrained(fake_stats):
+    from repro import report
+
+    run = {"records": [rec("SFT", None) | {"metrics": {"closed_acc": 0.5}},
+                       rec("DPO", 0, trained=False, why="x") | {"metrics": {"closed_acc": 0.6}}], "rows": None}
+    arms = report.arms_table({"mmedpo": run})
+    assert list(arms.columns[:7]) == ["paper", "method", "seed", "kl_end", "reward_first", "reward_last", "trained"]
+    assert len(arms) == 1 and not arms["trained"].iloc[0] and arms["why"].iloc[0] == "x"
+    t = report.table(run["records"], ["closed_acc"])
+    assert list(t.index) == ["SFT", "DPO (not trained)"]
+
+
+# ----------------------------------------------------------------------------------------------- parallel arms
+def fake_arm(job):
+    """A cheap arm for the parallel test: deterministic in the seed, like a real one."""
+    import torch
+
+    if job.method == "boom":
+        raise RuntimeError("boom arm failed")
+    torch.manual_seed(job.seed)
+    x = torch.rand(4).tolist()
+    rows = pd.DataFrame({"task": "vqa", "source": "s", "variant": "", "item": [f"i{i}" for i in range(4)],
+                         "cluster": [f"c{i}" for i in range(4)], "metric": "m", "score": x})
+    return {"metrics": {"m": sum(x) / 4}, "curve": [], "kl_end": 1.0, "reward_first": 0.0, "reward_last": 1.0,
+            "trained": True, "why": "", "threads": torch.get_num_threads()}, rows
+
+
+def _jobs(methods=("a", "b"), seeds=(0, 1, 2)):
+    stage = common.Stage(profile="smoke")
+    cfg = papers.mmedpo.MMedPOConfig()
+    return [common.Job("fake", m, s, "tests.unit.test_papers:fake_arm", cfg, stage) for s in seeds for m in methods]
+
+
+@pytest.fixture
+def tmp_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_ROOT", str(tmp_path))  # spawned workers resolve their paths here too
+    monkeypatch.setattr(paths, "RUNS", tmp_path / "runs")
+    return tmp_path
+
+
+def test_parallel_arms_equal_serial_and_keep_files(tmp_root):
+    par_recs, par_rows = common.run_jobs(_jobs(), workers=2)
+    files = sorted(p.parent.name for p in (tmp_root / "runs").rglob("arm.json"))
+    assert files == sorted(j.name for j in _jobs())
+    for f in (tmp_root / "runs").rglob("arm.json"):
+        f.unlink()
+    ser_recs, ser_rows = common.run_jobs(_jobs(), workers=1)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in par_recs]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in ser_recs]
+    assert all(r["threads"] == 1 for r in par_recs + ser_recs)
+    pd.testing.assert_frame_equal(par_rows, ser_rows)
+    assert [(r["method"], r["seed"]) for r in par_recs] == [(j.method, j.seed) for j in _jobs()]  # job order
+
+
+def test_a_failing_arm_loses_no_other_arm(tmp_root):
+    with pytest.raises(RuntimeError, match="boom"):
+        common.run_jobs(_jobs(methods=("a", "boom"), seeds=(0, 1)), workers=2)
+    done = sorted(p.parent.name for p in (tmp_root / "runs").rglob("arm.json"))
+    assert done == ["a-s0", "a-s1"]
+    recs, _ = common.run_jobs(_jobs(methods=("a",), seeds=(0, 1)), workers=1, only_cached=True)
+    assert len(recs) == 2
+
+
+def test_start_cache_key_ignores_training_knobs_but_not_eval_knobs():
+    stage = common.Stage(profile="smoke")
+    a, b = papers.umed.UMedConfig(), papers.umed.UMedConfig(steps=99, lr=1.0)
+    assert papers.umed.start_job(a, stage).key() == papers.umed.start_job(b, stage).key()
+    assert papers.umed.jobs(a, stage)[0].key() == papers.umed.jobs(b, stage)[0].key()  # the SFT evaluation
+    assert papers.umed.jobs(a, stage)[1].key() != papers.umed.jobs(b, stage)[1].key()  # a trained arm
+    c = papers.umed.UMedConfig(eval_limit=7)
+    assert papers.umed.jobs(a, stage)[0].key() != papers.umed.jobs(c, stage)[0].key()

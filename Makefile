@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test lint bench install clean-runs notebooks
+.PHONY: reproduce test lint bench install clean-runs notebooks report verify
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,3 +36,14 @@ notebooks: $(STAMP)
 
 clean-runs:
 	rm -rf runs/$(PROFILE)
+
+# The report (notebook 07) from the existing results/$(PROFILE)/*.json: claims ledger, forest plot, paper pages,
+# provenance, and figures/$(PROFILE)/report/index.html (HTML of the executed notebooks, then of 07 itself). No training.
+report: $(STAMP)
+	$(PY) -m repro run --profile $(PROFILE) --only 07 --force
+	$(PY) -m repro.report_book export --profile $(PROFILE)
+
+# Rerun a profile (or ONLY="04 05") into a scratch copy of the repo and compare with the committed results: each
+# number inside/outside its committed CI, every verdict that changed. Committed results and figures are not touched.
+verify: $(STAMP)
+	$(PY) -m repro.verify --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))

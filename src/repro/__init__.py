@@ -5,3 +5,7 @@ multimodal DPO) and UMed-LVLM (abnormal-aware rewards). Notebooks in `notebooks/
 """
 
 __version__ = "0.1.0"
+
+from repro import hub as _hub  # noqa: E402  (offline by default, before anything can reach the hub: hub.py)
+
+_hub.default_offline()

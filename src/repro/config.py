@@ -35,6 +35,9 @@ _ACCEPT = {
     "dict": (dict,),
 }
 PATH_SUFFIXES = ("_path", "_dir")
+# Keys every stage accepts without declaring them. allow_hub: the gpu profile may name hub ids in *_path keys and
+# go online (repro.hub); smoke and cpu never do.
+COMMON_KEYS: dict[str, tuple[str, object]] = {"allow_hub": ("bool", False)}
 
 
 @cache
@@ -100,7 +103,13 @@ def _type_ok(value, tname: str) -> bool:
 
 def validate(params: dict, stem: str, source: str, check_paths: bool = True) -> dict:
     """Check `params` (from `source`, a file name for messages) against notebook `stem`; return it unchanged."""
-    declared = declared_parameters(stem)
+    from repro import hub
+
+    declared = {**COMMON_KEYS, **declared_parameters(stem)}
+    allow_hub = params.get("allow_hub") is True
+    if allow_hub and params.get("profile", "gpu") != "gpu":
+        raise ConfigError(f"{source}: key 'allow_hub' is true but profile is {params.get('profile')!r}; only the gpu "
+                          "profile may use the hub (smoke and cpu run offline)")
     for key, value in params.items():
         if key not in declared:
             known = ", ".join(sorted(declared))
@@ -112,8 +121,9 @@ def validate(params: dict, stem: str, source: str, check_paths: bool = True) -> 
             )
         if check_paths and key.endswith(PATH_SUFFIXES) and isinstance(value, str) and value:
             p = Path(value) if Path(value).is_absolute() else paths.ROOT / value
-            if not p.exists():
-                raise ConfigError(f"{source}: key '{key}' names a path that does not exist: {value!r}")
+            if not p.exists() and not (allow_hub and hub.looks_like_hub_id(value)):
+                hint = " (a hub id needs allow_hub: true, gpu profile only)" if hub.looks_like_hub_id(value) else ""
+                raise ConfigError(f"{source}: key '{key}' names a path that does not exist: {value!r}{hint}")
     return params
 
 
@@ -140,8 +150,11 @@ def load_params(profile: str, stem: str, check_paths: bool = True) -> dict:
 
 
 def from_namespace(ns: dict, stem: str) -> SimpleNamespace:
-    """Validated config from the notebook's globals (after papermill injected its parameters)."""
-    declared = declared_parameters(stem)
+    """Validated config from the notebook's globals (after papermill injected its parameters); also sets the hub
+    policy of the profile (repro.hub.apply: offline unless gpu with allow_hub) before anything loads a model."""
+    from repro import hub
+
+    declared = {**COMMON_KEYS, **declared_parameters(stem)}
     values = {k: ns[k] for k in declared if k in ns}
     validate(values, stem, f"notebooks/{stem}.ipynb parameters")
     # knobs the notebook does not assign (SCHEMAS) take their one default unless papermill injected them
@@ -149,6 +162,7 @@ def from_namespace(ns: dict, stem: str) -> SimpleNamespace:
     if values.get("profile") not in paths.PROFILES:
         raise ConfigError(f"notebooks/{stem}.ipynb: key 'profile' has value {values.get('profile')!r}, "
                           f"expected one of {paths.PROFILES}")
+    hub.apply(values["profile"], values.get("allow_hub", False))
     return SimpleNamespace(**values, stem=stem)
 
 

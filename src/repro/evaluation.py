@@ -72,7 +72,7 @@ def generate(model, processor, rows: Sequence[dict], max_new_tokens: int, batch_
 
 def generate_conversation(model, processor, rows: Sequence[dict], max_new_tokens: int, batch_size: int = 16,
                           temperature: float = 0.0, progress: bool = True) -> list[list[str]]:
-    """Multi-turn rollout (methods.md 1, PPO rollout): turn t's prompt is the image, questions 1..t and the model's
+    """Multi-turn rollout (docs/methods.md §1(a) 6): turn t's prompt is the image, questions 1..t and the model's
     *own* answers 1..t-1. Batched across conversations, one turn at a time. Returns the answers per row."""
     questions = [conversation_questions(r) for r in rows]
     answers: list[list[str]] = [[] for _ in rows]

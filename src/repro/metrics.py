@@ -1,4 +1,4 @@
-"""Pure metric functions of the evaluation harness (generation and orchestration live in eval.py).
+"""Pure metric functions of the evaluation harness (generation and orchestration live in evaluation.py).
 
 Every parser is total on any input (never raises; unparseable -> None) and every per-item score lies in [0, 1].
 Scores are computed per row first (`score_<task>` -> one DataFrame row per example, with its `source`), then
@@ -6,16 +6,19 @@ averaged overall and per source (`summarize_<task>`), so any breakdown is a grou
 
 Definitions
 -----------
-VQA (LLaVA-Med / RULE convention, methods.md 3(e)):
-    closed   correct iff the first "yes"/"no" word of the prediction equals the reference; no such word = wrong.
+VQA (LLaVA-Med / RULE convention, docs/methods.md §3(e)):
+    closed   yes/no reference (normalised text is "yes" or "no"): correct iff the first "yes"/"no" word of the
+             prediction equals it; no such word = wrong. Any other closed reference ("left", "CT", common in
+             VQA-RAD and SLAKE): normalised exact match of the answer span (the first <answer>...</answer> content,
+             else the text outside <think>...</think>) with the reference; see `normalize_answer`.
     open     recall = share of the reference's tokens that occur in the prediction (lower-cased, punctuation
              stripped, tokens = runs of letters/digits, so "X-ray" -> "x", "ray" on both sides).
-MCQ (PMC-VQA-like, methods.md 2(e)): the letter is read, first match wins, from
+MCQ (PMC-VQA-like, docs/methods.md §2(e)): the letter is read, first match wins, from
     1. the content of the first <answer>...</answer> (its letter, else the one option text it names);
     2. without an <answer> tag, the text outside <think>...</think>: a leading letter ("B", "(B)", "B. cyst"),
        then "answer is B" / "answer: B", then the one option text it names;
     anything else (two option texts, no letter) is unparseable and counts as wrong.
-MAU-style instruct accuracy (UMed-LVLM Table 2; the paper's formula was not retrieved, methods.md 4(e)):
+MAU-style instruct accuracy (UMed-LVLM Table 2; the paper's formula was not retrieved, docs/methods.md §4(e)):
     abnormal image: correct iff detection says abnormal AND the recognized category is the true one AND
                     IoU(predicted box, true box) >= 0.5 (the best IoU over the true boxes; when the truth has no
                     box, as in some real sets, the IoU condition is dropped);
@@ -23,14 +26,16 @@ MAU-style instruct accuracy (UMed-LVLM Table 2; the paper's formula was not retr
     Reported beside it: detection accuracy (all images), category accuracy and mean IoU (abnormal images only;
     a missing or malformed predicted box has IoU 0), so that "diagnosis saturates at IoU ~ 0.6" can be studied
     from the per-row table.
-Dr-LLaVA conversations (methods.md 1(e)); each answer is parsed with decision_tree.classify_answer for its turn's
+Dr-LLaVA conversations (docs/methods.md §1(e)); each answer is parsed with decision_tree.classify_answer for its turn's
     category and compared with turn_labels:
     question_acc      share of turns right;       conversation_acc  share of conversations with all 5 right;
     diagnosis_acc     share with the category-5 turn right, wherever it was asked;
     path_consistency  share whose adjacent predicted labels (in the asked order) are all consistent by
                       decision_tree.is_consistent_pair; an unparseable answer breaks consistency.
 Reports: corpus BLEU (sacrebleu, default 13a tokenization) and mean ROUGE-L F1 (rouge_score, no stemming), both on
-    a 0..1 scale (papers print x100). Per-source BLEU is the corpus BLEU of that source's rows.
+    a 0..1 scale (papers print x100), both computed on `normalize_text` of prediction and reference (lower-cased,
+    punctuation dropped, whitespace collapsed), so case and punctuation move neither. Per-source BLEU is the
+    corpus BLEU of that source's rows.
 """
 
 from __future__ import annotations
@@ -54,6 +59,20 @@ _TOKEN = re.compile(r"[^\W_]+")
 def tokens(text) -> list[str]:
     """Lower-cased runs of letters/digits (punctuation and underscores dropped); [] for non-strings."""
     return _TOKEN.findall(text.lower()) if isinstance(text, str) else []
+
+
+def normalize_text(text) -> str:
+    """Lower-cased runs of letters/digits joined by single spaces ("The Heart, normal." -> "the heart normal");
+    "" for non-strings. The one normalisation of report metrics (BLEU and ROUGE-L) and of exact match."""
+    return " ".join(tokens(text))
+
+
+_ARTICLES = frozenset(("a", "an", "the"))
+
+
+def normalize_answer(text) -> str:
+    """normalize_text without the articles a/an/the (SQuAD-style exact match): "The left lung." -> "left lung"."""
+    return " ".join(t for t in tokens(text) if t not in _ARTICLES)
 
 
 def _mean(values) -> float:
@@ -96,9 +115,36 @@ def parse_yes_no(text) -> str | None:
     return None
 
 
+def is_yes_no(truth) -> bool:
+    """True when a reference answer is a plain yes/no (its normalised text is exactly "yes" or "no")."""
+    return normalize_answer(truth) in ("yes", "no")
+
+
+_ANSWER_SPAN = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+_THINK_SPAN = re.compile(r"<think>.*?(</think>|$)", re.IGNORECASE | re.DOTALL)
+
+
+def answer_span(pred) -> str:
+    """The part of a prediction that is its answer: the first <answer> content, else the text outside <think>."""
+    if not isinstance(pred, str):
+        return ""
+    tag = _ANSWER_SPAN.search(pred)
+    return tag.group(1) if tag else _THINK_SPAN.sub(" ", pred)
+
+
 def closed_correct(pred, truth) -> bool:
-    ans = parse_yes_no(pred)
-    return ans is not None and ans == parse_yes_no(truth)
+    """yes/no reference: the first yes/no word of the prediction equals it. Other references: normalised exact
+    match of the answer span (an empty reference is never matched)."""
+    if is_yes_no(truth):
+        ans = parse_yes_no(pred)
+        return ans is not None and ans == normalize_answer(truth)
+    ref = normalize_answer(truth)
+    return bool(ref) and normalize_answer(answer_span(pred)) == ref
+
+
+def closed_parsed(pred, truth) -> bool:
+    """Whether a closed prediction gave something to score: a yes/no word (yes/no reference), else any text."""
+    return parse_yes_no(pred) is not None if is_yes_no(truth) else bool(normalize_answer(answer_span(pred)))
 
 
 def open_recall(pred, truth) -> float:
@@ -118,7 +164,7 @@ def score_vqa(preds: Sequence[str], rows: Sequence[dict]) -> pd.DataFrame:
         score = float(closed_correct(pred, r["answer"])) if closed else open_recall(pred, r["answer"])
         out.append({"id": r.get("id"), "source": r.get("source"), "answer_type": r["answer_type"],
                     "question_kind": r.get("question_kind"), "answer": r["answer"], "prediction": pred,
-                    "parsed": parse_yes_no(pred) is not None if closed else True, "score": score})
+                    "parsed": closed_parsed(pred, r["answer"]) if closed else True, "score": score})
     return pd.DataFrame(out, columns=["id", "source", "answer_type", "question_kind", "answer", "prediction",
                                       "parsed", "score"])
 
@@ -300,13 +346,13 @@ def summarize_conv(df: pd.DataFrame) -> tuple[dict, dict[str, pd.DataFrame]]:
 
 # ----------------------------------------------------------------------------------------------- reports
 def bleu(preds: Sequence[str], refs: Sequence[str]) -> float:
-    """Corpus BLEU (sacrebleu defaults) on a 0..1 scale; nan for an empty corpus."""
+    """Corpus BLEU (sacrebleu defaults) of the normalize_text'ed texts on a 0..1 scale; nan for an empty corpus."""
     import sacrebleu
 
     if not preds:
         return float("nan")
-    hyps = [p if isinstance(p, str) else "" for p in preds]
-    score = sacrebleu.corpus_bleu(hyps, [[str(r) for r in refs]]).score / 100.0
+    hyps = [normalize_text(p) for p in preds]
+    score = sacrebleu.corpus_bleu(hyps, [[normalize_text(str(r)) for r in refs]]).score / 100.0
     return min(1.0, max(0.0, score))  # sacrebleu's exp(log-sum) can overshoot 100 by an ulp
 
 
@@ -314,13 +360,13 @@ _ROUGE = None
 
 
 def rouge_l(pred, ref) -> float:
-    """ROUGE-L F1 of one prediction (rouge_score's tokenizer: lower-cased alphanumerics, no stemming)."""
+    """ROUGE-L F1 of one prediction on normalize_text'ed texts (then rouge_score's tokenizer, no stemming)."""
     global _ROUGE
     if _ROUGE is None:
         from rouge_score import rouge_scorer
 
         _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    return float(_ROUGE.score(str(ref), pred if isinstance(pred, str) else "")["rougeL"].fmeasure)
+    return float(_ROUGE.score(normalize_text(str(ref)), normalize_text(pred))["rougeL"].fmeasure)
 
 
 def score_report(preds: Sequence[str], rows: Sequence[dict]) -> pd.DataFrame:

@@ -33,6 +33,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from repro import hub
+
 IM_START, IM_END, PAD, IMAGE = "<|im_start|>", "<|im_end|>", "<|pad|>", "<image>"
 QWEN_SPECIALS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
@@ -282,6 +284,7 @@ def load_vlm(path_or_id, *, dtype=None, attn_implementation: str | None = None, 
     kwargs = {"dtype": dtype, "device_map": {"": device}}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    path_or_id = hub.check_model_ref(path_or_id)  # a hub id while offline: one clear error (repro.hub)
     model = AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs)
     processor = AutoProcessor.from_pretrained(str(path_or_id))
     if lora is not None:

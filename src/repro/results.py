@@ -4,6 +4,9 @@ paper's numbers beside ours.
 Figures and tables are first written to `runs/<profile>/pending/<stem>/` and moved into `figures/<profile>/`
 only by `save()`, the last call of a notebook: a stage that fails half-way leaves the previous figures,
 tables and results untouched.
+
+Provenance (in every results JSON): the commit, a dirty flag over code and params only (DIRTY_SCOPE) with the
+dirty paths, package versions, params, wall time, and the hardware (CPU model, logical cores, torch threads, GPU).
 """
 
 from __future__ import annotations
@@ -30,18 +33,72 @@ def pending_dir(profile: str, stem: str) -> Path:
     return d
 
 
-def git_state() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=paths.ROOT, capture_output=True, text=True, timeout=10)
+# Paths whose changes can change a result: code and params. Figures and results are what a stage rewrites, so
+# counting them (as before) made every committed result read "dirty".
+DIRTY_SCOPE = ("src", "notebooks", "params", "pyproject.toml", "Makefile", "tools")
 
+
+def _porcelain_paths(out: str) -> list[str]:
+    """Paths of `git status --porcelain -z` output ("XY path\0"; a rename/copy adds "source\0" after it)."""
+    paths_, parts, k = [], out.split("\0"), 0
+    while k < len(parts):
+        entry = parts[k]
+        k += 1
+        if len(entry) < 4:
+            continue
+        paths_.append(entry[3:])
+        if entry[0] in "RC":
+            k += 1  # skip the rename's source path
+    return sorted(paths_)
+
+
+def git_state(root: Path | None = None) -> dict:
+    """{"sha", "dirty", "dirty_paths", "dirty_scope"}: the commit, and whether code or params differ from it
+    (modified, staged or untracked files under DIRTY_SCOPE; figures/ and results/ do not count). All None/[]
+    outside a git repository."""
+    cwd = root or paths.ROOT
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+
+    none = {"sha": None, "dirty": None, "dirty_paths": [], "dirty_scope": list(DIRTY_SCOPE)}
     try:
         sha = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        status = git("status", "--porcelain", "-z", "--untracked-files=all", "--", *DIRTY_SCOPE)
     except (OSError, subprocess.SubprocessError):
-        return {"sha": None, "dirty": None}
-    if sha.returncode != 0:
-        return {"sha": None, "dirty": None}
-    return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+        return none
+    if sha.returncode != 0 or status.returncode != 0:
+        return none
+    dirty = _porcelain_paths(status.stdout)
+    return {"sha": sha.stdout.strip(), "dirty": bool(dirty), "dirty_paths": dirty, "dirty_scope": list(DIRTY_SCOPE)}
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo "model name"; elsewhere platform's processor or machine)."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def hardware() -> dict:
+    """Where a result was computed: CPU model, logical cores, torch's intra-op threads (the count changes float
+    sums, hence losses, in the last digits) and the thread env vars; the GPU's name and count under CUDA."""
+    info = {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "torch_threads": None, "gpu": None, "gpu_count": 0,
+            "env_threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"], info["gpu_count"] = torch.cuda.get_device_name(0), torch.cuda.device_count()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return info
 
 
 def device_name() -> str:
@@ -52,7 +109,7 @@ def device_name() -> str:
             return f"cuda:{torch.cuda.get_device_name(0)}"
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    return f"cpu:{platform.processor() or platform.machine()} x{os.cpu_count()}"
+    return f"cpu:{cpu_model()} x{os.cpu_count()}"
 
 
 def provenance(cfg, started: float | None = None) -> dict:
@@ -71,6 +128,7 @@ def provenance(cfg, started: float | None = None) -> dict:
         "params": params,
         "wall_time_s": round(time.time() - (started or _STARTED), 2),
         "device": device_name(),
+        "hardware": hardware(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

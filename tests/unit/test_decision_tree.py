@@ -127,7 +127,7 @@ def test_classify_answer_bad_inputs():
 
 
 def test_released_rules_known_failures():
-    # methods.md §1(b) caveat 2, reproduced on our own templates
+    # docs/methods.md §1(b) caveat 2, reproduced on our own templates
     assert dt.released_rules_label(2, dt.ANSWER_CORES["a_11"][0]) == "no match"
     assert dt.released_rules_label(4, "There is an abnormal number of blast cells.") == "no match"
     assert dt.released_rules_label(5, "There is no disease; the marrow is normal.") == "inadequate"

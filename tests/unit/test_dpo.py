@@ -164,7 +164,29 @@ def test_two_steps_move_the_policy(setup, weighted):
     b, a = dict(before.named_parameters()), dict(after.named_parameters())
     assert any(not torch.equal(b[k], a[k]) for k in b if "language_model" in k)
     cv = dpo.curves(info["log_history"])
-    assert list(cv["step"]) == [1, 2] and {"loss", "rewards/margins", "logps/rejected"} <= set(cv.columns)
+    # equal text exposure: MMedPO has 4 text of 8 pairs, so it trains 2 * 8 / 4 = 4 steps to see DPO's 2 * 2 text pairs
+    steps = 4 if weighted else 2
+    assert list(cv["step"]) == list(range(1, steps + 1)) and info["steps"] == steps and info["requested_steps"] == 2
+    assert info["text_pairs_seen"] == pytest.approx(2 * 2)
+    assert {"loss", "rewards/margins", "logps/rejected"} <= set(cv.columns)
     assert info["pairs"] == (8 if weighted else 4)
     if weighted:
         assert {"weight", "loss_unweighted"} <= set(cv.columns)
+
+
+@pytest.mark.parametrize("max_steps,n_text,n_pairs,want", [
+    (30, 60, 100, 50),   # the docstring's case: 50 * 8 * 0.6 = 240 = 30 * 8 text pairs
+    (30, 6, 10, 50),
+    (2, 4, 8, 4),
+    (10, 3, 4, 13),      # 13.33 -> 13 (nearest)
+    (10, 2, 3, 15),      # 15.0
+    (7, 5, 5, 7),        # text only: unchanged
+])
+def test_text_exposure_steps_known_answers(max_steps, n_text, n_pairs, want):
+    assert dpo.text_exposure_steps(max_steps, n_text, n_pairs) == want
+
+
+def test_text_exposure_steps_rejects_no_text_pairs():
+    for n_text, n_pairs in ((0, 8), (9, 8)):
+        with pytest.raises(ValueError, match="n_text"):
+            dpo.text_exposure_steps(10, n_text, n_pairs)

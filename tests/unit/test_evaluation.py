@@ -51,6 +51,34 @@ def test_closed_and_open_known_answers():
     assert M.open_recall("anything", "") == 0.0 and M.open_recall(None, "cyst") == 0.0
 
 
+@pytest.mark.parametrize("pred,truth,expected", [
+    ("Left", "left", True), ("the left.", "Left", True), ("<think>it is on the left</think><answer>Left</answer>",
+                                                          "left", True),
+    ("left side", "left", False), ("right", "left", False), ("CT", "CT", True), ("An MRI", "mri", True),
+    ("It is a CT scan", "CT", False), ("", "left", False), ("x-ray", "X ray", True), ("anything", "", False),
+    ("No, there is no mass", "no", True), ("yes", "Yes.", True), ("Yes", "no", False),  # yes/no: today's rule
+])
+def test_closed_non_yes_no_answers_use_normalised_exact_match(pred, truth, expected):
+    assert M.closed_correct(pred, truth) is expected
+
+
+def test_normalisation_known_answers():
+    assert M.normalize_text("  The Heart,  is NORMAL. ") == "the heart is normal"
+    assert M.normalize_answer("The left lung.") == "left lung" and M.normalize_answer(None) == ""
+    assert M.is_yes_no("No.") and not M.is_yes_no("no mass") and not M.is_yes_no("left")
+    df = M.score_vqa(["right", "", "maybe"], [{"answer_type": "closed", "answer": "left"}] * 2
+                     + [{"answer_type": "closed", "answer": "yes"}])
+    assert list(df.parsed) == [True, False, False] and list(df.score) == [0.0, 0.0, 0.0]
+
+
+def test_report_metrics_ignore_case_and_punctuation():
+    refs = ["The heart is normal. No effusion."]
+    assert M.bleu(["the heart is normal no effusion"], refs) == pytest.approx(M.bleu(refs, refs)) == 1.0
+    assert M.bleu(["The Heart"], ["the heart"]) == M.bleu(["the heart"], ["the heart"])
+    assert M.rouge_l("THE HEART, normal", "the heart normal") == pytest.approx(1.0)
+    assert M.bleu(["the lungs"], ["the heart"]) < 1.0
+
+
 def test_vqa_summary_and_per_source_breakdown():
     rows = [{"source": "kvasir", "answer_type": "closed", "answer": "yes"},
             {"source": "kvasir", "answer_type": "open", "answer": "colon polyp"},
@@ -182,7 +210,8 @@ def test_report_metrics_use_the_libraries():
     refs = ["There is a small cyst in the liver.", "The lungs are clear."]
     preds = ["There is a small cyst in the liver.", "The heart is normal."]
     assert M.bleu(refs, refs) == pytest.approx(1.0)
-    assert M.bleu(preds, refs) == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score / 100)
+    norm = [" ".join(M.tokens(t)) for t in preds], [" ".join(M.tokens(t)) for t in refs]
+    assert M.bleu(preds, refs) == pytest.approx(sacrebleu.corpus_bleu(norm[0], [norm[1]]).score / 100)
     # ROUGE-L F1 of "the heart is normal" vs "the lungs are clear": LCS "the" -> P = 1/4, R = 1/4.
     assert M.rouge_l(preds[1], refs[1]) == pytest.approx(0.25)
     rows = [{"source": "nih_cxr", "answer": r} for r in refs]
@@ -197,6 +226,29 @@ def test_vqa_parsers_are_total(pred, truth):
     assert M.parse_yes_no(pred) in (None, "yes", "no")
     assert 0.0 <= M.open_recall(pred, truth) <= 1.0
     assert isinstance(M.closed_correct(pred, truth), bool)
+
+
+answer_word = st.sampled_from(["left", "right", "CT", "MRI", "x-ray", "lung", "the liver", "yes", "no"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(answer_word, st.sampled_from(["", "The ", "the ", "A "]), st.sampled_from(["", ".", "!", " ", ",  "]),
+       st.booleans(), st.booleans())
+def test_closed_match_ignores_case_articles_punctuation_and_tags(truth, article, punct, upper, tagged):
+    pred = article + (truth.upper() if upper else truth) + punct
+    pred = f"<think>some words</think><answer>{pred}</answer>" if tagged else pred
+    assert M.closed_correct(pred, truth)
+    assert M.normalize_answer(M.normalize_answer(pred)) == M.normalize_answer(pred)  # idempotent
+
+
+@settings(max_examples=200, deadline=None)
+@given(text, text)
+def test_closed_match_is_symmetric_off_yes_no_and_normalisation_idempotent(a, b):
+    if not (M.is_yes_no(a) or M.is_yes_no(b)) and "<" not in a + b:
+        assert M.closed_correct(a, b) == M.closed_correct(b, a)
+    assert M.normalize_text(M.normalize_text(a)) == M.normalize_text(a)
+    if a.isascii():  # unicode case maps are not round trips ("µ".upper().lower() == "μ")
+        assert M.normalize_text(a) == M.normalize_text(a.swapcase())
 
 
 @settings(max_examples=200, deadline=None)

@@ -14,7 +14,9 @@ from repro.train import grpo, sft
 
 KW = dict(n_per_class=5, n_normal=5, image_size=64, difficulty=0.5, yes_share=0.5, split_fractions=[0.6, 0.2, 0.2],
           conv_train_variants=["standard"], conv_eval_variants=["standard"], heldout_categories=[])
-FAST = dict(num_generations=4, batch_size=2, max_completion_length=8, lr=1e-2, beta=0.04, temperature=1.0, seed=0)
+# mask_truncated=False: a random tiny model never ends within 8 tokens, so masking truncated completions would mask all.
+FAST = dict(num_generations=4, batch_size=2, max_completion_length=8, lr=1e-2, beta=0.04, temperature=1.0, seed=0,
+            mask_truncated=False)
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +116,78 @@ def test_paper_rewards_are_all_zero_on_a_random_policy_so_it_stays_put(setup):
     assert h["frac_reward_zero_std"] == 1.0 and h["grad_norm"] == 0.0
     before, after = _params(init), _params(info["final_dir"])
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# ----------------------------------------------------------------------------------------------- generation budget
+def test_default_completion_length_is_evaluations_budget_and_covers_the_ecr_cap():
+    from repro import evaluation
+
+    assert grpo.MAX_COMPLETION_LENGTH == evaluation.MAX_NEW_TOKENS["mcq"] == 96
+    assert vqa.completion_tokens_needed(vqa.DEFAULT_CAP) == 2 * 32 + 12 == 76 <= grpo.MAX_COMPLETION_LENGTH
+    for name in ("ecr", "cwr"):
+        assert grpo.length_caps(grpo.VARIANTS[name]) == [vqa.DEFAULT_CAP]
+        grpo.check_completion_length(grpo.VARIANTS[name], 76)  # exactly enough: fine
+        with pytest.raises(ValueError, match="max_completion_length=64"):  # the old cpu value
+            grpo.check_completion_length(grpo.VARIANTS[name], 64)
+    grpo.check_completion_length(grpo.VARIANTS["grpo"], 8)  # no length reward, no constraint
+
+
+def test_train_refuses_a_budget_below_the_ecr_cap_before_loading_anything(tmp_path):
+    with pytest.raises(ValueError, match="max_completion_length"):
+        grpo.train(tmp_path / "missing_init", tmp_path / "out", [], "ecr", max_steps=1, max_completion_length=40)
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_masks_truncated_completions(tmp_path):
+    v = grpo.VARIANTS["grpo"]
+    kw = dict(max_steps=1, num_generations=2, batch_size=1, lr=1e-4, beta=0.0, max_completion_length=96,
+              temperature=1.0, seed=0, use_cpu=True)
+    assert grpo.make_config(tmp_path, v, **kw).mask_truncated_completions is True
+    assert grpo.make_config(tmp_path, v, mask_truncated=False, **kw).mask_truncated_completions is False
+
+
+def test_similarity_metric_is_not_a_training_reward():
+    rewards = {f for var in grpo.VARIANTS.values() for f in var.rewards}
+    assert vqa.reasoning_similarity not in rewards and vqa.similarity_scores not in rewards
+    assert not any("similar" in f.__name__ for f in rewards)
+
+
+# ----------------------------------------------------------------------------------------------- matched update size
+def test_matched_lr_known_answers():
+    v = grpo.VARIANTS
+    assert grpo.matched_lr(1e-4, v["grpo"]) == 1e-4 and grpo.matched_lr(1e-4, v["ecr"]) == 1e-4
+    for optim in ("adamw_torch", "adamw_torch_fused", "adam_8bit", "rmsprop"):
+        assert grpo.matched_lr(1e-4, v["dr_grpo"], optim=optim) == 1e-4  # Adam-type: scale-invariant steps
+    # SGD: lr / kappa, kappa = E[sigma_g |o_i|] / L_max; sigma 0.5, |o| 30, L_max 96 -> kappa 0.15625 -> lr * 6.4
+    assert grpo.matched_lr(1e-4, v["dr_grpo"], optim="sgd", kappa=0.5 * 30 / 96) == pytest.approx(6.4e-4)
+    with pytest.raises(ValueError, match="kappa"):
+        grpo.matched_lr(1e-4, v["dr_grpo"], optim="sgd")
+    with pytest.raises(ValueError, match="no update-size rule"):
+        grpo.matched_lr(1e-4, grpo.Variant("x", (), (), loss_type="dapo"))
+
+
+def _one_step(optim_cls, scale: float, lr: float) -> torch.Tensor:
+    """The parameter update of one optimizer step on `scale` * a fixed loss (a 2-step run, to include moments)."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 3)
+    x, y = torch.randn(16, 6), torch.randn(16, 3)
+    opt = optim_cls(lin.parameters(), lr=lr)
+    for _ in range(2):
+        before = lin.weight.detach().clone()
+        opt.zero_grad()
+        (scale * ((lin(x) - y) ** 2).mean()).backward()
+        opt.step()
+    return lin.weight.detach() - before
+
+
+def test_the_matching_rule_equalises_update_size():
+    """Why matched_lr returns lr for Adam and lr / kappa for SGD: a gradient scaled by kappa (Dr.GRPO vs GRPO) leaves
+    an AdamW step unchanged, and scales an SGD step by kappa, which lr / kappa undoes."""
+    kappa = 0.15625
+    adam_ref, adam_dr = _one_step(torch.optim.AdamW, 1.0, 1e-2), _one_step(torch.optim.AdamW, kappa, 1e-2)
+    assert torch.allclose(adam_dr, adam_ref, rtol=1e-4, atol=1e-9)
+    sgd_ref, sgd_same_lr = _one_step(torch.optim.SGD, 1.0, 1e-2), _one_step(torch.optim.SGD, kappa, 1e-2)
+    assert not torch.allclose(sgd_same_lr, sgd_ref, rtol=1e-2)  # equal lr: a confound under SGD
+    dr = grpo.VARIANTS["dr_grpo"]
+    sgd_matched = _one_step(torch.optim.SGD, kappa, grpo.matched_lr(1e-2, dr, optim="sgd", kappa=kappa))
+    assert torch.allclose(sgd_matched, sgd_ref, rtol=1e-4, atol=1e-9)

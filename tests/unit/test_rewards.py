@@ -146,7 +146,7 @@ def test_gated_variant():
     assert call(rules.drllava_gated_reward, turns, shuffled) == 0.0
 
 
-# methods.md §1(b) caveat 2: released rules vs templates. (category, text, true label, released label)
+# docs/methods.md §1(b) caveat 2: released rules vs templates. (category, text, true label, released label)
 PARSER_BUGS = [
     (2, "High percentage of marrow nucleated cells, adequate and optimal for diagnosis.", "adequate", "no match"),
     (4, "There is an abnormal number of blast cells.", "myeloblasts", "no match"),
@@ -309,3 +309,40 @@ def test_max_normalize_and_aar():
 def test_text_of():
     assert text_of([{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}, "b"]) == "a\nb"
     assert text_of(None) == ""
+
+
+# ---------------------------------------------------------------- similarity metric (not a reward)
+REF = "<think>CT image showing the liver. There is no abnormality, it is normal.</think><answer>A</answer>"
+
+
+def test_similarity_known_answers():
+    # content words: pred [ct, liver, normal]; ref [ct, liver, no, abnormality, normal] -> P 1, R 3/5, F1 0.75
+    pred = "<think>This is a CT image of the liver. It looks normal.</think><answer>B</answer>"
+    assert vqa.reasoning_similarity(pred, REF) == pytest.approx(0.75)
+    assert vqa.reasoning_similarity(REF, REF) == 1.0
+    assert vqa.reasoning_similarity("CT liver normal", REF) == 0.0  # no <think> block
+    assert vqa.reasoning_similarity("<think>it is the image</think>", REF) == 0.0  # no content word
+    # plural "s" dropped, case folded: [nodule, lung] vs [lung, nodule] -> 1
+    assert vqa.reasoning_similarity("<think>Nodules in LUNG</think>", "lung shows nodule") == 1.0
+
+
+def test_similarity_disagrees_with_the_training_judge_where_their_rules_differ():
+    facts = {"finding": "normal", "region": "liver", "modality": "CT"}
+    bare = "<think>ct liver normal</think><answer>A</answer>"
+    assert vqa.RuleJudge()(vqa.think_text(bare), facts) == 1.0  # the judge's full score ...
+    assert vqa.reasoning_similarity(bare, REF) == pytest.approx(0.75)  # ... is not the metric's
+    competing = "<think>CT image showing the liver. There is no abnormality, it is normal, or a cyst.</think>"
+    assert vqa.RuleJudge()(vqa.think_text(competing), facts) < 1.0  # names a competing finding: facet fails
+    # [ct, liver, no, abnormality, normal, cyst] vs the reference's 5: P 5/6, R 1 -> F1 10/11
+    assert vqa.reasoning_similarity(competing, REF) == pytest.approx(10 / 11)
+
+
+def test_similarity_scores_read_the_rows_reference():
+    rows = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": REF}]}, {"messages": []}]
+    assert vqa.reference_reasoning(rows[0]) == "CT image showing the liver. There is no abnormality, it is normal."
+    assert vqa.similarity_scores([REF, REF], rows) == [1.0, None]
+
+
+def test_length_rewards_carry_their_cap():
+    assert vqa.make_ecr(20).cap == 20 and vqa.make_cwr(7).cap == 7 and vqa.ecr_reward.cap == vqa.DEFAULT_CAP
+    assert vqa.completion_tokens_needed(20) == 52

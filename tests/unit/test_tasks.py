@@ -41,6 +41,7 @@ PER_TASK = {
     "mcq": {"question": str, "options": list, "answer": str, "answer_text": str, "reason_facts": dict},
     "instruct": {"answer": str, "bbox_text": str},
     "report": {"answer": str},
+    "reason": {"question": str, "answer": str, "answer_type": str, "question_kind": str},
 }
 
 
@@ -110,6 +111,19 @@ def test_vqa_answers_are_true_facts():
             assert yes == (r["category"] not in ("blood", "clot"))
         else:
             assert yes == bool(re.search(rf"\b{re.escape(r[{'diagnosis': 'category'}.get(kind, kind)])}\b", q)), q
+
+
+def test_reason_rows_teach_the_format_on_open_questions_never_letters():
+    from repro.rewards import vqa
+
+    rows = tasks.build_reason(RECS, seed=0)
+    assert len(rows) == sum(r["source"] != "bone_marrow" for r in RECS)
+    for r in rows:
+        prompt, target = r["messages"][0]["content"], r["messages"][1]["content"]
+        assert prompt.endswith(tasks.REASON_INSTRUCTION) and "A. " not in prompt  # no options: never MCQ
+        assert vqa.format_ok(target) and vqa.answer_text(target) == r["answer"]
+        facts = {"modality": r["modality"], "region": r["region"], "category": r["category"]}
+        assert r["answer"] in facts.values() and facts["region"] in vqa.think_text(target)
 
 
 def test_vqa_rejects_bad_share():

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from repro.data import conversations, real, schema, splits, synthmed, tasks
+from repro.data import conversations, real_layouts, schema, splits, synthmed, tasks
 
-TASKS = ("vqa", "mcq", "instruct", "conv", "report")
+TASKS = ("vqa", "mcq", "instruct", "conv", "report", "reason")
 
 
 def make_records(seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
@@ -54,6 +54,7 @@ def build_split_rows(records: list[dict], split: str, seed: int, yes_share: floa
                                                   variants=tuple(conv_variants),
                                                   answer_paraphrases=conv_answer_paraphrases),
         "report": tasks.build_reports(records, seed, split=bank("report")),
+        "reason": tasks.build_reason(records, seed, split=bank("reason")),
     }
 
 
@@ -168,39 +169,18 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
     return manifest
 
 
-def _find(folder, pattern: str, what: str) -> Path:
-    d = Path(folder)
-    if not d.is_dir():
-        raise real.DataError(f"{d}: {what} folder does not exist")
-    hits = sorted(d.glob(pattern))
-    if not hits:
-        raise real.DataError(f"{d}: no {what} file matching {pattern}")
-    return hits[0]
-
-
-def _sub(folder, name: str) -> Path:
-    """The images folder of a release: `name/` when present, else the folder itself."""
-    d = Path(folder)
-    return d / name if (d / name).exists() else d
+_REAL_KEYS = {"vqa_rad_dir": "vqa_rad", "slake_dir": "slake", "pmc_vqa_dir": "pmc_vqa", "iu_xray_dir": "iu_xray",
+              "medmnist_path": "medmnist"}
 
 
 def load_real(sources: dict[str, str], image_size: int) -> dict[str, list[dict]]:
     """Real data sets named in params (empty path = not used): their test parts, in the task-row schema.
 
-    Errors (DataError) name the missing or malformed file.
+    Each folder may hold any layout real_layouts.load_dir recognises (release files or hub exports). Errors
+    (DataError) name the missing or malformed file, or the files looked for.
     """
-    out = {}
-    if sources.get("vqa_rad_dir"):
-        f = _find(sources["vqa_rad_dir"], "*.json", "VQA-RAD json")
-        out["vqa_rad"] = real.load_vqa_rad(f, _sub(f.parent, "images"), size=image_size, split="test")
-    if sources.get("slake_dir"):
-        out["slake"] = real.load_slake(sources["slake_dir"], split="test", size=image_size)
-    if sources.get("pmc_vqa_dir"):
-        f = _find(sources["pmc_vqa_dir"], "*.csv", "PMC-VQA csv")
-        out["pmc_vqa"] = real.load_pmc_vqa(f, _sub(f.parent, "figures"), size=image_size)
-    if sources.get("medmnist_path"):
-        out["medmnist"] = real.load_medmnist(sources["medmnist_path"], split="test", size=image_size)
-    return out
+    return {name: real_layouts.load_dir(name, sources[key], split="test", size=image_size)
+            for key, name in _REAL_KEYS.items() if sources.get(key)}
 
 
 def load_task(data_dir, task: str):

@@ -1,10 +1,10 @@
-"""Dr-LLaVA 5-turn conversations built from bone-marrow image records, with the evaluation variants (methods.md §1).
+"""Dr-LLaVA 5-turn conversations built from bone-marrow image records, with evaluation variants (docs/methods.md §1).
 
 One row per (record, variant), following the "conv" task of schema.py. The reference labels always follow the true
 path of the record's diagnosis (decision_tree.PATHS); the wording comes from the train paraphrase bank for split
 "train" and from the test bank for every other split.
 
-Variants (the eval scenarios of methods.md §1(e)):
+Variants (the eval scenarios of docs/methods.md §1(e)):
     standard          categories asked in the order 1, 2, 3, 4, 5
     shuffled          a random permutation of the five QA pairs (as the released RL data does; the identity
                       permutation is allowed, as there)

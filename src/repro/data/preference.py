@@ -1,4 +1,4 @@
-"""MMedPO preference curation (methods.md §3(a)): text and visual dispreference pairs with clinical weights.
+"""MMedPO preference curation (docs/methods.md §3(a)): text and visual dispreference pairs with clinical weights.
 
 Written with `DatasetDict({"train": ...}).save_to_disk` to runs/<profile>/data/preference (default: <data_dir>/
 preference) from the *train* split of the VQA (closed + open) and report tasks. Columns, one row per pair:
@@ -49,30 +49,37 @@ Non-finite or None scores become the mean (normalize) or 0 (the per-pair modes),
 
 Deterministic for a seed: sampling runs under a forked, seeded torch RNG; templates and noise use numpy generators
 keyed by (seed, row).
+
+Curation is here; the set's I/O (COLUMNS, features, to_dataset, save_atomic, load_preference, oracle_masks) is in
+preference_io.py, re-exported from this module.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from repro.chat import encode, eval_mode, rgb, user_message
+from repro.chat import encode, eval_mode, user_message
 from repro.chat import first_user_text as question_of
 from repro.data import schema, tasks
+from repro.data.preference_io import (  # noqa: F401 - re-exported: callers use pref.COLUMNS, pref.load_preference
+    COLUMNS,
+    features,
+    load_preference,
+    oracle_masks,
+    save_atomic,
+    to_dataset,
+)
 from repro.rewards import clinical, noise
 from repro.rewards.vqa import TERM_FACET, RuleJudge
 
 TASKS = ("vqa", "report")
 KINDS = ("text", "visual")
-COLUMNS = ("prompt", "chosen", "rejected", "images", "rejected_images", "weight", "kind", "id", "source", "category",
-           "score")
 ABNORMAL_QUESTION = tasks.BANKS["c_abnormal"][0][0]  # "Is there an abnormality?" (a train wording)
 NOISE_STEP = 500
 _TERM = re.compile(r"(?<![\w-])(" + "|".join(re.escape(t) for t in sorted(TERM_FACET, key=len, reverse=True))
@@ -248,18 +255,6 @@ def noised_image(image, heatmap, rng, method: str = "released", threshold="mean"
     return noise.lesion_noise_released(img, heatmap, rng, threshold=t)
 
 
-def oracle_masks(data_dir, ids: set[str], split: str = "train") -> dict[str, np.ndarray]:
-    """Lesion masks (0/1, H x W) of the images with these ids, from runs/<p>/data/images/<split>."""
-    from datasets import load_from_disk
-
-    p = Path(data_dir) / "images"
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no image records (masks) — rerun stage 01")
-    ds = load_from_disk(str(p))[split]
-    keep = [i for i, x in enumerate(ds["id"]) if x in ids]
-    return {r["id"]: np.asarray(r["mask"], dtype=np.uint8) for r in ds.select(keep)}
-
-
 # ---------------------------------------------------------------- weights
 def weights_for(scores: list, mode: str) -> list[float]:
     """clinical.dpo_weights with None / non-finite scores handled: "normalize" treats them as the mean score, the
@@ -367,46 +362,6 @@ def build_preference(model, processor, data_dir, out_dir=None, *, seed: int = 0,
                "weight_mode": weight_mode, "visual_weight_mode": visual_weight_mode, "heatmap": heatmap,
                "noise_method": noise_method, "noise_threshold": noise_threshold, "path": str(out_dir)}
     return {"path": out_dir, "dataset": dd, "summary": summary}
-
-
-def features():
-    from datasets import Features, Image, List, Value
-
-    return Features({"prompt": Value("string"), "chosen": Value("string"), "rejected": Value("string"),
-                     "images": List(Image()), "rejected_images": List(Image()), "weight": Value("float64"),
-                     "kind": Value("string"), "id": Value("string"), "source": Value("string"),
-                     "category": Value("string"), "score": Value("float64")})
-
-
-def to_dataset(pairs: list[dict]):
-    from datasets import Dataset
-
-    rows = [{**{k: p[k] for k in COLUMNS}, "images": [rgb(im) for im in p["images"]],
-             "rejected_images": [rgb(im) for im in p["rejected_images"]]} for p in pairs]
-    return Dataset.from_list(rows, features=features())
-
-
-def save_atomic(dd, out_dir: Path) -> None:
-    """save_to_disk into a sibling folder, then swap it in: a failed run keeps the previous set."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    dd.save_to_disk(str(tmp))
-    old = out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def load_preference(path):
-    """The saved preference DatasetDict (clear error when stage 03 has not written it)."""
-    from datasets import load_from_disk
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no preference set — run stage 03 (python -m repro run --only 03)")
-    return load_from_disk(str(p))
 
 
 def noising_examples(model, processor, data_dir, rows: list[dict], seed: int = 0, noise_step: int = NOISE_STEP,

@@ -1,4 +1,7 @@
-"""Loaders for real datasets from local paths (nothing is downloaded): VQA-RAD, SLAKE, PMC-VQA, MedMNIST.
+"""Loaders for real datasets from local paths (nothing is downloaded): VQA-RAD, SLAKE, PMC-VQA, IU-Xray, MedMNIST.
+
+This module reads each dataset's original release files given their paths; real_hub.py reads hub exports
+(parquet / `save_to_disk` arrow) and real_layouts.py finds which layout a folder holds (`load_dir`).
 
 They return task rows with the same schema as tasks.py (numpy RGB uint8 image, task, messages, META_COLUMNS,
 per-task columns). What a dataset does not give is filled with placeholders: modality/region "unknown",
@@ -27,19 +30,24 @@ class DataError(ValueError):
     """A real-data file is missing or malformed."""
 
 
+def to_array(im: Image.Image, size=None) -> np.ndarray:
+    """PIL image -> RGB uint8 H x W x 3; `size` (int or (w, h)) resizes bilinearly."""
+    im = im.convert("RGB")
+    if size is not None:
+        im = im.resize((size, size) if isinstance(size, int) else tuple(size), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8).copy()
+
+
 def load_image(path, size=None) -> np.ndarray:
-    """RGB uint8 H x W x 3; `size` (int or (w, h)) resizes bilinearly."""
+    """RGB uint8 H x W x 3 from an image file; `size` (int or (w, h)) resizes bilinearly."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size is not None:
-                im = im.resize((size, size) if isinstance(size, int) else tuple(size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8).copy()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read image ({e})") from e
+            return to_array(im, size)
+    except (OSError, ValueError) as e:  # UnidentifiedImageError is an OSError; truncated files fail on convert
+        raise DataError(f"{path}: cannot read image ({e})".replace("\n", " ")) from e
 
 
 def _need_file(path) -> Path:
@@ -132,16 +140,19 @@ def load_vqa_rad(json_path, image_dir, size=None, split: str | None = None, limi
     return rows
 
 
-_SLAKE_FILES = {"train": "train.json", "val": "validate.json", "validate": "validate.json", "test": "test.json"}
+# The release names its validation file validate.json, the hub copy (BoKelvin/SLAKE) validation.json.
+_SLAKE_FILES = {"train": ("train.json",), "val": ("validate.json", "validation.json"), "test": ("test.json",)}
+_SLAKE_FILES["validate"] = _SLAKE_FILES["validation"] = _SLAKE_FILES["val"]
 _MODALITY_NAMES = {"x-ray": "X-ray", "ct": "CT", "mri": "MRI"}
 
 
 def load_slake(root, split: str = "train", size=None, limit: int | None = None) -> list[dict]:
-    """SLAKE root with train.json / validate.json / test.json and imgs/; English questions only."""
+    """SLAKE root with train.json / validate.json (or validation.json) / test.json and imgs/; English only."""
     if split not in _SLAKE_FILES:
         raise ValueError(f"split must be one of {sorted(_SLAKE_FILES)}, got {split!r}")
     root = Path(root)
-    path = _need_file(root / _SLAKE_FILES[split])
+    names = _SLAKE_FILES[split]
+    path = _need_file(next((root / n for n in names if (root / n).is_file()), root / names[0]))
     images = _Images(_need_dir(root / "imgs"), size)
     rows = []
     for i, item in enumerate(_read_json_list(path)):
@@ -160,35 +171,40 @@ def load_slake(root, split: str = "train", size=None, limit: int | None = None) 
     return rows
 
 
-_PMC_COLUMNS = ("Figure_path", "Question", "Choice A", "Choice B", "Choice C", "Choice D", "Answer")
+_PMC_COLUMNS = ("Figure_path", "Question", "Choice A", "Choice B", "Choice C", "Choice D")
+_PMC_ANSWER = ("Answer_label", "Answer", "Anwser")  # the letter column first; the card spells it "Anwser" too
 _LETTER_RE = re.compile(r"^\s*([A-D])\s*(?:[:.)]|$)")
 _CHOICE_PREFIX = re.compile(r"^\s*[A-D]\s*[:.)]\s*")
 
 
 def load_pmc_vqa(csv_path, image_dir, size=None, limit: int | None = None) -> list[dict]:
-    """PMC-VQA csv (Figure_path, Question, Choice A-D, Answer) -> mcq rows in build_mcq's format.
+    """PMC-VQA csv (Figure_path, Question, Choice A-D, Answer_label and/or Answer) -> mcq rows (build_mcq's format).
 
-    Choices lose their "A:" prefix; Answer may be a letter, "B:text" or the option text. The target carries no
+    train.csv / test.csv carry Answer (option text) and Answer_label (letter), test_clean.csv only Answer; the
+    letter column is used when present. Choices lose their "A:" prefix; the answer may be a letter, "B:text" or the
+    option text. The target carries no
     real reasoning (the dataset has none): "<think>The answer is {text}.</think><answer>X</answer>".
     """
     path = _need_file(csv_path)
     images = _Images(_need_dir(image_dir), size)
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in _PMC_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: missing column {missing[0]!r}")
+        fields = reader.fieldnames or []
+        missing = [c for c in _PMC_COLUMNS if c not in fields]
+        answer_col = next((c for c in _PMC_ANSWER if c in fields), None)
+        if missing or answer_col is None:
+            raise DataError(f"{path}: missing column {(missing or ['Answer'])[0]!r}")
         rows = []
         for i, item in enumerate(reader):
             options = [_CHOICE_PREFIX.sub("", item[f"Choice {c}"] or "").strip() for c in "ABCD"]
-            raw = (item["Answer"] or "").strip()
+            raw = (item[answer_col] or "").strip()
             m = _LETTER_RE.match(raw)
             if m:
                 letter = m.group(1)
             elif _CHOICE_PREFIX.sub("", raw).strip() in options:
                 letter = "ABCD"[options.index(_CHOICE_PREFIX.sub("", raw).strip())]
             else:
-                raise DataError(f"{path}: row {i} has Answer {raw!r} that is neither a letter nor an option")
+                raise DataError(f"{path}: row {i} has {answer_col} {raw!r} that is neither a letter nor an option")
             text = options["ABCD".index(letter)]
             question = (item["Question"] or "").strip()
             meta = _meta(f"pmc_vqa-{i}", "pmc_vqa")
@@ -201,6 +217,50 @@ def load_pmc_vqa(csv_path, image_dir, size=None, limit: int | None = None) -> li
                          "question_kind": UNKNOWN, "reason_facts": facts})
             if limit is not None and len(rows) >= limit:
                 break
+    return rows
+
+
+_REPORT_PROMPT = "Describe the findings in this image."  # tasks.BANKS["report"]'s first train wording
+IU_SPLITS = {"train": "train", "val": "val", "validate": "val", "validation": "val", "test": "test"}
+
+
+def load_iu_xray(annotation_path, image_dir, split: str = "test", size=None, view: int = 0,
+                 limit: int | None = None) -> list[dict]:
+    """IU-Xray as R2Gen ships it: annotation.json = {"train"|"val"|"test": [{id, report, image_path[], ...}]} and
+    images/<study>/<k>.png -> report rows (task "report", answer = the findings text).
+
+    A study has several views (mostly frontal 0.png and lateral 1.png); the rows are single-image, so `view` picks
+    one (0 = the first listed; a study with fewer views uses its last). modality X-ray, region chest.
+    """
+    if split not in IU_SPLITS:
+        raise ValueError(f"split must be one of {sorted(IU_SPLITS)}, got {split!r}")
+    path = _need_file(annotation_path)
+    images = _Images(_need_dir(image_dir), size)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: bad JSON ({e.msg} at line {e.lineno})") from e
+    key = IU_SPLITS[split]
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise DataError(f"{path}: expected a JSON object with a list under key {key!r}")
+    rows = []
+    for i, item in enumerate(data[key]):
+        where = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            raise DataError(f"{path}: {where} is not an object")
+        for k in ("id", "report", "image_path"):
+            if k not in item:
+                raise DataError(f"{path}: {where} lacks key {k!r}")
+        views = item["image_path"] if isinstance(item["image_path"], list) else [item["image_path"]]
+        if not views or not all(isinstance(v, str) and v for v in views):
+            raise DataError(f"{path}: {where} has image_path {item['image_path']!r}, expected a list of files")
+        report = " ".join(str(item["report"]).split())
+        meta = _meta(f"iu_xray-{item['id']}", "iu_xray", modality="X-ray", region="chest")
+        image = images(views[min(view, len(views) - 1)], f"{path} {where}")
+        messages = [{"role": "user", "content": _REPORT_PROMPT}, {"role": "assistant", "content": report}]
+        rows.append({"image": image, "task": "report", "messages": messages, **meta, "answer": report})
+        if limit is not None and len(rows) >= limit:
+            break
     return rows
 
 
@@ -244,10 +304,7 @@ def load_medmnist(npz_path, split: str = "test", size=None, as_rows: bool = True
     n = len(labels) if limit is None else min(limit, len(labels))
     out = []
     for i in range(n):
-        im = Image.fromarray(np.asarray(imgs[i], dtype=np.uint8)).convert("RGB")
-        if size is not None:
-            im = im.resize((size, size) if isinstance(size, int) else tuple(size), Image.BILINEAR)
-        image, category = np.asarray(im, dtype=np.uint8).copy(), classes[labels[i]]
+        image, category = to_array(Image.fromarray(np.asarray(imgs[i], dtype=np.uint8)), size), classes[labels[i]]
         abnormal = (category != schema.NORMAL) if schema.NORMAL in classes else None
         rec = {"id": f"{name}-{split}-{i:05d}", "image": image, "source": name, "modality": modality,
                "region": region, "category": category, "abnormal": abnormal, "bboxes": [],

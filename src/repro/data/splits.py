@@ -1,4 +1,4 @@
-"""Train/val/test assignment and the generalization splits of UMed-LVLM §4(f) as filters.
+"""Train/val/test assignment and the generalization splits of UMed-LVLM (docs/methods.md §4(f)) as filters.
 
 Everything here works on any list of dicts with "source", "category" and "modality" keys, i.e. on image
 records and on task rows alike, so a generalization split can be cut before or after the task builders.

@@ -23,6 +23,8 @@ from repro.data import schema
 BONE_MARROW = "bone_marrow"
 LETTERS = "ABCD"
 MCQ_INSTRUCTION = "Think in <think></think>, then give the letter in <answer></answer>."
+# The reasoning format on open questions (never MCQ): what an instruct-tuned base knows before Zhu's GRPO.
+REASON_INSTRUCTION = "Think in <think></think>, then give the answer in <answer></answer>."
 
 _ALL_CATEGORIES = sorted({c for s in schema.SOURCES.values() for c in s["categories"]})
 MAU_CATEGORIES = sorted({c for k in schema.MAU_SOURCES for c in schema.SOURCES[k]["categories"]})
@@ -238,6 +240,25 @@ def build_mcq(records: list[dict], seed: int, split: str = "train") -> list[dict
     return rows
 
 
+def build_reason(records: list[dict], seed: int, split: str = "train") -> list[dict]:
+    """Open questions answered in the <think>/<answer> format of Zhu et al.'s GRPO (never multiple choice).
+
+    Why: GRPO's format and accuracy rewards are 0 for a start that never writes the tags (group std 0, no
+    gradient), so Zhu's "GRPO from the base model" needs a base that already follows the format on *other* tasks,
+    as an instruct-tuned base VLM does. Training the base on these rows (and never on MCQ) gives it that habit
+    without teaching it to pick letters. Bone marrow is skipped, as in MCQ.
+    """
+    rng = _rng(seed, "reason")
+    rows = []
+    for rec in (r for r in records if r["source"] != BONE_MARROW):
+        key, answer = _open_question(rec, rng)
+        question = _fill(_pick(rng, _bank(key, split)), rec)
+        target = f"<think>{reasoning(rec, rng)}</think><answer>{answer}</answer>"
+        rows.append(row(rec, "reason", f"{question}\n{REASON_INSTRUCTION}", target, question=question,
+                        answer=answer, answer_type="open", question_kind=key[2:]))
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------- instruct
 def box_text(box, width: int, height: int) -> str:
     """schema.format_bbox, widened by 1 % where rounding would make a tiny box degenerate (parse_bbox -> None)."""
@@ -380,4 +401,5 @@ def build_reports(records: list[dict], seed: int, split: str = "train") -> list[
     return rows
 
 
-BUILDERS = {"vqa": build_vqa, "mcq": build_mcq, "instruct": build_instruct, "report": build_reports}
+BUILDERS = {"vqa": build_vqa, "mcq": build_mcq, "instruct": build_instruct, "report": build_reports,
+            "reason": build_reason}

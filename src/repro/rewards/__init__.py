@@ -1,4 +1,4 @@
-"""Model-free rewards of the four papers, in TRL's reward-function signature (design.md §7).
+"""Model-free rewards of the four papers, in TRL's reward-function signature (docs/design.md §7).
 
 Every reward is a plain function
 

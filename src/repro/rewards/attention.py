@@ -1,6 +1,6 @@
 """UMed-LVLM vision-relevance reward (VRR): attention from the answer's abnormal-class tokens onto the lesion.
 
-Paper (methods.md §4(a)): r^att = sum_{i in N} sum_{j in Nbar} softmax_j(Q_i K_j^T / sqrt(d_k)), the softmax taken
+Paper (docs/methods.md §4(a)): r^att = sum_{i in N} sum_{j in Nbar} softmax_j(Q_i K_j^T / sqrt(d_k)), the softmax taken
 over the image patches, N = abnormal-class tokens of the response, Nbar = image patches inside the abnormal region.
 
 Definition used here, for one (image, prompt, completion) with true boxes:

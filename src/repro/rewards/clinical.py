@@ -1,4 +1,4 @@
-"""MMedPO clinical-relevance scores and DPO weights (methods.md §3(a) steps 2 and 4).
+"""MMedPO clinical-relevance scores and DPO weights (docs/methods.md §3(a) steps 2 and 4).
 
 Paper: several Med-LLMs score the dispreferred (hallucinated) answer y_l against the ground truth; the first gives
 s_1, each next one sees the previous score and agrees or re-scores, until consensus or 5 rounds; the weight is the
@@ -126,17 +126,28 @@ def consensus(rejected, truth, panel=DEFAULT_PANEL, max_rounds: int = MAX_ROUNDS
     return out
 
 
-def explain_clinical(text: str, answer=None) -> dict:
+def explain_clinical(text: str, answer=None, panel=DEFAULT_PANEL) -> dict:
     """Clinical-relevance score of a dispreferred answer (the completion) vs the truth (column `answer`): the mean
     of the panel's consensus scores. Range [0, 1]; None without a truth."""
     if not isinstance(answer, str) or not answer.strip():
         return {"reward": None, "why": "no ground-truth answer"}
-    c = consensus(text, answer)
+    c = consensus(text, answer, panel)
     return {"reward": c.mean, "scores": c.scores, "judges": c.judges, "agreed": c.agreed,
             **{k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in features(text, answer).items()}}
 
 
-clinical_relevance = make_reward("clinical_relevance", explain_clinical, ("answer",), 0.0, 1.0)
+def make_clinical_relevance(panel=None, name: str = "clinical_relevance"):
+    """The clinical-relevance reward with another panel (e.g. rewards.llm_judge.make_clinical_panel(paths));
+    None keeps the rule panel."""
+    panel = tuple(panel) if panel else DEFAULT_PANEL
+
+    def explain(text, answer=None):
+        return explain_clinical(text, answer, panel)
+
+    return make_reward(name, explain, ("answer",), 0.0, 1.0, doc=explain_clinical.__doc__)
+
+
+clinical_relevance = make_clinical_relevance()
 
 
 # ---------------------------------------------------------------- normalisation

@@ -1,4 +1,4 @@
-"""UMed-LVLM abnormal-aware rewards (methods.md §4(a)): ALR, a relevance judge proxy, per-query max-normalisation.
+"""UMed-LVLM abnormal-aware rewards (docs/methods.md §4(a)): ALR, a relevance judge proxy, per-query max-normalisation.
 
 Target format (tasks.instruct_target): "Detection: abnormal. Localization: [x1, y1, x2, y2]. Recognition: <category>
 in the <region>, <modality>." with the box in integer percent of the image (schema.py). Columns: abnormal,

@@ -1,4 +1,4 @@
-"""MMedPO visual dispreference: localized lesion noising (methods.md §3(a) step 3). numpy only.
+"""MMedPO visual dispreference: localized lesion noising (docs/methods.md §3(a) step 3). numpy only.
 
 Heatmap sources: the true lesion mask (oracle), a CAM / attention map, or any 2-D array; it is resized to the image.
 

@@ -1,4 +1,4 @@
-"""Dr-LLaVA rule-based conversation reward (methods.md §1(b)).
+"""Dr-LLaVA rule-based conversation reward (docs/methods.md §1(b)).
 
 Completion format
 -----------------
@@ -19,7 +19,7 @@ Reward (ours, `drllava_reward`)
 Consistency is checked on the *parsed* answers and credits any valid path, as in the release: a coherent but wrong
 path still earns the consistency points.
 
-Gated older variant (`drllava_gated_reward`, commits 30bf26e / dcbd9c1; methods.md §1(b) caveat 3)
+Gated older variant (`drllava_gated_reward`, commits 30bf26e / dcbd9c1; docs/methods.md §1(b) caveat 3)
     R = c_q if c_q <= 0 else 1 + sum_i c_i, with c_q the correctness of the quality (category 1) turn
     range [-0.5, n + 1]: [-0.5, 6] for 5 turns; consistency is not used.
 
@@ -141,7 +141,7 @@ def make_drllava_reward(variant: str = "sum"):
 
 
 def turn_accuracy(completion, turn_categories, turn_labels) -> dict:
-    """Question-level accuracy (share of turns right) and conversation-level accuracy (all right), methods.md 1(e)."""
+    """Question-level accuracy (turns right) and conversation-level accuracy (all right), docs/methods.md §1(e)."""
     d = explain_drllava(completion, turn_categories, turn_labels)
     if d["reward"] is None:
         return {"question": None, "conversation": None, "diagnosis": None}

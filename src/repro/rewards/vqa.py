@@ -1,4 +1,4 @@
-"""Zhu et al. 2025 (arXiv 2505.13973) GRPO rewards for multiple-choice Med-VQA (methods.md §2).
+"""Zhu et al. 2025 (arXiv 2505.13973) GRPO rewards for multiple-choice Med-VQA (docs/methods.md §2).
 
 Target format (tasks.mcq_target): "<think>reasoning</think><answer>X</answer>". Columns: answer (letter A-D),
 options (list of option texts), reason_facts ({"modality", "region", "finding"}) or category / region / modality.
@@ -20,6 +20,13 @@ options (list of option texts), reason_facts ({"modality", "region", "finding"})
                 [INFERRED]; the cap keeps the reward bounded.
     CWR         Correctness-weighted length reward, accuracy * min(L / L_cap, 1). Range [0, 1]; None when accuracy
                 is None.
+
+Evaluation metric, not a reward (never in a training reward set):
+    similarity  Zhu et al.'s table column "similarity score between the reasoning and the reference": content-word
+                F1 between the generated <think> text and the *reference* reasoning of the row (the gold target's
+                <think>), see reasoning_similarity. Kept apart from the semantic reward so that the table does not
+                measure a model by the rule it was trained on (issue: the similarity column used to be
+                semantic_reward itself, so grpo_semantic rose on it by construction).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections import Counter
 from typing import Protocol
 
 from repro.data import schema
@@ -38,7 +46,13 @@ _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _FORMAT = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.S)
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _LETTER = re.compile(r"\(?([A-Z])\)?[.:]?(?:\s+(.+))?", re.S)
-DEFAULT_CAP = 32  # words; the synthetic reasoning is ~15 words, so the cap asks for about twice that
+DEFAULT_CAP = 32  # words; the synthetic reasoning is ~12 words, so the cap asks for about three times that
+# Tokens a completion needs for a <think> of `cap` words (completion_tokens_needed). Measured on the gold MCQ targets
+# with the cpu tokenizer (byte-level BPE, vocab 2048): 1.26 tokens per reasoning word on average (max 1.5), and 11
+# tokens for the tags and the answer letter, + 1 for the end-of-turn token. 2 per word leaves room for words the
+# policy makes up (they split into more pieces than the corpus words the BPE was trained on).
+TOKENS_PER_WORD = 2
+FORMAT_TOKENS = 12
 
 
 def think_text(text: str) -> str | None:
@@ -191,6 +205,13 @@ def make_semantic_reward(judge: Judge | None = None, binary: bool = True, thresh
 
 
 # ---------------------------------------------------------------- length
+def completion_tokens_needed(cap: int = DEFAULT_CAP) -> int:
+    """Completion tokens a policy needs to reach a length reward's cap of `cap` words with the format intact:
+    TOKENS_PER_WORD * cap + FORMAT_TOKENS (64 + 12 = 76 for the default cap). A shorter generation budget makes the
+    length reward unreachable (and, with truncated completions masked, punishes chasing it)."""
+    return TOKENS_PER_WORD * int(cap) + FORMAT_TOKENS
+
+
 def think_words(text: str) -> int:
     t = think_text(text)
     return len(t.split()) if t is not None else 0
@@ -204,7 +225,9 @@ def make_ecr(cap: int = DEFAULT_CAP):
         n = think_words(text)
         return {"reward": min(n / cap, 1.0), "think_words": n, "cap": cap}
 
-    return make_reward(f"ecr_reward_cap{cap}", explain, (), 0.0, 1.0, doc=make_ecr.__doc__)
+    fn = make_reward(f"ecr_reward_cap{cap}", explain, (), 0.0, 1.0, doc=make_ecr.__doc__)
+    fn.cap = cap  # read by train.grpo to check the generation budget (completion_tokens_needed)
+    return fn
 
 
 def make_cwr(cap: int = DEFAULT_CAP):
@@ -217,7 +240,67 @@ def make_cwr(cap: int = DEFAULT_CAP):
         reward = None if acc["reward"] is None else acc["reward"] * min(n / cap, 1.0)
         return {"reward": reward, "correct": acc["reward"], "think_words": n, "cap": cap}
 
-    return make_reward(f"cwr_reward_cap{cap}", explain, ("answer", "options"), 0.0, 1.0, doc=make_cwr.__doc__)
+    fn = make_reward(f"cwr_reward_cap{cap}", explain, ("answer", "options"), 0.0, 1.0, doc=make_cwr.__doc__)
+    fn.cap = cap
+    return fn
+
+
+# ---------------------------------------------------------------- similarity (evaluation metric)
+# Function words, and the words of the task's own instructions; everything else in a reasoning is content.
+_STOP = frozenset("""a an the this that these those it its is are was were be been being of in on at to for from by
+with as and or but there here which what it's image picture scan view shows show showing seen see looks look
+appears appear signs sign""".split())
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _content_words(text: str) -> list[str]:
+    # a trailing plural "s" is dropped (nodules ~ nodule), so a paraphrase is not a miss; short words stay as they are
+    words = [w for w in _WORD.findall(text.casefold()) if w not in _STOP]
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
+
+
+def reasoning_similarity(prediction: str, reference: str) -> float:
+    """Similarity of a completion's reasoning to the reference reasoning, in [0, 1]: the F1 of their content-word
+    multisets (lower-cased words, function words and instruction words removed, plural "s" dropped), computed on the
+    <think> blocks (a reference without tags is taken whole). 0 when the prediction has no <think> block or either
+    side has no content word.
+
+    Why it is independent enough of the training reward (RuleJudge, semantic_reward):
+      - it reads different evidence: the reference *text* of the row, which no training reward sees, where the
+        judge reads the structured facts (finding / region / modality);
+      - different rules: every content word counts, not just the clinical vocabulary, and extra words cost
+        precision, so the judge's hacks do not transfer: a bare "ct liver normal" earns the judge's full reward
+        but loses recall on the reference's other content words; a reasoning that names a competing finding fails
+        the judge's facet outright but loses only one word's worth here; negation is not special-cased;
+      - it is graded (F1 in [0, 1]) where the reward is binary.
+    It still rises when the reasoning states the right facts, as a similarity to the reference should.
+    """
+    pred = think_text(prediction)
+    if pred is None:
+        return 0.0
+    ref = think_text(reference)
+    a, b = Counter(_content_words(pred)), Counter(_content_words(reference if ref is None else ref))
+    common = sum((a & b).values())
+    if not common:
+        return 0.0
+    p, r = common / sum(a.values()), common / sum(b.values())
+    return 2 * p * r / (p + r)
+
+
+def reference_reasoning(row: dict) -> str | None:
+    """The reference reasoning of an MCQ row: the <think> text of its gold assistant message, else None."""
+    msgs = row.get("messages") or []
+    gold = next((m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "assistant"), None)
+    return think_text(gold) if isinstance(gold, str) else None
+
+
+def similarity_scores(predictions, rows) -> list[float | None]:
+    """reasoning_similarity of each prediction against its row's reference reasoning (None without a reference)."""
+    out = []
+    for pred, row in zip(predictions, rows, strict=True):
+        ref = reference_reasoning(row)
+        out.append(None if ref is None else reasoning_similarity(pred if isinstance(pred, str) else "", ref))
+    return out
 
 
 format_reward = make_reward("format_reward", explain_format, (), 0.0, 1.0)

@@ -1,4 +1,4 @@
-"""DPO and MMedPO's clinical-weighted multimodal DPO on TRL's DPOTrainer (methods.md §3).
+"""DPO and MMedPO's clinical-weighted multimodal DPO on TRL's DPOTrainer (docs/methods.md §3).
 
     info = train(sft_dir, out_dir, pref_ds, weighted=False, max_steps=50)   # plain DPO: text pairs, weight 1
     info = train(sft_dir, out_dir, pref_ds, weighted=True, max_steps=50)    # MMedPO: text + visual pairs, weighted
@@ -17,7 +17,7 @@ sum w would rescale every batch back to unit weight, undoing the down-weighting 
 weight (and divide by zero for an all-zero batch). So a weight-0 pair adds nothing to the loss or the gradient, but
 still counts in B: loss([a, b], w=[1, 0]) = loss([a], w=[1]) / 2.
 
-TRL 1.16 has no per-pair weight hook (design.md §6), so WeightedDPOTrainer
+TRL 1.16 has no per-pair weight hook (docs/design.md §6), so WeightedDPOTrainer
     - keeps the weight and rejected_images columns (remove_unused_columns=False),
     - collates with WeightedVisionPreferenceCollator: TRL's vision preference collator, then the rejected half's
       image tensors are replaced by the processed rejected images and the weights travel as `weight`,
@@ -27,10 +27,17 @@ TRL 1.16 has no per-pair weight hook (design.md §6), so WeightedDPOTrainer
 Plain DPO is TRL's DPOTrainer unchanged on text pairs only: visual pairs have y_l = y_w, so without the noised image
 on the rejected half their DPO margin is identically 0 and they would only add a constant log 2 to the loss.
 On CPU: fp32, no activation checkpointing, max_length=None so the 64 image tokens are never cut.
+
+Equal text-pair exposure (`equal_text_exposure=True`, text_exposure_steps): plain DPO trains on the text pairs only,
+MMedPO on text + visual pairs, so at the same step count MMedPO sees only a fraction n_text / n_pairs of DPO's text
+pairs (~0.6 on the cpu preference set: ~40% fewer). MMedPO's step count is raised to max_steps * n_pairs / n_text so
+that the expected number of text pairs it sees equals DPO's max_steps * batch_size; what is left between the two
+arms is what MMedPO adds (the visual pairs and the clinical weights), not less training on the shared pairs.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -176,32 +183,51 @@ def make_trainer(model, processor, dataset, args, *, weighted: bool, callbacks: 
                               processing_class=processor, callbacks=callbacks)
 
 
+def text_exposure_steps(max_steps: int, n_text: int, n_pairs: int) -> int:
+    """MMedPO's step count whose expected number of text pairs equals DPO's at `max_steps` (same batch size B):
+    DPO sees max_steps * B text pairs; MMedPO sees steps * B * n_text / n_pairs in expectation (exactly, over whole
+    epochs), so steps = max_steps * n_pairs / n_text, rounded to the nearest step (at least max_steps).
+    E.g. 30 DPO steps, 60 text of 100 pairs -> 50 MMedPO steps (50 * 8 * 0.6 = 240 = 30 * 8 text pairs)."""
+    if not 0 < n_text <= n_pairs:
+        raise ValueError(f"text_exposure_steps: need 0 < n_text <= n_pairs, got n_text={n_text}, n_pairs={n_pairs}")
+    return max(int(max_steps), math.floor(max_steps * n_pairs / n_text + 0.5))
+
+
 def train(init_dir, out_dir, dataset, *, weighted: bool, max_steps: int, batch_size: int = 4, lr: float = 5e-5,
           beta: float = 0.1, seed: int = 0, run_key: dict | None = None, use_cpu: bool | None = None,
           save_steps: int = 100, logging_steps: int = 1, lora: dict | None = None, bf16: bool = False,
-          callbacks: list | None = None) -> dict:
+          callbacks: list | None = None, equal_text_exposure: bool = True) -> dict:
     """DPO (weighted=False) or MMedPO weighted DPO (weighted=True) of the model at `init_dir` on a preference set
     (raw preference columns, converted with to_dpo_rows, or rows already converted). Returns {"final_dir",
-    "log_history", "seconds", "steps", "resumed_from", "pairs"}. Resume as sft.train, guarded by the run key."""
+    "log_history", "seconds", "steps" (the steps trained), "requested_steps", "text_pairs_seen" (expected),
+    "resumed_from", "weights_restored", "pairs"}. With weighted and equal_text_exposure, MMedPO trains
+    text_exposure_steps(max_steps, ...) steps (module docstring). Resume: only under the same run key, from the
+    checkpoint's weights, optimizer and RNG state (runs.restore_weights)."""
     from repro.models import load_vlm
 
     if isinstance(dataset[0]["prompt"], str):
         dataset = to_dpo_rows(dataset, weighted)
+    requested = max_steps
+    kinds = dataset["kind"] if "kind" in dataset.column_names else ["text"] * len(dataset)
+    n_text = sum(k == "text" for k in kinds)
+    if weighted and equal_text_exposure:
+        max_steps = text_exposure_steps(max_steps, n_text, len(dataset))
     key = {"run_key": run_key, "init": str(init_dir), "weighted": weighted, "max_steps": max_steps,
            "batch_size": batch_size, "lr": lr, "beta": beta, "seed": seed, "n_rows": len(dataset),
            "lora": lora}
     done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu, dataset=dataset)
     if done:
         return done
-    # NOT runs.weights_source: TRL copies the reference model from the model it is given, so loading the checkpoint
-    # would move the KL/DPO reference. Known issue: a mid-run resume here restarts from init weights (runs.py).
+    # From init even when resuming: TRL copies the reference model from the model it is given; runs.train_and_save
+    # then copies the checkpoint's weights into the policy only (runs.restore_weights).
     model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None, lora=lora,
                                 dtype="bf16" if bf16 else "fp32")
     args = make_config(ckpt_dir, max_steps=max_steps, batch_size=batch_size, lr=lr, beta=beta, seed=seed,
                        use_cpu=use_cpu, bf16=bf16, save_steps=save_steps, logging_steps=logging_steps)
     trainer = make_trainer(model, processor, dataset, args, weighted=weighted, callbacks=callbacks)
     return runs.train_and_save(trainer, processor, out_dir, resume=resume, lora=lora, max_steps=max_steps,
-                               weighted=weighted, pairs=len(dataset))
+                               weighted=weighted, pairs=len(dataset), requested_steps=requested,
+                               text_pairs_seen=max_steps * batch_size * n_text / max(len(dataset), 1))
 
 
 CURVE_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",

@@ -1,4 +1,4 @@
-"""GRPO fine-tuning on the multiple-choice VQA task with TRL's GRPOTrainer (Zhu et al. 2025, methods.md §2).
+"""GRPO fine-tuning on the multiple-choice VQA task with TRL's GRPOTrainer (Zhu et al. 2025, docs/methods.md §2).
 
     ds = grpo_dataset(data_dir, "train", limit=256)
     info = train(sft_dir, out_dir, ds, "dr_grpo", max_steps=50)     # {"final_dir", "log_history", "seconds", ...}
@@ -16,16 +16,30 @@ Variants (`VARIANTS`), each a reward set, reward weights, a loss aggregation and
 Reward weights are all 1 [INFERRED]: the paper does not give them, and a sum of {0,1} rewards keeps every term on the
 same scale. TRL's multi_objective_aggregation="sum_then_normalize" sums the weighted rewards, then forms advantages.
 
+Generation budget: max_completion_length defaults to evaluation's MCQ budget (MAX_COMPLETION_LENGTH = 96 tokens =
+repro.evaluation.MAX_NEW_TOKENS["mcq"]): training lets the policy write what evaluation will read, and 96 covers the
+76 tokens a <think> at the ECR/CWR cap needs (rewards.vqa.completion_tokens_needed); a variant with a length reward
+refuses a smaller budget (ValueError naming max_completion_length). Truncated completions are masked out of the loss
+(GRPOConfig.mask_truncated_completions): a cut-off answer has no <answer> block, and scoring it 0 would teach
+"shorter" whenever the cap, not the answer, was the problem.
+
+Dr.GRPO vs GRPO at matched update size (`match_update_size=True`, matched_lr): see matched_lr for the derivation.
+With TRL's default optimizer (AdamW) the matched learning rate is the same learning rate.
+
 Batching: `batch_size` counts *prompts* per optimizer step; TRL's per_device_train_batch_size counts completions,
 so it is batch_size * num_generations (every prompt's G completions land in the same step, as GRPO needs).
 On CPU: fp32 (bf16=False), no activation checkpointing, use_cpu=True. TRL 1.16's GRPOConfig has no
 max_prompt_length any more, so prompts (with their 64 image tokens) are never truncated; completions are cut at
-max_completion_length. Checkpoints go to <out_dir>/checkpoints, resumed only under the same run key (as sft.train);
-the final model and processor go to <out_dir>/final.
+max_completion_length. Checkpoints go to <out_dir>/checkpoints, resumed only under the same run key (as sft.train),
+from the checkpoint's weights (runs.restore_weights) and with a prompt order seeded by (seed, epoch), so that a
+resumed run ends bit-identical to an uninterrupted one (tests/unit/test_resume.py); the final model and processor go
+to <out_dir>/final.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
 
 from repro.chat import first_user_text, user_message
@@ -73,6 +87,61 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
 )}
 
 
+MAX_COMPLETION_LENGTH = 96  # = repro.evaluation.MAX_NEW_TOKENS["mcq"] (a test keeps them equal)
+
+
+def length_caps(v: Variant) -> list[int]:
+    """The word caps of the variant's length rewards (ECR / CWR carry `.cap`); [] without one."""
+    return [int(f.cap) for f in v.rewards if getattr(f, "cap", None)]
+
+
+def check_completion_length(v: Variant, max_completion_length: int) -> None:
+    """ValueError when the generation budget cannot reach a length reward's cap (vqa.completion_tokens_needed)."""
+    caps = length_caps(v)
+    need = max((vqa.completion_tokens_needed(c) for c in caps), default=0)
+    if max_completion_length < need:
+        raise ValueError(f"max_completion_length={max_completion_length} is below the {need} tokens that variant "
+                         f"{v.name}'s length reward (cap {max(caps)} words) needs; use >= {need} (default "
+                         f"{MAX_COMPLETION_LENGTH}, evaluation's MCQ budget)")
+
+
+ADAM_FAMILY = ("adam", "lamb", "lion", "rmsprop", "adafactor")  # optimizers that divide by a running gradient scale
+
+
+def matched_lr(lr: float, v: Variant, *, optim: str = "adamw_torch", kappa: float | None = None) -> float:
+    """Learning rate at which variant `v` takes updates of the same size as GRPO at `lr` (match_update_size).
+
+    Derivation. At the start of a step (ratio 1, no clipping) the policy loss of one completion o_i of group g is
+    -w_i * sum_t log pi(o_it), with the per-token weight
+        GRPO     w_i = (r_i - mean_g r) / (sigma_g * |o_i| * N)        (std-normalised advantage, 1/|o_i| token mean)
+        Dr.GRPO  w_i = (r_i - mean_g r) / (L_max * N)                  (raw advantage, constant divisor L_max)
+    (N completions per step, L_max = max_completion_length). The gradients therefore differ by the factor
+    kappa_i = sigma_g * |o_i| / L_max (Dr.GRPO / GRPO), e.g. sigma ~ 0.5, |o| ~ 30, L_max = 96 -> kappa ~ 0.16.
+      - Plain SGD (update = lr * gradient): the expected update matches at lr_dr = lr / E[kappa]; `kappa` must be
+        given (an estimate of E[sigma_g |o_i|] / L_max from a pilot step), else ValueError.
+      - Adam-type optimizers (TRL's default AdamW): update = lr * m / (sqrt(v) + eps) with m, v running means of g
+        and g^2. A constant factor c on every gradient scales m by c and sqrt(v) by c, so the update is unchanged
+        (while c|g| >> eps): at equal lr the two losses already take equal-size steps, and scaling lr by 1/kappa
+        would *create* a 6x confound. So lr_dr = lr. What still differs is the weighting *within* a step (1/sigma_g
+        across groups, 1/|o_i| across completions): that is the difference between the methods, not a confound.
+        One side effect stays: the KL term (beta * k3 per token) is normalised like the policy term in each loss,
+        but the advantages it is weighed against are in reward units for Dr.GRPO and in std units for GRPO, so the
+        effective KL strength of Dr.GRPO is ~1/sigma times GRPO's at the same beta.
+    Variants other than dr_grpo (same loss and scaling as GRPO) get `lr` back.
+    """
+    if v.loss_type == "grpo" and v.scale_rewards == "group":
+        return lr
+    if v.loss_type != "dr_grpo" or v.scale_rewards != "none":
+        raise ValueError(f"matched_lr: no update-size rule for loss_type={v.loss_type!r}, "
+                         f"scale_rewards={v.scale_rewards!r}")
+    if any(name in str(optim).lower() for name in ADAM_FAMILY):
+        return lr
+    if kappa is None or not (math.isfinite(kappa) and kappa > 0):
+        raise ValueError(f"matched_lr: optim={optim!r} scales updates with the gradient; pass kappa = "
+                         f"E[sigma_g |o_i|] / max_completion_length (> 0), got {kappa!r}")
+    return lr / kappa
+
+
 def get_variant(variant: str | Variant) -> Variant:
     if isinstance(variant, Variant):
         return variant
@@ -99,10 +168,46 @@ def grpo_dataset(data_dir, split: str = "train", limit: int | None = None, seed:
 
 
 # ----------------------------------------------------------------------------------------------- training
+@functools.cache
+def _epoch_sampler_trainer():
+    """GRPOTrainer whose prompt order is a function of (seed, epoch) only, so a resumed run replays it.
+
+    Why: TRL's RepeatSampler draws each epoch's permutation from one torch.Generator seeded once, so epoch e's order
+    depends on how many epochs this *process* has iterated. A run resumed after an epoch boundary restarts the
+    generator and repeats epoch 0's order where the uninterrupted run had a new one (found by the kill/resume test).
+    Trainer calls sampler.set_epoch(epoch) at every epoch start (also the resumed one); the sampler reseeds there.
+    """
+    import numpy as np
+    from trl import GRPOTrainer
+    from trl.trainer.utils import RepeatSampler
+
+    class EpochRepeatSampler(RepeatSampler):
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = int(epoch)
+
+        def __iter__(self):
+            if self.shuffle:
+                state = np.random.SeedSequence([int(self.seed or 0), self.epoch]).generate_state(1)[0]
+                self.generator.manual_seed(int(state))
+            return super().__iter__()
+
+    class EpochSeededGRPOTrainer(GRPOTrainer):
+        def _get_train_sampler(self, dataset=None):
+            base = super()._get_train_sampler(dataset)
+            return EpochRepeatSampler(data_source=base.data_source, mini_repeat_count=base.mini_repeat_count,
+                                      batch_size=base.batch_size, repeat_count=base.repeat_count,
+                                      shuffle=base.shuffle, seed=base.seed)
+
+    return EpochSeededGRPOTrainer
+
+
 
 def make_config(out_dir, v: Variant, *, max_steps: int, num_generations: int, batch_size: int, lr: float,
                 beta: float, max_completion_length: int, temperature: float, seed: int, use_cpu: bool,
-                bf16: bool = False, save_steps: int = 100, logging_steps: int = 1, **extra):
+                bf16: bool = False, save_steps: int = 100, logging_steps: int = 1, mask_truncated: bool = True,
+                **extra):
     """The GRPOConfig of a run (separate so benchmarks and tests build the exact trainer train() builds)."""
     from trl import GRPOConfig
 
@@ -111,6 +216,7 @@ def make_config(out_dir, v: Variant, *, max_steps: int, num_generations: int, ba
         output_dir=str(out_dir), max_steps=max_steps, learning_rate=lr, lr_scheduler_type="constant",
         per_device_train_batch_size=batch_size * num_generations, num_generations=num_generations,
         max_completion_length=max_completion_length, temperature=temperature, beta=beta,
+        mask_truncated_completions=mask_truncated,
         loss_type=v.loss_type, scale_rewards=v.scale_rewards, reward_weights=list(v.weights),
         # The reward columns must reach the reward functions (1.16's default is already False; say so anyway).
         remove_unused_columns=False,
@@ -121,41 +227,54 @@ def make_config(out_dir, v: Variant, *, max_steps: int, num_generations: int, ba
 
 
 def train(init_dir, out_dir, dataset, variant: str | Variant = "grpo", *, max_steps: int, num_generations: int = 8,
-          batch_size: int = 2, lr: float = 1e-4, beta: float = 0.04, max_completion_length: int = 48,
+          batch_size: int = 2, lr: float = 1e-4, beta: float = 0.04, max_completion_length: int | None = None,
           temperature: float = 1.0, seed: int = 0, run_key: dict | None = None, use_cpu: bool | None = None,
           save_steps: int = 100, logging_steps: int = 1, lora: dict | None = None, bf16: bool = False,
-          callbacks: list | None = None) -> dict:
+          callbacks: list | None = None, config_extra: dict | None = None, match_update_size: bool = True,
+          mask_truncated: bool = True) -> dict:
     """GRPO-train the model at `init_dir` on `dataset` (grpo_dataset rows) with `variant`; returns
-    {"final_dir", "log_history", "seconds", "steps", "resumed_from", "variant", "completions"}.
+    {"final_dir", "log_history", "seconds", "steps", "resumed_from", "weights_restored", "variant", "completions",
+    "lr_effective", "max_completion_length"}.
 
     beta: KL coefficient to the frozen initial model (TRL's k3 estimator); 0.04 is the DeepSeekMath value (the
     paper uses a KL penalty but its beta was not retrieved). beta=0 drops the reference model (faster).
-    Resume: as sft.train, only from checkpoints written under the same run key (run_key + every argument here).
+    max_completion_length: None -> MAX_COMPLETION_LENGTH (evaluation's MCQ budget); below what a length reward's cap
+    needs -> ValueError. mask_truncated: GRPOConfig.mask_truncated_completions (module docstring).
+    match_update_size: train at matched_lr(lr, variant) (the same lr under AdamW; see matched_lr).
+    Resume: only from checkpoints written under the same run key (run_key + every argument here), with the
+    checkpoint's weights, optimizer and RNG state (runs.restore_weights).
+    config_extra: further GRPOConfig fields (e.g. use_vllm / vllm_mode from repro.train.launch; GPU only).
     """
-    from trl import GRPOTrainer
-
     from repro.models import load_vlm
 
     v = get_variant(variant)
+    if max_completion_length is None:
+        max_completion_length = MAX_COMPLETION_LENGTH
+    check_completion_length(v, max_completion_length)
+    lr = matched_lr(lr, v) if match_update_size else lr
     key = {"run_key": run_key, "init": str(init_dir), "variant": v.name, "rewards": v.reward_names,
            "weights": v.weights, "loss_type": v.loss_type, "scale_rewards": v.scale_rewards,
            "max_steps": max_steps, "num_generations": num_generations, "batch_size": batch_size, "lr": lr,
            "beta": beta, "max_completion_length": max_completion_length, "temperature": temperature,
-           "seed": seed, "n_rows": len(dataset), "lora": lora}
+           "seed": seed, "n_rows": len(dataset), "lora": lora, "mask_truncated": mask_truncated}
+    if config_extra:  # only when given: the keys (and caches) of existing runs stay as they were
+        key["config_extra"] = config_extra
     done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu, dataset=dataset)
     if done:
         return done
-    # NOT runs.weights_source: TRL copies the reference model from the model it is given, so loading the checkpoint
-    # would move the KL/DPO reference. Known issue: a mid-run resume here restarts from init weights (runs.py).
+    # From init even when resuming: TRL copies the reference model from the model it is given; runs.train_and_save
+    # then copies the checkpoint's weights into the policy only (runs.restore_weights).
     model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None, lora=lora,
                                 dtype="bf16" if bf16 else "fp32")
     args = make_config(ckpt_dir, v, max_steps=max_steps, num_generations=num_generations, batch_size=batch_size,
                        lr=lr, beta=beta, max_completion_length=max_completion_length, temperature=temperature,
-                       seed=seed, use_cpu=use_cpu, bf16=bf16, save_steps=save_steps, logging_steps=logging_steps)
-    trainer = GRPOTrainer(model=model, reward_funcs=list(v.rewards), args=args, train_dataset=dataset,
-                          processing_class=processor, callbacks=callbacks)
+                       seed=seed, use_cpu=use_cpu, bf16=bf16, save_steps=save_steps, logging_steps=logging_steps,
+                       mask_truncated=mask_truncated, **(config_extra or {}))
+    trainer = _epoch_sampler_trainer()(model=model, reward_funcs=list(v.rewards), args=args, train_dataset=dataset,
+                                       processing_class=processor, callbacks=callbacks)
     return runs.train_and_save(trainer, processor, out_dir, resume=resume, lora=lora, max_steps=max_steps,
-                               variant=v.name, completions=max_steps * batch_size * num_generations)
+                               variant=v.name, completions=max_steps * batch_size * num_generations,
+                               lr_effective=lr, max_completion_length=max_completion_length)
 
 
 # Logged key (TRL 1.16) -> column of curves(). rewards/<name>/mean columns are added per reward function.

@@ -1,4 +1,4 @@
-"""A small, readable PPO for VLMs (design.md §6: TRL >= 1.13 has no PPO), for Dr-LLaVA and UMed-LVLM.
+"""A small, readable PPO for VLMs (docs/design.md §6: TRL >= 1.13 has no PPO), for Dr-LLaVA and UMed-LVLM.
 
     from repro.rewards import localization, rules
     cfg = PPOConfig(steps=50, batch_size=4, k=4, max_new_tokens=48)
@@ -10,7 +10,7 @@ Pieces (each a function the tests check on its own):
     ValueHead    Linear(hidden, 1) on the language model's last hidden state (output_hidden_states=True); kept
                  beside the policy as value_head.safetensors in every checkpoint and in final/.
     rollouts     single turn: each prompt row is sampled k times (do_sample, temperature, KV cache, full
-                 distribution: top_k=0, top_p=1). multi_turn (Dr-LLaVA, methods.md §1(a) 6): the policy answers the
+                 distribution: top_k=0, top_p=1). multi_turn (Dr-LLaVA, docs/methods.md §1(a) 6): the policy answers the
                  row's questions in order; question t+1 is appended after the policy's *own* answer t, as token ids
                  (never re-tokenised text, so the scored tokens are exactly the sampled ones).
     masks        action_mask is 1 exactly on tokens the policy sampled (answers, incl. their <|im_end|>); prompt,

@@ -5,6 +5,10 @@
     ...
     runs.finish(out_dir, info)             # after <out_dir>/final is written
 
+A resumed run (an interrupted one: checkpoints but no train_info.json) continues from the checkpoint's weights,
+copied into the trainer's policy by restore_weights (train_and_save calls it), with the optimizer, scheduler and RNG
+state Trainer restores itself.
+
 The key also holds `fingerprint(init)` and, for on-disk datasets, `fingerprint(dataset)`: the run's params alone
 are not enough, because the starting model and the data are rewritten in place by earlier stages (found in stage
 04: after 02 retrained the SFT model at the same path, the RL runs of the old SFT model were returned as finished).
@@ -60,12 +64,30 @@ def prepare(out_dir, key: str | dict, data=None) -> dict | None:
             key = {**key, "data_files": fingerprint(data)}
         key = json.dumps(key, sort_keys=True, default=str)
     out_dir = Path(out_dir)
-    key_file, info_file = out_dir / KEY_FILE, out_dir / INFO_FILE
-    if out_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
-        shutil.rmtree(out_dir)
+    rank, world = rank_world()
+    if world > 1:  # accelerate launch: only the main process touches the directory; the others read its verdict
+        if rank == 0:
+            _prepare_dir(out_dir, key)
+        barrier()
+        return _finished(out_dir)
+    return _prepare_dir(out_dir, key)
+
+
+def _finished(out_dir: Path) -> dict | None:
+    """The saved info of a finished run in `out_dir` (marked cached), else None."""
+    info_file = out_dir / INFO_FILE
     if info_file.exists() and (out_dir / "final").exists():
         info = json.loads(info_file.read_text())
         info["cached"] = True
+        return info
+    return None
+
+
+def _prepare_dir(out_dir: Path, key: str) -> dict | None:
+    key_file = out_dir / KEY_FILE
+    if out_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
+        shutil.rmtree(out_dir)
+    if (info := _finished(out_dir)) is not None:
         return info
     out_dir.mkdir(parents=True, exist_ok=True)
     key_file.write_text(key)
@@ -97,18 +119,28 @@ def last_checkpoint(ckpt_dir) -> str | None:
     return str(cks[-1]) if cks else None
 
 
-def weights_source(init_dir, resume: str | None, lora) -> str:
-    """Where to load the model from: the checkpoint being resumed (full fine-tuning), else `init_dir`.
+def restore_weights(model, resume: str | None, lora) -> bool:
+    """Copy the weights of the checkpoint being resumed into `model` (the trainer's policy, built from the init model);
+    True when it did. The one resume path of sft, grpo and dpo (train_and_save calls it before trainer.train).
 
     Why: with transformers 5.23, Trainer's own resume (`_load_from_checkpoint`) loads *nothing* into a LLaVA model:
     save_pretrained writes the legacy key names ("language_model.model.layers...") and the raw state-dict load
     expects the new ones ("model.language_model.layers..."), so every key is "missing" and a resumed run silently
-    restarted from the initial weights with the checkpoint's optimizer state. from_pretrained converts the names.
-    LoRA checkpoints hold adapters only; Trainer's PEFT resume path loads those.
+    restarted from the initial weights with the checkpoint's optimizer state (docs/design.md §0). from_pretrained
+    converts the names, so the checkpoint is loaded that way and copied in with a strict load_state_dict.
+    Why after the trainer is built and not by building it from the checkpoint: GRPOTrainer and DPOTrainer copy their
+    frozen reference model (KL / DPO reference) from the model they are given, and the reference must stay the init
+    model, as in an uninterrupted run. LoRA checkpoints hold adapters only; Trainer's PEFT resume path loads those.
     """
-    if resume and lora is None and (Path(resume) / "config.json").exists():
-        return resume
-    return str(init_dir)
+    if not resume or lora is not None or not (Path(resume) / "config.json").exists():
+        return False
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    saved = type(model).from_pretrained(resume, dtype=dtype)
+    with torch.no_grad():
+        model.load_state_dict(saved.state_dict(), strict=True)
+    return True
 
 
 def train_and_save(trainer, processor, out_dir, *, resume: str | None, lora, max_steps: int, **extra) -> dict:
@@ -116,16 +148,45 @@ def train_and_save(trainer, processor, out_dir, *, resume: str | None, lora, max
     plain checkpoint) with the processor, record the run; returns its info (+ `extra`)."""
     import time
 
+    restored = restore_weights(trainer.model, resume, lora)
     t0 = time.time()
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=resume)  # optimizer, scheduler, RNG and step counter (not the weights)
     seconds = time.time() - t0
     final = Path(out_dir) / "final"
-    shutil.rmtree(final, ignore_errors=True)
+    rank, world = rank_world()
+    if rank == 0:
+        shutil.rmtree(final, ignore_errors=True)
     if lora is not None:
         trainer.model = trainer.model.merge_and_unload()
+    info = {"final_dir": str(final), "log_history": trainer.state.log_history, "seconds": round(seconds, 1),
+            "steps": max_steps, "resumed_from": resume, "weights_restored": restored, **extra}
+    if world > 1:
+        # every rank calls save_model (it gathers ZeRO-3 / FSDP shards); only the main process writes
+        trainer.save_model(str(final))
+        if rank == 0:
+            (final / "training_args.bin").unlink(missing_ok=True)  # not a weight file of the model
+            processor.save_pretrained(final)
+            finish(out_dir, info)
+        barrier()
+        return info
     trainer.model.save_pretrained(final)
     processor.save_pretrained(final)
-    info = {"final_dir": str(final), "log_history": trainer.state.log_history, "seconds": round(seconds, 1),
-            "steps": max_steps, "resumed_from": resume, **extra}
     finish(out_dir, info)
     return info
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group (under accelerate launch, once
+    repro.train.launch has created accelerate's state), else (0, 1): the single-process path is unchanged."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

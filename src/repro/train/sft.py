@@ -15,7 +15,7 @@ from __future__ import annotations
 from repro.data import build, decision_tree
 from repro.train import runs
 
-TASKS = ("vqa", "mcq", "instruct", "conv", "report")
+TASKS = build.TASKS  # every task: the tokenizer corpus and the default mixture
 BASE_TASKS = ("report", "vqa")
 
 
@@ -95,11 +95,12 @@ def mixture_rows(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task:
 def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
           warmup_ratio: float = 0.05, weight_decay: float = 0.0, save_steps: int = 200, logging_steps: int = 10,
           lora: dict | None = None, use_cpu: bool | None = None, bf16: bool = False, run_key: dict | None = None,
-          sequential: bool = False, freeze_vision: bool = False) -> dict:
+          sequential: bool = False, freeze_vision: bool = False, callbacks: list | None = None) -> dict:
     """Fine-tune the model at `init_dir` on `dataset`; returns {"final_dir", "log_history", "seconds", ...}.
 
     A finished run with the same key is returned as saved (runs.prepare). Otherwise resumes, from the checkpoint's
-    weights, the newest checkpoint under <out_dir>/checkpoints, but only when `run_key` (the params that
+    weights (runs.restore_weights, the resume path of grpo and dpo too), the newest checkpoint under
+    <out_dir>/checkpoints, but only when `run_key` (the params that
     define the run) equals the one recorded there: a checkpoint of other params is deleted, not resumed.
     On CPU: fp32, no activation checkpointing (TRL defaults to bf16 + checkpointing, both wrong for a tiny CPU
     model), max_length=None so image tokens are
@@ -118,7 +119,8 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     done, ckpt_dir, resume, use_cpu = runs.start(out_dir, key, use_cpu, dataset=dataset)
     if done:
         return done
-    model, processor = load_vlm(runs.weights_source(init_dir, resume, lora), device="cpu" if use_cpu else None,
+    # from init even when resuming: runs.train_and_save copies the checkpoint's weights in (runs.restore_weights)
+    model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None,
                                 lora=lora, dtype="bf16" if bf16 else "fp32")
     if freeze_vision:  # a pretrained tower keeps its features, and the backward pass skips it (~1/4 of a step)
         for p in vision_tower(model).parameters():
@@ -132,7 +134,8 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
         # sft_dataset(batch_size=...) already arranged the rows in task-homogeneous batches: keep that order.
         train_sampling_strategy="sequential" if sequential else "random",
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                         callbacks=callbacks)
     return runs.train_and_save(trainer, processor, out_dir, resume=resume, lora=lora, max_steps=max_steps,
                                examples=max_steps * batch_size)
 

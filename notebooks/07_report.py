@@ -1,0 +1,148 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (repro)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Report: every claim of every stage, in one place
+#
+# This notebook trains nothing. It reads the results JSON of every stage (`results/<profile>/<stem>.json`) and
+# builds:
+#
+# - the **claims ledger**: one row per claim of stages 04 (main tables), 05 (ablations) and 06 (generalization) —
+#   the paper, the claim, the paper's own number where it reports both arms, ours as a difference with its 95% CI,
+#   the p-value and its Holm adjustment within the paper, the verdict and a one-line why;
+# - a **forest plot** of all claims, grouped by paper and coloured by verdict;
+# - **a page per paper**: its claims, then the tables and figures stages 04, 05 and 06 wrote for it, then the
+#   paper's own reported tables;
+# - the **provenance** of every stage: commit, dirty flag, package versions, profile, seeds, run time, hardware;
+# - an **HTML site** under `figures/<profile>/report/` (index.html) with the executed notebooks of
+#   `runs/<profile>/notebooks/` exported by nbconvert (no execution).
+#
+# A stage without results is named, with the command that produces it, and everything else still builds.
+# Verdicts (docs/methods.md §0, `repro.stats.verdict`): **reproduced** — the CI excludes 0 on the paper's side
+# and p_holm < 0.05; **opposite** — the same on the other side; **inconclusive** — otherwise; **not trained** — an
+# arm did not move, so nothing was tested. Results written before the paired tests carry only a t-interval over
+# seeds (`ci95`): they show that interval and "—" for p and p_holm.
+#
+# Headless: `make report PROFILE=cpu` (this notebook through the runner, then the HTML export of its own executed
+# copy); `python -m repro run --profile smoke --only 07`.
+
+# %% tags=["parameters"]
+profile = "smoke"
+seed = 0                   # every stage takes one; the report draws nothing at random
+results_dir = ""           # folder of the stage results JSONs; empty means results/<profile>
+export_html = True         # write figures/<profile>/report/ (HTML of the executed notebooks and of this report)
+
+# %%
+import time
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+import repro.config
+import repro.paths
+import repro.plots
+import repro.results
+from repro import ledger, report_book
+
+started = time.time()
+cfg = repro.config.from_namespace(globals(), "07_report")
+repro.plots.setup_style()
+res_dir = Path(cfg.results_dir) if cfg.results_dir else repro.paths.RESULTS / cfg.profile
+if not res_dir.is_absolute():
+    res_dir = repro.paths.ROOT / res_dir
+pending = repro.results.pending_dir(cfg.profile, cfg.stem)
+records, notes = ledger.load_results(res_dir, cfg.profile)
+print(f"results read from {res_dir}: {', '.join(records) or 'none'}")
+for note in notes.values():
+    print(note)
+
+# %% [markdown]
+# ## The claims ledger
+#
+# One row per claim. "ours (95% CI)" is the difference treatment − baseline in the metric's units (accuracies as
+# fractions, lengths in tokens); "paper's number" is the paper's own difference between the same two arms, where
+# it reports both (its table and columns in brackets). The CSV keeps the raw numbers.
+
+# %%
+claims = ledger.build(records)
+shown = ledger.display_frame(claims)
+claims.to_csv(pending / f"{cfg.stem}_claims.csv", index=False)
+(pending / f"{cfg.stem}_claims.md").write_text(
+    "# Claims ledger\n\n" + "".join(f"- {n}\n" for n in notes.values()) + "\n" + ledger.markdown(shown))
+display(Markdown(ledger.markdown(shown)) if len(shown) else Markdown("**No claims in the results found.**"))
+
+# %% [markdown]
+# ## Counts by verdict
+
+# %%
+verdict_counts = ledger.counts(claims)
+repro.results.save_table(verdict_counts, cfg, "verdict_counts")
+print(ledger.summary(claims, notes))
+display(verdict_counts)
+
+# %% [markdown]
+# ## Forest plot
+#
+# Each line is one claim's 95% CI, the dot its difference; a hollow dot has no interval. Each paper has its own x
+# axis because the metrics differ in units. Right of the dashed line is "treatment higher".
+
+# %%
+fig = ledger.forest_figure(claims)
+repro.plots.save_figure(fig, cfg, "forest")
+
+# %% [markdown]
+# ## A page per paper
+#
+# Written to `figures/<profile>/07_report_paper_<paper>.md` (and as HTML in the report site).
+
+# %%
+fig_dir = repro.paths.figures_dir(cfg.profile)
+for paper in ledger.PAPERS:
+    page = report_book.paper_page(paper, claims, fig_dir, notes)
+    (pending / f"{cfg.stem}_paper_{paper}.md").write_text(page)
+    print(f"{ledger.PAPER_TITLES[paper]}: {int((claims['paper'] == paper).sum())} claims")
+display(Markdown(report_book.paper_page(ledger.PAPERS[0], claims, fig_dir, notes, prefix=None)))
+
+# %% [markdown]
+# ## Provenance
+#
+# Where and from what each stage's numbers came. "dirty" counts changed code or params (figures and results do not
+# count, `repro.results.DIRTY_SCOPE`); a dirty or differing commit means that stage ran on code that is not exactly
+# the committed one.
+
+# %%
+prov = report_book.provenance_table(records)
+packages = report_book.packages_table(records)
+missing_lines = "".join(f"- {n}\n" for n in notes.values())
+(pending / f"{cfg.stem}_provenance.md").write_text(
+    f"# Provenance (profile {cfg.profile})\n\n{missing_lines}\n" + ledger.markdown(prov)
+    + "\n## Package versions\n\n" + ledger.markdown(packages))
+display(prov)
+display(packages)
+
+# %% [markdown]
+# ## Save, then the HTML site
+
+# %%
+metrics = {
+    "stages_found": list(records),
+    "missing_stages": notes,
+    "n_claims": int(len(claims)),
+    "summary": ledger.summary(claims, notes),
+    "counts": {v: int(n) for v, n in verdict_counts.loc["all"].items()} if len(claims) else {},
+    "claims": claims.to_dict(orient="records"),
+}
+print(repro.results.save(cfg, metrics, started=started))
+if cfg.export_html:
+    print(report_book.write_site(cfg.profile, skip_notebooks=(cfg.stem,)))
+print(f"07 done in {time.time() - started:.1f} s")

@@ -243,10 +243,7 @@ def test_claims_frame_holm_within_paper():
         S.claims_frame([{"paper": "a", "claim": "x"}])
 
 
-def test_ci95_moved_and_still_importable_from_experiments():
-    from repro import experiments
-
-    assert experiments.ci95 is S.ci95
+def test_ci95_t_interval_over_seeds():
     m, h = S.ci95([1.0, 2.0, 3.0])
     assert m == pytest.approx(2.0) and h == pytest.approx(4.302652729911275 * 1.0 / math.sqrt(3))
 

@@ -5,6 +5,7 @@ claims of one paper in this stage (stats.claims_frame)."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -35,8 +36,15 @@ def pair_claim(run: dict, paper: str, claim: str, treat: str, base: str, metric:
         b = base_scores if base_scores is not None else claims_lib.scores(run, base, metric, base_variant, sources)
         if not len(t) or not len(b):
             return None
-        binary = metric in BINARY and treat_scores is None
-        result = stats.compare(t, b, n_boot=n_boot, binary=binary)
+        t, b = _common_seeds(t), _common_seeds(b)
+        shared = set(t["seed"].dropna()) & set(b["seed"].dropna())
+        if shared:  # a cross-stage claim (04's arms beside 06's) pairs the seeds both ran
+            t, b = (x[x["seed"].isna() | x["seed"].isin(shared)] for x in (t, b))
+        try:
+            result = stats.compare(t, b, n_boot=n_boot, binary=metric in BINARY and treat_scores is None)
+        except ValueError as e:  # arms on different items (e.g. other eval sizes): say so, do not guess
+            warnings.warn(f"claim {claim!r} not judged: {e}", stacklevel=2)
+            return None
     else:
         seeds = sorted({r["seed"] for r in run["records"] if r["method"] in (treat, base)} - {None})
         result = {**dict.fromkeys(NUMBERS, float("nan")), "n_items": 0, "n_clusters": 0, "seeds": seeds, "test": None}
@@ -66,6 +74,11 @@ def _why(r: dict) -> str:
     if r["verdict"] == "inconclusive":
         return f"not significant ({ci}); an effect below mde {r['mde']:.3g} was not testable here"
     return f"{ci}: significant {'in' if r['verdict'] == 'reproduced' else 'against'} the paper's direction"
+
+
+def _common_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(seed=[None if s is None or (isinstance(s, float) and math.isnan(s)) else int(s)
+                           for s in df["seed"]])
 
 
 def mean_ci(scores: pd.DataFrame) -> tuple[float, float, int]:

@@ -28,6 +28,7 @@ import pandas as pd
 
 import repro.config
 import repro.plots
+import repro.report
 import repro.results
 from repro import generalization as gen
 from repro import papers
@@ -254,5 +255,8 @@ metrics = {
     "runs": {p: [{k: v for k, v in r.items() if k != "curve"} for r in run["records"]]
              for p, run in runs.items() if run and p != "drllava"},
     "reused_from_04": {p: bool(r) for p, r in run04.items()},
+    # this stage's own per-row scores (04's reused arms are in 04's file), so anyone can rerun the paired tests
+    "scores_file": repro.report.save_rows(repro.report.rows_frame(
+        {p: r for p, r in runs.items() if r and p != "drllava"}), cfg),
 }
 print(repro.results.save(cfg, metrics, started=started))

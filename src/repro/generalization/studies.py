@@ -29,7 +29,12 @@ def _stamp(folder) -> int | None:
 
 
 def _run(paper: str, jobs: list[common.Job], stage: common.Stage, only_cached: bool) -> dict:
-    recs, rows = common.run_jobs(jobs, stage.n_workers(), only_cached)
+    """Run the arms not yet on disk (in parallel workers), then read every arm back in job order in this process:
+    a rerun whose arms are all cached spawns no worker (each would import torch and transformers again)."""
+    todo = [] if only_cached else [j for j in jobs if common._load_cached(j) is None]
+    if todo:
+        common.run_jobs(todo, stage.n_workers())
+    recs, rows = common.run_jobs(jobs, 1, only_cached=True)
     return {"paper": paper, "records": recs, "rows": rows}
 
 

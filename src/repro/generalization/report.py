@@ -93,6 +93,9 @@ def mean_ci(scores: pd.DataFrame) -> tuple[float, float, int]:
 
 
 def _cell(run, method, metric, variant=None, sources=None) -> str:
+    """"mean ± 95%" of one arm, "(not trained)" for an arm that did not move (it is not evaluated), "—" if absent."""
+    if not claims_lib.trained(run, method)[0]:
+        return "(not trained)"
     m, h, _ = mean_ci(claims_lib.scores(run, method, metric, variant, sources))
     return "—" if not math.isfinite(m) else f"{m:.3f} ± {h:.3f}" if math.isfinite(h) else f"{m:.3f}"
 

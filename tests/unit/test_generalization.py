@@ -130,3 +130,23 @@ def test_untrained_arm_gives_not_trained_claim():
                        {"method": "SFT+AAR [c]", "seed": 0, "trained": False, "why": "end KL 0 < 0.01"}]}
     frame = gr.ledger(gr.umed_claims(run))
     assert list(frame["verdict"]) == ["not trained"] and "end KL" in frame.loc[0, "why"]
+
+
+def _mcq(method, seed, label, scores):
+    return [{"paper": "zhu", "method": method, "seed": seed, "task": "mcq", "source": "s", "variant": label,
+             "item": f"mcq:i{k}:0", "cluster": f"i{k}", "metric": "accuracy", "score": v} for k, v in enumerate(scores)]
+
+
+def test_zhu_frame_and_claims_read_the_checkpoint_labels():
+    rows = (_mcq("SFT", None, "0:held-out kind", [0.0] * 40) + _mcq("SFT+grpo", 0, "2:held-out kind", [0.0] * 40)
+            + _mcq("SFT+grpo", 0, "4:held-out kind", [1.0] * 40) + _mcq("SFT", None, "0:trained kinds", [0.0] * 40)
+            + _mcq("SFT+grpo", 0, "2:trained kinds", [0.0] * 40) + _mcq("SFT+grpo", 0, "4:trained kinds", [1.0] * 40))
+    run = {"paper": "zhu", "rows": pd.DataFrame(rows),
+           "records": [{"method": "SFT", "seed": None, "trained": True, "why": ""},
+                       {"method": "SFT+grpo", "seed": 0, "trained": True, "why": ""}]}
+    frame = gr.zhu_frame(run)
+    held = frame[(frame["part"] == "held-out kind") & (frame["metric"] == "accuracy")]
+    assert list(held["step"]) == [0, 2, 4] and list(held["mean"]) == [0.0, 0.0, 1.0]
+    claims = gr.ledger(gr.zhu_claims(run, "SFT", "SFT+grpo"))
+    assert len(claims) == 3 and list(claims["difference"]) == [1.0, 1.0, 1.0]  # step 4 vs start; step 4 vs step 2
+    assert "step 2 to step 4" in claims.loc[2, "claim"]

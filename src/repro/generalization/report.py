@@ -148,6 +148,7 @@ def scale_figure(frame: pd.DataFrame):
         ax.errorbar(100 * g["fraction"], g["mean"], yerr=g["half"].fillna(0), marker="o", capsize=3, label=m)
     ax.set_xlabel("share of the training data (%)")
     ax.set_ylabel("MAU accuracy (test, ± 95%)")
+    ax.set_ylim(-0.02, 1.02)
     ax.set_title("UMed-LVLM: data scale (100% = stage 04's models)")
     ax.legend()
     fig.tight_layout()
@@ -172,8 +173,10 @@ def drllava_figure(frame: pd.DataFrame):
     x = np.arange(len(DR_VARIANTS))
     for k, (m, g) in enumerate(frame.groupby("method", sort=False)):
         g = g.set_index("variant").reindex(DR_VARIANTS)
-        ax.bar(x + (k - 0.5) * 0.38, g["mean"], 0.38, yerr=g["half"].fillna(0), capsize=3, label=m)
+        label = m if g["mean"].notna().any() else f"{m} (not evaluated: not trained)"
+        ax.bar(x + (k - 0.5) * 0.38, g["mean"].fillna(0), 0.38, yerr=g["half"].fillna(0), capsize=3, label=label)
     ax.set_xticks(x, [v.replace("_", "\n") for v in DR_VARIANTS])
+    ax.set_ylim(0, 1.05)
     ax.set_ylabel("conversation accuracy (± 95%)")
     ax.set_title("Dr-LLaVA: robustness to question order and hints (stage 04's models)")
     ax.legend(fontsize=8)

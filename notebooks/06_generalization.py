@@ -92,8 +92,10 @@ scale
 #
 # **How we differ from the paper**
 # 1. The SFT of each condition is a short run on instruction rows only from the stage-02 base (the paper
-#    retrains its whole pipeline); its 100% data point is stage 04's longer SFT (a different recipe: read the
-#    curve's last step with that in mind).
+#    retrains its whole pipeline). Runs are shared where the rows allow: one SFT per condition serves its SFT row
+#    and every SFT+AAR seed; the 100% data point is stage 04's longer SFT and its SFT+AAR arms, trained with 04's
+#    PPO knobs (a different recipe: read the curve's last step with that in mind). The unseen-category SFT cannot
+#    serve the cross-modal study: the two train on different rows.
 # 2. Held-out categories are `source:category` pairs of SynthMed (stage 01's `heldout_categories`), not the
 #    paper's Abdomen/Lung/Pelvis groups.
 # 3. "Cross-modal" tests X-ray and endoscopy sources; the paper tests X-ray and gross pathology.

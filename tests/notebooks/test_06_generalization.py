@@ -1,0 +1,46 @@
+"""Papermill smoke run of notebook 06 through the runner: every study's table and figure exists, the claims carry
+stage 04's fields, and the UMed conditions, Dr-LLaVA variants, MMedPO starts and Zhu checkpoints are all there."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from repro import paths
+from tests.conftest import run_stages
+
+pytestmark = pytest.mark.slow
+
+CLAIM_FIELDS = {"paper", "claim", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value", "p_holm",
+                "mde", "n_items", "seeds", "verdict", "why"}
+VERDICTS = {"reproduced", "opposite", "inconclusive", "not trained"}
+
+
+@pytest.fixture(scope="module")
+def result():
+    run_stages("--profile", "smoke", "--only", "01", "02", "03", "04")  # cached when earlier tests ran them
+    run_stages("--profile", "smoke", "--only", "06", "--force")
+    return json.loads(paths.results_file("smoke", "06_generalization").read_text())
+
+
+def test_06_every_study_has_its_table_and_figure(result):
+    for name in ("umed_conditions.md", "umed_scale.md", "umed_scale.png", "drllava_robustness.md",
+                 "drllava_robustness.png", "mmedpo_compat.md", "zhu_steps.md", "zhu_steps.png", "claims.md"):
+        assert (paths.figures_dir("smoke") / f"06_generalization_{name}").exists(), name
+    t = result["metrics"]["tables"]
+    conditions = {r["condition"] for r in t["umed_conditions"]}
+    assert {"unseen categories", "without tbx11k", "without deeplesion", "CT only"} <= conditions
+    assert {r["fraction"] for r in t["umed_scale"]} >= {0.5, 1.0}  # 1.0 is stage 04's run
+    assert {r["variant"] for r in t["drllava_robustness"]} == {"standard", "shuffled", "reversed", "hint_correct",
+                                                               "hint_wrong", "confirm_correct", "confirm_wrong"}
+    assert {r["start"] for r in t["mmedpo_compat"]} >= {"Qwen2.5-VL", "base start"}
+    assert {r["step"] for r in t["zhu_steps"]} >= {0} or not t["zhu_steps"]
+
+
+def test_06_claims_have_every_field(result):
+    claims = result["metrics"]["claims"]
+    assert claims and all(CLAIM_FIELDS <= set(c) for c in claims)
+    assert {c["verdict"] for c in claims} <= VERDICTS
+    assert all(c["why"] for c in claims)
+    assert {"umed", "drllava", "mmedpo", "zhu"} >= {c["paper"] for c in claims} >= {"umed", "drllava"}

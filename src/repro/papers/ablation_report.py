@@ -101,10 +101,22 @@ def judge(runs: dict, items: list, n_boot: int) -> pd.DataFrame:
     if len(frame):
         df = frame.reset_index() if "paper" not in frame.columns else frame
         reasons = {(f["paper"], f["claim"]): f["not_trained_why"] for f in found if not f["trained"]}
-        df["why"] = [f"not trained: {reasons[(p, c)]}" if (p, c) in reasons else w
-                     for p, c, w in zip(df["paper"], df["claim"], df["why"], strict=True)]
+        given = df["why"] if "why" in df else [""] * len(df)
+        df["why"] = [f"not trained: {reasons[(r['paper'], r['claim'])]}" if (r["paper"], r["claim"]) in reasons
+                     else (w if isinstance(w, str) and w else _why(r))
+                     for r, w in zip(df.to_dict("records"), given, strict=True)]
         frame = df
     return frame
+
+
+def _why(r: dict) -> str:
+    """One line: the difference with its interval, p after Holm and what this evaluation could detect."""
+    def f(x, spec="+.3f"):
+        return "nan" if x is None or not math.isfinite(float(x)) else format(float(x), spec)
+
+    side = "significant" if r.get("verdict") in ("reproduced", "opposite") else "not significant"
+    return (f"{f(r['difference'])} [{f(r['ci_low'])}, {f(r['ci_high'])}], p_holm {f(r['p_holm'], '.3g')}: {side}; "
+            f"smallest detectable {f(r['mde'], '.3f')} on {r.get('n_items')} items")
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
@@ -153,7 +165,7 @@ def zhu_table(run: dict) -> pd.DataFrame:
 
 def drllava_table(run: dict) -> pd.DataFrame:
     """No paper block: Dr-LLaVA's tables were not retrieved (docs/methods.md §1(f))."""
-    return report.drllava_rl_table(run)
+    return report.side_by_side(report.drllava_rl_table(run), None)
 
 
 TABLES = {"umed": umed_table, "mmedpo": mmedpo_table, "zhu": zhu_table, "drllava": drllava_table}
@@ -168,8 +180,8 @@ def iou_curve(rows: pd.DataFrame, thresholds, sources=MAU) -> pd.DataFrame:
         ["mau_correct", "detection_correct", "category_correct", "iou"])]
     if not len(r):
         return pd.DataFrame(columns=["method", "seed", "threshold", "accuracy", "n_items"])
-    wide = r.pivot_table(index=["method", "seed", "item"], columns="metric", values="score", aggfunc="first",
-                         dropna=False).reset_index()
+    r = r.assign(seed=r["seed"].fillna(-1))  # a start has no seed; NaN keys would drop out of the grouping
+    wide = r.groupby(["method", "seed", "item", "metric"], sort=False)["score"].first().unstack("metric").reset_index()
     if "iou" not in wide:  # rows saved before per-row IoU existed
         return pd.DataFrame(columns=["method", "seed", "threshold", "accuracy", "n_items"])
     out = []
@@ -177,9 +189,9 @@ def iou_curve(rows: pd.DataFrame, thresholds, sources=MAU) -> pd.DataFrame:
         abn = wide["iou"].notna()
         ok = (wide["detection_correct"] * wide["category_correct"] * (wide["iou"] >= t)).where(abn,
                                                                                               wide["mau_correct"])
-        g = wide.assign(ok=ok).groupby(["method", "seed"], dropna=False)["ok"]
-        out += [{"method": m, "seed": s, "threshold": float(t), "accuracy": float(v.mean()), "n_items": len(v)}
-                for (m, s), v in g]
+        g = wide.assign(ok=ok).groupby(["method", "seed"], sort=False)["ok"]
+        out += [{"method": m, "seed": None if s == -1 else int(s), "threshold": float(t), "accuracy": float(v.mean()),
+                 "n_items": len(v)} for (m, s), v in g]
     return pd.DataFrame(out)
 
 
@@ -209,6 +221,6 @@ def forest(claims: list[dict], exploratory: list[dict], paper: str):
     recs += [{**c, "claim": f"{c['claim']} [ours]"} for c in exploratory if c["paper"] == paper]
     frame = ledger.build({"05_ablations": {"metrics": {"claims": recs}}})
     fig = ledger.forest_figure(frame)
-    fig.suptitle(f"{ledger.PAPER_TITLES.get(paper, paper)} ablations: full method - ablation, 95% CI", x=0.01,
+    fig.suptitle(f"{ledger.PAPER_TITLES.get(paper, paper)} ablations: with the component − without it, 95% CI", x=0.01,
                  ha="left")
     return fig

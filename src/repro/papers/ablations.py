@@ -236,6 +236,10 @@ def label(paper: str, ablation: str) -> str:
     full = {"umed": UMED_FULL, "mmedpo": "MMedPO", "zhu": "SFT+grpo", "drllava": drllava.METHOD}[paper]
     if paper == "mmedpo" and ablation == "text w/ weights":
         return "DPO (with weights)"
+    if paper == "drllava":
+        if ablation == "w/o path term":
+            return "SFT+PPO (rule reward without path term)"
+        return f"SFT+PPO ({ablation} reward)"
     return f"{full} ({ablation.replace('w/o', 'without')})"  # no "/": the arm's folder is named after it
 
 

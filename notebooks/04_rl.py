@@ -151,8 +151,8 @@ zhu_table
 # **How we differ from the paper**
 # 1. A tiny model and synthetic four-option questions instead of Qwen2-VL-2B on PMC-VQA.
 # 2. The semantic reward is a rule judge (does the reasoning name the true finding, region and modality), not
-#    BioGPT/BioMistral; *similarity* in the table is judged by ROUGE-L of the reasoning against the reference
-#    reasoning, so the semantic arm is not graded by its own reward.
+#    BioGPT/BioMistral; *similarity* in the table compares the reasoning with the reference reasoning
+#    (`rewards.vqa.similarity_scores`), so the semantic arm is not graded by its own reward.
 # 3. ECR/CWR's functional forms and caps are our choices (the paper defines them only in words).
 # 4. Dr.GRPO is compared with GRPO at matched update size (`zhu_match_update_size`), because without the std
 #    division its updates are larger at the same learning rate.

@@ -1,5 +1,5 @@
-"""Tables in the layout of the papers, ours beside the paper's (labelled "paper (Table N)", never mixed into our
-rows), stage 04's starting points, arms and training curves.
+"""Tables in the layout of the papers, ours beside the paper's (labelled "paper <name> (<source>)", e.g. "paper
+UMed-LVLM (Table 2, MAU test set)", never mixed into our rows), stage 04's starting points, arms and training curves.
 
 `side_by_side(ours, paper, label)` stacks two blocks under a row index level "who", with the paper's columns
 renamed to ours where they mean the same thing, so a reader compares column by column. Stage-04 tables show mean ±
@@ -18,6 +18,11 @@ from repro.data import schema
 MAU_COLUMNS = [schema.SOURCES[s]["paper_name"] for s in schema.MAU_SOURCES]  # DeepLesion, KidneyStone, KVASIR, ...
 MAU_NAMES = {f"mau_{s}": schema.SOURCES[s]["paper_name"] for s in schema.MAU_SOURCES}
 OURS = "ours (this repo)"
+
+
+def _source(paper: str, table: str) -> str:
+    """The plain source label of a paper's table in paper_numbers.json (e.g. "Table 2, MAU test set")."""
+    return results.paper_numbers(paper)["tables"][table]["source"]
 
 
 def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame | None, paper_label: str = "paper") -> pd.DataFrame:
@@ -46,7 +51,7 @@ def mau_table(evals: dict[str, dict]) -> pd.DataFrame:
 def mau_with_paper(evals: dict[str, dict], paper_rows=("MedVInt", "MedVInt (SFT)")) -> pd.DataFrame:
     paper = results.paper_table("umed_lvlm", "table2_mau").loc[list(paper_rows)]
     paper.index.name = "model"
-    return side_by_side(mau_table(evals), paper, "paper UMed-LVLM (Table 2)")
+    return side_by_side(mau_table(evals), paper, f"paper UMed-LVLM ({_source('umed_lvlm', 'table2_mau')})")
 
 
 def drllava_table(evals: dict[str, dict], variants=None) -> pd.DataFrame:
@@ -91,7 +96,7 @@ def vqa_with_paper(evals: dict[str, dict]) -> pd.DataFrame:
     }, index=["MMedPO: LLaVA-Med v1.5 on SLAKE (reports: IU-Xray)", "MMedPO: LLaVA-Med v1.5 on VQA-RAD",
               "Zhu et al.: best SFT on PMC-VQA"])
     paper.index.name = "model"
-    return side_by_side(vqa_table(evals), paper, "paper (MMedPO main table; Zhu et al. headline numbers)")
+    return side_by_side(vqa_table(evals), paper, "paper (MMedPO main comparison; Zhu et al. headline)")
 
 
 def per_source_table(ev: dict) -> pd.DataFrame:
@@ -139,7 +144,7 @@ def umed_table(run: dict) -> pd.DataFrame:
     ours = table(run["records"], cols).rename(columns={**MAU_NAMES, "mau_avg": "Avg", "mean_iou": "mean IoU"})
     paper = results.paper_table("umed_lvlm", "table2_mau").loc[["MedVInt (SFT)", "MedVInt (SFT+PPO)", "UMed-LVLM"]]
     paper.index.name = "method"
-    return side_by_side(ours, paper, "paper (Table 2; UMed-LVLM = SFT+AAR)")
+    return side_by_side(ours, paper, f"paper UMed-LVLM ({_source('umed_lvlm', 'table2_mau')}; UMed-LVLM = SFT+AAR)")
 
 
 def zhu_table(run: dict) -> pd.DataFrame:
@@ -147,7 +152,7 @@ def zhu_table(run: dict) -> pd.DataFrame:
     ours = ours.rename(columns={"accuracy": "accuracy (%)"})
     paper = results.paper_table("zhu2025", "headline").rename(columns={"accuracy": "accuracy (%)"})
     paper.index.name = "method"
-    return side_by_side(ours, paper, "paper (headline numbers, PMC-VQA, Qwen2-VL-2B)")
+    return side_by_side(ours, paper, f"paper Zhu et al. ({_source('zhu2025', 'headline')}; PMC-VQA, Qwen2-VL-2B)")
 
 
 def mmedpo_table(run: dict) -> pd.DataFrame:
@@ -156,7 +161,7 @@ def mmedpo_table(run: dict) -> pd.DataFrame:
     ours = table(run["records"], cols, digits=1, percent=tuple(cols)).rename(columns=names)
     paper = results.paper_table("mmedpo", "main").loc[["LLaVA-Med v1.5", "+DPO", "+MMedPO"]]
     paper.index.name = "method"
-    return side_by_side(ours, paper, "paper (main table, percent; SLAKE/VQA-RAD/IU-Xray)")
+    return side_by_side(ours, paper, f"paper MMedPO ({_source('mmedpo', 'main')}; percent)")
 
 
 DR_COLUMNS = ["question_acc", "conversation_acc", "diagnosis_acc", "path_consistency"]

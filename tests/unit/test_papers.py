@@ -62,7 +62,7 @@ def test_params_files_are_valid(profile):
     params = config.load_params(profile, "04_rl", check_paths=False)
     configs = papers.configs_from(params)
     assert set(configs) == set(papers.PAPERS)
-    assert configs["zhu"].max_completion_length >= 64
+    assert configs["zhu"].max_completion_length >= evaluation.MAX_NEW_TOKENS["mcq"]
 
 
 # ----------------------------------------------------------------------------------------------- trained rule
@@ -180,6 +180,15 @@ def test_untrained_arm_makes_the_claim_not_trained_with_its_reason(fake_stats):
     assert list(led["verdict"]) == ["not trained"] and "end KL" in led["why"].iloc[0]
     assert math.isnan(led["difference"].iloc[0])
     assert all(f in led.columns for f in CLAIM_FIELDS)
+
+
+def test_why_known_answers():
+    row = {"difference": 0.1, "ci_low": 0.05, "ci_high": 0.15, "p_holm": 0.001, "mde": 0.04}
+    expected = "+0.100 [+0.050, +0.150] in the paper's direction, p_holm 0.001"
+    assert claims.why({**row, "verdict": "reproduced"}) == expected
+    small = {**row, "difference": 0.01, "ci_low": -0.03, "ci_high": 0.05, "p_holm": 0.6, "verdict": "inconclusive"}
+    assert claims.why(small) == "+0.010 [-0.030, +0.050]: smaller than this evaluation can detect (mde 0.040)"
+    assert claims.why({"verdict": "not trained"}, "DPO seed 0: x") == "not trained: DPO seed 0: x"
 
 
 def test_claims_list_one_per_observation():

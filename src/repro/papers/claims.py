@@ -10,6 +10,7 @@ common.arm_status) is "not trained", whatever its difference.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -108,17 +109,32 @@ def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0) -> l
     return out
 
 
+def why(row: dict, reason: str = "") -> str:
+    """A short reason for a claim's verdict, from its numbers (the ledger's "why" column)."""
+    v = row.get("verdict")
+    if v == "not trained":
+        return f"not trained: {reason}" if reason else "not trained"
+    d, lo, hi, p, mde = (row.get(k) for k in ("difference", "ci_low", "ci_high", "p_holm", "mde"))
+    if any(x is None or not math.isfinite(float(x)) for x in (d, lo, hi, p)):
+        return "no test (missing numbers)"
+    ci = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    if v == "reproduced":
+        return f"{ci} in the paper's direction, p_holm {p:.2g}"
+    if v == "opposite":
+        return f"{ci} against the paper's direction, p_holm {p:.2g}"
+    if mde is not None and math.isfinite(float(mde)) and abs(d) < mde:
+        return f"{ci}: smaller than this evaluation can detect (mde {mde:.3f})"
+    return f"{ci}: not significant after Holm (p_holm {p:.2g})"
+
+
 def ledger(runs: dict, **kw) -> pd.DataFrame:
-    """The claims ledger: stats.claims_frame (Holm per paper, verdicts, why) of judge(runs)."""
+    """The claims ledger: stats.claims_frame (Holm per paper, verdicts) of judge(runs), with a short "why" per
+    claim (an untrained claim names the arm and its reason)."""
     from repro import stats
 
     items = judge(runs, **kw)
     frame = stats.claims_frame(items)
-    reasons = {(c["paper"], c["claim"]): c["not_trained_why"] for c in items if not c["trained"]}
-    if reasons:  # the reason an arm did not train is known here, not in stats: say it in the claim's "why"
-        df = frame.reset_index() if "paper" not in frame.columns else frame.copy()
-        keys = list(zip(df["paper"], df["claim"], strict=True))
-        df["why"] = [f"not trained: {reasons[k]}" if k in reasons else w
-                     for k, w in zip(keys, df["why"] if "why" in df else [""] * len(df), strict=True)]
-        frame = df
-    return frame
+    df = frame.reset_index() if "paper" not in frame.columns else frame.copy()
+    reasons = {(c["paper"], c["claim"]): c["not_trained_why"] for c in items}
+    df["why"] = [why(r, reasons.get((r["paper"], r["claim"]), "")) for r in df.to_dict("records")]
+    return df

@@ -2,10 +2,11 @@
 variants: + semantic reward, Dr.GRPO (no std division, no 1/|o| length normalisation), ECR (longer reasoning,
 unconditionally) and CWR (longer reasoning only when correct).
 
-Columns: accuracy, response length (words), similarity and format rate. Similarity is ROUGE-L F1 between the
-reasoning in <think> and the reference reasoning: a judge that is NOT the semantic training reward (judging the
-semantic arm by its own reward would be circular). A base start that never writes the rewarded format gets zero
-reward variance in every group; its arms are reported as "not trained", never as results.
+Columns: accuracy, response length (words), similarity and format rate. Similarity compares the reasoning in
+<think> with the reference reasoning (rewards.vqa.similarity_scores): a judge that is NOT the semantic training
+reward (judging the semantic arm by its own reward would be circular). A base start that never writes the
+rewarded format gets zero reward variance in every group; its arms are reported as "not trained", never as
+results.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ class ZhuConfig:
     generations: int = 4        # completions per prompt, the group (the paper: 8); also pass@k's k
     lr: float = 1e-5
     beta: float = 0.04          # KL coefficient (TRL's k3 estimator), the DeepSeekMath value
-    max_completion_length: int = 128  # tokens; ECR's cap (32 words of reasoning) + tags + answer must fit
-    mask_truncated_completions: bool = True
+    max_completion_length: int = 96   # tokens = evaluation's MCQ budget; grpo checks it fits ECR's cap
+    mask_truncated: bool = True       # a completion cut by the length limit gets no gradient
     match_update_size: bool = True    # Dr.GRPO at the update size of GRPO (trainer knob of repro.train.grpo)
     min_kl: float = 1e-4        # nats per token (TRL logs the mean per-token KL)
 
@@ -64,15 +65,15 @@ def start_job(cfg: ZhuConfig, stage: common.Stage) -> common.Job:
 
 
 def mcq_extra(task: str, rows_df, rows) -> dict:
-    """Zhu's other columns per row: length (words), similarity (ROUGE-L of the reasoning vs the reference's),
-    format (1 when the answer is <think>..</think><answer>..</answer>)."""
-    from repro import metrics
+    """Zhu's other columns per row: length (words), similarity (vqa.similarity_scores: the reasoning against the
+    reference reasoning, a judge apart from the semantic training reward), format (1 when the answer is
+    <think>..</think><answer>..</answer>)."""
     from repro.rewards import vqa
 
     preds = list(rows_df["prediction"])
-    refs = [vqa.think_text(r["messages"][-1]["content"]) or "" for r in rows]
+    sim = vqa.similarity_scores(preds, rows)
     return {"length": [float(len(p.split())) for p in preds],
-            "similarity": [metrics.rouge_l(vqa.think_text(p) or "", ref) for p, ref in zip(preds, refs, strict=True)],
+            "similarity": [float("nan") if v is None else float(v) for v in sim],
             "format": [float(vqa.format_ok(p)) for p in preds]}
 
 
@@ -85,7 +86,7 @@ def arm(job: common.Job):
                                  batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
                                  max_completion_length=cfg.max_completion_length, seed=job.seed,
                                  save_steps=max(cfg.steps, 1), match_update_size=cfg.match_update_size,
-                                 mask_truncated_completions=cfg.mask_truncated_completions)
+                                 mask_truncated=cfg.mask_truncated)
     info = grpo.train(common.model_dir(job.stage, job.extra["init"]), job.folder / "train", ds,
                       job.extra["variant"], **kw)
     c = grpo.curves(info["log_history"])

@@ -229,12 +229,12 @@ drllava_table
 # %%
 runs = {"umed": umed_run, "mmedpo": mmedpo_run, "zhu": zhu_run, "drllava": drllava_run}
 claims = rep.judge(runs, rep.paper_claims(), acfg.n_boot)
-exploratory = rep.judge(runs, rep.exploratory_claims(acfg), acfg.n_boot)
+exploratory = rep.judge(runs, rep.exploratory_claims(acfg), acfg.n_boot, exploratory=True)
 repro.results.save_table(claims, cfg, "claims")
 repro.results.save_table(exploratory, cfg, "exploratory")
 with pd.option_context("display.max_colwidth", 100):
-    display(claims[rep.CLAIM_FIELDS + ["paper_value"]])
-    display(exploratory[rep.CLAIM_FIELDS])
+    display(claims[[c for c in rep.CLAIM_FIELDS + ["paper_value"] if c in claims.columns]])
+    display(exploratory[[c for c in rep.CLAIM_FIELDS if c in exploratory.columns]])
 
 # %% [markdown]
 # ## Forest plots: each ablation's difference with its interval

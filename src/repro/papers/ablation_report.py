@@ -24,6 +24,10 @@ CLAIM_FIELDS = ["paper", "claim", "metric", "comparison", "difference", "ci_low"
 DR = ab.drllava.METHOD
 
 
+def _source(paper: str, table: str) -> str:
+    return results.paper_numbers(paper)["tables"][table]["source"]
+
+
 def _paper_diff(table: str, paper: str, treat_row: str, base_row: str, cols: list[str], scale: float = 1.0) -> float:
     """The paper's difference treat - base, mean over `cols`, in our units (fractions)."""
     t = results.paper_table(paper, table)
@@ -87,7 +91,7 @@ def exploratory_claims(acfg: ab.AblationConfig) -> list[tuple[Claim, None, str]]
     return [(c, None, "not reported by the paper") for c in out]
 
 
-def judge(runs: dict, items: list, n_boot: int) -> pd.DataFrame:
+def judge(runs: dict, items: list, n_boot: int, exploratory: bool = False) -> pd.DataFrame:
     """claims.judge + stats.claims_frame (Holm per paper) of `items` [(Claim, paper difference, source)], with the
     paper's difference (paper_value, our units) and where the paper says it (paper_source)."""
     from repro import stats
@@ -98,25 +102,14 @@ def judge(runs: dict, items: list, n_boot: int) -> pd.DataFrame:
     for f in found:
         f["paper_value"], f["paper_source"] = extra[(f["paper"], f["claim"])]
     frame = stats.claims_frame(found)
-    if len(frame):
-        df = frame.reset_index() if "paper" not in frame.columns else frame
-        reasons = {(f["paper"], f["claim"]): f["not_trained_why"] for f in found if not f["trained"]}
-        given = df["why"] if "why" in df else [""] * len(df)
-        df["why"] = [f"not trained: {reasons[(r['paper'], r['claim'])]}" if (r["paper"], r["claim"]) in reasons
-                     else (w if isinstance(w, str) and w else _why(r))
-                     for r, w in zip(df.to_dict("records"), given, strict=True)]
-        frame = df
+    if len(frame):  # stage 04's one-line why (an untrained claim names the arm and its reason)
+        frame = frame.reset_index() if "paper" not in frame.columns else frame.copy()
+        reasons = {(f["paper"], f["claim"]): f["not_trained_why"] for f in found}
+        frame["why"] = [claims_lib.why(r, reasons.get((r["paper"], r["claim"]), "")) for r in frame.to_dict("records")]
+        if exploratory:  # no paper direction: the hypothesis is "with the component > without it"
+            frame["why"] = [w.replace("in the paper's direction", "in favour of the component").replace(
+                "against the paper's direction", "against the component") for w in frame["why"]]
     return frame
-
-
-def _why(r: dict) -> str:
-    """One line: the difference with its interval, p after Holm and what this evaluation could detect."""
-    def f(x, spec="+.3f"):
-        return "nan" if x is None or not math.isfinite(float(x)) else format(float(x), spec)
-
-    side = "significant" if r.get("verdict") in ("reproduced", "opposite") else "not significant"
-    return (f"{f(r['difference'])} [{f(r['ci_low'])}, {f(r['ci_high'])}], p_holm {f(r['p_holm'], '.3g')}: {side}; "
-            f"smallest detectable {f(r['mde'], '.3f')} on {r.get('n_items')} items")
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
@@ -142,7 +135,8 @@ def umed_table(run: dict) -> pd.DataFrame:
     full = results.paper_table("umed_lvlm", "table2_mau").loc[["MedVInt (SFT)", "UMed-LVLM"]]
     paper = pd.concat([full, t6])
     paper.index.name = "method"
-    return report.side_by_side(ours, paper, "paper (Table 6; full = UMed-LVLM, Table 2)")
+    return report.side_by_side(ours, paper, f"paper UMed-LVLM ({_source('umed_lvlm', 'table6_ablation')}; full = "
+                                            f"UMed-LVLM, {_source('umed_lvlm', 'table2_mau')})")
 
 
 def mmedpo_table(run: dict) -> pd.DataFrame:
@@ -151,7 +145,7 @@ def mmedpo_table(run: dict) -> pd.DataFrame:
     ours = report.table(run["records"], cols, digits=1, percent=tuple(cols)).rename(columns=names)
     paper = results.paper_table("mmedpo", "ablation").rename(columns=lambda c: f"{c} avg (%)")
     paper.index.name = "method"
-    return report.side_by_side(ours, paper, "paper (ablation table, averages, percent)")
+    return report.side_by_side(ours, paper, f"paper MMedPO ({_source('mmedpo', 'ablation')}; percent)")
 
 
 def zhu_table(run: dict) -> pd.DataFrame:
@@ -160,7 +154,8 @@ def zhu_table(run: dict) -> pd.DataFrame:
     paper = results.paper_table("zhu2025", "headline").loc[["best SFT", "GRPO (base)"]].rename(
         columns={"accuracy": "accuracy (%)"})
     paper.index.name = "method"
-    return report.side_by_side(ours, paper, "paper (headline numbers; the init study reports perplexity only)")
+    return report.side_by_side(ours, paper, f"paper Zhu et al. ({_source('zhu2025', 'headline')}; the init study "
+                                            "reports perplexity only)")
 
 
 def drllava_table(run: dict) -> pd.DataFrame:

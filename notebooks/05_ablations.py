@@ -38,6 +38,15 @@ configs, stage = ab.base_configs(cfg.profile, acfg)  # stage 04's paper configs 
 acfg
 
 # %% [markdown]
+# **Run every arm once.** The ablation arms of all four papers train side by side in one pool of `workers`
+# processes (one thread each); the full methods' arms are read back from stage 04's result files. Each section
+# below reads its paper's arms from `runs` (`ab.run_paper(paper, ...)` runs one paper alone).
+
+# %%
+runs = ab.run_all(configs, stage, acfg)  # {paper: {"records", "rows"}}; only the ablation arms train here
+{p: sorted({r["method"] for r in run["records"]}) for p, run in runs.items()}
+
+# %% [markdown]
 # ## 1 · UMed-LVLM (Table 6 analog): which term of AAR matters?
 #
 # **Idea.** AAR adds two terms to the relevance reward, each divided by its maximum over the $k$ candidates of the
@@ -56,7 +65,7 @@ umed_cfg = configs["umed"]  # stage 04's UMedConfig: the ablations change only t
 {a: ab.UMED[a] for a in acfg.umed}
 
 # %%
-umed_run = ab.run_paper("umed", umed_cfg, stage, acfg)
+umed_run = runs["umed"]  # = ab.run_paper("umed", umed_cfg, stage, acfg)
 umed_table = rep.umed_table(umed_run)
 repro.results.save_table(umed_table, cfg, "umed_table6")
 umed_table
@@ -112,7 +121,7 @@ mmedpo_cfg = configs["mmedpo"]
 {a: ab.MMEDPO[a] for a in acfg.mmedpo}
 
 # %%
-mmedpo_run = ab.run_paper("mmedpo", mmedpo_cfg, stage, acfg)
+mmedpo_run = runs["mmedpo"]  # = ab.run_paper("mmedpo", mmedpo_cfg, stage, acfg)
 mmedpo_table = rep.mmedpo_table(mmedpo_run)
 repro.results.save_table(mmedpo_table, cfg, "mmedpo_ablation")
 mmedpo_table
@@ -157,7 +166,7 @@ zhu_cfg = configs["zhu"]
 {a: ab.ZHU[a] for a in acfg.zhu}, {"G (full)": zhu_cfg.generations, "G (small)": acfg.zhu_small_generations}
 
 # %%
-zhu_run = ab.run_paper("zhu", zhu_cfg, stage, acfg)
+zhu_run = runs["zhu"]  # = ab.run_paper("zhu", zhu_cfg, stage, acfg)
 zhu_table = rep.zhu_table(zhu_run)
 repro.results.save_table(zhu_table, cfg, "zhu_ablation")
 zhu_table
@@ -197,7 +206,7 @@ drllava_cfg = configs["drllava"]
 {a: ab.DRLLAVA[a] for a in acfg.drllava}
 
 # %%
-drllava_run = ab.run_paper("drllava", drllava_cfg, stage, acfg)
+drllava_run = runs["drllava"]  # = ab.run_paper("drllava", drllava_cfg, stage, acfg)
 drllava_table = rep.drllava_table(drllava_run)
 repro.results.save_table(drllava_table, cfg, "drllava_ablation")
 drllava_table
@@ -227,7 +236,6 @@ drllava_table
 # lower); **inconclusive**: not significant — read `mde`; **not trained**: an arm did not move.
 
 # %%
-runs = {"umed": umed_run, "mmedpo": mmedpo_run, "zhu": zhu_run, "drllava": drllava_run}
 claims = rep.judge(runs, rep.paper_claims(), acfg.n_boot)
 exploratory = rep.judge(runs, rep.exploratory_claims(acfg), acfg.n_boot, exploratory=True)
 repro.results.save_table(claims, cfg, "claims")

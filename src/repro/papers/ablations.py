@@ -279,3 +279,20 @@ def run_paper(paper: str, cfg, stage: common.Stage, acfg: AblationConfig, only_c
     """Run (or read back) the full method's arms and this paper's ablation arms -> {"paper", "records", "rows"}."""
     recs, rows = common.run_jobs(jobs(paper, cfg, stage, acfg), stage.n_workers(), only_cached)
     return {"paper": paper, "records": recs, "rows": rows}
+
+
+def run_all(configs: dict, stage: common.Stage, acfg: AblationConfig, only_cached: bool = False) -> dict:
+    """Every paper's full-method and ablation arms in ONE pool of workers (one process start-up for all, and the
+    arms of different papers run side by side) -> {paper: {"paper", "records", "rows"}}."""
+    import pandas as pd
+
+    per = {p: jobs(p, configs[p], stage, acfg) for p in common.PAPERS}
+    recs, rows = common.run_jobs([j for p in common.PAPERS for j in per[p]], stage.n_workers(), only_cached)
+    out, i = {}, 0
+    for p in common.PAPERS:
+        mine = recs[i:i + len(per[p])] if not only_cached else [r for r in recs if r["paper"] == p]
+        i += len(per[p])
+        part = rows[rows["paper"] == p].reset_index(drop=True) if len(rows) else pd.DataFrame(columns=rows.columns)
+        out[p] = {"paper": p, "records": mine, "rows": part}
+    return out
+

@@ -22,7 +22,8 @@ VERDICTS = {"reproduced", "opposite", "inconclusive", "not trained"}
 @pytest.fixture(scope="module")
 def result():
     run_stages("--profile", "smoke", "--only", "01", "02", "03", "04")  # cached when earlier tests ran them
-    arms04 = {p: {f.name: f.stat().st_mtime_ns for f in (paths.models_dir("smoke") / "rl" / p).glob("*/arm.json")}
+    rl = paths.models_dir("smoke") / "rl"
+    arms04 = {p: {f.parent.name: f.stat().st_mtime_ns for f in (rl / p).glob("*/arm.json")}
               for p in ("umed", "mmedpo", "zhu", "drllava")}
     run_stages("--profile", "smoke", "--only", "05", "--force")
     return json.loads(paths.results_file("smoke", "05_ablations").read_text()), arms04

@@ -122,15 +122,17 @@ def records(frame: pd.DataFrame) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- tables
-def _relabel(df: pd.DataFrame, names: dict) -> pd.DataFrame:
-    return df.rename(index=lambda m: next((n for k, n in names.items() if str(m).startswith(k)), m))
-
-
 def umed_table(run: dict) -> pd.DataFrame:
     cols = list(report.MAU_NAMES) + ["mau_avg", "mean_iou"]
     ours = report.table(run["records"], cols).rename(columns={**report.MAU_NAMES, "mau_avg": "Avg",
                                                               "mean_iou": "mean IoU"})
-    ours = ours.rename(index={ab.UMED_PPO: "SFT+PPO (= w/o AAR)", ab.UMED_FULL: "SFT+AAR (full)"})
+    names = {ab.UMED_PPO: "SFT+PPO (= w/o AAR)", ab.UMED_FULL: "SFT+AAR (full)"}
+
+    def rename(m: str) -> str:  # keep the " (not trained)" mark of report.table
+        core = m.removesuffix(" (not trained)")
+        return names[core] + m[len(core):] if core in names else m
+
+    ours = ours.rename(index=rename)
     t6 = results.paper_table("umed_lvlm", "table6_ablation")
     full = results.paper_table("umed_lvlm", "table2_mau").loc[["MedVInt (SFT)", "UMed-LVLM"]]
     paper = pd.concat([full, t6])

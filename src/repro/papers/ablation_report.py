@@ -62,8 +62,8 @@ def paper_claims() -> list[tuple[Claim, float | None, str]]:
                     _paper_diff("ablation", "mmedpo", prow_t, prow_b, ["IU-Xray"], 100), "ablation table, IU-Xray"))
     out.append((Claim("zhu", "init study: SFT start beats base start (GRPO)", "SFT+grpo", "base+grpo", "accuracy"),
                 None, "init study: perplexity 14.16 -> 13.28 only (no accuracy)"))
-    for metric in ("path_consistency", "conversation_correct"):
-        out.append((Claim("drllava", f"the path-consistency term raises {metric.replace('_', ' ')}", DR,
+    for metric, name in (("path_consistency", "path consistency"), ("conversation_correct", "conversation accuracy")):
+        out.append((Claim("drllava", f"the path-consistency term raises {name}", DR,
                           L("drllava", "w/o path term"), metric, variant="standard"),
                     None, "the paper's design (its tables were not retrieved)"))
     return out

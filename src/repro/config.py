@@ -70,7 +70,8 @@ def _declared_cached(nb_path: str, mtime: float) -> dict[str, tuple[str, object]
 # Stages whose knobs live in config dataclasses rather than in the notebook's parameters cell: "module:function"
 # returning {key: (type name, default)}. The dataclass is then the one place each default is written; the
 # notebook's parameters cell keeps only what a learner toggles (profile, ...).
-SCHEMAS = {"04_rl": "repro.papers:declared", "06_generalization": "repro.generalization:declared"}
+SCHEMAS = {"04_rl": "repro.papers:declared", "05_ablations": "repro.papers.ablations:declared",
+           "06_generalization": "repro.generalization:declared"}
 
 
 def declared_parameters(stem: str) -> dict[str, tuple[str, object]]:

@@ -190,7 +190,9 @@ def evaluate(model, processor, data_dir, split: str = "test", tasks: Sequence[st
 ROW_METRICS = {
     "vqa": {"closed": "closed_correct", "open": "open_recall"},
     "mcq": {"correct": "accuracy"},
-    "instruct": {"mau_correct": "mau_correct", "detection_correct": "detection_correct"},
+    # iou / category_correct (NaN on normal images): stage 05 recomputes accuracy at other IoU thresholds per row
+    "instruct": {"mau_correct": "mau_correct", "detection_correct": "detection_correct",
+                 "category_correct": "category_correct", "iou": "iou"},
     "conv": {"conversation_correct": "conversation_correct", "diagnosis_correct": "diagnosis_correct",
              "consistent": "path_consistency", "question_acc": "question_acc"},
     "report": {"rouge_l": "rouge_l"},

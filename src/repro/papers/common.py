@@ -173,6 +173,12 @@ class Job:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def resolve(spec: str):
+    """The function named by "module:function" (the hooks stage 05's ablation arms pass in Job.extra)."""
+    module, fn = spec.split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
 def _load_cached(job: Job):
     f, rows_f = job.folder / "arm.json", job.folder / "rows.csv"
     if not (f.exists() and rows_f.exists()):

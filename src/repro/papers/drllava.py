@@ -69,7 +69,9 @@ def arm(job: common.Job):
                            whiten_advantages=cfg.whiten_advantages, value_lr=cfg.value_lr,
                            value_warmup_steps=cfg.value_warmup_steps, missing_eos_penalty=cfg.missing_eos_penalty,
                            max_new_tokens=ev.MAX_NEW_TOKENS["conv"], seed=job.seed)
-    info = ppo.train(sft, job.folder / "train", rows, [rules.drllava_reward], pc, multi_turn=True, progress=False)
+    # a stage-05 ablation names its reward: "module:function"(job) -> the reward function
+    reward = common.resolve(job.extra["reward"])(job) if job.extra.get("reward") else rules.drllava_reward
+    info = ppo.train(sft, job.folder / "train", rows, [reward], pc, multi_turn=True, progress=False)
     curve = common.ppo_curve(info["log_history"])
     return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["conv"], cfg.eval_limit)
 

@@ -72,7 +72,10 @@ def arm(job: common.Job):
     if not (pref_dir / "dataset_dict.json").exists():
         raise FileNotFoundError(f"preference set {pref_dir} not found: run stage 03 first")
     pref = datasets.load_from_disk(str(pref_dir))["train"]
-    kw = common.supported_kwargs(dpo.train, weighted=job.method == "MMedPO", max_steps=cfg.steps,
+    weighted = job.method == "MMedPO"
+    if job.extra.get("pref"):  # a stage-05 ablation: "module:function"(pref, job) -> (its preference set, weighted)
+        pref, weighted = common.resolve(job.extra["pref"])(pref, job)
+    kw = common.supported_kwargs(dpo.train, weighted=weighted, max_steps=cfg.steps,
                                  batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta, seed=job.seed,
                                  save_steps=max(cfg.steps, 1), equal_text_exposure=cfg.equal_text_exposure)
     info = dpo.train(common.model_dir(job.stage, "sft"), job.folder / "train", pref, **kw)

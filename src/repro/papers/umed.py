@@ -68,7 +68,9 @@ def arm(job: common.Job):
     cfg: UMedConfig = job.cfg
     sft = common.model_dir(job.stage, "sft")
     rows = ev.load_rows(common.data_dir(job.stage), "instruct", "train", cfg.train_rows or None)
-    if job.method == "SFT+AAR":
+    if job.extra.get("rewards"):  # a stage-05 ablation: "module:function"(job, sft) -> its reward functions
+        fns = common.resolve(job.extra["rewards"])(job, sft)
+    elif job.method == "SFT+AAR":
         vrr_model, vrr_proc = load_vlm(sft, attn_implementation="eager")
         vrr = attention.make_vrr_reward(vrr_model, vrr_proc,
                                         **common.supported_kwargs(attention.make_vrr_reward,

@@ -1,0 +1,298 @@
+"""Stage 05: the papers' ablations, each an arm that differs from a stage-04 method in ONE component, on the same
+start, seeds, knobs and test items (docs/methods.md §1-§4).
+
+The full methods are stage 04's own jobs (same paper config, same Stage knobs, so the same `Job.key()` and the same
+arm folder under runs/<profile>/models/rl/<paper>/): 05 reads their result files instead of retraining. An ablation
+arm is a new method name of the same paper with a hook in `Job.extra` that the paper's `arm` calls (umed: "rewards",
+mmedpo: "pref", drllava: "reward"), or a changed config field (zhu: beta, generations), so everything else the
+trainer does is exactly the full method's.
+
+    acfg = AblationConfig.from_params(params05)            # which ablations, seeds, bootstrap size
+    configs, stage = base_configs(profile, acfg)           # stage-04 configs from params/<profile>/04_rl.yaml
+    run = run_paper("umed", configs["umed"], stage, acfg)  # {"paper", "records", "rows"}: full + ablation arms
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from repro.papers import common, drllava, mmedpo, umed, zhu
+
+HERE = "repro.papers.ablations"
+UMED_FULL, UMED_PPO = "SFT+AAR", "SFT+PPO"
+UMED = {"w/o VRR": "relevance + ALR/max", "w/o ALR": "relevance + VRR/max",
+        "w/o max-norm": "relevance + ALR + VRR (raw, no per-query max)"}
+MMEDPO = {"text w/ weights": "DPO on text pairs, weighted by clinical relevance",
+          "visual w/o weights": "MMedPO's pairs, every weight 1",
+          "single judge": "text weights from one judge instead of the panel's consensus",
+          "global noise": "visual pairs noised over the whole image instead of the lesion",
+          "weights literal": "text weights by the paper's formula as printed (clip((s - mu)/sigma): constant)",
+          "weights raw": "text weights = the raw score s (the released code)"}
+ZHU = {"beta 0": "GRPO without the KL penalty", "small G": "GRPO with a smaller group"}
+DRLLAVA = {"gated": "the older gated reward (quality turn gates the sum; no consistency)",
+           "released": "the released code's semantics (keyword labels, 'no match' == 'no match' earns +1)",
+           "w/o path term": "per-turn correctness only (no consistency of adjacent turns)"}
+VARIANTS = {"umed": UMED, "mmedpo": MMEDPO, "zhu": ZHU, "drllava": DRLLAVA}
+# TRL drops the reference model and logs no KL at beta = 0, and the trained rule needs the KL; a penalty of 1e-9
+# per token is numerically nil (KL of a few nats moves the reward by 1e-9) but keeps the KL measured.
+ZERO_BETA = 1e-9
+
+
+@dataclass
+class AblationConfig:
+    """Every knob stage 05 reads (params keys without prefix). Paper knobs are stage 04's (params/<p>/04_rl.yaml)."""
+
+    profile: str = "smoke"
+    seed: int = 0                 # unused by the arms (04's seeds train); kept like every stage
+    seeds: list = field(default_factory=list)  # subset of 04's seeds to run the ablations on ([] = all of 04's)
+    umed: list = field(default_factory=lambda: list(UMED))
+    mmedpo: list = field(default_factory=lambda: list(MMEDPO))
+    zhu: list = field(default_factory=lambda: list(ZHU))
+    drllava: list = field(default_factory=lambda: list(DRLLAVA))
+    zhu_small_generations: int = 4  # G of the "small G" arm (04's zhu_generations is the full method's G)
+    iou_thresholds: list = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    n_boot: int = 2000
+
+    def __post_init__(self):
+        from repro.config import ConfigError
+
+        for paper, known in VARIANTS.items():
+            bad = [v for v in getattr(self, paper) if v not in known]
+            if bad:
+                raise ConfigError(f"05_ablations: key '{paper}' has unknown ablation(s) {bad}; expected a subset of "
+                                  f"{list(known)}")
+        if self.zhu_small_generations < 2:
+            raise ConfigError(f"05_ablations: key 'zhu_small_generations' has value {self.zhu_small_generations}, "
+                              "expected >= 2 (a group of one has no variance)")
+
+    @classmethod
+    def from_params(cls, params) -> AblationConfig:
+        return common.from_params(cls, params, "", "05_ablations")
+
+
+def declared() -> dict[str, tuple[str, object]]:
+    return common.declared(AblationConfig)
+
+
+def base_configs(profile: str, acfg: AblationConfig):
+    """({paper: stage-04 config}, Stage) from params/<profile>/04_rl.yaml: the full methods' exact knobs, so their
+    job keys equal stage 04's; seeds narrowed to acfg.seeds (each must be one of 04's, or its arm is not cached)."""
+    from repro import config, papers
+
+    p04 = config.load_params(profile, "04_rl", check_paths=False)
+    stage = papers.stage_from(p04)
+    if acfg.seeds:
+        extra = [s for s in acfg.seeds if s not in stage.seeds]
+        if extra:
+            raise config.ConfigError(f"05_ablations: key 'seeds' has {extra}, not among 04's seeds {stage.seeds} "
+                                     "(their full-method arms would be retrained)")
+        stage = dataclasses.replace(stage, seeds=list(acfg.seeds))
+    return papers.configs_from(p04), stage
+
+
+# ----------------------------------------------------------------------------------------------- UMed rewards
+def aar_variant(variant: str, vrr_fn=None, group_key: str = "query_id"):
+    """The AAR reward without one component (TRL signature; groups = equal `group_key` values, i.e. the k
+    candidates of one query). "w/o VRR": localization.make_aar_reward itself without vrr_fn; "w/o ALR":
+    relevance + VRR/max; "w/o max-norm": relevance + raw ALR + raw VRR (None terms add 0, as in aar_total)."""
+    from repro.rewards import localization as loc
+
+    if variant == "w/o VRR":
+        return loc.make_aar_reward(group_key=group_key, vrr_fn=None, name="aar_wo_vrr")
+    if variant not in UMED:
+        raise ValueError(f"unknown UMed ablation {variant!r}; expected one of {list(UMED)}")
+    relevance = loc.make_relevance_reward()
+
+    def reward(prompts=None, completions=None, **kw):
+        comps = list(completions or [])
+        rel = relevance(prompts, comps, **kw)
+        vrr = vrr_fn(prompts, comps, **kw) if vrr_fn is not None else None
+        if variant == "w/o ALR":
+            ids = kw.get(group_key)
+            return loc.aar_total(rel, None, vrr, ids if isinstance(ids, list | tuple) else None)
+        alr = loc.alr_reward(prompts, comps, **kw)
+        vrr = vrr if vrr is not None else [None] * len(comps)
+        return [(r or 0.0) + (a or 0.0) + (v or 0.0) for r, a, v in zip(rel, alr, vrr, strict=True)]
+
+    reward.__name__ = reward.__qualname__ = "aar_" + variant.replace("/", "").replace(" ", "_").replace("-", "_")
+    return reward
+
+
+def umed_rewards(job: common.Job, sft) -> list:
+    """Hook of umed.arm: the ablation's reward, with VRR read exactly as the full method reads it."""
+    from repro.rewards import attention
+
+    vrr = None
+    if job.extra["ablation"] != "w/o VRR":
+        from repro.models import load_vlm
+
+        model, proc = load_vlm(sft, attn_implementation="eager")
+        vrr = attention.make_vrr_reward(model, proc, **common.supported_kwargs(
+            attention.make_vrr_reward, fallback=job.cfg.vrr_fallback))
+    return [aar_variant(job.extra["ablation"], vrr)]
+
+
+# ----------------------------------------------------------------------------------------------- MMedPO data
+def stage03_knob(profile: str, key: str, default):
+    """A knob of the preference set as stage 03 built it (params/<profile>/03_rewards.yaml), else its default."""
+    import yaml
+
+    from repro import paths
+
+    f = paths.params_file(profile, "03_rewards")
+    return (yaml.safe_load(f.read_text()) or {}).get(key, default) if f.exists() else default
+
+
+def set_weights(pref, weights: list[float]):
+    """The preference set with its weight column replaced (no image is decoded)."""
+    return pref.remove_columns("weight").add_column("weight", [float(w) for w in weights])
+
+
+def reweight_text(pref, scores: list[float], mode: str):
+    """The text pairs' weights recomputed from `scores` (one per text pair, in set order) with weight mode `mode`
+    (data.preference.weights_for, as stage 03 computes them); visual pairs keep theirs."""
+    from repro.data.preference import weights_for
+
+    new = iter(weights_for(scores, mode))
+    return set_weights(pref, [next(new) if k == "text" else w for k, w in zip(pref["kind"], pref["weight"],
+                                                                               strict=True)])
+
+
+def mmedpo_pref(pref, job: common.Job):
+    """Hook of mmedpo.arm: (the ablation's preference set, weighted). Text weights follow stage 03's
+    pref_weight_mode unless the ablation changes the mode."""
+    from repro.rewards import clinical
+
+    ab, profile = job.extra["ablation"], job.stage.profile
+    if ab == "text w/ weights":
+        return pref.filter(lambda k: k == "text", input_columns="kind"), True
+    if ab == "visual w/o weights":
+        return set_weights(pref, [1.0] * len(pref)), True
+    text = [r for r in pref.select_columns(["kind", "chosen", "rejected", "score"]) if r["kind"] == "text"]
+    if ab == "single judge":  # the panel's first judge alone, no consensus rounds
+        judge = clinical.DEFAULT_PANEL[0]
+        return reweight_text(pref, [judge(r["rejected"], r["chosen"]) for r in text],
+                             stage03_knob(profile, "pref_weight_mode", "normalize")), True
+    if ab in ("weights literal", "weights raw"):
+        return reweight_text(pref, [r["score"] for r in text], ab.split()[1]), True
+    if ab == "global noise":
+        return global_noise_pairs(pref, stage03_knob(profile, "pref_noise", "released"), job.seed or 0), True
+    raise ValueError(f"unknown MMedPO ablation {ab!r}; expected one of {list(MMEDPO)}")
+
+
+def global_noise_pairs(pref, method: str, seed: int):
+    """Visual pairs whose rejected image is noised over the whole image (rewards.noise.global_noise), one noised
+    image per image id (shared by its questions, as the lesion-noised ones are)."""
+    from PIL import Image
+
+    from repro.data.preference import _rng
+    from repro.rewards import noise
+
+    cache = {}
+
+    def one(r):
+        if r["kind"] != "visual":
+            return {}
+        if r["id"] not in cache:
+            cache[r["id"]] = Image.fromarray(noise.global_noise(r["images"][0], _rng(seed, "global", r["id"]),
+                                                                method))
+        return {"rejected_images": [cache[r["id"]]]}
+
+    return pref.map(one)
+
+
+# ----------------------------------------------------------------------------------------------- Dr-LLaVA rewards
+def _explain_no_path(completion, turn_categories=None, turn_labels=None) -> dict:
+    from repro.rewards import rules
+
+    d = rules.explain_drllava(completion, turn_categories, turn_labels)
+    if d["reward"] is not None:
+        d["reward"] = sum(d["correctness"])
+    return d
+
+
+def drllava_variant(variant: str):
+    """The Dr-LLaVA reward of an ablation: gated, released, or our rule reward without the consistency term
+    (R = sum of per-turn correctness, range [-2.5, 5] for five turns)."""
+    from repro.rewards import make_reward, rules
+
+    if variant == "w/o path term":
+        return make_reward("drllava_no_path_reward", _explain_no_path, ("turn_categories", "turn_labels"), -2.5, 5.0,
+                           raw=True)
+    if variant not in DRLLAVA:
+        raise ValueError(f"unknown Dr-LLaVA ablation {variant!r}; expected one of {list(DRLLAVA)}")
+    return rules.make_drllava_reward(variant)
+
+
+def drllava_reward(job: common.Job):
+    """Hook of drllava.arm."""
+    return drllava_variant(job.extra["ablation"])
+
+
+# ----------------------------------------------------------------------------------------------- jobs
+def label(paper: str, ablation: str) -> str:
+    """The method name of an ablation arm (its folder name derives from it)."""
+    full = {"umed": UMED_FULL, "mmedpo": "MMedPO", "zhu": "SFT+grpo", "drllava": drllava.METHOD}[paper]
+    if paper == "mmedpo" and ablation == "text w/ weights":
+        return "DPO (with weights)"
+    if paper == "drllava":
+        if ablation == "w/o path term":
+            return "SFT+PPO (rule reward without path term)"
+        return f"SFT+PPO ({ablation} reward)"
+    return f"{full} ({ablation.replace('w/o', 'without')})"  # no "/": the arm's folder is named after it
+
+
+def jobs(paper: str, cfg, stage: common.Stage, acfg: AblationConfig) -> list[common.Job]:
+    """Stage 04's jobs of the full method(s) this paper's ablations compare with (cached from 04: same config,
+    same keys), then one job per (ablation, seed)."""
+    chosen = getattr(acfg, paper)
+    if paper == "umed":
+        full = [j for j in umed.jobs(cfg, stage)]
+        return full + [common.Job("umed", label("umed", a), s, "repro.papers.umed:arm", cfg, stage,
+                                  {"rewards": f"{HERE}:umed_rewards", "ablation": a})
+                       for s in stage.seeds for a in chosen]
+    if paper == "mmedpo":
+        full = [j for j in mmedpo.jobs(cfg, stage)]
+        return full + [common.Job("mmedpo", label("mmedpo", a), s, "repro.papers.mmedpo:arm", cfg, stage,
+                                  {"pref": f"{HERE}:mmedpo_pref", "ablation": a})
+                       for s in stage.seeds for a in chosen]
+    if paper == "drllava":
+        full = [j for j in drllava.jobs(cfg, stage)]
+        return full + [common.Job("drllava", label("drllava", a), s, "repro.papers.drllava:arm", cfg, stage,
+                                  {"reward": f"{HERE}:drllava_reward", "ablation": a})
+                       for s in stage.seeds for a in chosen]
+    if paper == "zhu":  # the init study: 04's base+grpo and SFT+grpo arms and both starts (built as zhu.jobs does)
+        out = [common.Job("zhu", zhu.INIT_LABELS[i], None, "repro.papers.measure:eval_arm", cfg, stage,
+                          {"model": i, "tasks": ["mcq"], "limit": cfg.eval_limit,
+                           "extra_fn": "repro.papers.zhu:mcq_extra"}) for i in ("base", "sft")]
+        out += [common.Job("zhu", zhu.method(i, "grpo"), s, "repro.papers.zhu:arm", cfg, stage,
+                           {"init": i, "variant": "grpo"}) for s in stage.seeds for i in ("base", "sft")]
+        change = {"beta 0": {"beta": ZERO_BETA}, "small G": {"generations": acfg.zhu_small_generations}}
+        return out + [common.Job("zhu", label("zhu", a), s, "repro.papers.zhu:arm",
+                                 dataclasses.replace(cfg, **change[a]), stage, {"init": "sft", "variant": "grpo"})
+                      for s in stage.seeds for a in chosen]
+    raise ValueError(f"unknown paper {paper!r}")
+
+
+def run_paper(paper: str, cfg, stage: common.Stage, acfg: AblationConfig, only_cached: bool = False) -> dict:
+    """Run (or read back) the full method's arms and this paper's ablation arms -> {"paper", "records", "rows"}."""
+    recs, rows = common.run_jobs(jobs(paper, cfg, stage, acfg), stage.n_workers(), only_cached)
+    return {"paper": paper, "records": recs, "rows": rows}
+
+
+def run_all(configs: dict, stage: common.Stage, acfg: AblationConfig, only_cached: bool = False) -> dict:
+    """Every paper's full-method and ablation arms in ONE pool of workers (one process start-up for all, and the
+    arms of different papers run side by side) -> {paper: {"paper", "records", "rows"}}."""
+    import pandas as pd
+
+    per = {p: jobs(p, configs[p], stage, acfg) for p in common.PAPERS}
+    recs, rows = common.run_jobs([j for p in common.PAPERS for j in per[p]], stage.n_workers(), only_cached)
+    out, i = {}, 0
+    for p in common.PAPERS:
+        mine = recs[i:i + len(per[p])] if not only_cached else [r for r in recs if r["paper"] == p]
+        i += len(per[p])
+        part = rows[rows["paper"] == p].reset_index(drop=True) if len(rows) else pd.DataFrame(columns=rows.columns)
+        out[p] = {"paper": p, "records": mine, "rows": part}
+    return out
+

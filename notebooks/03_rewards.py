@@ -36,6 +36,7 @@ pref_noise_step = 500      # diffusion step k of the blend (xi is xi_bar_k)
 pref_weight_mode = "normalize"   # text pairs, normalize, literal (constant 0.75), raw (released) or minmax
 pref_visual_weight_mode = "minmax" # visual pairs (tool probability), minmax or raw (released)
 pref_out = ""              # empty means runs/<profile>/data/preference
+mmedpo_data = "synthmed"   # preference set from synthmed, or real (VQA-RAD, SLAKE and IU-Xray train; gpu profile)
 n_figure_examples = 4
 interactive = True         # params files set False, so papermill never builds the widget
 num_threads = 0            # torch CPU threads, 0 keeps the default
@@ -49,7 +50,7 @@ import repro.plots
 import repro.results
 from repro import evaluation as ev
 from repro import models
-from repro.data import preference
+from repro.data import preference, protocols
 from repro.rewards import attention, figures, probes, suite
 
 cfg, started = repro.config.start(globals(), "03_rewards")
@@ -140,8 +141,9 @@ print(f"VRR of the SFT model's own answers on {len(scored)} abnormal samples: me
 
 # %%
 t0 = time.time()
+pref_data_dir = protocols.data_dir_for(data_dir, "mmedpo_data", cfg.mmedpo_data)
 pref = preference.build_preference(
-    model, processor, data_dir, cfg.pref_out or None, seed=cfg.seed, task_names=tuple(cfg.pref_tasks),
+    model, processor, pref_data_dir, cfg.pref_out or data_dir / "preference", seed=cfg.seed, task_names=tuple(cfg.pref_tasks),
     max_rows_per_task=cfg.pref_max_rows, n_samples=cfg.pref_samples, temperature=cfg.pref_temperature,
     heatmap=cfg.pref_heatmap, noise_method=cfg.pref_noise, noise_threshold=cfg.pref_threshold,
     noise_step=cfg.pref_noise_step, weight_mode=cfg.pref_weight_mode,

@@ -161,12 +161,15 @@ def templated_hallucination(row: dict, seed: int = 0, pool: list[str] | None = N
 
 def _real_hallucination(truth: str, pool: list[str], rng) -> str:
     """Real data has no facts to rewrite (no category, box or finding bank): another row's answer of the same task
-    and answer type (another report for IU-Xray, another open or closed answer for VQA-RAD/SLAKE); the opposite
-    yes/no when the pool has nothing else."""
-    rest = sorted({p for p in pool if p.strip().lower() != truth.strip().lower()})
-    if rest:
-        return rest[int(rng.integers(len(rest)))]
-    return "no" if truth.strip().lower().startswith("yes") else "yes"
+    and answer type (another report for IU-Xray, another open answer, another closed non-yes/no answer such as
+    "left" for "right"); yes/no answers get the opposite (also when the pool has nothing else)."""
+    from repro.metrics import is_yes_no
+
+    flip = "no" if truth.strip().lower().startswith("yes") else "yes"
+    if is_yes_no(truth):
+        return flip
+    rest = sorted({p for p in pool if p.strip().lower() != truth.strip().lower() and not is_yes_no(p)})
+    return rest[int(rng.integers(len(rest)))] if rest else flip
 
 
 def _report_hallucination(row: dict, rng) -> str:

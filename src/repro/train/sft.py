@@ -110,6 +110,7 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
                 "examples": 0}
     from trl import SFTConfig, SFTTrainer
 
+    from repro.chat import train_stop_token
     from repro.models import load_vlm, vision_tower
 
     key = {"run_key": run_key, "init": str(init_dir), "max_steps": max_steps, "batch_size": batch_size,
@@ -120,13 +121,16 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
         return done
     model, processor = load_vlm(runs.weights_source(init_dir, resume, lora), device="cpu" if use_cpu else None,
                                 lora=lora, dtype="bf16" if bf16 else "fp32")
+    train_stop_token(processor)  # LLaVA-1.5's released template leaves </s> out of the loss (repro.chat)
     if freeze_vision:  # a pretrained tower keeps its features, and the backward pass skips it (~1/4 of a step)
         for p in vision_tower(model).parameters():
             p.requires_grad_(False)
     args = SFTConfig(
         output_dir=str(ckpt_dir), max_steps=max_steps, per_device_train_batch_size=batch_size, learning_rate=lr,
         lr_scheduler_type="cosine", warmup_steps=max(1, int(warmup_ratio * max_steps)), weight_decay=weight_decay,
-        logging_steps=logging_steps, save_strategy="steps", save_steps=save_steps, save_total_limit=1,
+        # a run shorter than logging_steps would log no loss at all
+        logging_steps=max(1, min(logging_steps, max_steps)), save_strategy="steps", save_steps=save_steps,
+        save_total_limit=1,
         seed=seed, data_seed=seed, report_to=[], use_cpu=use_cpu, bf16=bf16, activation_checkpointing=False,
         max_length=None, assistant_only_loss=True, dataloader_num_workers=0, disable_tqdm=False,
         # sft_dataset(batch_size=...) already arranged the rows in task-homogeneous batches: keep that order.
@@ -141,4 +145,11 @@ def loss_curve(history: list[dict]):
     """(step, loss) DataFrame from a trainer log history."""
     import pandas as pd
 
-    return pd.DataFrame([{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h])
+    # the columns exist even for a run that logged nothing (base_steps 0 in the gpu profile: nothing trained)
+    return pd.DataFrame([{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h],
+                        columns=["step", "loss"])
+
+
+def loss_at(curve, index: int) -> float | None:
+    """curve["loss"] at position `index` (0 first, -1 last), None for a run without logged losses."""
+    return float(curve["loss"].iloc[index]) if len(curve) else None

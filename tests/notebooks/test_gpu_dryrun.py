@@ -99,6 +99,7 @@ def test_gpu_code_path_on_the_real_architecture(arch, made, data_dir, tmp_path):
     from repro import evaluation as ev
     from repro import models
     from repro.data import preference
+    from repro.rewards import attention
     from repro.train import dpo, grpo, sft
 
     init = made[1][arch]
@@ -114,6 +115,9 @@ def test_gpu_code_path_on_the_real_architecture(arch, made, data_dir, tmp_path):
     out = ev.evaluate(model, processor, real, tasks=["vqa", "report"], limit=2, batch_size=2, progress=False,
                       max_new_tokens=4)
     assert set(out["metrics"]["vqa"]["by_source"]) >= {"all"} and "rouge_l" in out["metrics"]["report"]
+    inst = [r for r in ev.load_rows(data_dir, "instruct", "test") if r["abnormal"]][:2]
+    maps = attention.image_attention(model, processor, inst, [r["category"] for r in inst])
+    assert all("error" not in a and a["map"].size > 1 for a in maps)  # LLaVA 24 x 24 grid, Qwen grid_thw / merge
     pref = preference.build_preference(model, processor, real, tmp_path / "pref", task_names=("vqa", "report"),
                                        max_rows_per_task=2, n_samples=1, batch_size=2, progress=False)
     assert pref["summary"]["text"] == 4 and all(w == w for w in pref["dataset"]["train"]["weight"])

@@ -106,8 +106,8 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     never cut.
     """
     if max_steps == 0:  # e.g. a real instruct checkpoint is its own "base": nothing to train
-        return {"final_dir": str(init_dir), "log_history": [], "seconds": 0.0, "steps": 0, "resumed_from": None,
-                "examples": 0}
+        return {"final_dir": _link_final(init_dir, out_dir), "log_history": [], "seconds": 0.0, "steps": 0,
+                "resumed_from": None, "examples": 0}
     from trl import SFTConfig, SFTTrainer
 
     from repro.chat import train_stop_token
@@ -139,6 +139,26 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
     return runs.train_and_save(trainer, processor, out_dir, resume=resume, lora=lora, max_steps=max_steps,
                                examples=max_steps * batch_size)
+
+
+def _link_final(init_dir, out_dir) -> str:
+    """<out_dir>/final as a symlink to a local `init_dir` (no copy of a multi-GB checkpoint), so later stages find
+    every stage-02 model at models/<name>/final (found by the gpu dry run: with base_steps 0, stage 04 looked for
+    models/base/final and stopped). A hub id has no folder to link: it is returned as given."""
+    import shutil
+    from pathlib import Path
+
+    src = Path(init_dir)
+    if not src.is_dir():
+        return str(init_dir)
+    final = Path(out_dir) / "final"
+    if final.is_symlink():
+        final.unlink()
+    elif final.exists():
+        shutil.rmtree(Path(out_dir))  # a trained run of other params: it is no longer this stage's output
+    final.parent.mkdir(parents=True, exist_ok=True)
+    final.symlink_to(src.resolve(), target_is_directory=True)
+    return str(final)
 
 
 def loss_curve(history: list[dict]):

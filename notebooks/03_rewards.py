@@ -37,6 +37,8 @@ pref_weight_mode = "normalize"   # text pairs, normalize, literal (constant 0.75
 pref_visual_weight_mode = "minmax" # visual pairs (tool probability), minmax or raw (released)
 pref_out = ""              # empty means runs/<profile>/data/preference
 mmedpo_data = "synthmed"   # preference set from synthmed, or real (VQA-RAD, SLAKE and IU-Xray train; gpu profile)
+semantic_judge_paths = []  # local instruct LMs judging the reasoning (Zhu et al.), empty keeps the rule judge
+clinical_judge_paths = []  # local instruct LMs of the clinical-relevance panel (MMedPO), empty keeps the rule panel
 n_figure_examples = 4
 interactive = True         # params files set False, so papermill never builds the widget
 num_threads = 0            # torch CPU threads, 0 keeps the default
@@ -51,7 +53,7 @@ import repro.results
 from repro import evaluation as ev
 from repro import models
 from repro.data import preference, protocols
-from repro.rewards import attention, figures, probes, suite
+from repro.rewards import attention, figures, llm_judge, probes, suite
 
 cfg, started = repro.config.start(globals(), "03_rewards")
 data_dir = repro.paths.data_dir(cfg.profile)
@@ -59,7 +61,8 @@ model_path = cfg.model_dir or repro.paths.models_dir(cfg.profile) / "sft" / "fin
 # eager attention: VRR and the attention heatmaps read the attention weights (sdpa returns none)
 model, processor = models.load_vlm(model_path, attn_implementation="eager")
 vrr = attention.make_vrr_reward(model, processor, layers=cfg.vrr_layers, batch_size=cfg.batch_size)
-rewards = suite.task_rewards(vrr_fn=vrr)
+rewards = suite.task_rewards(vrr_fn=vrr, semantic_judge=llm_judge.make_semantic_judge(cfg.semantic_judge_paths),
+                             clinical_panel=llm_judge.make_clinical_panel(cfg.clinical_judge_paths))
 print(f"profile {cfg.profile}: model {model_path}, data {data_dir}")
 
 # %% [markdown]

@@ -129,3 +129,19 @@ def test_gpu_code_path_on_the_real_architecture(arch, made, data_dir, tmp_path):
     d = dpo.train(tuned["final_dir"], tmp_path / "dpo", pref["dataset"]["train"], weighted=True, max_steps=1,
                   batch_size=2, lora=lora)
     assert (tmp_path / "dpo" / "final" / "config.json").exists() and d["steps"] == 1
+
+
+def test_llm_judge_backends_on_the_tiny_random_lm(made):
+    from repro.rewards import llm_judge, suite
+
+    judge = made[1]["judge_lm"]
+    rewards = suite.task_rewards(semantic_judge=llm_judge.make_semantic_judge([judge]),
+                                 clinical_panel=llm_judge.make_clinical_panel([judge, judge]))
+    relevance = rewards["vqa"][0]
+    assert relevance.__name__ == "clinical_relevance"
+    (score,) = relevance(["a mass in the right lung"], answer=["a nodule in the left lung"])
+    assert 0.0 <= score <= 1.0
+    semantic = next(f for f in rewards["mcq"] if f.__name__ == "semantic_reward")
+    out = semantic(["<think>A nodule in the lung on CT.</think><answer>A</answer>"], category=["nodule"],
+                   region=["lung"], modality=["CT"], reason_facts=[None])
+    assert out[0] in (0.0, 1.0)

@@ -145,3 +145,19 @@ def test_llm_judge_backends_on_the_tiny_random_lm(made):
     out = semantic(["<think>A nodule in the lung on CT.</think><answer>A</answer>"], category=["nodule"],
                    region=["lung"], modality=["CT"], reason_facts=[None])
     assert out[0] in (0.0, 1.0)
+
+
+def test_sampling_ignores_the_released_top_k(made):
+    """Qwen2.5-VL's generation_config (top_k 1, top_p 0.001) must not turn temperature sampling into greedy."""
+    import numpy as np
+    from PIL import Image
+
+    from repro import models
+    from repro.data import preference
+
+    model, processor = models.load_vlm(made[1]["qwen2_5_vl"])
+    assert model.generation_config.top_k == 1
+    row = {"messages": [{"role": "user", "content": "Describe the findings."}],
+           "image": Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))}
+    (samples,) = preference.sample_answers(model, processor, [row], 4, 12, 1.0, seed=0, progress=False)
+    assert len(set(samples)) > 1, samples

@@ -139,10 +139,10 @@ def test_llm_judge_backends_on_the_tiny_random_lm(made):
                                  clinical_panel=llm_judge.make_clinical_panel([judge, judge]))
     relevance = rewards["vqa"][0]
     assert relevance.__name__ == "clinical_relevance"
-    (score,) = relevance(["a mass in the right lung"], answer=["a nodule in the left lung"])
+    (score,) = relevance(completions=["a mass in the right lung"], answer=["a nodule in the left lung"])
     assert 0.0 <= score <= 1.0
     semantic = next(f for f in rewards["mcq"] if f.__name__ == "semantic_reward")
-    out = semantic(["<think>A nodule in the lung on CT.</think><answer>A</answer>"], category=["nodule"],
+    out = semantic(completions=["<think>A nodule in the lung on CT.</think><answer>A</answer>"], category=["nodule"],
                    region=["lung"], modality=["CT"], reason_facts=[None])
     assert out[0] in (0.0, 1.0)
 

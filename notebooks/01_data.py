@@ -42,7 +42,9 @@ conv_answer_paraphrases = 0        # conversation answers use the first n paraph
 vqa_rad_dir = ""           # real data folders (gpu profile), empty means not used
 slake_dir = ""
 pmc_vqa_dir = ""
+iu_xray_dir = ""
 medmnist_path = ""
+real_max_rows = 0          # rows kept per real data set and split, 0 means all
 interactive = True         # params files set False: papermill never builds the widgets
 
 # %%
@@ -106,7 +108,8 @@ manifest = build.build(
     heldout_categories=cfg.heldout_categories, heldout_wording_tasks=cfg.heldout_wording_tasks,
     conv_answer_paraphrases=cfg.conv_answer_paraphrases, progress=print,
     real_sources={"vqa_rad_dir": cfg.vqa_rad_dir, "slake_dir": cfg.slake_dir, "pmc_vqa_dir": cfg.pmc_vqa_dir,
-                  "medmnist_path": cfg.medmnist_path},
+                  "iu_xray_dir": cfg.iu_xray_dir, "medmnist_path": cfg.medmnist_path},
+    real_max_rows=cfg.real_max_rows,
 )
 print(f"{manifest['n_images']} images, fingerprint {manifest['fingerprint'][:16]}, {manifest['seconds']} s")
 

@@ -386,8 +386,8 @@ for k, v in checks.items():
 # %%
 metrics = {"n_params": n_params, "vision": {k: v for k, v in (vis or {}).items() if k != "history"}, "base": evals["base"], "sft": evals["SFT"], "majority": majority, "checks": checks,
            "train": {"base_seconds": base["seconds"], "sft_seconds": tuned["seconds"], "sft_rows": n_rows, "sft_epochs": len(mix) / n_rows,
-                     "base_final_loss": float(curves[base_label]["loss"].iloc[-1]),
-                     "sft_first_loss": float(curves["SFT (task mixture, from base)"]["loss"].iloc[0]),
-                     "sft_final_loss": float(curves["SFT (task mixture, from base)"]["loss"].iloc[-1])},
+                     "base_final_loss": sft.loss_at(curves[base_label], -1),
+                     "sft_first_loss": sft.loss_at(curves["SFT (task mixture, from base)"], 0),
+                     "sft_final_loss": sft.loss_at(curves["SFT (task mixture, from base)"], -1)},
            "models": {"base": base["final_dir"], "sft": tuned["final_dir"]}}
 print(repro.results.save(cfg, metrics, started=started))

@@ -44,6 +44,9 @@ pref_noise_step = 500      # diffusion step k of the blend (xi is xi_bar_k)
 pref_weight_mode = "normalize"   # text pairs, normalize, literal (constant 0.75), raw (released) or minmax
 pref_visual_weight_mode = "minmax" # visual pairs (tool probability), minmax or raw (released)
 pref_out = ""              # empty means runs/<profile>/data/preference
+mmedpo_data = "synthmed"   # preference set from synthmed, or real (VQA-RAD, SLAKE and IU-Xray train; gpu profile)
+semantic_judge_paths = []  # local instruct LMs judging the reasoning (Zhu et al.), empty keeps the rule judge
+clinical_judge_paths = []  # local instruct LMs of the clinical-relevance panel (MMedPO), empty keeps the rule panel
 n_figure_examples = 4
 interactive = True         # params files set False, so papermill never builds the widget
 num_threads = 0            # torch CPU threads, 0 keeps the default
@@ -57,8 +60,8 @@ import repro.plots
 import repro.results
 from repro import evaluation as ev
 from repro import models
-from repro.data import preference
-from repro.rewards import attention, figures, probes, suite
+from repro.data import preference, protocols
+from repro.rewards import attention, figures, llm_judge, probes, suite
 
 cfg, started = repro.config.start(globals(), "03_rewards")
 data_dir = repro.paths.data_dir(cfg.profile)
@@ -66,7 +69,8 @@ model_path = cfg.model_dir or repro.paths.models_dir(cfg.profile) / "sft" / "fin
 # eager attention: VRR and the attention heatmaps read the attention weights (sdpa returns none)
 model, processor = models.load_vlm(model_path, attn_implementation="eager")
 vrr = attention.make_vrr_reward(model, processor, layers=cfg.vrr_layers, batch_size=cfg.batch_size)
-rewards = suite.task_rewards(vrr_fn=vrr)
+rewards = suite.task_rewards(vrr_fn=vrr, semantic_judge=llm_judge.make_semantic_judge(cfg.semantic_judge_paths),
+                             clinical_panel=llm_judge.make_clinical_panel(cfg.clinical_judge_paths))
 print(f"profile {cfg.profile}: model {model_path}, data {data_dir}")
 
 # %% [markdown]
@@ -350,8 +354,9 @@ print(f"VRR of the SFT model's own answers on {len(scored)} abnormal samples: me
 
 # %%
 t0 = time.time()
+pref_data_dir = protocols.data_dir_for(data_dir, "mmedpo_data", cfg.mmedpo_data)
 pref = preference.build_preference(
-    model, processor, data_dir, cfg.pref_out or None, seed=cfg.seed, task_names=tuple(cfg.pref_tasks),
+    model, processor, pref_data_dir, cfg.pref_out or data_dir / "preference", seed=cfg.seed, task_names=tuple(cfg.pref_tasks),
     max_rows_per_task=cfg.pref_max_rows, n_samples=cfg.pref_samples, temperature=cfg.pref_temperature,
     heatmap=cfg.pref_heatmap, noise_method=cfg.pref_noise, noise_threshold=cfg.pref_threshold,
     noise_step=cfg.pref_noise_step, weight_mode=cfg.pref_weight_mode,

@@ -89,3 +89,24 @@ def eval_mode(model):
     finally:
         model.train(was_training)
 
+
+
+# ----------------------------------------------------------------------------------------------- training template
+def train_stop_token(processor) -> bool:
+    """Make SFT's assistant-only loss include the end-of-turn token; True when the template was changed.
+
+    Why: LLaVA-1.5's released template (llava-hf) writes an answer as "ASSISTANT: {text} " inside its
+    {% generation %} block, with no </s>, so TRL masks every answer *without* the stop token (it only warns) and a
+    fine-tuned model never learns to stop (found by the gpu dry run, repro.dryrun). LLaVA's own training format
+    (vicuna_v1) ends every answer with </s>; this appends eos_token inside the block. Templates without markers
+    (Qwen2.5-VL's release) are left to TRL, which swaps in its own marked training template for those it knows.
+    """
+    from trl.chat_template_utils import has_generation_markers, is_chat_template_stop_token_trained
+
+    template = getattr(processor, "chat_template", None)
+    if not isinstance(template, str) or not has_generation_markers(template):
+        return False
+    if is_chat_template_stop_token_trained(processor):
+        return False
+    processor.chat_template = template.replace("{% endgeneration %}", "{{ eos_token }}{% endgeneration %}")
+    return True

@@ -44,7 +44,9 @@ def _generate_batch(model, processor, conversations: list[list[dict]], images: l
     kwargs = {"max_new_tokens": int(max_new_tokens), "do_sample": sampling, "use_cache": True,
               "pad_token_id": tok.pad_token_id}
     if sampling:
-        kwargs["temperature"] = float(temperature)
+        # plain temperature sampling: the released Qwen2.5-VL generation_config carries top_k=1 / top_p=0.001,
+        # which silently turned every "sample" into the greedy answer (found by the gpu dry run, repro.dryrun)
+        kwargs.update(temperature=float(temperature), top_p=None, top_k=None)
     else:  # a checkpoint's generation_config may carry sampling defaults; neutralise them for greedy decoding
         kwargs.update(temperature=None, top_p=None, top_k=None)
     with torch.inference_mode():

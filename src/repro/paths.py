@@ -12,7 +12,7 @@ PARAMS = ROOT / "params"
 FIGURES = ROOT / "figures"
 RESULTS = ROOT / "results"
 RUNS = ROOT / "runs"
-PROFILES = ("smoke", "cpu", "gpu")
+PROFILES = ("smoke", "cpu", "gpu", "gpu-dryrun")
 
 
 def params_file(profile: str, stem: str) -> Path:

@@ -70,9 +70,14 @@ def test_short_run_decreases_loss_resumes_and_guards_its_key(setup):
     assert other["resumed_from"] is None  # a different run never resumes another run's checkpoint
 
 
-def test_zero_steps_returns_the_init_model(setup):
+def test_zero_steps_links_the_init_model(setup):
+    from pathlib import Path
+
     root, data, init = setup
-    assert sft.train(init, root / "none", [], max_steps=0)["final_dir"] == str(init)
+    final = sft.train(init, root / "none", [], max_steps=0)["final_dir"]
+    assert final == str(root / "none" / "final") and Path(final).resolve() == Path(init).resolve()
+    assert sft.train(init, root / "none", [], max_steps=0)["final_dir"] == final  # a rerun relinks
+    assert sft.train("org/some-model", root / "hub", [], max_steps=0)["final_dir"] == "org/some-model"
 
 
 def test_vision_pretraining_changes_only_the_tower_and_the_projector_scale(setup):

@@ -4,7 +4,8 @@ Layout written under runs/<profile>/data/:
     <task>/            DatasetDict(train, val, test) for task in TASKS (conv: test/val carry every eval variant)
     images/            the image records themselves (image, lesion mask, metadata, extra as JSON) per split:
                        vision-encoder pretraining, oracle lesion heatmaps (MMedPO) and lesion patches (VRR) use it
-    real_<name>/       rows of a real data set (only when its path is given in params)
+    real_<protocol>/   real data sets as task data dirs (only when their paths are given in params; gpu profile):
+                       real_pmc_vqa/mcq, real_mmedpo/{vqa,report}, real_medmnist/vqa (repro.data.protocols)
     manifest.json      sizes, fingerprints, split definitions and the params that made the data
 The data is built in a sibling temporary folder and swapped in at the end, so a failed run keeps the old data.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repro.data import conversations, real_layouts, schema, splits, synthmed, tasks
+from repro.data import conversations, protocols, real_layouts, schema, splits, synthmed, tasks
 
 TASKS = ("vqa", "mcq", "instruct", "conv", "report", "reason")
 
@@ -107,7 +108,7 @@ def build(out_dir: Path, **kw) -> dict:
 def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
           yes_share: float, split_fractions, conv_train_variants, conv_eval_variants, heldout_categories,
           heldout_wording_tasks=TASKS, conv_answer_paraphrases: int = 0, min_lesion_px: float | None = None,
-          real_sources: dict[str, str] | None = None, progress=None) -> dict:
+          real_sources: dict[str, str] | None = None, real_max_rows: int = 0, progress=None) -> dict:
     from datasets import DatasetDict
 
     t0 = time.time()
@@ -151,10 +152,9 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
                                    "fingerprints": fps}
         say(f"{task}: " + ", ".join(f"{s} {len(r)}" for s, r in per_task[task].items()))
     manifest["fingerprint"] = h.hexdigest()
-    for name, rows in load_real(real_sources or {}, image_size).items():
-        to_dataset(rows).save_to_disk(str(tmp / f"real_{name}"))
-        manifest["tasks"][f"real_{name}"] = {"rows": {"all": len(rows)}}
-        say(f"real {name}: {len(rows)} rows")
+    for name, info in protocols.save_real_tasks(tmp, real_sources or {}, image_size, real_max_rows).items():
+        manifest["tasks"][name] = info
+        say(f"real {name}: " + ", ".join(f"{s} {n}" for s, n in info["rows"].items()))
     manifest["seconds"] = round(time.time() - t0, 2)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     # Swap in the new data only now: a failure above leaves the previous data untouched.

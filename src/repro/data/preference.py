@@ -149,10 +149,13 @@ def _findings_pool(row: dict) -> list[str]:
     return own + [schema.NORMAL] if len(own) > 1 else tasks.MAU_CATEGORIES + [schema.NORMAL]
 
 
-def templated_hallucination(row: dict, seed: int = 0) -> str:
-    """A wrong answer written from the truth and the task banks (module docstring); deterministic per (seed, row)."""
+def templated_hallucination(row: dict, seed: int = 0, pool: list[str] | None = None) -> str:
+    """A wrong answer written from the truth and the task banks (module docstring); deterministic per (seed, row).
+    Rows of real data sets (a source SynthMed does not know) take another answer of the same kind from `pool`."""
     rng = _rng(seed, "template", row.get("task"), row.get("id"), question_of(row))
     truth = truth_of(row)
+    if row.get("source") not in schema.SOURCES:
+        return _real_hallucination(truth, pool or [], rng)
     if row.get("task") == "vqa" and row.get("answer_type") == "closed":
         return "no" if truth.strip().lower().startswith("yes") else "yes"
     if row.get("task") == "vqa":
@@ -161,6 +164,19 @@ def templated_hallucination(row: dict, seed: int = 0) -> str:
             kind, _findings_pool(row))
         return _other(rng, pool, truth)
     return _report_hallucination(row, rng)
+
+
+def _real_hallucination(truth: str, pool: list[str], rng) -> str:
+    """Real data has no facts to rewrite (no category, box or finding bank): another row's answer of the same task
+    and answer type (another report for IU-Xray, another open answer, another closed non-yes/no answer such as
+    "left" for "right"); yes/no answers get the opposite (also when the pool has nothing else)."""
+    from repro.metrics import is_yes_no
+
+    flip = "no" if truth.strip().lower().startswith("yes") else "yes"
+    if is_yes_no(truth):
+        return flip
+    rest = sorted({p for p in pool if p.strip().lower() != truth.strip().lower() and not is_yes_no(p)})
+    return rest[int(rng.integers(len(rest)))] if rest else flip
 
 
 def _report_hallucination(row: dict, rng) -> str:
@@ -281,10 +297,13 @@ def text_pairs(model, processor, rows: list[dict], task: str, *, n_samples: int,
                               batch_size, progress, desc=f"sampling {task} x{n_samples}")
                if model is not None else [[] for _ in rows])
     pairs, counts = [], {"sampled": 0, "templated": 0}
+    pools: dict = {}  # real rows' fallback: the other answers of the same answer type
+    for r in rows:
+        pools.setdefault(r.get("answer_type"), []).append(truth_of(r))
     for row, ss in zip(rows, samples):
         rejected, score = pick_rejected(row, ss)
         if rejected is None:
-            rejected = templated_hallucination(row, seed)
+            rejected = templated_hallucination(row, seed, pools.get(row.get("answer_type")))
             score = clinical.consensus(rejected, truth_of(row)).mean
             counts["templated"] += 1
         else:

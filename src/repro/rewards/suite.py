@@ -20,20 +20,27 @@ from repro.rewards import clinical, localization, rules, vqa
 TASK_ORDER = ("mcq", "instruct", "conv", "vqa", "report")
 
 
-def task_rewards(vrr_fn=None) -> dict[str, list]:
-    """{task: [reward functions]} for the tasks the suite's samples come from."""
+def task_rewards(vrr_fn=None, semantic_judge=None, clinical_panel=None) -> dict[str, list]:
+    """{task: [reward functions]} for the tasks the suite's samples come from. semantic_judge / clinical_panel
+    replace the rule judges (e.g. rewards.llm_judge.make_semantic_judge(paths) / make_clinical_panel(paths));
+    None keeps them. The reward names stay the same either way."""
+    semantic, semantic_fraction = vqa.semantic_reward, vqa.semantic_fraction_reward
+    if semantic_judge is not None:
+        semantic = vqa.make_semantic_reward(semantic_judge)
+        semantic_fraction = vqa.make_semantic_reward(semantic_judge, binary=False)
+    relevance = clinical.make_clinical_relevance(clinical_panel) if clinical_panel else clinical.clinical_relevance
     instruct = [localization.alr_reward, localization.relevance_reward]
     if vrr_fn is not None:
         instruct += [vrr_fn, localization.make_aar_reward(group_key="id", vrr_fn=vrr_fn)]
     else:
         instruct += [localization.make_aar_reward(group_key="id")]
     return {
-        "mcq": [vqa.format_reward, vqa.accuracy_reward, vqa.semantic_reward, vqa.semantic_fraction_reward,
-                vqa.ecr_reward, vqa.cwr_reward],
-        "instruct": instruct + [clinical.clinical_relevance],
+        "mcq": [vqa.format_reward, vqa.accuracy_reward, semantic, semantic_fraction, vqa.ecr_reward,
+                vqa.cwr_reward],
+        "instruct": instruct + [relevance],
         "conv": [rules.drllava_reward, rules.drllava_gated_reward, rules.released_reward],
-        "vqa": [clinical.clinical_relevance],
-        "report": [clinical.clinical_relevance],
+        "vqa": [relevance],
+        "report": [relevance],
     }
 
 

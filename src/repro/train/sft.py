@@ -107,10 +107,11 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     never cut.
     """
     if max_steps == 0:  # e.g. a real instruct checkpoint is its own "base": nothing to train
-        return {"final_dir": str(init_dir), "log_history": [], "seconds": 0.0, "steps": 0, "resumed_from": None,
-                "examples": 0}
+        return {"final_dir": _link_final(init_dir, out_dir), "log_history": [], "seconds": 0.0, "steps": 0,
+                "resumed_from": None, "examples": 0}
     from trl import SFTConfig, SFTTrainer
 
+    from repro.chat import train_stop_token
     from repro.models import load_vlm, vision_tower
 
     key = {"run_key": run_key, "init": str(init_dir), "max_steps": max_steps, "batch_size": batch_size,
@@ -122,13 +123,16 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
     # from init even when resuming: runs.train_and_save copies the checkpoint's weights in (runs.restore_weights)
     model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None,
                                 lora=lora, dtype="bf16" if bf16 else "fp32")
+    train_stop_token(processor)  # LLaVA-1.5's released template leaves </s> out of the loss (repro.chat)
     if freeze_vision:  # a pretrained tower keeps its features, and the backward pass skips it (~1/4 of a step)
         for p in vision_tower(model).parameters():
             p.requires_grad_(False)
     args = SFTConfig(
         output_dir=str(ckpt_dir), max_steps=max_steps, per_device_train_batch_size=batch_size, learning_rate=lr,
         lr_scheduler_type="cosine", warmup_steps=max(1, int(warmup_ratio * max_steps)), weight_decay=weight_decay,
-        logging_steps=logging_steps, save_strategy="steps", save_steps=save_steps, save_total_limit=1,
+        # a run shorter than logging_steps would log no loss at all
+        logging_steps=max(1, min(logging_steps, max_steps)), save_strategy="steps", save_steps=save_steps,
+        save_total_limit=1,
         seed=seed, data_seed=seed, report_to=[], use_cpu=use_cpu, bf16=bf16, activation_checkpointing=False,
         max_length=None, assistant_only_loss=True, dataloader_num_workers=0, disable_tqdm=False,
         # sft_dataset(batch_size=...) already arranged the rows in task-homogeneous batches: keep that order.
@@ -140,8 +144,35 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
                                examples=max_steps * batch_size)
 
 
+def _link_final(init_dir, out_dir) -> str:
+    """<out_dir>/final as a symlink to a local `init_dir` (no copy of a multi-GB checkpoint), so later stages find
+    every stage-02 model at models/<name>/final (found by the gpu dry run: with base_steps 0, stage 04 looked for
+    models/base/final and stopped). A hub id has no folder to link: it is returned as given."""
+    import shutil
+    from pathlib import Path
+
+    src = Path(init_dir)
+    if not src.is_dir():
+        return str(init_dir)
+    final = Path(out_dir) / "final"
+    if final.is_symlink():
+        final.unlink()
+    elif final.exists():
+        shutil.rmtree(Path(out_dir))  # a trained run of other params: it is no longer this stage's output
+    final.parent.mkdir(parents=True, exist_ok=True)
+    final.symlink_to(src.resolve(), target_is_directory=True)
+    return str(final)
+
+
 def loss_curve(history: list[dict]):
     """(step, loss) DataFrame from a trainer log history."""
     import pandas as pd
 
-    return pd.DataFrame([{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h])
+    # the columns exist even for a run that logged nothing (base_steps 0 in the gpu profile: nothing trained)
+    return pd.DataFrame([{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h],
+                        columns=["step", "loss"])
+
+
+def loss_at(curve, index: int) -> float | None:
+    """curve["loss"] at position `index` (0 first, -1 last), None for a run without logged losses."""
+    return float(curve["loss"].iloc[index]) if len(curve) else None

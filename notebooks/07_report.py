@@ -28,13 +28,32 @@
 #   `runs/<profile>/notebooks/` exported by nbconvert (no execution).
 #
 # A stage without results is named, with the command that produces it, and everything else still builds.
-# Verdicts (docs/methods.md §0, `repro.stats.verdict`): **reproduced** — the CI excludes 0 on the paper's side
+# Verdicts (docs/methods.md §5, `repro.stats.verdict`): **reproduced** — the CI excludes 0 on the paper's side
 # and p_holm < 0.05; **opposite** — the same on the other side; **inconclusive** — otherwise; **not trained** — an
 # arm did not move, so nothing was tested. Results written before the paired tests carry only a t-interval over
 # seeds (`ci95`): they show that interval and "—" for p and p_holm.
 #
 # Headless: `make report PROFILE=cpu` (this notebook through the runner, then the HTML export of its own executed
 # copy); `python -m repro run --profile smoke --only 07`.
+
+# %% [markdown]
+# ### How a claim is judged (the formulas behind every row)
+#
+# A claim compares two arms $A$ (the method) and $B$ (its baseline) on the same test items, paired by seed and item.
+# The estimate is the mean paired difference
+# $$\hat\Delta = \frac{1}{S}\sum_{s=1}^{S} \frac{1}{N}\sum_{i=1}^{N} \big(y^{A}_{s,i} - y^{B}_{s,i}\big),$$
+# its 95 % CI a bootstrap that resamples *images* (the items of one image move together) and seeds; for one binary
+# metric and one seed the p-value is McNemar's exact test on the discordant pairs. Within each paper the p-values
+# are Holm-adjusted,
+# $$p^{\text{Holm}}_{(j)} = \max_{k \le j} \min\{1,\ (m-k+1)\,p_{(k)}\},$$
+# and the minimum detectable effect is $\mathrm{MDE} \approx (z_{0.975} + z_{0.8})\,\mathrm{SE}(\hat\Delta) = 2.8\,
+# \mathrm{SE}$: a claim whose MDE is larger than the paper's effect could not have been decided, whatever the verdict.
+#
+# **Exercises.** (1) Pick an "inconclusive" claim in the ledger below and compare its `mde` with the paper's
+# difference: was the experiment able to see the paper's effect at all? (2) `repro.stats.compare` on a toy pair of
+# arms where the method beats the baseline on one item in every seed: why is the verdict not "reproduced", although
+# a t-interval over seeds would have zero width? (3) Run `make verify ONLY=04` on your machine and count which
+# verdicts changed; which claims had CIs near 0?
 
 # %% tags=["parameters"]
 profile = "smoke"

@@ -19,7 +19,7 @@ DR_VARIANTS = ("standard",) + claims_lib.DR_VARIANTS
 # UMed-LVLM's generalization analyses (docs/methods.md §4(f)): UMed-LVLM vs its start MedVInt, MAU accuracy
 PAPER_UMED = {"unseen categories": "0.35 (MedVInt 0.05)", "without tbx11k": "0.57", "without deeplesion": "0.42",
               "CT only": "generalises (no number)"}
-PAPER_LABEL = "paper (§4(f) analyses)"
+PAPER_LABEL = "paper (UMed-LVLM text, docs/methods.md §4(f))"
 
 
 # ----------------------------------------------------------------------------------------------- claims

@@ -133,12 +133,12 @@ def provenance(cfg, started: float | None = None) -> dict:
     }
 
 
-def _clean(x):
+def clean(x):
     """JSON-safe: numpy scalars -> Python, NaN/inf -> None (JSON has neither)."""
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
+        return {str(k): clean(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
+        return [clean(v) for v in x]
     if hasattr(x, "item") and not isinstance(x, str | bytes):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
@@ -181,8 +181,8 @@ def save_table(df, cfg, name: str) -> Path:
 def save(cfg, metrics: dict, started: float | None = None, **extra) -> Path:
     """Write results/<profile>/<stem>.json and publish the staged figures and tables. Returns the JSON path."""
     out = paths.results_file(cfg.profile, cfg.stem)
-    record = {"stage": cfg.stem, "profile": cfg.profile, "metrics": _clean(metrics), **_clean(extra),
-              "provenance": _clean(provenance(cfg, started))}
+    record = {"stage": cfg.stem, "profile": cfg.profile, "metrics": clean(metrics), **clean(extra),
+              "provenance": clean(provenance(cfg, started))}
     text = json.dumps(record, indent=2, sort_keys=False, allow_nan=False) + "\n"
     fig_dir = paths.figures_dir(cfg.profile)
     fig_dir.mkdir(parents=True, exist_ok=True)

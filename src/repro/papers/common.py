@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from repro import paths
+from repro import paths, results
 from repro.config import ConfigError
 
 PAPERS = ("umed", "zhu", "mmedpo", "drllava")
@@ -210,7 +210,7 @@ def run_job(job: Job):
     rows = rows.assign(paper=job.paper, method=job.method, seed=job.seed)[ROW_COLUMNS]
     job.folder.mkdir(parents=True, exist_ok=True)
     rows.to_csv(job.folder / "rows.csv", index=False)
-    (job.folder / "arm.json").write_text(json.dumps(_clean(rec), indent=1))
+    (job.folder / "arm.json").write_text(json.dumps(results.clean(rec), indent=1))
     return rec, rows
 
 
@@ -241,18 +241,6 @@ def run_jobs(jobs: list[Job], workers: int = 1, only_cached: bool = False) -> tu
     recs = [r for r, _ in done]
     rows = pd.concat([r for _, r in done], ignore_index=True) if done else pd.DataFrame(columns=ROW_COLUMNS)
     return recs, rows
-
-
-def _clean(x):
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, str | bytes):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 # ----------------------------------------------------------------------------------------------- the trained rule

@@ -12,16 +12,17 @@ The config (YAML or JSON) is either flat (the keys of one trainer) or has one se
 "grpo": {...}}); several trainers in one launch run one after another in the same process group (one start-up).
 Keys: KEYS below; the ones marked REQUIRED must be given, an unknown key is an error naming the file and key.
 
-`batch_size` is the GLOBAL batch (rows for SFT, prompts for GRPO and PPO, pairs for DPO) per optimizer step, whatever the
-number of processes: each process gets batch_size / world_size of it (an error when it does not divide). So the
-same config gives the same number of optimizer steps and the same examples per step on 1 or N processes. SFT with
-`sequential: true` arranges the rows in global batches (sft.sft_dataset) that accelerate splits in order between the
-processes: step k sees the same rows on 1 or N processes.
+`batch_size` is the GLOBAL batch (rows for SFT, prompts for GRPO and PPO, pairs for DPO) per optimizer step,
+whatever the number of processes: each process gets batch_size / world_size of it (an error when it does not
+divide). So the same config gives the same number of optimizer steps and the same examples per step on 1 or N
+processes. SFT with `sequential: true` arranges the rows in global batches (sft.sft_dataset) that accelerate splits
+in order between the processes: step k sees the same rows on 1 or N processes. PPO splits each step's prompts itself
+(ppo.train, repro.train.ppo_dist).
 
 Each trainer runs through its module's own train() (sft.train, grpo.train, dpo.train, ppo.train), so the run
-directory, run key, resume and <out_dir>/final are those of the single-process path; repro.train.runs does the directory work on
-the main process only and saves through Trainer.save_model (gathers ZeRO-3 / FSDP shards). The run key adds
-world_size and the global batch: a run is never resumed under another process count.
+directory, run key, resume and <out_dir>/final are those of the single-process path; repro.train.runs does the
+directory work on the main process only and saves through Trainer.save_model (gathers ZeRO-3 / FSDP shards). The run
+key adds world_size and the global batch: a run is never resumed under another process count.
 GRPO's vLLM rollouts (`use_vllm: true`, `vllm_mode: colocate|server`) are passed to GRPOConfig; GPU only (vLLM
 needs CUDA and the vllm package; an error says so on CPU).
 """

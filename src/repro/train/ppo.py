@@ -45,6 +45,11 @@ Checkpoints (the last one kept) under <out_dir>/checkpoints/checkpoint-<step>: p
 value_head.safetensors, optimizer.pt, trainer_state.json (step, log history, torch RNG state); guarded by the
 run key as in sft.train. Full fine-tuning only (no LoRA here); the reference is a frozen copy of init_dir.
 Dropout stays off (model.eval()) so the first PPO epoch starts at ratio 1 exactly.
+
+Several processes (`accelerate launch ... -m repro.train.launch ppo`, docs/multi_gpu.md): with a torch.distributed
+group up, batch_size and minibatch are global and split between the processes, policy and value head are DDP-wrapped
+by accelerate, batch-wide statistics are gathered and only the main process writes (ppo_dist). Without a group the
+code path above is unchanged.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""SFT, GRPO and DPO in one or several processes (GPUs) through accelerate: one entry point for the command line,
-notebook cells and tests.
+"""SFT, GRPO, DPO and our PPO in one or several processes (GPUs) through accelerate: one entry point for the
+command line, notebook cells and tests.
 
 Run as: accelerate launch --config_file configs/accelerate/<ddp|zero2|zero3|fsdp|cpu_2proc>.yaml \\
-            -m repro.train.launch <sft|grpo|dpo> [<more trainers>] --config run.yaml
+            -m repro.train.launch <sft|grpo|dpo|ppo> [<more trainers>] --config run.yaml
         python -m repro.train.launch sft --config run.yaml          (one process, no accelerate: the same code)
 From a notebook cell: `!accelerate launch --config_file ../configs/accelerate/ddp.yaml -m repro.train.launch sft
 --config run.yaml`, or `infos = launch.spawn(["sft"], cfg, "configs/accelerate/ddp.yaml", workdir)` (writes the config,
@@ -12,16 +12,17 @@ The config (YAML or JSON) is either flat (the keys of one trainer) or has one se
 "grpo": {...}}); several trainers in one launch run one after another in the same process group (one start-up).
 Keys: KEYS below; the ones marked REQUIRED must be given, an unknown key is an error naming the file and key.
 
-`batch_size` is the GLOBAL batch (rows for SFT, prompts for GRPO, pairs for DPO) per optimizer step, whatever the
-number of processes: each process gets batch_size / world_size of it (an error when it does not divide). So the
-same config gives the same number of optimizer steps and the same examples per step on 1 or N processes. SFT with
-`sequential: true` arranges the rows in global batches (sft.sft_dataset) that accelerate splits in order between the
-processes: step k sees the same rows on 1 or N processes.
+`batch_size` is the GLOBAL batch (rows for SFT, prompts for GRPO and PPO, pairs for DPO) per optimizer step,
+whatever the number of processes: each process gets batch_size / world_size of it (an error when it does not
+divide). So the same config gives the same number of optimizer steps and the same examples per step on 1 or N
+processes. SFT with `sequential: true` arranges the rows in global batches (sft.sft_dataset) that accelerate splits
+in order between the processes: step k sees the same rows on 1 or N processes. PPO splits each step's prompts itself
+(ppo.train, repro.train.ppo_dist).
 
-Each trainer runs through its module's own train() (sft.train, grpo.train, dpo.train), so the run directory, run
-key, resume and <out_dir>/final are those of the single-process path; repro.train.runs does the directory work on
-the main process only and saves through Trainer.save_model (gathers ZeRO-3 / FSDP shards). The run key adds
-world_size and the global batch: a run is never resumed under another process count.
+Each trainer runs through its module's own train() (sft.train, grpo.train, dpo.train, ppo.train), so the run
+directory, run key, resume and <out_dir>/final are those of the single-process path; repro.train.runs does the
+directory work on the main process only and saves through Trainer.save_model (gathers ZeRO-3 / FSDP shards). The run
+key adds world_size and the global batch: a run is never resumed under another process count.
 GRPO's vLLM rollouts (`use_vllm: true`, `vllm_mode: colocate|server`) are passed to GRPOConfig; GPU only (vLLM
 needs CUDA and the vllm package; an error says so on CPU).
 """
@@ -40,7 +41,7 @@ from pathlib import Path
 
 from repro.train import runs
 
-TRAINERS = ("sft", "grpo", "dpo")
+TRAINERS = ("sft", "grpo", "dpo", "ppo")
 REQUIRED = "<required>"
 _COMMON = {"init_dir": REQUIRED, "out_dir": REQUIRED, "max_steps": REQUIRED, "batch_size": REQUIRED, "seed": 0,
            "lora": None, "bf16": False, "use_cpu": None, "save_steps": 100, "logging_steps": 1, "run_key": None}
@@ -53,6 +54,12 @@ KEYS: dict[str, dict] = {
              "num_generations": 8, "lr": 1e-4, "beta": 0.04, "max_completion_length": 48, "temperature": 1.0,
              "use_vllm": False, "vllm_mode": "colocate", "grpo_config": None},
     "dpo": {**_COMMON, "preference": REQUIRED, "split": "train", "weighted": REQUIRED, "lr": 5e-5, "beta": 0.1},
+    # ppo.train: rows = evaluation.load_rows(data_dir, task, split, limit); rewards: "module:function" or
+    # {"factory": "module:function", "kwargs": {...}} (called once, returns the reward); ppo_config: any further
+    # PPOConfig field (k, minibatch, kl_beta, ...). Full fine-tuning only; bf16 and logging_steps do not apply (the
+    # dtype is load_vlm's, every step is logged).
+    "ppo": {**_COMMON, "data_dir": REQUIRED, "task": "instruct", "split": "train", "limit": None,
+            "rewards": REQUIRED, "reward_weights": None, "multi_turn": False, "lr": 1e-5, "ppo_config": None},
 }
 
 
@@ -118,6 +125,36 @@ def variant(spec, where: str = "<config>"):
                         loss_type=spec.get("loss_type", "grpo"), scale_rewards=spec.get("scale_rewards", "group"))
 
 
+def reward_fn(spec, where: str = "<config>"):
+    """A PPO reward: "module:function", or {"factory": "module:function", "kwargs": {...}} -> factory(**kwargs)
+    (e.g. repro.rewards.localization:make_aar_reward with group_key query_id)."""
+    if isinstance(spec, str):
+        return _import(spec, where)
+    if not isinstance(spec, dict) or "factory" not in spec:
+        raise ValueError(f"launch config {where} [ppo]: a reward is 'module:function' or {{factory, kwargs}}, "
+                         f"got {spec!r}")
+    return _import(spec["factory"], where)(**(spec.get("kwargs") or {}))
+
+
+def ppo_config(c: dict, glob: int, where: str = "<config>"):
+    """The PPOConfig of a resolved ppo section: ppo_config's fields plus steps, batch_size (global), lr, seed and
+    save_steps from the section's own keys (giving those inside ppo_config is an error)."""
+    import dataclasses
+
+    from repro.train import ppo
+
+    extra = dict(c["ppo_config"] or {})
+    own = {"steps": c["max_steps"], "batch_size": glob, "lr": c["lr"], "seed": c["seed"], "save_steps": c["save_steps"]}
+    names = {f.name for f in dataclasses.fields(ppo.PPOConfig)}
+    for k in extra:
+        if k not in names or k in own:
+            why = "set it as a top-level key (max_steps, batch_size, ...)" if k in own else "not a PPOConfig field"
+            raise ValueError(f"launch config {where} [ppo]: ppo_config key {k!r}: {why}")
+    if c["lora"] is not None:
+        raise ValueError(f"launch config {where} [ppo]: lora must be null (ppo.train is full fine-tuning only)")
+    return ppo.PPOConfig(**extra, **own)
+
+
 def _vllm_extra(c: dict, use_cpu: bool, where: str) -> dict:
     """GRPOConfig fields of the vLLM option (plus grpo_config passthrough)."""
     extra = dict(c["grpo_config"] or {})
@@ -149,7 +186,7 @@ def _state(use_cpu: bool):
 
 
 def run(kind: str, cfg: dict, where: str = "<config>") -> dict:
-    """Train one `kind` (sft|grpo|dpo) run from its config keys; returns the train() info plus world_size,
+    """Train one `kind` (sft|grpo|dpo|ppo) run from its config keys; returns the train() info plus world_size,
     global_batch_size and per_device_batch_size. In every process of a launch (all return the same info)."""
     import torch
 
@@ -178,6 +215,17 @@ def run(kind: str, cfg: dict, where: str = "<config>") -> dict:
                          weight_decay=c["weight_decay"], sequential=c["sequential"],
                          freeze_vision=c["freeze_vision"], **common)
         counts = {"examples": c["max_steps"] * glob}
+    elif kind == "ppo":
+        from repro import evaluation as ev
+        from repro.train import ppo
+
+        cfg_ppo = ppo_config(c, glob, where)  # batch_size global: ppo.train splits each step's rows itself
+        with first:
+            rows = ev.load_rows(c["data_dir"], c["task"], c["split"], c["limit"])
+        info = ppo.train(c["init_dir"], c["out_dir"], rows, [reward_fn(r, where) for r in c["rewards"]], cfg_ppo,
+                         multi_turn=c["multi_turn"], reward_weights=c["reward_weights"], run_key=common["run_key"],
+                         progress=False, use_cpu=use_cpu)
+        counts = {"samples": c["max_steps"] * glob * cfg_ppo.k}
     elif kind == "grpo":
         from repro.train import grpo
 
@@ -251,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     for kind in args.trainers:
         info = run(kind, section(cfg, kind, args.config), args.config)
         if int(os.environ.get("RANK", "0")) == 0:
-            losses = [h["loss"] for h in info["log_history"] if "loss" in h]
+            losses = [h.get("loss", h.get("policy_loss")) for h in info["log_history"]
+                      if "loss" in h or "policy_loss" in h]
             print(f"[launch] {kind}: {info['final_dir']} steps={info['steps']} world={info.get('world_size', 1)} "
                   f"last loss={losses[-1] if losses else None}{' (cached)' if info.get('cached') else ''}",
                   flush=True)

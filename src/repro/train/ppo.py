@@ -45,6 +45,11 @@ Checkpoints (the last one kept) under <out_dir>/checkpoints/checkpoint-<step>: p
 value_head.safetensors, optimizer.pt, trainer_state.json (step, log history, torch RNG state); guarded by the
 run key as in sft.train. Full fine-tuning only (no LoRA here); the reference is a frozen copy of init_dir.
 Dropout stays off (model.eval()) so the first PPO epoch starts at ratio 1 exactly.
+
+Several processes (`accelerate launch ... -m repro.train.launch ppo`, docs/multi_gpu.md): with a torch.distributed
+group up, batch_size and minibatch are global and split between the processes, policy and value head are DDP-wrapped
+by accelerate, batch-wide statistics are gathered and only the main process writes (ppo_dist). Without a group the
+code path above is unchanged.
 """
 
 from __future__ import annotations
@@ -193,37 +198,48 @@ def _save_checkpoint(ckpt_dir: Path, step: int, model, processor, head, opt, his
             shutil.rmtree(old)
 
 
-def _clip_and_step(opt, cfg: PPOConfig) -> None:
+def _clip_and_step(opt, cfg: PPOConfig, dist=None) -> None:
     if cfg.max_grad_norm:
         for group in opt.param_groups:  # policy and value head separately: one must not shrink the other's step
-            torch.nn.utils.clip_grad_norm_(group["params"], cfg.max_grad_norm)
+            if dist is None:
+                torch.nn.utils.clip_grad_norm_(group["params"], cfg.max_grad_norm)
+            else:
+                dist.clip(group["params"], cfg.max_grad_norm)
     opt.step()
 
 
 def ppo_step(policy, head: ValueHead, ref, processor, opt, rows: list[dict], reward_fns, weights, cfg: PPOConfig,
-             multi_turn: bool = False, update_policy: bool = True) -> tuple[dict, dict]:
+             multi_turn: bool = False, update_policy: bool = True, dist=None) -> tuple[dict, dict]:
     """One PPO iteration on `rows` (module docstring, steps 1-4); update_policy=False updates the value head only.
-    Returns (log dict, {"rollout_seconds", "update_seconds"}). The caller seeds torch."""
+    Returns (log dict, {"rollout_seconds", "update_seconds"}). The caller seeds torch.
+
+    dist (a ppo_dist.Dist, several processes): `rows` are this process's share of the step, policy and head are
+    DDP-wrapped; whitening and the log use the whole step's statistics, minibatch is split between processes."""
     pad_id = processor.tokenizer.pad_token_id
     ta = time.time()
-    samples = (rollout_conversation if multi_turn else rollout_single)(policy, processor, rows, cfg)
+    model = dist.unwrap(policy) if dist else policy  # rollouts and scoring: no gradient, no DDP wrapper
+    vhead = dist.unwrap(head) if dist else head
+    samples = (rollout_conversation if multi_turn else rollout_single)(model, processor, rows, cfg)
     scores, raw = score_samples(reward_fns, weights, rows, samples)
     missing = torch.tensor([sum(not e for e in s.ended) for s in samples], dtype=torch.float32)
-    sc = score_rollout(policy, ref, samples, pad_id, cfg, head)
+    sc = score_rollout(model, ref, samples, pad_id, cfg, vhead)
     mask = sc["mask"]                                                         # [N, L-1]
     penalised = (scores + cfg.missing_eos_penalty * missing).to(mask.device)  # [N]
     groups = torch.tensor([s.query for s in samples], device=mask.device)     # [N]
     a = ppo_math.advantages(sc["logp"], sc["ref_logp"], sc["values"], mask, penalised, groups,
                             kl_beta=cfg.kl_beta, gamma=cfg.gamma, lam=cfg.lam, baseline=cfg.baseline,
-                            whiten=cfg.whiten_advantages)
+                            whiten=cfg.whiten_advantages and dist is None)
     adv, returns = a["advantages"], a["returns"]
+    if dist is not None and cfg.whiten_advantages:  # over the whole step's action tokens, as in one process
+        adv = dist.whiten(adv, mask)
     tb = time.time()
     stats: list[dict] = []
     n = len(samples)
+    minibatch = cfg.minibatch // dist.world if dist else cfg.minibatch  # the same optimizer steps as one process
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(n).tolist()
-        for i in range(0, n, cfg.minibatch):
-            idx = perm[i:i + cfg.minibatch]
+        for i in range(0, n, minibatch):
+            idx = perm[i:i + minibatch]
             # Value head on the rollout's (detached) hidden states: full [n, L-1] width, the mask does the rest.
             lv = ppo_math.value_loss(head(sc["hidden"][idx]), sc["values"][idx], returns[idx], mask[idx],
                                      cfg.clip_value)
@@ -240,9 +256,15 @@ def ppo_step(policy, head: ValueHead, ref, processor, opt, rows: list[dict], rew
                 loss = loss + lp - cfg.ent_coef * entropy
                 st.update(pst)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            _clip_and_step(opt, cfg)
+            if dist is None:
+                loss.backward()
+            else:
+                dist.backward(loss)
+            _clip_and_step(opt, cfg, dist)
             stats.append(st)
+    if dist is not None:
+        log = dist.log(scores, raw, a, sc, adv, returns, samples, stats, update_policy)
+        return log, {"rollout_seconds": tb - ta, "update_seconds": time.time() - tb}
     log = {"reward": scores.mean().item(), **{f"reward/{k}": nanmean(v) for k, v in raw.items()},
            "kl": a["kl"].sum(1).mean().item(), "entropy": ppo_math.masked_mean(sc["entropy"], mask).item(),
            "response_length": mask.sum(1).mean().item(),
@@ -258,7 +280,8 @@ def ppo_step(policy, head: ValueHead, ref, processor, opt, rows: list[dict], rew
 
 
 def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bool = False,
-          reward_weights: Sequence[float] | None = None, run_key: dict | None = None, progress: bool = True) -> dict:
+          reward_weights: Sequence[float] | None = None, run_key: dict | None = None, progress: bool = True,
+          use_cpu: bool | None = None) -> dict:
     """PPO from the model at `init_dir` on `rows` (list of dicts or a datasets.Dataset); returns {"final_dir",
     "log_history", "seconds", "steps", "resumed_from", "seconds_per_step", ...}.
 
@@ -268,6 +291,11 @@ def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bo
     sample of sum_t KL_t), entropy (per answer token), response_length (answer tokens per sample, all turns),
     eos_rate, value_mean, explained_variance, advantage_abs, policy_update, and policy_loss, value_loss,
     clip_frac, approx_kl (means over the minibatch updates; policy terms None in value warm-up steps).
+    use_cpu: train on CPU even with a GPU (None: the GPU when there is one).
+
+    Several processes (`accelerate launch`, via repro.train.launch): cfg.batch_size and cfg.minibatch are global and
+    split between the processes (ppo_dist); only the main process writes the run directory, every process returns
+    the same info. Without a process group nothing of this applies.
     """
     fns = list(reward_fns) if isinstance(reward_fns, (list, tuple)) else [reward_fns]
     weights = [1.0] * len(fns) if reward_weights is None else [float(w) for w in reward_weights]
@@ -275,6 +303,11 @@ def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bo
         raise ValueError(f"{len(weights)} reward_weights for {len(fns)} reward functions")
     if cfg.steps <= 0:
         return {"final_dir": str(init_dir), "log_history": [], "seconds": 0.0, "steps": 0, "resumed_from": None}
+    _, world = runs.rank_world()
+    for name in ("batch_size", "minibatch"):
+        if getattr(cfg, name) % world:
+            raise ValueError(f"PPOConfig.{name} {getattr(cfg, name)} (global) is not divisible by the {world} "
+                             "processes")
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     key = {"run_key": run_key, "init": str(init_dir), "cfg": asdict(cfg), "n_rows": len(rows),
@@ -284,21 +317,32 @@ def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bo
         return done
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
+    dist = None
+    if world > 1:
+        from repro.train.ppo_dist import Dist
+
+        dist = Dist(use_cpu=device == "cpu")
+        device = dist.device
     # fork_rng: train() reseeds torch (model/head init, every step); the caller's global RNG must not move.
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
-        info = _train(init_dir, out_dir, ckpt_dir, rows, fns, weights, cfg, multi_turn, progress, device)
-    runs.finish(out_dir, info)
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if str(device).startswith("cuda") else []):
+        info = _train(init_dir, out_dir, ckpt_dir, rows, fns, weights, cfg, multi_turn, progress, device, dist)
+    if dist is None:
+        runs.finish(out_dir, info)
+        return info
+    if dist.is_main:
+        runs.finish(out_dir, info)
+    runs.barrier()
     return info
 
 
 def _train(init_dir, out_dir: Path, ckpt_dir: Path, rows, fns, weights, cfg: PPOConfig, multi_turn: bool,
-           progress: bool, device: str) -> dict:
+           progress: bool, device, dist=None) -> dict:
     from tqdm.auto import tqdm
 
     from repro.models import load_vlm
 
-    dtype = "fp32" if device == "cpu" else None  # load_vlm: bf16 on a bf16 GPU, never on CPU
+    dtype = "fp32" if str(device) == "cpu" else None  # load_vlm: bf16 on a bf16 GPU, never on CPU
     resume = _last_checkpoint(ckpt_dir)
     policy, processor = load_vlm(resume or init_dir, device=device, dtype=dtype)
     ref, _ = load_vlm(init_dir, device=device, dtype=dtype)
@@ -317,26 +361,43 @@ def _train(init_dir, out_dir: Path, ckpt_dir: Path, rows, fns, weights, cfg: PPO
         start, history = state["step"], state["log_history"]
         # Steps reseed from (seed, step) anyway; the saved state covers any draw made outside a step.
         torch.set_rng_state(torch.tensor(state["rng"], dtype=torch.uint8))
+    rank, main = 0, True
+    if dist is not None:  # DDP: gradients averaged over the processes
+        policy, head, opt = dist.prepare(policy, head, opt)
+        rank, main = dist.rank, dist.is_main
+        progress = progress and main
     t0 = time.time()
     timing = {"rollout_seconds": 0.0, "update_seconds": 0.0}
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="ppo", disable=not progress)
     for step in bar:
-        torch.manual_seed(_step_seed(cfg.seed, step))  # a step is a pure function of (seed, step, weights)
-        step_rows = [dict(rows[i]) for i in batch_indices(len(rows), cfg.batch_size, step, cfg.seed)]
+        # a step is a pure function of (seed, step, weights); each process samples with its own seed
+        torch.manual_seed(_step_seed(cfg.seed, step) + rank)
+        idx = batch_indices(len(rows), cfg.batch_size, step, cfg.seed)  # the step's global batch
+        if dist is not None:  # this process's share: whole prompts, so all k samples of a prompt stay together
+            per = cfg.batch_size // dist.world
+            idx = idx[rank * per:(rank + 1) * per]
+        step_rows = [dict(rows[i]) for i in idx]
         log, t = ppo_step(policy, head, ref, processor, opt, step_rows, fns, weights, cfg, multi_turn,
-                          update_policy=step >= cfg.value_warmup_steps)
+                          update_policy=step >= cfg.value_warmup_steps, dist=dist)
         history.append({"step": step + 1, **log})
         for k in timing:
             timing[k] += t[k]
         bar.set_postfix(reward=f"{log['reward']:.3f}", kl=f"{log['kl']:.3f}")
         if (step + 1) % cfg.save_steps == 0 or step + 1 == cfg.steps:
-            _save_checkpoint(ckpt_dir, step + 1, policy, processor, head, opt, history)
+            if main:  # DDP: every process holds the same weights and optimizer state
+                _save_checkpoint(ckpt_dir, step + 1, dist.unwrap(policy) if dist else policy, processor,
+                                 dist.unwrap(head) if dist else head, opt, history)
+            runs.barrier()
     seconds = time.time() - t0
     final = out_dir / "final"
-    shutil.rmtree(final, ignore_errors=True)
-    policy.save_pretrained(final)
-    processor.save_pretrained(final)
-    save_value_head(head, final)
+    if dist is not None:
+        policy, head = dist.unwrap(policy), dist.unwrap(head)
+    if main:
+        shutil.rmtree(final, ignore_errors=True)
+        policy.save_pretrained(final)
+        processor.save_pretrained(final)
+        save_value_head(head, final)
+    runs.barrier()
     done = cfg.steps - start
     return {"final_dir": str(final), "log_history": history, "seconds": round(seconds, 2), "steps": cfg.steps,
             "resumed_from": str(resume) if resume else None,

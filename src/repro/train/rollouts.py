@@ -259,17 +259,19 @@ def forward(model, samples: Sequence[Sample], pad_id: int, temperature: float, h
     Only the last W = L - (first action position in the batch) positions are returned (right-aligned with the full
     [n, L-1] action space): logits_to_keep skips the lm_head over image + prompt tokens, which for a real
     vocabulary (150k) is most of the memory of a step."""
-    b = collate(samples, pad_id, model.device)
+    # a DDP-wrapped policy (ppo_dist) is called as such (its backward averages gradients); attributes from inside
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    b = collate(samples, pad_id, inner.device)
     action = b["action_mask"]
     L = action.shape[1]
     first = int(action.any(0).nonzero()[0]) if action.any() else 1
     width = L - first  # action-space columns first-1 .. L-2
-    out = model(**to_model_dtype(model, dict(b["inputs"])), output_hidden_states=hidden, use_cache=False,
+    out = model(**to_model_dtype(inner, dict(b["inputs"])), output_hidden_states=hidden, use_cache=False,
                 logits_to_keep=width + 1)
     logits = out.logits[:, :-1].float()
     if temperature > 0:
         logits = logits / temperature
-    banned = banned_ids(model)
+    banned = banned_ids(inner)
     if banned:  # as generate()'s suppress_tokens; finite, so that p * log p stays 0 (not NaN) in the entropy
         logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), -1e9)
     h = out.hidden_states[-1][:, L - width - 1:-1] if hidden else None

@@ -122,3 +122,13 @@ def test_sampling_pins_repetition_penalty_top_k_and_top_p():
     rollouts.generate_into(Model(), SimpleNamespace(tokenizer=tok), [s], ppo.PPOConfig(max_new_tokens=2))
     assert seen["repetition_penalty"] == 1.0 and seen["top_k"] == 0 and seen["top_p"] == 1.0
     assert s.answer_ids == [[5, 2]] and s.ended == [True]
+
+
+def test_tables_show_the_external_column_only_when_measured():
+    from repro import report
+
+    recs = [{"method": "SFT", "seed": None, "trained": True, "metrics": {"question_acc": 0.5,
+                                                                         "medmnist_closed_acc": 0.25}}]
+    assert report.drllava_rl_table({"records": recs}).loc["SFT", "medmnist_closed_acc"] == "0.250"
+    assert "medmnist_closed_acc" not in report.drllava_rl_table({"records": [
+        {**recs[0], "metrics": {"question_acc": 0.5}}]}).columns

@@ -10,8 +10,9 @@ results.
 
 Data (`zhu_data`, repro.data.protocols): "synthmed" (default) or "pmc_vqa" — GRPO prompts, the start evaluations
 and the MCQ test then come from the PMC-VQA folder stage 01 writes (its train / test splits; the starting point's
-pass@k reads train rows, as that folder has no validation split). The "SFT" start stays the stage-02 SFT model
-(not an SFT on PMC-VQA train as in the paper): a documented simplification.
+pass@k reads train rows, as that folder has no validation split). The two starts stay stage 02's base and SFT
+models, the stand-ins for the paper's scratch and instruct initialisations (docs/methods.md §2(a): GRPO starts
+from those, not from an SFT on PMC-VQA); the paper's SFT-on-PMC-VQA *baseline* row is not trained here.
 """
 
 from __future__ import annotations

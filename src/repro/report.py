@@ -139,8 +139,17 @@ def table(records: list[dict], columns: list[str], digits: int = 3, percent: tup
     return df
 
 
+def external_columns(records: list[dict]) -> list[str]:
+    """The extra external-test columns present in the records (papers.measure.external: "<name>_closed_acc", e.g.
+    MedMNIST for UMed-LVLM / Dr-LLaVA under `*_external_test`); an extra column, never a claim."""
+    from repro.data import protocols
+
+    names = [f"{n}_closed_acc" for n, sub in protocols.KNOBS["external_test"].items() if sub]
+    return [c for c in names if any(c in r.get("metrics", {}) for r in records)]
+
+
 def umed_table(run: dict) -> pd.DataFrame:
-    cols = list(MAU_NAMES) + ["mau_avg", "mean_iou"]
+    cols = list(MAU_NAMES) + ["mau_avg", "mean_iou"] + external_columns(run["records"])
     ours = table(run["records"], cols).rename(columns={**MAU_NAMES, "mau_avg": "Avg", "mean_iou": "mean IoU"})
     paper = results.paper_table("umed_lvlm", "table2_mau").loc[["MedVInt (SFT)", "MedVInt (SFT+PPO)", "UMed-LVLM"]]
     paper.index.name = "method"
@@ -171,7 +180,7 @@ DR_VARIANTS = ["shuffled", "reversed", "hint_correct", "hint_wrong", "confirm_co
 def drllava_rl_table(run: dict) -> pd.DataFrame:
     """Standard-order columns, then conversation accuracy under each robustness variant (the paper's tables were
     not retrieved: docs/methods.md §1(f), so there is no paper block)."""
-    cols = DR_COLUMNS + [f"{v}_conversation_acc" for v in DR_VARIANTS]
+    cols = DR_COLUMNS + [f"{v}_conversation_acc" for v in DR_VARIANTS] + external_columns(run["records"])
     return table(run["records"], cols).rename(columns={f"{v}_conversation_acc": f"conv. {v}" for v in DR_VARIANTS})
 
 

@@ -57,7 +57,7 @@ def test_unknown_or_mistyped_key_is_a_one_line_config_error_naming_it():
         papers.mmedpo.MMedPOConfig.from_params({"mmedpo_steps": 2.5})
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu", "gpu-dryrun"])
 def test_params_files_are_valid(profile):
     params = config.load_params(profile, "04_rl", check_paths=False)
     configs = papers.configs_from(params)

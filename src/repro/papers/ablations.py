@@ -243,34 +243,43 @@ def label(paper: str, ablation: str) -> str:
     return f"{full} ({ablation.replace('w/o', 'without')})"  # no "/": the arm's folder is named after it
 
 
+def protocol(paper: str, cfg) -> dict:
+    """The Job.extra of 04's real-protocol knob for this paper (empty at the default), so ablation arms read the
+    same data as 04's full-method arms (repro.papers.common.protocol_extra)."""
+    if paper in ("umed", "drllava"):
+        return common.protocol_extra("external_test", cfg.external_test, f"{paper}_external_test")
+    return common.protocol_extra(f"{paper}_data", cfg.data)
+
+
 def jobs(paper: str, cfg, stage: common.Stage, acfg: AblationConfig) -> list[common.Job]:
     """Stage 04's jobs of the full method(s) this paper's ablations compare with (cached from 04: same config,
     same keys), then one job per (ablation, seed)."""
     chosen = getattr(acfg, paper)
+    d = protocol(paper, cfg)
     if paper == "umed":
         full = [j for j in umed.jobs(cfg, stage)]
         return full + [common.Job("umed", label("umed", a), s, "repro.papers.umed:arm", cfg, stage,
-                                  {"rewards": f"{HERE}:umed_rewards", "ablation": a})
+                                  {"rewards": f"{HERE}:umed_rewards", "ablation": a, **d})
                        for s in stage.seeds for a in chosen]
     if paper == "mmedpo":
         full = [j for j in mmedpo.jobs(cfg, stage)]
         return full + [common.Job("mmedpo", label("mmedpo", a), s, "repro.papers.mmedpo:arm", cfg, stage,
-                                  {"pref": f"{HERE}:mmedpo_pref", "ablation": a})
+                                  {"pref": f"{HERE}:mmedpo_pref", "ablation": a, **d})
                        for s in stage.seeds for a in chosen]
     if paper == "drllava":
         full = [j for j in drllava.jobs(cfg, stage)]
         return full + [common.Job("drllava", label("drllava", a), s, "repro.papers.drllava:arm", cfg, stage,
-                                  {"reward": f"{HERE}:drllava_reward", "ablation": a})
+                                  {"reward": f"{HERE}:drllava_reward", "ablation": a, **d})
                        for s in stage.seeds for a in chosen]
     if paper == "zhu":  # the init study: 04's base+grpo and SFT+grpo arms and both starts (built as zhu.jobs does)
         out = [common.Job("zhu", zhu.INIT_LABELS[i], None, "repro.papers.measure:eval_arm", cfg, stage,
                           {"model": i, "tasks": ["mcq"], "limit": cfg.eval_limit,
-                           "extra_fn": "repro.papers.zhu:mcq_extra"}) for i in ("base", "sft")]
+                           "extra_fn": "repro.papers.zhu:mcq_extra", **d}) for i in ("base", "sft")]
         out += [common.Job("zhu", zhu.method(i, "grpo"), s, "repro.papers.zhu:arm", cfg, stage,
-                           {"init": i, "variant": "grpo"}) for s in stage.seeds for i in ("base", "sft")]
+                           {"init": i, "variant": "grpo", **d}) for s in stage.seeds for i in ("base", "sft")]
         change = {"beta 0": {"beta": ZERO_BETA}, "small G": {"generations": acfg.zhu_small_generations}}
         return out + [common.Job("zhu", label("zhu", a), s, "repro.papers.zhu:arm",
-                                 dataclasses.replace(cfg, **change[a]), stage, {"init": "sft", "variant": "grpo"})
+                                 dataclasses.replace(cfg, **change[a]), stage, {"init": "sft", "variant": "grpo", **d})
                       for s in stage.seeds for a in chosen]
     raise ValueError(f"unknown paper {paper!r}")
 

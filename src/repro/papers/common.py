@@ -119,6 +119,20 @@ def ppo_config(**kw):
     return ppo.PPOConfig(**{k: v for k, v in kw.items() if k in names})
 
 
+def protocol_extra(knob: str, value: str, params_key: str | None = None) -> dict:
+    """Job.extra for a real-protocol knob (repro.data.protocols.KNOBS): {"data": [knob, value]} for a data folder,
+    {"external_test": value} for the extra test set; {} at the default (the first choice: SynthMed / none), so the
+    default's jobs keep their cache keys. A value not offered is a one-line ConfigError naming the params key."""
+    from repro.data import protocols
+
+    choices = list(protocols.KNOBS[knob])
+    if value not in choices:
+        raise ConfigError(f"04_rl: key '{params_key or knob}' has value {value!r}, expected one of {choices}")
+    if value == choices[0]:
+        return {}
+    return {"external_test": value} if knob == "external_test" else {"data": [knob, value]}
+
+
 # ----------------------------------------------------------------------------------------------- locations
 def data_dir(stage: Stage) -> Path:
     return paths.data_dir(stage.profile)
@@ -165,9 +179,15 @@ class Job:
         for name in ("base", "sft"):
             f = paths.models_dir(self.stage.profile) / name / "final" / "model.safetensors"
             stamp[name] = f.stat().st_mtime_ns if f.exists() else None
+        cfg = None
+        if not self.fn.startswith("repro.papers.measure:"):  # measuring a start reads job.extra only
+            cfg = dataclasses.asdict(self.cfg)
+            # knobs added later enter the key only when set away from their default, so old arms stay cached
+            for k, d in getattr(self.cfg, "KEY_IF_SET", {}).items():
+                if cfg.get(k) == d:
+                    cfg.pop(k)
         blob = json.dumps({"paper": self.paper, "method": self.method, "seed": self.seed, "fn": self.fn,
-                           # measuring a start reads job.extra only: tuning a training knob keeps its cache
-                           "cfg": None if self.fn.startswith("repro.papers.measure:") else dataclasses.asdict(self.cfg),
+                           "cfg": cfg,
                            "eval_batch_size": self.stage.eval_batch_size, "eval_split": self.stage.eval_split,
                            "extra": self.extra, "init": stamp}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -9,6 +9,7 @@ hints, confirmations) is a separate observation and a separate claim.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from repro import evaluation as ev
 from repro.papers import common, measure
@@ -39,6 +40,9 @@ class DrLLaVAConfig:
     value_warmup_steps: int = 0
     missing_eos_penalty: float = -2.0  # per answer cut by max_new_tokens (the paper's incomplete-response penalty)
     min_kl: float = 0.01        # nats per conversation: below this end KL the arm counts as "not trained"
+    external_test: str = "none"  # none | medmnist: an extra test set, one more column, no claim (repro.data.protocols)
+
+    KEY_IF_SET: ClassVar[dict] = {"external_test": "none"}  # in an arm's cache key only when not the default
 
     @classmethod
     def from_params(cls, params) -> DrLLaVAConfig:
@@ -46,9 +50,11 @@ class DrLLaVAConfig:
 
 
 def jobs(cfg: DrLLaVAConfig, stage: common.Stage) -> list[common.Job]:
+    ext = common.protocol_extra("external_test", cfg.external_test, "drllava_external_test")
     start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
-                       {"model": "sft", "tasks": ["conv"], "limit": cfg.eval_limit})
-    return [start] + [common.Job(PAPER, METHOD, s, "repro.papers.drllava:arm", cfg, stage) for s in stage.seeds]
+                       {"model": "sft", "tasks": ["conv"], "limit": cfg.eval_limit, **ext})
+    return [start] + [common.Job(PAPER, METHOD, s, "repro.papers.drllava:arm", cfg, stage, dict(ext))
+                      for s in stage.seeds]
 
 
 def start_job(cfg: DrLLaVAConfig, stage: common.Stage) -> common.Job:

@@ -39,15 +39,25 @@ def flat_metrics(task: str, m: dict) -> dict:
     raise ValueError(f"no flat metrics for task {task!r}")
 
 
-def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = None, extra=None):
+def job_data_dir(job: Job):
+    """The data dir an arm reads: the stage's SynthMed dir, or the real-protocol folder named by job.extra["data"]
+    = [knob, value] (repro.data.protocols; only set when the paper's data knob is not its default)."""
+    from repro.data import protocols
+
+    spec = job.extra.get("data")
+    return protocols.data_dir_for(data_dir(job.stage), *spec) if spec else data_dir(job.stage)
+
+
+def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = None, extra=None, data=None):
     """Greedy evaluation of the model at `model_dir` -> (flat metrics, per-row scores in long form).
     extra(task, rows_df, rows) -> {metric: per-row list} adds metrics computed from the predictions and the data
-    rows (Zhu's columns)."""
+    rows (Zhu's columns). data: the data dir to read (default: the stage's SynthMed dir)."""
     from repro.models import load_vlm
 
     split = split or stage.eval_split
+    data = data or data_dir(stage)
     model, processor = load_vlm(model_dir)
-    out = ev.evaluate(model, processor, data_dir(stage), split=split, tasks=list(tasks), limit=limit or None,
+    out = ev.evaluate(model, processor, data, split=split, tasks=list(tasks), limit=limit or None,
                       batch_size=stage.eval_batch_size, progress=False)
     flat, parts = {}, []
     for task in tasks:
@@ -55,7 +65,7 @@ def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = Non
         df = out["tables"][f"{task}_rows"]
         long = ev.row_scores(task, df)
         if extra is not None:
-            more = extra(task, df, ev.load_rows(data_dir(stage), task, split, limit or None))
+            more = extra(task, df, ev.load_rows(data, task, split, limit or None))
             for metric, vals in more.items():
                 flat[metric] = float(np.nanmean(vals)) if len(vals) else float("nan")
                 add = long.drop_duplicates("item")[["task", "source", "variant", "item", "cluster"]].copy()
@@ -65,6 +75,21 @@ def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = Non
     return flat, pd.concat(parts, ignore_index=True)
 
 
+def external(model_dir, job: Job, limit: int):
+    """The extra external test of job.extra["external_test"] (UMed-LVLM / Dr-LLaVA: MedMNIST as closed VQA on its
+    test split) -> ({"<name>_closed_acc": x}, rows with metrics prefixed "<name>_"), or ({}, no rows) when none.
+    An extra column beside the paper's table, never a claim (the claims read unprefixed metrics only)."""
+    from repro.data import protocols
+
+    name = job.extra.get("external_test")
+    if not name:
+        return {}, pd.DataFrame(columns=ROW_COLUMNS[3:])
+    folder = protocols.data_dir_for(data_dir(job.stage), "external_test", name)
+    flat, rows = evaluate(model_dir, job.stage, ["vqa"], limit, split="test", data=folder)
+    rows = rows.assign(metric=f"{name}_" + rows["metric"].astype(str))
+    return {f"{name}_closed_acc": flat["closed_acc"]}, rows
+
+
 def eval_arm(job: Job):
     """A start (no training): the greedy evaluation of job.extra["model"] ("base" / "sft") on job.extra tasks."""
     e = job.extra
@@ -72,7 +97,11 @@ def eval_arm(job: Job):
     if e.get("extra_fn"):
         module, fn = e["extra_fn"].split(":")
         extra = getattr(importlib.import_module(module), fn)
-    flat, rows = evaluate(model_dir(job.stage, e["model"]), job.stage, e["tasks"], e["limit"], extra=extra)
+    start = model_dir(job.stage, e["model"])
+    flat, rows = evaluate(start, job.stage, e["tasks"], e["limit"], extra=extra, data=job_data_dir(job))
+    ext_flat, ext_rows = external(start, job, e["limit"])
+    flat.update(ext_flat)
+    rows = pd.concat([rows, ext_rows], ignore_index=True) if len(ext_rows) else rows
     return {"metrics": flat, "curve": [], "kl_end": None, "reward_first": None, "reward_last": None,
             "trained": True, "why": "starting point (not trained here)"}, rows
 
@@ -85,7 +114,8 @@ def pass_at(scores: np.ndarray) -> tuple[float, float]:
 
 
 def start_arm(job: Job):
-    """Starting point of one paper on the VALIDATION split: greedy accuracy of its rewarded metric, and sampled
+    """Starting point of one paper on the VALIDATION split (job.extra "split"; a real-protocol folder without one
+    names "train"): greedy accuracy of its rewarded metric, and sampled
     pass@1 / pass@k at temperature 1 with k = the group size (k samples per item)."""
     import torch
 
@@ -93,14 +123,15 @@ def start_arm(job: Job):
 
     e, stage = job.extra, job.stage
     task, metric, k, limit = e["task"], e["metric"], int(e["k"]), e["limit"]
+    folder, split = job_data_dir(job), e.get("split", "val")
     if e.get("variant"):  # filter first, then take `limit` rows of that variant (spread over sources and classes)
-        rows = [r for r in ev.load_rows(data_dir(stage), task, "val") if r.get("variant", "standard") == e["variant"]]
+        rows = [r for r in ev.load_rows(folder, task, split) if r.get("variant", "standard") == e["variant"]]
         if limit and limit < len(rows):
             keep = ev.stratified_indices([r["id"] for r in rows], [f"{r['source']}/{r['category']}" for r in rows],
                                          limit)
             rows = [rows[i] for i in keep]
     else:
-        rows = ev.load_rows(data_dir(stage), task, "val", limit or None)
+        rows = ev.load_rows(folder, task, split, limit or None)
     model, processor = load_vlm(model_dir(stage, e["model"]))
     bs, budget = stage.eval_batch_size, ev.MAX_NEW_TOKENS[task]
 
@@ -128,5 +159,8 @@ def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks, l
     rec = {"curve": curve.to_dict(orient="records"), **status}
     if not status["trained"]:
         return {"metrics": {}, **rec}, pd.DataFrame(columns=ROW_COLUMNS[3:])
-    flat, rows = evaluate(final_dir, job.stage, tasks, limit, extra=extra)
+    flat, rows = evaluate(final_dir, job.stage, tasks, limit, extra=extra, data=job_data_dir(job))
+    ext_flat, ext_rows = external(final_dir, job, limit)
+    flat.update(ext_flat)
+    rows = pd.concat([rows, ext_rows], ignore_index=True) if len(ext_rows) else rows
     return {"metrics": flat, **rec}, rows

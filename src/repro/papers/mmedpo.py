@@ -2,11 +2,17 @@
 on text + lesion-noised visual pairs, both from the SFT model. With `equal_text_exposure` both arms see the same
 number of text pairs (MMedPO's visual pairs come on top), so the comparison is not confounded by how many text
 pairs each arm saw (trainer knob of repro.train.dpo).
+
+Data (`mmedpo_data`, repro.data.protocols): "synthmed" (default) or "real" — the VQA and report test (and the
+starting point, on train rows: that folder has no validation split) then come from the VQA-RAD + SLAKE + IU-Xray
+folder stage 01 writes; per-dataset scores from the rows' `source`. The preference set stays data_dir/preference
+(stage 03 curates it from the folder its own mmedpo_data names).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from repro.papers import common, measure
 
@@ -28,6 +34,9 @@ class MMedPOConfig:
     beta: float = 0.1           # DPO temperature (the released code's default)
     equal_text_exposure: bool = True
     min_kl: float = 0.01        # nats per sequence of |log pi - log pi_ref| (from TRL's implicit rewards / beta)
+    data: str = "synthmed"      # synthmed | real: the test data (repro.data.protocols knob mmedpo_data)
+
+    KEY_IF_SET: ClassVar[dict] = {"data": "synthmed"}  # in an arm's cache key only when not the default
 
     @classmethod
     def from_params(cls, params) -> MMedPOConfig:
@@ -35,16 +44,18 @@ class MMedPOConfig:
 
 
 def jobs(cfg: MMedPOConfig, stage: common.Stage) -> list[common.Job]:
+    d = common.protocol_extra("mmedpo_data", cfg.data)
     start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
-                       {"model": "sft", "tasks": ["vqa", "report"], "limit": cfg.eval_limit})
-    return [start] + [common.Job(PAPER, m, s, "repro.papers.mmedpo:arm", cfg, stage)
+                       {"model": "sft", "tasks": ["vqa", "report"], "limit": cfg.eval_limit, **d})
+    return [start] + [common.Job(PAPER, m, s, "repro.papers.mmedpo:arm", cfg, stage, dict(d))
                       for s in stage.seeds for m in METHODS]
 
 
 def start_job(cfg: MMedPOConfig, stage: common.Stage) -> common.Job:
+    d = common.protocol_extra("mmedpo_data", cfg.data)
     return common.Job(PAPER, "start", stage.seed, "repro.papers.measure:start_arm", cfg, stage,
                       {"model": "sft", "task": "vqa", "metric": "closed_correct", "k": cfg.start_k,
-                       "limit": cfg.start_rows})
+                       "limit": cfg.start_rows, **d, **({"split": "train"} if d else {})})
 
 
 def dpo_curve(history: list[dict], beta: float):

@@ -10,6 +10,7 @@ of the same query). VRR reads the attention of a frozen eager copy of the SFT mo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from repro import evaluation as ev
 from repro.papers import common, measure
@@ -40,6 +41,9 @@ class UMedConfig:
     value_warmup_steps: int = 0
     vrr_fallback: str = "zero"  # an answer naming no abnormality earns VRR 0 (the paper's sum over an empty set)
     min_kl: float = 0.01        # nats per sequence: below this end KL the arm counts as "not trained"
+    external_test: str = "none"  # none | medmnist: an extra test set, one more column, no claim (repro.data.protocols)
+
+    KEY_IF_SET: ClassVar[dict] = {"external_test": "none"}  # in an arm's cache key only when not the default
 
     @classmethod
     def from_params(cls, params) -> UMedConfig:
@@ -47,9 +51,10 @@ class UMedConfig:
 
 
 def jobs(cfg: UMedConfig, stage: common.Stage) -> list[common.Job]:
+    ext = common.protocol_extra("external_test", cfg.external_test, "umed_external_test")
     start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
-                       {"model": "sft", "tasks": ["instruct"], "limit": cfg.eval_limit})
-    return [start] + [common.Job(PAPER, m, s, "repro.papers.umed:arm", cfg, stage)
+                       {"model": "sft", "tasks": ["instruct"], "limit": cfg.eval_limit, **ext})
+    return [start] + [common.Job(PAPER, m, s, "repro.papers.umed:arm", cfg, stage, dict(ext))
                       for s in stage.seeds for m in METHODS]
 
 

@@ -7,11 +7,18 @@ Columns: accuracy, response length (words), similarity and format rate. Similari
 reward (judging the semantic arm by its own reward would be circular). A base start that never writes the
 rewarded format gets zero reward variance in every group; its arms are reported as "not trained", never as
 results.
+
+Data (`zhu_data`, repro.data.protocols): "synthmed" (default) or "pmc_vqa" — GRPO prompts, the start evaluations
+and the MCQ test then come from the PMC-VQA folder stage 01 writes (its train / test splits; the starting point's
+pass@k reads train rows, as that folder has no validation split). The two starts stay stage 02's base and SFT
+models, the stand-ins for the paper's scratch and instruct initialisations (docs/methods.md §2(a): GRPO starts
+from those, not from an SFT on PMC-VQA); the paper's SFT-on-PMC-VQA *baseline* row is not trained here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from repro.papers import common, measure
 
@@ -39,6 +46,9 @@ class ZhuConfig:
     mask_truncated: bool = True       # a completion cut by the length limit gets no gradient
     match_update_size: bool = True    # Dr.GRPO at the update size of GRPO (trainer knob of repro.train.grpo)
     min_kl: float = 1e-4        # nats per token (TRL logs the mean per-token KL)
+    data: str = "synthmed"      # synthmed | pmc_vqa (repro.data.protocols knob zhu_data)
+
+    KEY_IF_SET: ClassVar[dict] = {"data": "synthmed"}  # in an arm's cache key only when not the default
 
     @classmethod
     def from_params(cls, params) -> ZhuConfig:
@@ -50,18 +60,20 @@ def method(init: str, variant: str) -> str:
 
 
 def jobs(cfg: ZhuConfig, stage: common.Stage) -> list[common.Job]:
+    d = common.protocol_extra("zhu_data", cfg.data)
     starts = [common.Job(PAPER, INIT_LABELS[i], None, "repro.papers.measure:eval_arm", cfg, stage,
                          {"model": i, "tasks": ["mcq"], "limit": cfg.eval_limit,
-                          "extra_fn": "repro.papers.zhu:mcq_extra"}) for i in cfg.inits]
+                          "extra_fn": "repro.papers.zhu:mcq_extra", **d}) for i in cfg.inits]
     return starts + [common.Job(PAPER, method(i, v), s, "repro.papers.zhu:arm", cfg, stage, {"init": i,
-                                                                                           "variant": v})
+                                                                                           "variant": v, **d})
                      for s in stage.seeds for i in cfg.inits for v in cfg.variants]
 
 
 def start_job(cfg: ZhuConfig, stage: common.Stage) -> common.Job:
+    d = common.protocol_extra("zhu_data", cfg.data)
     return common.Job(PAPER, "start", stage.seed, "repro.papers.measure:start_arm", cfg, stage,
                       {"model": "sft", "task": "mcq", "metric": "accuracy", "k": cfg.generations,
-                       "limit": cfg.start_rows})
+                       "limit": cfg.start_rows, **d, **({"split": "train"} if d else {})})
 
 
 def mcq_extra(task: str, rows_df, rows) -> dict:
@@ -81,7 +93,7 @@ def arm(job: common.Job):
     from repro.train import grpo
 
     cfg: ZhuConfig = job.cfg
-    ds = grpo.grpo_dataset(common.data_dir(job.stage), "train", limit=cfg.train_rows or None, seed=job.stage.seed)
+    ds = grpo.grpo_dataset(measure.job_data_dir(job), "train", limit=cfg.train_rows or None, seed=job.stage.seed)
     kw = common.supported_kwargs(grpo.train, max_steps=cfg.steps, num_generations=cfg.generations,
                                  batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
                                  max_completion_length=cfg.max_completion_length, seed=job.seed,

@@ -130,8 +130,9 @@ def generate_into(model, processor, samples: list[Sample], cfg) -> None:
     sampling = cfg.temperature > 0
     kwargs = {"max_new_tokens": cfg.max_new_tokens, "do_sample": sampling, "use_cache": True,
               "pad_token_id": tok.pad_token_id, "suppress_tokens": banned_ids(model) or None}
-    if sampling:  # the full distribution: PPO's logprobs assume no top-k / top-p truncation
-        kwargs.update(temperature=float(cfg.temperature), top_k=0, top_p=1.0)
+    if sampling:  # the full distribution: PPO's logprobs assume no top-k / top-p truncation and no repetition
+        # penalty (explicit, so a checkpoint's generation_config, e.g. Qwen's released 1.05, cannot override it)
+        kwargs.update(temperature=float(cfg.temperature), top_k=0, top_p=1.0, repetition_penalty=1.0)
     else:
         kwargs.update(temperature=None, top_k=None, top_p=None)
     for i in range(0, len(samples), cfg.gen_batch_size):

@@ -47,9 +47,10 @@ def _configs(root, data, init, pref, tag: str) -> dict:
         "grpo": {"init_dir": str(init), "out_dir": str(root / f"grpo_{tag}"), "data_dir": str(data), "limit": 8,
                  "variant": {"name": "mp", "rewards": ["repro.rewards.vqa:format_reward", DISTINCT]},
                  "max_steps": 2, "batch_size": 2, "num_generations": 4, "max_completion_length": 8, "lr": 1e-2,
-                 "beta": 0.04},
+                 "beta": 0.04, "mask_truncated": False},  # a random policy's completions are all cut at 8 tokens
         "dpo": {"init_dir": str(init), "out_dir": str(root / f"dpo_{tag}"), "preference": str(pref),
-                "weighted": True, "max_steps": 2, "batch_size": 4, "lr": 1e-3},
+                "weighted": True, "max_steps": 2, "batch_size": 4, "lr": 1e-3,
+                "equal_text_exposure": False},  # exact max_steps in both runs (the exposure rule: test_dpo.py)
     }
 
 

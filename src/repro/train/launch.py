@@ -51,9 +51,10 @@ KEYS: dict[str, dict] = {
             "lr": 1e-3, "warmup_ratio": 0.05, "weight_decay": 0.0, "freeze_vision": False, "logging_steps": 10,
             "save_steps": 200},
     "grpo": {**_COMMON, "data_dir": REQUIRED, "split": "train", "limit": None, "variant": "grpo",
-             "num_generations": 8, "lr": 1e-4, "beta": 0.04, "max_completion_length": 48, "temperature": 1.0,
-             "use_vllm": False, "vllm_mode": "colocate", "grpo_config": None},
-    "dpo": {**_COMMON, "preference": REQUIRED, "split": "train", "weighted": REQUIRED, "lr": 5e-5, "beta": 0.1},
+             "num_generations": 8, "lr": 1e-4, "beta": 0.04, "max_completion_length": None, "temperature": 1.0,
+             "use_vllm": False, "vllm_mode": "colocate", "grpo_config": None, "mask_truncated": True},
+    "dpo": {**_COMMON, "preference": REQUIRED, "split": "train", "weighted": REQUIRED, "lr": 5e-5, "beta": 0.1,
+            "equal_text_exposure": True},
     # ppo.train: rows = evaluation.load_rows(data_dir, task, split, limit); rewards: "module:function" or
     # {"factory": "module:function", "kwargs": {...}} (called once, returns the reward); ppo_config: any further
     # PPOConfig field (k, minibatch, kl_beta, ...). Full fine-tuning only; bf16 and logging_steps do not apply (the
@@ -235,7 +236,7 @@ def run(kind: str, cfg: dict, where: str = "<config>") -> dict:
         info = grpo.train(c["init_dir"], c["out_dir"], ds, variant(c["variant"], where),
                           num_generations=c["num_generations"], beta=c["beta"],
                           max_completion_length=c["max_completion_length"], temperature=c["temperature"],
-                          config_extra=extra or None, **common)
+                          mask_truncated=c["mask_truncated"], config_extra=extra or None, **common)
         counts = {"completions": c["max_steps"] * glob * c["num_generations"]}
     else:
         from datasets import load_from_disk
@@ -247,7 +248,8 @@ def run(kind: str, cfg: dict, where: str = "<config>") -> dict:
             if hasattr(ds, "keys"):  # a DatasetDict (repro.data.preference saves {"train": ...})
                 ds = ds[c["split"]]
             ds = dpo.to_dpo_rows(ds, c["weighted"])
-        info = dpo.train(c["init_dir"], c["out_dir"], ds, weighted=c["weighted"], beta=c["beta"], **common)
+        info = dpo.train(c["init_dir"], c["out_dir"], ds, weighted=c["weighted"], beta=c["beta"],
+                         equal_text_exposure=c["equal_text_exposure"], **common)
         counts = {}
     if not info.get("cached"):
         # train() counted per-device batches; record the global ones (on the main process, once)

@@ -46,11 +46,12 @@ def test_alr_of_the_toy_sample_is_hand_computed():
 def test_umed_ablations_known_answers():
     rel = _call(loc.make_relevance_reward())
     full = _call(loc.make_aar_reward(group_key="query_id", vrr_fn=stub_vrr))
-    # full: rel + ALR/max (0.5/0.5, 0.25/0.5) + VRR/max (0.2/0.2, 0.1/0.2)
-    assert full == pytest.approx([rel[0] + 1 + 1, rel[1] + 0.5 + 0.5])
-    assert _call(ab.aar_variant("w/o VRR", stub_vrr)) == pytest.approx([rel[0] + 1, rel[1] + 0.5])
-    assert _call(ab.aar_variant("w/o ALR", stub_vrr)) == pytest.approx([rel[0] + 1, rel[1] + 0.5])
-    assert _call(ab.aar_variant("w/o max-norm", stub_vrr)) == pytest.approx([rel[0] + 0.5 + 0.2, rel[1] + 0.25 + 0.1])
+    # full: (rel + ALR/max (0.5/0.5, 0.25/0.5) + VRR/max (0.2/0.2, 0.1/0.2)) / 3 terms (the one scale of every variant)
+    assert full == pytest.approx([(rel[0] + 1 + 1) / 3, (rel[1] + 0.5 + 0.5) / 3])
+    assert _call(ab.aar_variant("w/o VRR", stub_vrr)) == pytest.approx([(rel[0] + 1) / 2, (rel[1] + 0.5) / 2])
+    assert _call(ab.aar_variant("w/o ALR", stub_vrr)) == pytest.approx([(rel[0] + 1) / 2, (rel[1] + 0.5) / 2])
+    assert _call(ab.aar_variant("w/o max-norm", stub_vrr)) == pytest.approx(
+        [(rel[0] + 0.5 + 0.2) / 3, (rel[1] + 0.25 + 0.1) / 3])
 
 
 def test_without_vrr_ignores_attention_and_without_alr_ignores_the_box():

@@ -95,7 +95,8 @@ def base_configs(profile: str, acfg: AblationConfig):
 def aar_variant(variant: str, vrr_fn=None, group_key: str = "query_id"):
     """The AAR reward without one component (TRL signature; groups = equal `group_key` values, i.e. the k
     candidates of one query). "w/o VRR": localization.make_aar_reward itself without vrr_fn; "w/o ALR":
-    relevance + VRR/max; "w/o max-norm": relevance + raw ALR + raw VRR (None terms add 0, as in aar_total)."""
+    relevance + VRR/max; "w/o max-norm": relevance + raw ALR + raw VRR (None terms add 0, as in aar_total). Every
+    variant is on the full method's scale: divided by the number of terms that apply to the query (scale="mean")."""
     from repro.rewards import localization as loc
 
     if variant == "w/o VRR":
@@ -108,12 +109,12 @@ def aar_variant(variant: str, vrr_fn=None, group_key: str = "query_id"):
         comps = list(completions or [])
         rel = relevance(prompts, comps, **kw)
         vrr = vrr_fn(prompts, comps, **kw) if vrr_fn is not None else None
+        ids = kw.get(group_key)
+        ids = ids if isinstance(ids, list | tuple) else None
         if variant == "w/o ALR":
-            ids = kw.get(group_key)
-            return loc.aar_total(rel, None, vrr, ids if isinstance(ids, list | tuple) else None)
+            return loc.aar_total(rel, None, vrr, ids, scale="mean")
         alr = loc.alr_reward(prompts, comps, **kw)
-        vrr = vrr if vrr is not None else [None] * len(comps)
-        return [(r or 0.0) + (a or 0.0) + (v or 0.0) for r, a, v in zip(rel, alr, vrr, strict=True)]
+        return loc.aar_total(rel, alr, vrr, ids, scale="mean", normalize=False)
 
     reward.__name__ = reward.__qualname__ = "aar_" + variant.replace("/", "").replace(" ", "_").replace("-", "_")
     return reward

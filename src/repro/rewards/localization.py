@@ -166,17 +166,19 @@ SCALES = ("mean", "sum")
 
 
 def aar_total(relevance, alr, vrr=None, group_ids=None, group_size: int | None = None,
-              scale: str = "sum") -> list[float]:
+              scale: str = "sum", normalize: bool = True) -> list[float]:
     """r_t = relevance + alr / max(alr) + vrr / max(vrr) per item, maxima over each query's candidates.
 
     None terms (normal images have no ALR; VRR not computed) add 0. With non-negative inputs each normalised term is
     in [0, 1], so with scale="sum" r_t is in [0, 3] for a relevance in [0, 1]. scale="mean": r_t divided by the
-    number of terms that apply to the item's query (1 + [any candidate has an ALR] + [any has a VRR]), in [0, 1]."""
+    number of terms that apply to the item's query (1 + [any candidate has an ALR] + [any has a VRR]), in [0, 1].
+    normalize=False: the raw ALR and VRR, no max-normalisation (UMed's "w/o max-norm" ablation)."""
     if scale not in SCALES:
         raise ValueError(f"aar_total: scale must be one of {SCALES}, got {scale!r}")
     n = len(relevance)
-    alr_n = max_normalize(alr if alr is not None else [None] * n, group_ids, group_size)
-    vrr_n = max_normalize(vrr if vrr is not None else [None] * n, group_ids, group_size)
+    alr_n, vrr_n = (alr if alr is not None else [None] * n), (vrr if vrr is not None else [None] * n)
+    if normalize:
+        alr_n, vrr_n = max_normalize(alr_n, group_ids, group_size), max_normalize(vrr_n, group_ids, group_size)
     rel = [float(r) if isinstance(r, (int, float)) and math.isfinite(r) else 0.0 for r in relevance]
     total = [r + (a or 0.0) + (v or 0.0) for r, a, v in zip(rel, alr_n, vrr_n)]
     if scale == "sum":

@@ -18,9 +18,9 @@
 # |---|---|---|
 # | images, splits | all | SynthMed images with boxes and masks, stratified train/val/test |
 # | conversations | Dr-LLaVA (`docs/methods.md §1`) | 5-turn clinician conversations along a decision tree |
-# | instructions | UMed-LVLM (§4) | detection → localisation → recognition targets with a box |
-# | multiple choice | Zhu et al. (§2) | 4-option questions answered as `<think>…</think><answer>X</answer>` |
-# | VQA and reports | MMedPO (§3) | closed (yes/no) and open questions, findings reports |
+# | instructions | UMed-LVLM (docs/methods.md §4) | detection → localisation → recognition targets with a box |
+# | multiple choice | Zhu et al. (docs/methods.md §2) | 4-option questions answered as `<think>…</think><answer>X</answer>` |
+# | VQA and reports | MMedPO (docs/methods.md §3) | closed (yes/no) and open questions, findings reports |
 #
 # Headless: `python -m repro run --profile smoke --only 01` (or `papermill notebooks/01_data.ipynb out.ipynb -f params/smoke/01_data.yaml -k python3`).
 

@@ -293,7 +293,7 @@ dr.round(3)
 # 1. The four metrics are our definitions (the paper releases no metric code); labels come from exact parsers
 #    matched to our paraphrases, not the released keyword rules.
 # 2. The SFT model is a tiny VLM with full fine-tuning, not LoRA on LLaVA-RLHF-7B; 5 turns capped at 64 new tokens.
-# 3. No paper numbers to compare with (§1(f)).
+# 3. No paper numbers to compare with (docs/methods.md §1(f)).
 #
 # ### Exercises (Dr-LLaVA)
 # 1. Which variant costs SFT the most diagnosis accuracy? Rerun 01 with `conv_train_variants = ["standard"]`, then

@@ -105,7 +105,7 @@ vars(cfg)
 #
 # **How we differ from Dr-LLaVA** (`docs/methods.md §6(a)`):
 # 1. Exact label parsers matched to our paraphrases (`decision_tree.classify_answer`) instead of the released keyword
-#    rules, which do not match the released templates (§1(b) caveat 2).
+#    rules, which do not match the released templates (docs/methods.md §1(b) caveat 2).
 # 2. No per-turn length term: in the release it is computed on the label strings and never fires.
 # 3. Turn-1 labels are "suitable"/"unsuitable" strings, not booleans; the released HEAD's `math.abs` crash is removed
 #    from our re-implementation of it.

@@ -148,7 +148,7 @@ dr_frame
 # %% [markdown]
 # ## 3 · MMedPO: another architecture, another start
 #
-# **Idea.** MMedPO's loss (04 §3) does not depend on the model: the clinically weighted DPO objective
+# **Idea.** MMedPO's loss (notebook 04, docs/methods.md §3) does not depend on the model: the clinically weighted DPO objective
 #
 # $$\mathcal L = -\,\mathbb E\Big[s' \log\sigma\Big(\beta \log\tfrac{\pi_\theta(y_w|x)}{\pi_{ref}(y_w|x)}
 #   - \beta \log\tfrac{\pi_\theta(y_l|x^*)}{\pi_{ref}(y_l|x^*)}\Big)\Big]$$

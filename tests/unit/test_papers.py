@@ -241,7 +241,7 @@ def tmp_root(tmp_path, monkeypatch):
 def test_parallel_arms_equal_serial_and_keep_files(tmp_root):
     par_recs, par_rows = common.run_jobs(_jobs(), workers=2)
     files = sorted(p.parent.name for p in (tmp_root / "runs").rglob("arm.json"))
-    assert files == sorted(j.name for j in _jobs())
+    assert files == sorted(j.folder.name for j in _jobs())
     for f in (tmp_root / "runs").rglob("arm.json"):
         f.unlink()
     ser_recs, ser_rows = common.run_jobs(_jobs(), workers=1)
@@ -256,9 +256,26 @@ def test_a_failing_arm_loses_no_other_arm(tmp_root):
     with pytest.raises(RuntimeError, match="boom"):
         common.run_jobs(_jobs(methods=("a", "boom"), seeds=(0, 1)), workers=2)
     done = sorted(p.parent.name for p in (tmp_root / "runs").rglob("arm.json"))
-    assert done == ["a-s0", "a-s1"]
+    assert done == sorted(j.folder.name for j in _jobs(methods=("a",), seeds=(0, 1)))
     recs, _ = common.run_jobs(_jobs(methods=("a",), seeds=(0, 1)), workers=1, only_cached=True)
     assert len(recs) == 2
+
+
+def test_arm_folders_are_keyed_by_config_so_a_sweep_keeps_every_run():
+    stage = common.Stage(profile="smoke")
+    a, b = papers.umed.UMedConfig(lr=1e-5), papers.umed.UMedConfig(lr=3e-5)
+    fa, fb = papers.umed.jobs(a, stage)[1].folder, papers.umed.jobs(b, stage)[1].folder
+    assert fa != fb and fa.parent == fb.parent and fa.name.startswith(papers.umed.jobs(a, stage)[1].name + "-")
+    assert papers.umed.jobs(a, stage)[0].folder == papers.umed.jobs(b, stage)[0].folder  # the SFT evaluation
+
+
+def test_zhu_base_variants_limit_the_base_arms_only():
+    stage = common.Stage(profile="smoke", seeds=[0])
+    cfg = papers.zhu.ZhuConfig(base_variants=["grpo"])
+    trained = [j.method for j in papers.zhu.jobs(cfg, stage) if j.seed is not None]
+    assert trained == ["base+grpo"] + [f"SFT+{v}" for v in papers.zhu.VARIANTS]
+    full = [j.method for j in papers.zhu.jobs(papers.zhu.ZhuConfig(), stage) if j.seed is not None]
+    assert len(full) == 2 * len(papers.zhu.VARIANTS)
 
 
 def test_start_cache_key_ignores_training_knobs_but_not_eval_knobs():

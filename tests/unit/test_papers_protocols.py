@@ -28,7 +28,7 @@ def _without(cls, names):
 def test_defaults_keep_the_run_keys_and_a_set_knob_changes_them(mod, cls, knob):
     stage = common.Stage(profile="no-such-profile")
     new = mod.jobs(cls(), stage)
-    old = [dataclasses.replace(j, cfg=_without(cls, {knob})()) for j in new]
+    old = [dataclasses.replace(j, cfg=_without(cls, {knob, *getattr(cls, "KEY_IF_SET", {})})()) for j in new]
     assert [j.key() for j in new] == [j.key() for j in old]  # the default adds nothing to any key
     assert all("data" not in j.extra and "external_test" not in j.extra for j in new)
     other = {"data": "pmc_vqa" if mod is zhu else "real", "external_test": "medmnist"}[knob]

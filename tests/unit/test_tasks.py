@@ -142,7 +142,9 @@ def test_mcq_letters_balanced_and_target_format():
         assert m and m.group(2) == r["answer"]
         facts = r["reason_facts"]
         assert facts == {"modality": r["modality"], "region": r["region"], "finding": r["category"]}
-        assert all(v in m.group(1) for v in facts.values())  # the reasoning names all three facts
+        verdicts = re.findall(r"([A-D])\. (.+?): (yes|no)\.", m.group(1))  # every option once, in order, one "yes"
+        assert [(L, o) for L, o, _ in verdicts] == list(zip("ABCD", r["options"]))
+        assert [L for L, _, v in verdicts if v == "yes"] == [r["answer"]]
         assert all(f"{L}. {o}" in r["messages"][0]["content"] for L, o in zip("ABCD", r["options"]))
 
 

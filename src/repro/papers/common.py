@@ -171,7 +171,9 @@ class Job:
 
     @property
     def folder(self) -> Path:
-        return out_root(self.stage) / self.paper / self.name
+        """<paper>/<name>-<key prefix>: a knob change (a sweep) gets its own folder instead of replacing the run
+        of the other knobs, and two configs of one method in one run_jobs call never collide."""
+        return out_root(self.stage) / self.paper / f"{self.name}-{self.key()[:8]}"
 
     def key(self) -> str:
         """Hash of everything that decides the arm's result, including the stage-02 weights it starts from."""

@@ -37,6 +37,9 @@ class ZhuConfig:
     start_rows: int = 32        # validation rows for the starting point
     inits: list = field(default_factory=lambda: ["base", "sft"])
     variants: list = field(default_factory=lambda: list(VARIANTS))
+    # variants also run from the base start; None = all of `variants` (the paper's grid). The claims need only
+    # base+grpo (the init study), so a small machine can run ["grpo"] and save four arms.
+    base_variants: list | None = None
     steps: int = 2
     batch_size: int = 2         # prompts per step
     generations: int = 4        # completions per prompt, the group (the paper: 8); also pass@k's k
@@ -48,7 +51,7 @@ class ZhuConfig:
     min_kl: float = 1e-4        # nats per token (TRL logs the mean per-token KL)
     data: str = "synthmed"      # synthmed | pmc_vqa (repro.data.protocols knob zhu_data)
 
-    KEY_IF_SET: ClassVar[dict] = {"data": "synthmed"}  # in an arm's cache key only when not the default
+    KEY_IF_SET: ClassVar[dict] = {"data": "synthmed", "base_variants": None}  # in an arm's cache key only when not the default
 
     @classmethod
     def from_params(cls, params) -> ZhuConfig:
@@ -59,6 +62,12 @@ def method(init: str, variant: str) -> str:
     return f"{INIT_LABELS[init]}+{variant}"
 
 
+def arm_grid(cfg: ZhuConfig) -> list[tuple[str, str]]:
+    """(init, variant) of every trained arm: all variants from the SFT start, base_variants from the base."""
+    base = cfg.variants if cfg.base_variants is None else [v for v in cfg.variants if v in cfg.base_variants]
+    return [(i, v) for i in cfg.inits for v in (base if i == "base" else cfg.variants)]
+
+
 def jobs(cfg: ZhuConfig, stage: common.Stage) -> list[common.Job]:
     d = common.protocol_extra("zhu_data", cfg.data)
     starts = [common.Job(PAPER, INIT_LABELS[i], None, "repro.papers.measure:eval_arm", cfg, stage,
@@ -66,7 +75,7 @@ def jobs(cfg: ZhuConfig, stage: common.Stage) -> list[common.Job]:
                           "extra_fn": "repro.papers.zhu:mcq_extra", **d}) for i in cfg.inits]
     return starts + [common.Job(PAPER, method(i, v), s, "repro.papers.zhu:arm", cfg, stage, {"init": i,
                                                                                            "variant": v, **d})
-                     for s in stage.seeds for i in cfg.inits for v in cfg.variants]
+                     for s in stage.seeds for i, v in arm_grid(cfg)]
 
 
 def start_job(cfg: ZhuConfig, stage: common.Stage) -> common.Job:

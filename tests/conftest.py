@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from repro import paths
+from repro import paths, stats
 
 
 def write_notebook(path: Path, param_src: str, body_src: list[str]) -> None:
@@ -30,6 +30,10 @@ def tmp_repo(tmp_path, monkeypatch):
                       ("RESULTS", "results"), ("RUNS", "runs")]:
         monkeypatch.setattr(paths, name, tmp_path / sub if sub else tmp_path)
     return tmp_path
+
+
+CLAIM_FIELDS = set(stats.CLAIM_COLUMNS) | {"why"}  # every saved claim's fields (04, 05, 06: one ledger)
+VERDICTS = {"reproduced", "opposite", "inconclusive", "not trained"}
 
 
 def run_stages(*args: str, timeout: int = 900):

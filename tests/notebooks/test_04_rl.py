@@ -9,14 +9,11 @@ import pandas as pd
 import pytest
 
 from repro import paths
-from tests.conftest import run_stages
+from tests.conftest import CLAIM_FIELDS, VERDICTS, run_stages
 
 pytestmark = pytest.mark.slow
 
-CLAIM_FIELDS = {"paper", "claim", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value", "p_holm",
-                "mde", "n_items", "seeds", "verdict"}
 ARM_FIELDS = {"paper", "method", "seed", "kl_end", "reward_first", "reward_last", "trained"}
-VERDICTS = {"reproduced", "opposite", "inconclusive", "not trained"}
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,10 @@ import pytest
 
 from repro import config, paths
 from repro.papers import ablations as ab
-from tests.conftest import run_stages
+from tests.conftest import CLAIM_FIELDS, VERDICTS, run_stages
 
 pytestmark = pytest.mark.slow
 
-CLAIM_FIELDS = {"paper", "claim", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value", "p_holm",
-                "mde", "n_items", "seeds", "verdict", "why"}
-VERDICTS = {"reproduced", "opposite", "inconclusive", "not trained"}
 
 
 @pytest.fixture(scope="module")

@@ -132,25 +132,15 @@ def _extra_fn(name):
 
 def umed_arm(job: common.Job):
     """PPO with AAR (stage 04's UMed arm) from extra["init"] on the rows of extra["train"], tested on extra["test"]."""
-    from repro.models import load_vlm
-    from repro.rewards import attention, localization
+    from repro.papers import umed
     from repro.train import ppo
 
     cfg, e = job.cfg, job.extra
     init = start_dir(job, e["init"])
     rows = subsets.select(ev.load_rows(common.data_dir(job.stage), "instruct", "train"), e["train"])
     rows = limit_rows(rows, cfg.train_rows)
-    vrr_model, vrr_proc = load_vlm(init, attn_implementation="eager")
-    vrr = attention.make_vrr_reward(vrr_model, vrr_proc, **common.supported_kwargs(attention.make_vrr_reward,
-                                                                                   fallback=cfg.vrr_fallback))
-    # the same PPOConfig as papers.umed.arm builds from these knobs
-    pc = common.ppo_config(steps=cfg.steps, batch_size=cfg.batch_size, k=cfg.k, ppo_epochs=cfg.ppo_epochs, lr=cfg.lr,
-                           kl_beta=cfg.kl_beta, gamma=cfg.gamma, lam=cfg.lam, baseline=cfg.baseline,
-                           whiten_advantages=cfg.whiten_advantages, value_lr=cfg.value_lr,
-                           value_warmup_steps=cfg.value_warmup_steps, max_new_tokens=ev.MAX_NEW_TOKENS["instruct"],
-                           seed=job.seed)
-    info = ppo.train(init, job.folder / "train", rows,
-                     [localization.make_aar_reward(group_key="query_id", vrr_fn=vrr)], pc, progress=False)
+    info = ppo.train(init, job.folder / "train", rows, [umed.aar_reward(cfg, init)], umed.ppo_config(cfg, job.seed),
+                     progress=False)
     status = common.summarize_curve(common.ppo_curve(info["log_history"]), cfg.min_kl)
     rec = {"curve": common.ppo_curve(info["log_history"]).to_dict(orient="records"), **status}
     if not status["trained"]:

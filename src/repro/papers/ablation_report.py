@@ -15,12 +15,11 @@ import math
 
 import pandas as pd
 
-from repro import report, results
+from repro import report, results, stats
 from repro.papers import ablations as ab
 from repro.papers.claims import MAU, Claim
 
-CLAIM_FIELDS = ["paper", "claim", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value", "p_holm",
-                "mde", "n_items", "seeds", "verdict", "why"]
+CLAIM_FIELDS = stats.CLAIM_COLUMNS + ["why"]  # the saved claim fields, as stage 04's
 DR = ab.drllava.METHOD
 
 

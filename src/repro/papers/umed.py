@@ -64,10 +64,30 @@ def start_job(cfg: UMedConfig, stage: common.Stage) -> common.Job:
                        "limit": cfg.start_rows})
 
 
-def arm(job: common.Job):
-    """Train one PPO arm and evaluate it (runs in a worker)."""
+def aar_reward(cfg: UMedConfig, start_dir):
+    """AAR (relevance + ALR + VRR, per-query normalised) with VRR read from the attention of the model at
+    `start_dir` (the frozen start, eager attention)."""
     from repro.models import load_vlm
     from repro.rewards import attention, localization
+
+    vrr_model, vrr_proc = load_vlm(start_dir, attn_implementation="eager")
+    vrr = attention.make_vrr_reward(vrr_model, vrr_proc,
+                                    **common.supported_kwargs(attention.make_vrr_reward, fallback=cfg.vrr_fallback))
+    return localization.make_aar_reward(group_key="query_id", vrr_fn=vrr)
+
+
+def ppo_config(cfg: UMedConfig, seed):
+    """Our PPOConfig from UMed's knobs (stage 04's arms, and stage 06's, which start elsewhere)."""
+    return common.ppo_config(steps=cfg.steps, batch_size=cfg.batch_size, k=cfg.k, ppo_epochs=cfg.ppo_epochs,
+                             lr=cfg.lr, kl_beta=cfg.kl_beta, gamma=cfg.gamma, lam=cfg.lam, baseline=cfg.baseline,
+                             whiten_advantages=cfg.whiten_advantages, value_lr=cfg.value_lr,
+                             value_warmup_steps=cfg.value_warmup_steps,
+                             max_new_tokens=ev.MAX_NEW_TOKENS["instruct"], seed=seed)
+
+
+def arm(job: common.Job):
+    """Train one PPO arm and evaluate it (runs in a worker)."""
+    from repro.rewards import localization
     from repro.train import ppo
 
     cfg: UMedConfig = job.cfg
@@ -76,19 +96,10 @@ def arm(job: common.Job):
     if job.extra.get("rewards"):  # a stage-05 ablation: "module:function"(job, sft) -> its reward functions
         fns = common.resolve(job.extra["rewards"])(job, sft)
     elif job.method == "SFT+AAR":
-        vrr_model, vrr_proc = load_vlm(sft, attn_implementation="eager")
-        vrr = attention.make_vrr_reward(vrr_model, vrr_proc,
-                                        **common.supported_kwargs(attention.make_vrr_reward,
-                                                                  fallback=cfg.vrr_fallback))
-        fns = [localization.make_aar_reward(group_key="query_id", vrr_fn=vrr)]
+        fns = [aar_reward(cfg, sft)]
     else:
         fns = [localization.make_relevance_reward()]
-    pc = common.ppo_config(steps=cfg.steps, batch_size=cfg.batch_size, k=cfg.k, ppo_epochs=cfg.ppo_epochs,
-                           lr=cfg.lr, kl_beta=cfg.kl_beta, gamma=cfg.gamma, lam=cfg.lam, baseline=cfg.baseline,
-                           whiten_advantages=cfg.whiten_advantages, value_lr=cfg.value_lr,
-                           value_warmup_steps=cfg.value_warmup_steps, max_new_tokens=ev.MAX_NEW_TOKENS["instruct"],
-                           seed=job.seed)
-    info = ppo.train(sft, job.folder / "train", rows, fns, pc, progress=False)
+    info = ppo.train(sft, job.folder / "train", rows, fns, ppo_config(cfg, job.seed), progress=False)
     curve = common.ppo_curve(info["log_history"])
     return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["instruct"], cfg.eval_limit)
 

@@ -51,7 +51,8 @@ class ZhuConfig:
     min_kl: float = 1e-4        # nats per token (TRL logs the mean per-token KL)
     data: str = "synthmed"      # synthmed | pmc_vqa (repro.data.protocols knob zhu_data)
 
-    KEY_IF_SET: ClassVar[dict] = {"data": "synthmed", "base_variants": None}  # in an arm's cache key only when not the default
+    # in an arm's cache key only when not the default
+    KEY_IF_SET: ClassVar[dict] = {"data": "synthmed", "base_variants": None}
 
     @classmethod
     def from_params(cls, params) -> ZhuConfig:

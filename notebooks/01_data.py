@@ -273,8 +273,11 @@ print("truth:", ab["source"], ab["category"], "box (px)", ab["bboxes"], "box tex
 # **Idea.** GRPO is trained on questions whose answers a rule can check. Each PMC-VQA-like question has four
 # options, and the target is a short reasoning in `<think>` tags followed by the letter in `<answer>` tags, so that
 # notebook 03's format reward $r_{\text{fmt}}=\mathbb 1[\text{one think block, then one answer block}]$ and accuracy
-# reward $r_{\text{acc}}=\mathbb 1[\text{the answer names the right option}]$ can score a sample. The reasoning states
-# the modality, region and finding (`reason_facts`), which the semantic reward checks.
+# reward $r_{\text{acc}}=\mathbb 1[\text{the answer names the right option}]$ can score a sample. The reasoning walks
+# the options, each with its verdict (`A. mass: no. B. nodule: yes. ...`): a tiny model taught a free-text reasoning
+# ("It shows nodule.") learned to name the finding but not which letter carries it, and stayed at chance
+# (`params/cpu/02_sft.yaml` has the numbers). The image's modality, region and finding stay in `reason_facts`, which
+# the semantic reward checks.
 
 # %%
 ex = mcq["train"][0]
@@ -286,7 +289,7 @@ print("\nMCQ:", ex["messages"][0]["content"], "\n ->", ex["messages"][1]["conten
 #
 # ### How we differ from Zhu et al. (data; `docs/methods.md §6(b)`)
 # 1. SynthMed multiple choice (finding, region or modality questions) instead of a 10k/7k subset of PMC-VQA.
-# 2. The `<think>` reasoning in the SFT targets is a template over the image's facts; the paper's model reasons in
+# 2. The `<think>` reasoning in the SFT targets is a template that walks the options; the paper's model reasons in
 #    free text.
 #
 # ### Exercises (Zhu et al. data)

@@ -33,6 +33,7 @@ import pandas as pd
 import repro.config
 import repro.plots
 import repro.results
+import repro.stats
 from repro import papers, report
 from repro.papers import claims as claims_lib
 
@@ -278,8 +279,7 @@ with pd.option_context("display.max_colwidth", 120):
     display(ledger)
 
 # %%
-CLAIM_FIELDS = ["paper", "claim", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value", "p_holm",
-                "mde", "n_items", "seeds", "verdict", "why"]
+CLAIM_FIELDS = repro.stats.CLAIM_COLUMNS + ["why"]  # the fields every stage's claims carry (07 reads them)
 claims_out = ledger.reset_index() if "paper" not in ledger.columns else ledger
 metrics = {
     "start": papers.start_points(papers.configs_from(cfg), stage),  # read back from the start arms' files

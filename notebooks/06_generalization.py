@@ -30,6 +30,7 @@ import repro.config
 import repro.plots
 import repro.report
 import repro.results
+import repro.stats
 from repro import generalization as gen
 from repro import papers
 from repro.generalization import report as gr
@@ -246,8 +247,7 @@ with pd.option_context("display.max_colwidth", 120):
     display(ledger)
 
 # %%
-CLAIM_FIELDS = ["paper", "claim", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value", "p_holm",
-                "mde", "n_items", "seeds", "verdict", "why"]
+CLAIM_FIELDS = repro.stats.CLAIM_COLUMNS + ["why"]  # the fields every stage's claims carry (07 reads them)
 runs = {"umed": umed_run, "drllava": run04["drllava"], "mmedpo": mmedpo_new, "zhu": zhu_run}
 metrics = {
     "claims": ledger[[c for c in CLAIM_FIELDS if c in ledger.columns]].to_dict(orient="records"),

@@ -232,6 +232,23 @@ def test_semantic(reasoning, binary, frac):
     assert call(vqa.semantic_fraction_reward, text, cols) == pytest.approx(frac)
 
 
+@pytest.mark.parametrize("walk,score", [
+    ("A. nodule: no. B. cyst: yes. C. mass: no. D. normal: no.", 1.0),  # the gold option walk
+    ("A. nodule: yes. B. cyst: no. C. mass: no. D. normal: no.", 0.0),  # "yes" on a distractor
+    ("A. nodule: yes. B. cyst: yes. C. mass: no. D. normal: no.", 0.0),  # two "yes": hedging
+    ("A. nodule: no. B. cyst: no. C. mass: no. D. normal: no.", 0.0),   # the truth rejected, nothing stated
+    ("A. nodule, cyst, mass: yes. B. normal: no.", 0.0),                # a hedged option
+    ("A. CT: yes. B. X-ray: no. C. MRI: no. D. ultrasound: no.", 1.0),  # a modality question: that facet only
+    ("A. CT: no. B. X-ray: yes. C. MRI: no. D. ultrasound: no.", 0.0),
+])
+def test_semantic_judges_an_option_walk_by_its_verdicts(walk, score):
+    text = mcq_target(walk, "B")
+    assert call(vqa.semantic_fraction_reward, text, MCQ_ROW) == pytest.approx(score)
+    assert call(vqa.semantic_reward, text, MCQ_ROW) == score
+    one = mcq_target("A. cyst: yes.", "A")  # a single verdict is not a walk: read as free text (1 of 3 facets)
+    assert call(vqa.semantic_fraction_reward, one, MCQ_ROW) == pytest.approx(1 / 3)
+
+
 def test_semantic_normal_and_plugged_judge():
     row = {"reason_facts": {"modality": "X-ray", "region": "chest", "finding": "normal"}}
     assert call(vqa.semantic_reward, mcq_target("X-ray of the chest. There is no abnormality, it is normal.", "A"),

@@ -141,16 +141,28 @@ def _term_regex(extra: tuple[str, ...]) -> re.Pattern:
     return re.compile(r"(?<![\w-])(" + "|".join(re.escape(t) for t in terms) + r")(?![\w-])")
 
 
+# An option walk ("A. mass: no. B. nodule: yes."), the reasoning format of the MCQ targets (tasks.option_judgments).
+_VERDICT = re.compile(r"(?:^|(?<=\s))([A-D])\.\s+([^:]+?):\s*(yes|no)\.", re.IGNORECASE)
+
+
 class RuleJudge:
     """Rule judge: the fraction of the available facets (finding, region, modality) that the reasoning names
     correctly and without naming a competing value of the same facet. Findings after "no"/"not"/"without" (within
-    two words) do not count as named, so "no nodule, it is normal" names only "normal"."""
+    two words) do not count as named, so "no nodule, it is normal" names only "normal".
+
+    An option walk (two or more "X. <option>: yes|no." verdicts) is judged on its verdicts instead: it addresses
+    the facets its options belong to (a multiple-choice question asks about one), and a facet is right when the
+    options marked "yes" are exactly the true value and the true value is not marked "no". Why: the walk names
+    every distractor by construction, so reading it as free text would fail the gold reasoning itself."""
 
     facets = ("finding", "region", "modality")
 
     def details(self, reasoning: str, facts: dict) -> dict:
         truth = {f: str(facts[f]).lower() for f in self.facets if isinstance(facts.get(f), str) and facts[f]}
         extra = tuple(sorted(v for v in truth.values() if v not in _FACET_OF))
+        verdicts = _VERDICT.findall(reasoning)
+        if len(verdicts) >= 2:
+            return self._walk(verdicts, truth, extra)
         named: dict[str, set] = {f: set() for f in self.facets}
         s = reasoning.lower()
         for m in _term_regex(extra).finditer(s):
@@ -162,6 +174,20 @@ class RuleJudge:
         ok = {f: named[f] == {v} for f, v in truth.items()}
         return {"score": (sum(ok.values()) / len(ok)) if ok else None, "facets_ok": ok,
                 "named": {f: sorted(v) for f, v in named.items()}}
+
+    def _walk(self, verdicts, truth: dict, extra: tuple) -> dict:
+        said: dict[str, dict[str, set]] = {f: {"yes": set(), "no": set()} for f in self.facets}
+        for _, option, verdict in verdicts:
+            text = option.strip().lower()
+            terms = [m.group(1) for m in _term_regex(extra).finditer(text)] or [text]
+            for term in terms:  # a hedged option ("mass, nodule, cyst") names several values of its facet
+                facet = _FACET_OF.get(term) or next((f for f, v in truth.items() if v == term), None)
+                if facet is not None:
+                    said[facet][verdict.lower()].add(term)
+        addressed = [f for f in truth if said[f]["yes"] or said[f]["no"]]
+        ok = {f: said[f]["yes"] == {truth[f]} and truth[f] not in said[f]["no"] for f in addressed}
+        return {"score": (sum(ok.values()) / len(ok)) if ok else None, "facets_ok": ok,
+                "named": {f: sorted(said[f]["yes"]) for f in self.facets}, "option_walk": True}
 
     def __call__(self, reasoning: str, facts: dict) -> float:
         score = self.details(reasoning, facts)["score"]

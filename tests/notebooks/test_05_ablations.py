@@ -58,6 +58,7 @@ def test_05_reuses_04s_full_method_arms(result):
             if "(" not in r["method"] or r["method"] == ab.drllava.METHOD:  # a full method or start of stage 04
                 name = r["method"].replace(" ", "_").replace("(", "").replace(")", "").replace("+", "-")
                 name = name if r["seed"] is None else f"{name}-s{r['seed']}"
+                name = f"{name}-{r['key'][:8]}"  # arm folders are keyed by config (common.Job.folder)
                 f = paths.models_dir("smoke") / "rl" / paper / name / "arm.json"
                 assert arms04[paper].get(name) == f.stat().st_mtime_ns, (paper, name)  # not rewritten by 05
 

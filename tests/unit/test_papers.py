@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from repro import config, evaluation, papers, paths
+from repro.config import ConfigError
 from repro.papers import claims, common, measure
 
 CLAIM_FIELDS = ["paper", "claim", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value", "p_holm",
@@ -276,6 +277,8 @@ def test_zhu_base_variants_limit_the_base_arms_only():
     assert trained == ["base+grpo"] + [f"SFT+{v}" for v in papers.zhu.VARIANTS]
     full = [j.method for j in papers.zhu.jobs(papers.zhu.ZhuConfig(), stage) if j.seed is not None]
     assert len(full) == 2 * len(papers.zhu.VARIANTS)
+    with pytest.raises(ConfigError, match="'zhu_base_variants' has value.*'grpo_x'"):
+        papers.zhu.jobs(papers.zhu.ZhuConfig(base_variants=["grpo_x"]), stage)
 
 
 def test_start_cache_key_ignores_training_knobs_but_not_eval_knobs():

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from repro.config import ConfigError
 from repro.papers import common, measure
 
 PAPER = "zhu"
@@ -65,6 +66,9 @@ def method(init: str, variant: str) -> str:
 
 def arm_grid(cfg: ZhuConfig) -> list[tuple[str, str]]:
     """(init, variant) of every trained arm: all variants from the SFT start, base_variants from the base."""
+    unknown = sorted(set(cfg.base_variants or []) - set(cfg.variants))
+    if unknown:
+        raise ConfigError(f"key 'zhu_base_variants' has value(s) {unknown} not in zhu_variants {cfg.variants}")
     base = cfg.variants if cfg.base_variants is None else [v for v in cfg.variants if v in cfg.base_variants]
     return [(i, v) for i in cfg.inits for v in (base if i == "base" else cfg.variants)]
 

@@ -42,6 +42,20 @@ stage = papers.stage_from(cfg)  # seeds, workers, eval batch size: the knobs eve
 stage
 
 # %% [markdown]
+# ## Every arm at once
+#
+# The sections below run one paper each, but their arms are independent: a model trained from the SFT start and
+# evaluated on the test split (or a start measured on validation). So we first hand **all of them** to one pool
+# of `workers` processes (one thread each), longest first; each section then reads its arms back from disk
+# (`runs/<profile>/models/rl/<paper>/<arm>/arm.json` + `rows.csv`). Run paper by paper instead, one core would
+# sit idle at the end of every paper while the other finishes its last long arm. A section run on its own — after
+# you change its config — trains just what changed.
+
+# %%
+n_jobs = papers.run_all(papers.configs_from(cfg), stage)
+print(f"{n_jobs} jobs on disk (trained now or read back)")
+
+# %% [markdown]
 # ## Starting points: is there anything for RL to learn?
 #
 # RL sharpens what a policy can already *sometimes* do. For each paper we measure the SFT start on the

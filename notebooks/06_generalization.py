@@ -41,6 +41,21 @@ stage = gen.stage_from(cfg)  # seeds, workers, eval batch size: stage 04's Stage
 stage
 
 # %% [markdown]
+# ## Every study's arms at once
+#
+# The sections below read one study each, but the arms are independent except for one dependency: an RL arm
+# starts from its condition's short SFT. So all the studies' jobs run first, in two pools of `workers` processes
+# (one thread each, longest first): the short SFTs together with every arm that needs none of them, then the arms
+# that start from those SFTs. Each section then reads its arms back from disk; a section run on its own after a
+# knob change trains just what changed.
+
+# %%
+n_jobs = studies.run_all((gen.UMedStudy.from_params(cfg), papers.umed.UMedConfig.from_params(cfg)),
+                         (gen.MMedPOStudy.from_params(cfg), papers.mmedpo.MMedPOConfig.from_params(cfg)),
+                         (gen.ZhuStudy.from_params(cfg), papers.zhu.ZhuConfig.from_params(cfg)), stage)
+print(f"{n_jobs} jobs on disk (trained now or read back)")
+
+# %% [markdown]
 # ## 1 · UMed-LVLM: unseen categories, unseen sources, another modality, less data
 #
 # **Idea.** UMed-LVLM claims that abnormal-aware rewards make the model *understand* abnormalities rather than

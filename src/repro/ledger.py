@@ -153,16 +153,33 @@ def _seeds(x):
 
 
 # ----------------------------------------------------------------------------------------------- the ledger
+def _observation(c: dict) -> tuple | None:
+    """What makes a claim's observation: the two arms and metric it compares and its result. A later stage that
+    re-reads an earlier stage's arms for the same comparison (05's init study repeats 04's claim, on 04's arms)
+    has the same observation; None when the claim has no number to match on."""
+    d = _num(c.get("difference"))
+    if d is None:
+        return None
+    return c.get("paper"), c.get("comparison"), c.get("metric"), round(d, 12), c.get("n_items")
+
+
 def build(records: dict[str, dict], numbers: dict | None = None) -> pd.DataFrame:
-    """One row per claim of every stage (in stage order), LEDGER_COLUMNS; absent numbers are NaN."""
-    rows = []
+    """One row per claim of every stage (in stage order), LEDGER_COLUMNS; absent numbers are NaN. One row per
+    independent observation: a claim that repeats an earlier stage's observation (`_observation`) is not counted
+    again."""
+    rows, seen = [], set()  # seen: the observations of the stages before this one
     for stem in sorted(records):
         claims = records[stem].get("metrics", {}).get("claims") or []
         if not isinstance(claims, list):
             raise ValueError(f"results {stem}.json: metrics.claims is {type(claims).__name__}, expected a list")
+        mine = set()
         for k, c in enumerate(claims):
             if not isinstance(c, dict) or "claim" not in c:
                 raise ValueError(f"results {stem}.json: metrics.claims[{k}] has no 'claim' field (value {c!r:.80})")
+            obs = _observation(c)
+            if obs is not None and obs in seen:
+                continue
+            mine.add(obs)
             lo, hi = interval(c)
             p_diffs, p_text = paper_differences(c, numbers)
             rows.append({"stage": stem, "paper": c.get("paper") or DASH, "claim": c["claim"],
@@ -172,6 +189,7 @@ def build(records: dict[str, dict], numbers: dict | None = None) -> pd.DataFrame
                          "ci_low": lo, "ci_high": hi, "p_value": _num(c.get("p_value")),
                          "p_holm": _num(c.get("p_holm")), "mde": _num(c.get("mde")), "n_items": c.get("n_items"),
                          "seeds": _seeds(c.get("seeds")), "verdict": c.get("verdict") or DASH, "why": _why(c)})
+        seen |= mine
     df = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
     for col in ("paper_difference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "mde"):
         df[col] = pd.to_numeric(df[col], errors="coerce")

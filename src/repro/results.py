@@ -153,10 +153,19 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _plain_index(df) -> bool:
+    """An unnamed 0..n-1 index carries no information: tables leave it out."""
+    import pandas as pd
+
+    return isinstance(df.index, pd.RangeIndex) and df.index.name is None
+
+
 def to_markdown(df, floatfmt: str = ".3f") -> str:
-    """Minimal Markdown table (pandas' to_markdown needs tabulate, which we do not pin)."""
+    """Minimal Markdown table (pandas' to_markdown needs tabulate, which we do not pin); an unnamed 0..n-1 index
+    is left out, any other index is the first column."""
+    plain = _plain_index(df)
     names = [n for n in df.index.names if n] if hasattr(df.index, "names") else []
-    cols = [str(c) for c in ([" / ".join(names)] + list(df.columns))]
+    cols = [str(c) for c in ([] if plain else [" / ".join(names)]) + list(df.columns)]
 
     def fmt(v):
         if isinstance(v, float):
@@ -166,14 +175,14 @@ def to_markdown(df, floatfmt: str = ".3f") -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for idx, row in df.iterrows():
         label = " · ".join(str(i) for i in idx) if isinstance(idx, tuple) else fmt(idx)  # MultiIndex rows
-        lines.append("| " + " | ".join([label] + [fmt(v) for v in row]) + " |")
+        lines.append("| " + " | ".join(([] if plain else [label]) + [fmt(v) for v in row]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def save_table(df, cfg, name: str) -> Path:
     """Stage a table as CSV + Markdown; it lands in figures/<profile>/ when save() runs."""
     d = pending_dir(cfg.profile, cfg.stem)
-    df.to_csv(d / f"{cfg.stem}_{name}.csv")
+    df.to_csv(d / f"{cfg.stem}_{name}.csv", index=not _plain_index(df))
     (d / f"{cfg.stem}_{name}.md").write_text(to_markdown(df))
     return paths.figures_dir(cfg.profile) / f"{cfg.stem}_{name}.csv"
 

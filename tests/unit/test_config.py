@@ -83,3 +83,14 @@ def test_markdown_tables_label_ours_and_paper_rows():
     ours = pd.DataFrame({"acc": [0.5]}, index=pd.Index(["SFT"], name="model"))
     md = to_markdown(side_by_side(ours, ours * 2, "paper X"))
     assert "| ours (this repo) · SFT | 0.500 |" in md and "| paper X · SFT | 1.000 |" in md
+
+
+def test_markdown_tables_leave_out_a_plain_row_number_index():
+    import pandas as pd
+
+    from repro.results import to_markdown
+
+    md = to_markdown(pd.DataFrame({"condition": ["a", "b"], "acc": [0.5, 0.25]}))
+    assert md.splitlines()[0] == "| condition | acc |" and md.splitlines()[2] == "| a | 0.500 |"
+    named = to_markdown(pd.DataFrame({"acc": [0.5]}, index=pd.Index([3], name="step")))
+    assert named.splitlines()[0] == "| step | acc |" and named.splitlines()[2] == "| 3 | 0.500 |"

@@ -188,3 +188,14 @@ def test_write_site_exports_notebooks_and_links_pages(tmp_repo):
     assert "stage 05_ablations: no results" in text
     assert "hello NB" in (fig / "report" / "01_data.html").read_text()
     assert (fig / "report" / "claims.html").exists()
+
+
+def test_a_claim_that_repeats_an_earlier_observation_is_counted_once():
+    """05's init study re-reads 04's arms: same comparison, metric and result -> one ledger row, 04's."""
+    again = {**NEW, "claim": "init study: " + NEW["claim"]}
+    other = {**NEW, "claim": "same arms, another result", "difference": 0.04}
+    df = ledger.build({"04_rl": record([NEW]), "05_ablations": record([again, other], "05_ablations")})
+    assert list(df["claim"]) == [NEW["claim"], "same arms, another result"]
+    assert list(df["stage"]) == ["04_rl", "05_ablations"]
+    untrained = ledger.build({"04_rl": record([UNTRAINED]), "05_ablations": record([UNTRAINED], "05_ablations")})
+    assert len(untrained) == 2  # no number to match on: kept

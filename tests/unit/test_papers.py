@@ -289,3 +289,49 @@ def test_start_cache_key_ignores_training_knobs_but_not_eval_knobs():
     assert papers.umed.jobs(a, stage)[1].key() != papers.umed.jobs(b, stage)[1].key()  # a trained arm
     c = papers.umed.UMedConfig(eval_limit=7)
     assert papers.umed.jobs(a, stage)[0].key() != papers.umed.jobs(c, stage)[0].key()
+
+
+def test_the_pool_starts_the_longest_arm_first_and_returns_job_order(tmp_root, monkeypatch):
+    """Longest-first submission (so two workers finish together), results still in job order, and arms already on
+    disk are read back without starting a worker."""
+    jobs = _jobs(methods=("a",), seeds=(0, 1, 2))
+    monkeypatch.setitem(common.SECONDS, jobs[0].fn, 1)
+    assert [common.est_seconds(j) for j in jobs] == [1, 1, 1]
+    common.run_jobs(jobs[:1], workers=1)  # seed 0 is on disk now
+    submitted = []
+
+    class Recorder:  # stands in for the process pool: records submission order, runs in this process
+        def __init__(self, **kw):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def submit(self, fn, job):
+            import concurrent.futures as cf
+
+            submitted.append(job.seed)
+            f = cf.Future()
+            f.set_result(fn(job))
+            return f
+
+    import concurrent.futures
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Recorder)
+    monkeypatch.setattr(common, "est_seconds", lambda j: {0: 5, 1: 10, 2: 20}[j.seed])
+    recs, rows = common.run_jobs(jobs, workers=2, progress=False)
+    assert submitted == [2, 1]  # seed 0 was cached: never submitted; then longest first
+    assert [r["seed"] for r in recs] == [0, 1, 2]
+    assert list(rows["seed"].drop_duplicates()) == [0, 1, 2]
+
+
+def test_an_arm_key_is_computed_once_per_job(monkeypatch):
+    job = _jobs(methods=("a",), seeds=(0,))[0]
+    calls = []
+    real = common.Job._compute_key
+    monkeypatch.setattr(common.Job, "_compute_key", lambda self: calls.append(1) or real(self))
+    assert job.folder == job.folder and job.key() == job.key()
+    assert len(calls) == 1

@@ -29,12 +29,7 @@ def _stamp(folder) -> int | None:
 
 
 def _run(paper: str, jobs: list[common.Job], stage: common.Stage, only_cached: bool) -> dict:
-    """Run the arms not yet on disk (in parallel workers), then read every arm back in job order in this process:
-    a rerun whose arms are all cached spawns no worker (each would import torch and transformers again)."""
-    todo = [] if only_cached else [j for j in jobs if common._load_cached(j) is None]
-    if todo:
-        common.run_jobs(todo, stage.n_workers())
-    recs, rows = common.run_jobs(jobs, 1, only_cached=True)
+    recs, rows = common.run_jobs(jobs, stage.n_workers(), only_cached)
     return {"paper": paper, "records": recs, "rows": rows}
 
 
@@ -91,11 +86,18 @@ def umed_jobs(study: UMedStudy, ppo_cfg, stage: common.Stage, sft_dirs: dict[str
     return out
 
 
-def umed_run(study: UMedStudy, ppo_cfg, stage: common.Stage, only_cached: bool = False) -> dict:
+def umed_phase2(study: UMedStudy, ppo_cfg, stage: common.Stage, only_cached: bool = False):
+    """Phase 1 (the short SFT per condition; run unless on disk) -> (its run, phase 2's jobs: each SFT's
+    evaluation and its SFT+AAR arms)."""
     sft = _run("umed", list(umed_sft_jobs(study, stage).values()), stage, only_cached)
     dirs = {r["method"][len("SFT ["):-1]: r.get("final_dir") for r in sft["records"]}
     jobs = [j for j in umed_jobs(study, ppo_cfg, stage, {c: dirs.get(c) or "" for c in umed_conditions(study, stage)})
             if j.extra["init"]]
+    return sft, jobs
+
+
+def umed_run(study: UMedStudy, ppo_cfg, stage: common.Stage, only_cached: bool = False) -> dict:
+    sft, jobs = umed_phase2(study, ppo_cfg, stage, only_cached)
     run = _run("umed", jobs, stage, only_cached)
     run["sft"] = sft["records"]
     return run
@@ -147,9 +149,31 @@ def mmedpo_jobs(study: MMedPOStudy, dpo_cfg, stage: common.Stage, qwen_dir: str 
     return out
 
 
-def mmedpo_run(study: MMedPOStudy, dpo_cfg, stage: common.Stage, only_cached: bool = False) -> dict:
+def mmedpo_qwen(study: MMedPOStudy, stage: common.Stage, only_cached: bool = False) -> tuple[dict, str | None]:
+    """The short SFT of the tiny Qwen2.5-VL (run unless on disk) -> (its run, its folder; None when off)."""
     sft = _run("mmedpo", mmedpo_sft_jobs(study, stage), stage, only_cached) if study.qwen else {"records": []}
-    qwen_dir = next((r.get("final_dir") for r in sft["records"]), None)
+    return sft, next((r.get("final_dir") for r in sft["records"]), None)
+
+
+def mmedpo_run(study: MMedPOStudy, dpo_cfg, stage: common.Stage, only_cached: bool = False) -> dict:
+    sft, qwen_dir = mmedpo_qwen(study, stage, only_cached)
     run = _run("mmedpo", mmedpo_jobs(study, dpo_cfg, stage, qwen_dir), stage, only_cached)
     run["sft"] = sft["records"]
     return run
+
+
+# ----------------------------------------------------------------------------------------------- all at once
+def run_all(umed: tuple[UMedStudy, object], mmedpo: tuple[MMedPOStudy, object], zhu: tuple[ZhuStudy, object],
+            stage: common.Stage) -> int:
+    """Every study's jobs in two pools instead of five: (1) the short SFTs with every arm that needs none of them
+    (Zhu's run, MMedPO from the stage-02 base), (2) the arms that start from those SFTs. Longest first in each, so
+    the workers finish together. The notebook's sections then read their arms back. Returns the number of jobs.
+    (study, its trainer config) pairs: (UMedStudy, UMedConfig), (MMedPOStudy, MMedPOConfig), (ZhuStudy, ZhuConfig)."""
+    (us, uc), (ms, mc), (zs, zc) = umed, mmedpo, zhu
+    first = list(umed_sft_jobs(us, stage).values()) + mmedpo_sft_jobs(ms, stage) + zhu_jobs(zs, zc, stage)
+    first += mmedpo_jobs(ms, mc, stage, None)  # without the Qwen folder: the base-start arms only
+    common.run_jobs(first, stage.n_workers())
+    _, then = umed_phase2(us, uc, stage, only_cached=True)
+    then += mmedpo_jobs(ms, mc, stage, mmedpo_qwen(ms, stage, only_cached=True)[1])  # base-start arms: on disk
+    common.run_jobs(then, stage.n_workers())
+    return len({j.folder for j in first + then})

@@ -20,7 +20,7 @@ CONFIGS = {"umed": umed.UMedConfig, "zhu": zhu.ZhuConfig, "mmedpo": mmedpo.MMedP
            "drllava": drllava.DrLLaVAConfig}
 
 __all__ = ["PAPERS", "Stage", "common", "measure", "drllava", "mmedpo", "umed", "zhu", "MODULES", "CONFIGS", "declared",
-           "stage_from", "configs_from", "start_points", "load_runs"]
+           "stage_from", "configs_from", "start_points", "run_all", "load_runs"]
 
 
 def declared() -> dict[str, tuple[str, object]]:
@@ -45,6 +45,17 @@ def start_points(configs: dict, stage: Stage) -> dict:
     papers = [p for p in PAPERS if p in configs]
     recs, _ = common.run_jobs([MODULES[p].start_job(configs[p], stage) for p in papers], stage.n_workers())
     return {r["paper"]: r["metrics"] for r in recs}
+
+
+def run_all(configs: dict, stage: Stage) -> int:
+    """Every job of stage 04 (the four starting points, each paper's starts and trained arms) in ONE pool of
+    workers, longest first, so no core idles while one paper's last arm finishes before the next paper starts.
+    Each paper's `run` (and `start_points`) then reads its arms back from disk. Returns the number of jobs."""
+    papers = [p for p in PAPERS if p in configs]
+    jobs = [MODULES[p].start_job(configs[p], stage) for p in papers]
+    jobs += [j for p in papers for j in MODULES[p].jobs(configs[p], stage)]
+    common.run_jobs(jobs, stage.n_workers())
+    return len(jobs)
 
 
 def load_runs(configs: dict, stage: Stage) -> dict:

@@ -176,7 +176,14 @@ class Job:
         return out_root(self.stage) / self.paper / f"{self.name}-{self.key()[:8]}"
 
     def key(self) -> str:
-        """Hash of everything that decides the arm's result, including the stage-02 weights it starts from."""
+        """Hash of everything that decides the arm's result, including the stage-02 weights it starts from.
+        Computed once per job object (it stats the two model files; `folder` asks for it on every access): the
+        weights an arm starts from do not change while its job is alive."""
+        if "_key" not in self.__dict__:
+            self.__dict__["_key"] = self._compute_key()
+        return self.__dict__["_key"]
+
+    def _compute_key(self) -> str:
         stamp = {}
         for name in ("base", "sft"):
             f = paths.models_dir(self.stage.profile) / name / "final" / "model.safetensors"
@@ -240,26 +247,52 @@ def _one_thread():
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
 
 
-def run_jobs(jobs: list[Job], workers: int = 1, only_cached: bool = False) -> tuple[list[dict], pd.DataFrame]:
+# Rough seconds of one job on one cpu thread (the cpu profile, 2026-12), by its function; only the ORDER of
+# submission uses them: the longest go first, so the workers finish together instead of one idling while the
+# other runs a long arm it picked up last (longest-processing-time-first scheduling).
+SECONDS = {"repro.papers.drllava:arm": 500, "repro.papers.zhu:arm": 180, "repro.papers.umed:arm": 150,
+           "repro.generalization.arms:umed_arm": 140, "repro.generalization.arms:zhu_arm": 130,
+           "repro.papers.mmedpo:arm": 120, "repro.generalization.arms:dpo_arm": 90,
+           "repro.generalization.arms:sft_arm": 90, "repro.papers.measure:start_arm": 80}
+CONVERSATION_EVAL_SECONDS = 250  # a Dr-LLaVA evaluation: 1,400 five-turn conversations
+
+
+def est_seconds(job: Job) -> float:
+    if job.fn in SECONDS:
+        return SECONDS[job.fn]
+    return CONVERSATION_EVAL_SECONDS if "conv" in job.extra.get("tasks", ()) else 30
+
+
+def run_jobs(jobs: list[Job], workers: int = 1, only_cached: bool = False,
+             progress: bool = True) -> tuple[list[dict], pd.DataFrame]:
     """Run the jobs (serially for workers <= 1, else in spawned processes) -> (records in job order, all rows).
-    Every job runs to its end even when another fails; the first failure is raised afterwards.
-    only_cached: load the arms already on disk, run nothing (the claims ledger of a partial session)."""
+    Arms already on disk are read in this process (no worker is started for them); the others are submitted
+    longest first (`est_seconds`). Every job runs to its end even when another fails; the first failure is raised
+    afterwards. only_cached: load the arms already on disk, run nothing (the claims ledger of a partial session)."""
+    cached = [_load_cached(j) for j in jobs]
+    todo = [i for i, c in enumerate(cached) if c is None]
     if only_cached:
-        done = [c for c in (_load_cached(j) for j in jobs) if c is not None]
-    elif workers <= 1 or len(jobs) <= 1:
-        done = [run_job(j) for j in jobs]
+        done = [c for c in cached if c is not None]
+    elif workers <= 1 or len(todo) <= 1:
+        done = [c if c is not None else run_job(j) for j, c in zip(jobs, cached, strict=True)]
     else:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
-                                 initializer=_one_thread) as ex:
-            futures = [ex.submit(run_job, j) for j in jobs]
-            errors = [f.exception() for f in futures]
+        from tqdm.auto import tqdm
+
+        order = sorted(todo, key=lambda i: -est_seconds(jobs[i]))  # stable: equal estimates keep job order
+        n = min(workers, len(todo))
+        with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_one_thread) as ex:
+            futures = {i: ex.submit(run_job, jobs[i]) for i in order}
+            for _ in tqdm(as_completed(futures.values()), total=len(order), desc=f"arms on {n} workers",
+                          disable=not progress):
+                pass
+            errors = [futures[i].exception() for i in order]
         first = next((e for e in errors if e is not None), None)
         if first is not None:
             raise first
-        done = [f.result() for f in futures]
+        done = [c if c is not None else futures[i].result() for i, c in enumerate(cached)]
     recs = [r for r, _ in done]
     rows = pd.concat([r for _, r in done], ignore_index=True) if done else pd.DataFrame(columns=ROW_COLUMNS)
     return recs, rows

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from repro import evaluation as ev
@@ -62,11 +61,7 @@ def eval_rows(model_dir, job: common.Job, task: str, rows: list[dict], label: st
     m, tables = ev.score(task, preds, rows)
     df = tables[f"{task}_rows"]
     flat, long = measure.flat_metrics(task, m), ev.row_scores(task, df)
-    for metric, vals in (extra(task, df, rows) if extra else {}).items():
-        flat[metric] = float(np.nanmean(vals)) if len(vals) else float("nan")
-        add = long.drop_duplicates("item")[["task", "source", "variant", "item", "cluster"]].copy()
-        add["metric"], add["score"] = metric, list(vals)
-        long = pd.concat([long, add], ignore_index=True)
+    long = measure.add_metrics(flat, long, extra(task, df, rows) if extra else {})
     if label:
         long["variant"] = label
         flat = {f"{label} {k}": v for k, v in flat.items()}
@@ -141,9 +136,9 @@ def umed_arm(job: common.Job):
     rows = limit_rows(rows, cfg.train_rows)
     info = ppo.train(init, job.folder / "train", rows, [umed.aar_reward(cfg, init)], umed.ppo_config(cfg, job.seed),
                      progress=False)
-    status = common.summarize_curve(common.ppo_curve(info["log_history"]), cfg.min_kl)
-    rec = {"curve": common.ppo_curve(info["log_history"]).to_dict(orient="records"), **status}
-    if not status["trained"]:
+    curve = common.ppo_curve(info["log_history"])
+    rec = {"curve": curve.to_dict(orient="records"), **common.summarize_curve(curve, cfg.min_kl)}
+    if not rec["trained"]:
         return {"metrics": {}, **rec}, EMPTY
     flat, long = eval_rows(info["final_dir"], job, "instruct", test_rows(job, "instruct", e["test"], e["limit"]))
     return {"metrics": flat, **rec}, long
@@ -178,15 +173,9 @@ def zhu_arm(job: common.Job):
         ds = ds.shuffle(seed=job.stage.seed).select(range(cfg.train_rows))
     steps = checkpoint_steps(e["steps"], e["checkpoints"])
     snaps = job.folder / "snapshots"
-    kw = common.supported_kwargs(grpo.train, max_steps=e["steps"], num_generations=cfg.generations,
-                                 batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
-                                 max_completion_length=cfg.max_completion_length, seed=job.seed,
-                                 save_steps=max(e["steps"], 1), match_update_size=cfg.match_update_size,
-                                 callbacks=[_snapshot_callback(snaps, init, set(steps))])
+    kw = zhu.grpo_kwargs(cfg, job.seed, e["steps"], callbacks=[_snapshot_callback(snaps, init, set(steps))])
     info = grpo.train(init, job.folder / "train", ds, e["variant"], **kw)
-    c = grpo.curves(info["log_history"])
-    curve = c.reindex(columns=["step", "reward", "reward_std", "kl", "completion_length"]).rename(
-        columns={"completion_length": "length"})
+    curve = zhu.grpo_curve(info["log_history"])
     status = common.summarize_curve(curve, cfg.min_kl)
     rec = {"curve": curve.to_dict(orient="records"), **status}
     if not status["trained"]:

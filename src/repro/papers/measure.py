@@ -48,6 +48,17 @@ def job_data_dir(job: Job):
     return protocols.data_dir_for(data_dir(job.stage), *spec) if spec else data_dir(job.stage)
 
 
+def add_metrics(flat: dict, long: pd.DataFrame, more: dict) -> pd.DataFrame:
+    """Per-row metrics computed beside a task's own ({metric: one value per item, in row order}, e.g. Zhu's
+    length / similarity / format): each one's mean goes into `flat` (in place), its rows are appended to `long`."""
+    for metric, vals in more.items():
+        flat[metric] = float(np.nanmean(vals)) if len(vals) else float("nan")
+        add = long.drop_duplicates("item")[["task", "source", "variant", "item", "cluster"]].copy()
+        add["metric"], add["score"] = metric, list(vals)
+        long = pd.concat([long, add], ignore_index=True)
+    return long
+
+
 def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = None, extra=None, data=None):
     """Greedy evaluation of the model at `model_dir` -> (flat metrics, per-row scores in long form).
     extra(task, rows_df, rows) -> {metric: per-row list} adds metrics computed from the predictions and the data
@@ -65,12 +76,7 @@ def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = Non
         df = out["tables"][f"{task}_rows"]
         long = ev.row_scores(task, df)
         if extra is not None:
-            more = extra(task, df, ev.load_rows(data, task, split, limit or None))
-            for metric, vals in more.items():
-                flat[metric] = float(np.nanmean(vals)) if len(vals) else float("nan")
-                add = long.drop_duplicates("item")[["task", "source", "variant", "item", "cluster"]].copy()
-                add["metric"], add["score"] = metric, list(vals)
-                long = pd.concat([long, add], ignore_index=True)
+            long = add_metrics(flat, long, extra(task, df, ev.load_rows(data, task, split, limit or None)))
         parts.append(long)
     return flat, pd.concat(parts, ignore_index=True)
 

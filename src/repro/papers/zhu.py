@@ -103,21 +103,35 @@ def mcq_extra(task: str, rows_df, rows) -> dict:
             "format": [float(vqa.format_ok(p)) for p in preds]}
 
 
+def grpo_kwargs(cfg: ZhuConfig, seed: int, steps: int, **more) -> dict:
+    """repro.train.grpo.train's knobs from Zhu's config (stage 04's arms and stage 06's longer run)."""
+    from repro.train import grpo
+
+    return common.supported_kwargs(grpo.train, max_steps=steps, num_generations=cfg.generations,
+                                   batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
+                                   max_completion_length=cfg.max_completion_length, seed=seed,
+                                   save_steps=max(steps, 1), match_update_size=cfg.match_update_size,
+                                   mask_truncated=cfg.mask_truncated, **more)
+
+
+def grpo_curve(log_history: list[dict]):
+    """TRL's log -> step, reward, reward_std, kl (nats per token), length (tokens)."""
+    from repro.train import grpo
+
+    c = grpo.curves(log_history)
+    return c.reindex(columns=["step", "reward", "reward_std", "kl", "completion_length"]).rename(
+        columns={"completion_length": "length"})
+
+
 def arm(job: common.Job):
     from repro.train import grpo
 
     cfg: ZhuConfig = job.cfg
     ds = grpo.grpo_dataset(measure.job_data_dir(job), "train", limit=cfg.train_rows or None, seed=job.stage.seed)
-    kw = common.supported_kwargs(grpo.train, max_steps=cfg.steps, num_generations=cfg.generations,
-                                 batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
-                                 max_completion_length=cfg.max_completion_length, seed=job.seed,
-                                 save_steps=max(cfg.steps, 1), match_update_size=cfg.match_update_size,
-                                 mask_truncated=cfg.mask_truncated)
+    kw = grpo_kwargs(cfg, job.seed, cfg.steps)
     info = grpo.train(common.model_dir(job.stage, job.extra["init"]), job.folder / "train", ds,
                       job.extra["variant"], **kw)
-    c = grpo.curves(info["log_history"])
-    curve = c.reindex(columns=["step", "reward", "reward_std", "kl", "completion_length"]).rename(
-        columns={"completion_length": "length"})
+    curve = grpo_curve(info["log_history"])
     return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["mcq"], cfg.eval_limit, extra=mcq_extra)
 
 

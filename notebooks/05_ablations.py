@@ -214,6 +214,8 @@ drllava_table
 # %% [markdown]
 # **What it means.** The paper motivates the consistency term by diagnostic coherence: without it, the policy is
 # not paid for answers that fit together, so path consistency (and with it conversation accuracy) should fall.
+# Both are read off the same 200 standard conversations — one observation — so the claims ledger tests only path
+# consistency, the quantity the term pays for; the table shows every level.
 # The paper's tables were not retrieved, so there is no paper block; the gated and released variants are ours.
 #
 # **How we differ from the paper**

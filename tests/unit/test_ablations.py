@@ -205,3 +205,9 @@ def test_paper_differences():
     assert vals[("mmedpo", "lesion-local noise beats global noise (closed VQA)")] == pytest.approx(
         ((59.88 - 58.88) + (46.98 - 46.91)) / 200)
     assert vals[("zhu", "init study: SFT start beats base start (GRPO)")] is None
+
+
+def test_one_claim_per_observation_for_the_path_term():
+    """Path consistency and conversation accuracy come from the same conversations: one claim, not two."""
+    dr = [c for c, _, _ in rep.paper_claims() if c.paper == "drllava"]
+    assert [(c.metric, c.variant) for c in dr] == [("path_consistency", "standard")]

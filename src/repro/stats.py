@@ -236,7 +236,10 @@ def compare(treat: pd.DataFrame, base: pd.DataFrame, *, n_boot: int = 2000, rng_
         hits = float(wts[np.abs(vals - est) >= abs(est) - _TIE].sum())
         p_value = (1 + round(hits * n_boot)) / (1 + n_boot) if n_boot > 0 else min(1.0, hits)
         test = TEST_BOOT
-    return {"difference": est, "ci_low": lo, "ci_high": hi, "p_value": float(p_value), "mde": _mde(p, alpha, 0.8),
+    # No item differs (two arms that answer alike everywhere): the plug-in SE is 0, and an MDE of 0 would claim a
+    # perfectly powered test where the data carry no information about the variance. Undefined, so NaN.
+    mde_ = float("nan") if not np.any(p.d) else _mde(p, alpha, 0.8)
+    return {"difference": est, "ci_low": lo, "ci_high": hi, "p_value": float(p_value), "mde": mde_,
             "n_items": len(p.items), "n_clusters": len(p.clusters), "seeds": len(p.seeds), "test": test,
             "seed_ids": list(p.seeds), "n_boot": n_boot}
 

@@ -335,3 +335,18 @@ def test_an_arm_key_is_computed_once_per_job(monkeypatch):
     monkeypatch.setattr(common.Job, "_compute_key", lambda self: calls.append(1) or real(self))
     assert job.folder == job.folder and job.key() == job.key()
     assert len(calls) == 1
+
+
+def test_two_arms_that_answer_alike_everywhere_have_no_mde_and_say_so():
+    """No item differs: the plug-in SE is 0, so an MDE of 0 would claim perfect power; it is undefined instead."""
+    from repro import stats
+
+    f = pd.DataFrame({"seed": 0, "item": [f"i{i}" for i in range(6)], "cluster": [f"c{i}" for i in range(6)],
+                      "score": [1.0, 0.0, 1.0, 1.0, 0.0, 1.0]})
+    r = stats.compare(f, f.copy(), n_boot=200)
+    assert math.isnan(r["mde"]) and r["difference"] == 0 and r["ci_low"] == 0 == r["ci_high"]
+    row = {**r, "p_holm": 1.0, "verdict": "inconclusive"}
+    assert claims.why(row) == ("the two arms score the same on every item: nothing differs, so the test has no "
+                               "information")
+    g = f.assign(score=[1.0, 1.0, 1.0, 1.0, 0.0, 1.0])  # one item differs: an MDE again
+    assert stats.compare(g, f, n_boot=200)["mde"] > 0

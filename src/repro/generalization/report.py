@@ -59,21 +59,11 @@ def ledger(items: list[dict | None]) -> pd.DataFrame:
     reasons = {(c["paper"], c["claim"]): c["not_trained_why"] for c in items if not c["trained"]}
     if len(frame):
         keys = zip(frame["paper"], frame["claim"], strict=True)
-        frame["why"] = [f"not trained: {reasons[k]}" if k in reasons else _why(r)
-                        for k, r in zip(keys, frame.to_dict("records"), strict=True)]
+        frame["why"] = [claims_lib.why(r, reasons.get(k, "")) for k, r in zip(keys, frame.to_dict("records"),
+                                                                              strict=True)]
     else:
         frame["why"] = pd.Series(dtype=str)
     return frame
-
-
-def _why(r: dict) -> str:
-    """One line saying what decided a tested claim's verdict."""
-    if r.get("why"):
-        return r["why"]
-    ci = f"CI [{r['ci_low']:.3g}, {r['ci_high']:.3g}], p_holm {r['p_holm']:.3g}"
-    if r["verdict"] == "inconclusive":
-        return f"not significant ({ci}); an effect below mde {r['mde']:.3g} was not testable here"
-    return f"{ci}: significant {'in' if r['verdict'] == 'reproduced' else 'against'} the paper's direction"
 
 
 def _common_seeds(df: pd.DataFrame) -> pd.DataFrame:

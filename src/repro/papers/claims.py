@@ -109,6 +109,10 @@ def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0) -> l
     return out
 
 
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(float(x))
+
+
 def why(row: dict, reason: str = "") -> str:
     """A short reason for a claim's verdict, from its numbers (the ledger's "why" column)."""
     v = row.get("verdict")
@@ -118,11 +122,13 @@ def why(row: dict, reason: str = "") -> str:
     if any(x is None or not math.isfinite(float(x)) for x in (d, lo, hi, p)):
         return "no test (missing numbers)"
     ci = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    if v == "inconclusive" and float(d) == 0 and float(lo) == 0 and float(hi) == 0 and not _finite(mde):
+        return "the two arms score the same on every item: nothing differs, so the test has no information"
     if v == "reproduced":
         return f"{ci} in the paper's direction, p_holm {p:.2g}"
     if v == "opposite":
         return f"{ci} against the paper's direction, p_holm {p:.2g}"
-    if mde is not None and math.isfinite(float(mde)) and abs(d) < mde:
+    if _finite(mde) and abs(d) < mde:
         return f"{ci}: smaller than this evaluation can detect (mde {mde:.3f})"
     return f"{ci}: not significant after Holm (p_holm {p:.2g})"
 

@@ -30,12 +30,15 @@ def makespan(seconds: list[float], workers: int) -> float:
     return max(free)
 
 
-def jobs_of(profile: str, stage: str) -> list[tuple[str, str, float]]:
-    """(paper, method, seconds) of every job the run recorded, in the notebook's job order."""
+STAGE = "04_rl"  # 05 and 06 read 04's arms back (0 s in their runs): their records would mislead
+
+
+def jobs_of(profile: str) -> tuple[list[tuple[str, str, float]], float | None]:
+    """([(paper, method, seconds)] of every job the run recorded, in the notebook's job order), its wall time."""
     from repro import paths
 
     rl = paths.models_dir(profile) / "rl"
-    recs = json.loads((ROOT / "results" / profile / f"{stage}.json").read_text())
+    recs = json.loads((ROOT / "results" / profile / f"{STAGE}.json").read_text())
     runs = recs["metrics"].get("runs", {})
     out = []
     for paper in ("umed", "zhu", "mmedpo", "drllava"):
@@ -50,14 +53,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
     a = ap.parse_args()
-    a.stage = "04_rl"  # 05 and 06 read 04's arms back (0 s in their runs): their records would mislead
-    f = ROOT / "results" / a.profile / f"{a.stage}.json"
+    f = ROOT / "results" / a.profile / f"{STAGE}.json"
     if not f.exists():
         print(f"{f} not found: run the stage first (python -m repro run --profile {a.profile})")
         return
-    jobs, wall = jobs_of(a.profile, a.stage)
+    jobs, wall = jobs_of(a.profile)
     total = sum(s for _, _, s in jobs)
-    print(f"{a.profile} {a.stage}: {len(jobs)} jobs, {total:.0f} single-thread seconds "
+    print(f"{a.profile} {STAGE}: {len(jobs)} jobs, {total:.0f} single-thread seconds "
           f"({'with' if any(m == 'start' for _, m, _ in jobs) else 'WITHOUT'} the starting points); "
           f"measured wall {wall or float('nan'):.0f} s")
     print(f"{'workers':>7} | {'per-paper pools':>15} | {'one pool':>9} | {'one pool, longest first':>23} | "

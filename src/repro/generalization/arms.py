@@ -176,9 +176,8 @@ def zhu_arm(job: common.Job):
     kw = zhu.grpo_kwargs(cfg, job.seed, e["steps"], callbacks=[_snapshot_callback(snaps, init, set(steps))])
     info = grpo.train(init, job.folder / "train", ds, e["variant"], **kw)
     curve = zhu.grpo_curve(info["log_history"])
-    status = common.summarize_curve(curve, cfg.min_kl)
-    rec = {"curve": curve.to_dict(orient="records"), **status}
-    if not status["trained"]:
+    rec = {"curve": curve.to_dict(orient="records"), **common.summarize_curve(curve, cfg.min_kl)}
+    if not rec["trained"]:
         return {"metrics": {}, **rec}, EMPTY
     flat, parts = {}, []
     for step in steps:

@@ -174,6 +174,8 @@ def run_all(umed: tuple[UMedStudy, object], mmedpo: tuple[MMedPOStudy, object], 
     first += mmedpo_jobs(ms, mc, stage, None)  # without the Qwen folder: the base-start arms only
     common.run_jobs(first, stage.n_workers())
     _, then = umed_phase2(us, uc, stage, only_cached=True)
-    then += mmedpo_jobs(ms, mc, stage, mmedpo_qwen(ms, stage, only_cached=True)[1])  # base-start arms: on disk
+    done = {j.folder for j in first}
+    then += [j for j in mmedpo_jobs(ms, mc, stage, mmedpo_qwen(ms, stage, only_cached=True)[1])
+             if j.folder not in done]  # the base-start arms ran in the first pool
     common.run_jobs(then, stage.n_workers())
-    return len({j.folder for j in first + then})
+    return len(first) + len(then)

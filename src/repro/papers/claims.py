@@ -119,10 +119,10 @@ def why(row: dict, reason: str = "") -> str:
     if v == "not trained":
         return f"not trained: {reason}" if reason else "not trained"
     d, lo, hi, p, mde = (row.get(k) for k in ("difference", "ci_low", "ci_high", "p_holm", "mde"))
-    if any(x is None or not math.isfinite(float(x)) for x in (d, lo, hi, p)):
+    if not all(_finite(x) for x in (d, lo, hi, p)):
         return "no test (missing numbers)"
     ci = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-    if v == "inconclusive" and float(d) == 0 and float(lo) == 0 and float(hi) == 0 and not _finite(mde):
+    if v == "inconclusive" and d == lo == hi == 0 and not _finite(mde):  # stats.compare: no item differs
         return "the two arms score the same on every item: nothing differs, so the test has no information"
     if v == "reproduced":
         return f"{ci} in the paper's direction, p_holm {p:.2g}"

@@ -181,6 +181,8 @@ def _epoch_sampler_trainer():
     from trl import GRPOTrainer
     from trl.trainer.utils import RepeatSampler
 
+    from repro.train import shared_prefix
+
     class EpochRepeatSampler(RepeatSampler):
         epoch = 0
 
@@ -194,6 +196,28 @@ def _epoch_sampler_trainer():
             return super().__iter__()
 
     class EpochSeededGRPOTrainer(GRPOTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Generation with one prompt pass per distinct prompt (shared_prefix.generate): TRL calls
+            # unwrapped_model.generate, which on one process is self.model.
+            own = self.model.generate
+            self.model.generate = functools.partial(shared_prefix.generate, self.model, own)
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                               pixel_values=None, num_images=None, **multimodal):
+            # One pass over each distinct prompt for its G completions (repro.train.shared_prefix: same log-probs,
+            # ~3x fewer tokens); TRL's own scorer for what it does not cover (image grids, MoE aux loss, ...).
+            if (not compute_aux_loss and (num_images is None or set(num_images) <= {1})
+                    and shared_prefix.applies(input_ids, pixel_values, multimodal)):
+                with self.accelerator.autocast():
+                    logps, entropy = shared_prefix.completion_logps(model, input_ids, attention_mask, logits_to_keep,
+                                                                    pixel_values, self.temperature, compute_entropy)
+                return logps, entropy, None
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
+                pixel_values=pixel_values, num_images=num_images, **multimodal)
+
         def _get_train_sampler(self, dataset=None):
             base = super()._get_train_sampler(dataset)
             return EpochRepeatSampler(data_source=base.data_source, mini_repeat_count=base.mini_repeat_count,

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import torch
 
 from repro.chat import assistant_message, conversation_questions, first_user_text, rgb, to_model_dtype, user_message
+from repro.train import shared_prefix
 from repro.train.ppo_math import token_logprobs
 
 # ----------------------------------------------------------------------------------------------- samples
@@ -138,8 +139,13 @@ def generate_into(model, processor, samples: list[Sample], cfg) -> None:
     for i in range(0, len(samples), cfg.gen_batch_size):
         chunk = samples[i:i + cfg.gen_batch_size]
         inputs = collate(chunk, tok.pad_token_id, model.device)["inputs"]
+        inputs = to_model_dtype(model, dict(inputs))
         with torch.inference_mode():
-            out = model.generate(**to_model_dtype(model, dict(inputs)), **kwargs)
+            if set(inputs) <= {"input_ids", "attention_mask", "pixel_values"}:
+                # the k samples of a prompt share one prompt pass (shared_prefix.generate: the same tokens)
+                out = shared_prefix.generate(model, model.generate, **inputs, **kwargs)
+            else:  # Qwen-style image grids: the model's own generate
+                out = model.generate(**inputs, **kwargs)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         for s, toks in zip(chunk, new):
             # After EOS generate() pads; an answer without EOS ran to max_new_tokens and every token is real.

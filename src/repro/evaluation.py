@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from repro import metrics
+from repro import metrics, turn_cache
 from repro.chat import assistant_message, conversation_questions, encode, eval_mode, first_user_text, user_message
 from repro.data import decision_tree as dt
 
@@ -35,7 +35,10 @@ N_SAMPLES = 3
 
 # ----------------------------------------------------------------------------------------------- generation
 def _generate_batch(model, processor, conversations: list[list[dict]], images: list, max_new_tokens: int,
-                    temperature: float) -> list[str]:
+                    temperature: float, states: list[dict] | None = None, keep: bool = False):
+    """Answers of one batch. keep=True returns (answers, per-row cache states for the next turn or None where the
+    model's inputs are not LLaVA-style; repro.turn_cache), and `states` (the rows' previous turn) lets generate start
+    after the part of the prompt they already hold."""
     prompts = [processor.apply_chat_template(c, add_generation_prompt=True) for c in conversations]
     tok = processor.tokenizer
     # left padding keeps every prompt's last token at the end, where generation starts
@@ -49,10 +52,21 @@ def _generate_batch(model, processor, conversations: list[list[dict]], images: l
         kwargs.update(temperature=float(temperature), top_p=None, top_k=None)
     else:  # a checkpoint's generation_config may carry sampling defaults; neutralise them for greedy decoding
         kwargs.update(temperature=None, top_p=None, top_k=None)
+    carry = keep and set(enc) <= {"input_ids", "attention_mask", "pixel_values"}  # LLaVA-style inputs only
+    inputs = dict(enc)
+    if carry:
+        cache = turn_cache.reuse(states, enc["input_ids"], enc["attention_mask"],
+                                 getattr(model.config, "image_token_id", None))
+        if cache is not None:  # the image is in the cache: only the uncached text runs through the model
+            inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                      "past_key_values": cache}
     with torch.inference_mode():
-        out = model.generate(**enc, **kwargs)
-    new = out[:, enc["input_ids"].shape[1]:]
-    return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
+        out = model.generate(**inputs, **kwargs, return_dict_in_generate=True)
+    new = out.sequences[:, enc["input_ids"].shape[1]:]
+    answers = [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
+    if not keep:
+        return answers
+    return answers, (turn_cache.keep(out.past_key_values, out.sequences, enc["attention_mask"]) if carry else None)
 
 
 def _batches(n: int, batch_size: int, desc: str, progress: bool):
@@ -73,28 +87,34 @@ def generate(model, processor, rows: Sequence[dict], max_new_tokens: int, batch_
 
 
 def generate_conversation(model, processor, rows: Sequence[dict], max_new_tokens: int, batch_size: int = 16,
-                          temperature: float = 0.0, progress: bool = True) -> list[list[str]]:
+                          temperature: float = 0.0, progress: bool = True, reuse_cache: bool = True
+                          ) -> list[list[str]]:
     """Multi-turn rollout (docs/methods.md §1(a) 6): turn t's prompt is the image, questions 1..t and the model's
-    *own* answers 1..t-1. Batched across conversations, one turn at a time. Returns the answers per row."""
+    *own* answers 1..t-1. A batch of conversations runs through all its turns before the next batch starts, so
+    with reuse_cache each turn continues from the previous turn's KV cache (repro.turn_cache) instead of re-reading
+    the image and the history. Returns the answers per row."""
     questions = [conversation_questions(r) for r in rows]
     answers: list[list[str]] = [[] for _ in rows]
-    n_turns = max((len(q) for q in questions), default=0)
     with eval_mode(model):
-        for t in range(n_turns):
-            todo = [k for k, q in enumerate(questions) if t < len(q)]
-            for i in _batches(len(todo), batch_size, f"conversation turn {t + 1}/{n_turns}", progress):
-                idx = todo[i: i + batch_size]
+        for i in _batches(len(rows), batch_size, "conversations", progress):
+            idx = list(range(i, min(len(rows), i + batch_size)))
+            states: dict[int, dict] = {}
+            for t in range(max(len(questions[k]) for k in idx)):
+                live = [k for k in idx if t < len(questions[k])]
                 convs = []
-                for k in idx:
+                for k in live:
                     msgs = []
                     for s in range(t + 1):
                         msgs.append(user_message(questions[k][s], with_image=s == 0))
                         if s < t:
                             msgs.append(assistant_message(answers[k][s]))
                     convs.append(msgs)
-                outs = _generate_batch(model, processor, convs, [rows[k]["image"] for k in idx], max_new_tokens,
-                                       temperature)
-                for k, a in zip(idx, outs, strict=True):
+                prev = [states[k] for k in live] if reuse_cache and states else None
+                res = _generate_batch(model, processor, convs, [rows[k]["image"] for k in live], max_new_tokens,
+                                      temperature, prev, keep=reuse_cache)
+                outs, kept = res if reuse_cache else (res, None)
+                states = dict(zip(live, kept, strict=True)) if kept else {}
+                for k, a in zip(live, outs, strict=True):
                     answers[k].append(a)
     return answers
 

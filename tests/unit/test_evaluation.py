@@ -383,3 +383,29 @@ def test_stratified_limit_covers_every_stratum_and_keeps_images_whole():
     assert {strata[i] for i in idx} >= {"x/1", "x/2", "y/1"}
     assert idx == sorted(idx) and {0, 1} <= set(idx)  # both rows of image "a"
     assert stratified_indices(ids, strata, 100) == list(range(7))
+
+
+def test_conversation_turns_continue_from_the_previous_turns_cache(tiny, data_dir, monkeypatch):
+    # repro.turn_cache: turn t starts after what turn t-1 already encoded (the image and the history), and the answers
+    # are those of re-encoding every turn from scratch.
+    from repro import turn_cache
+
+    model, processor = tiny
+    rows = ev.load_rows(data_dir, "conv", "test", 3)
+    reused, real = [], turn_cache.reuse
+
+    def spy(*args, **kwargs):
+        cache = real(*args, **kwargs)
+        reused.append(None if cache is None else cache.get_seq_length())
+        return cache
+
+    monkeypatch.setattr(turn_cache, "reuse", spy)
+    carried = ev.generate_conversation(model, processor, rows, 6, batch_size=2, progress=False)
+    fresh = ev.generate_conversation(model, processor, rows, 6, batch_size=2, progress=False, reuse_cache=False)
+    assert carried == fresh and all(len(a) == 5 for a in carried)
+    # one reuse call per turn and batch; the first turn has nothing to reuse, the later ones start after the image
+    # (64 tokens) and the history (a random model's odd answers may end the reuse early, or cut an image: not reused)
+    turns = [reused[i:i + 5] for i in range(0, len(reused), 5)]
+    assert len(turns) == math.ceil(len(rows) / 2) and all(t[0] is None for t in turns)
+    later = [n for t in turns for n in t[1:]]
+    assert sum(n is not None and n > 64 for n in later) >= 0.75 * len(later)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from repro import metrics, turn_cache
 from repro.chat import assistant_message, conversation_questions, encode, eval_mode, first_user_text, user_message
 from repro.data import decision_tree as dt
+from repro.train import shared_prefix
 
 TASKS = ("vqa", "mcq", "instruct", "conv", "report")
 # Upper bounds in new tokens: the longest targets (MCQ reasoning, instruct, reports) are 50-70 tokens with the tiny
@@ -52,16 +53,20 @@ def _generate_batch(model, processor, conversations: list[list[dict]], images: l
         kwargs.update(temperature=float(temperature), top_p=None, top_k=None)
     else:  # a checkpoint's generation_config may carry sampling defaults; neutralise them for greedy decoding
         kwargs.update(temperature=None, top_p=None, top_k=None)
-    carry = keep and set(enc) <= {"input_ids", "attention_mask", "pixel_values"}  # LLaVA-style inputs only
-    inputs = dict(enc)
+    llava_like = set(enc) <= {"input_ids", "attention_mask", "pixel_values"}
+    carry = keep and llava_like
+    cache = None
     if carry:
         cache = turn_cache.reuse(states, enc["input_ids"], enc["attention_mask"],
                                  getattr(model.config, "image_token_id", None))
-        if cache is not None:  # the image is in the cache: only the uncached text runs through the model
-            inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-                      "past_key_values": cache}
     with torch.inference_mode():
-        out = model.generate(**inputs, **kwargs, return_dict_in_generate=True)
+        if cache is not None:  # the image is in the cache: only the uncached text runs through the model
+            out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                 past_key_values=cache, **kwargs, return_dict_in_generate=True)
+        elif llava_like:  # k samples of one item (pass@k) share one prompt pass (repro.train.shared_prefix)
+            out = shared_prefix.generate(model, model.generate, **enc, **kwargs, return_dict_in_generate=True)
+        else:
+            out = model.generate(**enc, **kwargs, return_dict_in_generate=True)
     new = out.sequences[:, enc["input_ids"].shape[1]:]
     answers = [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
     if not keep:

@@ -372,6 +372,9 @@ def test_generation_is_greedy_deterministic_and_independent_of_batching(tiny, da
     one = ev.generate(model, processor, rows, 5, batch_size=1, progress=False)
     four = ev.generate(model, processor, rows, 5, batch_size=4, progress=False)
     assert one == four and all(isinstance(p, str) for p in one)
+    # each row three times in a row (pass@k's layout): one shared prompt pass per row, the same greedy answers
+    thrice = ev.generate(model, processor, [r for r in rows for _ in range(3)], 5, batch_size=6, progress=False)
+    assert thrice == [p for p in one for _ in range(3)]
 
 
 def test_stratified_limit_covers_every_stratum_and_keeps_images_whole():

@@ -128,6 +128,33 @@ def test_kl_is_zero_when_the_policy_equals_the_reference(setup, llava):
             next(p for n, p in model.named_parameters() if "lm_head" in n).sub_(0.05)
 
 
+def test_single_turn_scoring_with_shared_prompts_matches_the_full_forward(setup, llava, monkeypatch):
+    # rollouts.forward runs each distinct prompt once for its k samples (repro.train.shared_prefix): on every
+    # answer token, the logits, hidden states and targets of the full left-padded forward; gradients too.
+    model, processor = llava
+    torch.manual_seed(0)
+    samples = rollouts.rollout_single(model, processor, setup[3][:3], ppo.PPOConfig(k=3, max_new_tokens=6))
+    assert rollouts.shareable(model, samples) and len({len(s.ids) for s in samples}) > 1  # answers differ in length
+    pad = processor.tokenizer.pad_token_id
+    out = {}
+    for shared in (True, False):
+        monkeypatch.setattr(rollouts, "shareable", lambda m, s, shared=shared: shared)
+        model.zero_grad()
+        logits, h, targets, mask = rollouts.forward(model, samples, pad, 0.7, hidden=True)
+        m = mask.bool()
+        (torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        out[shared] = (logits[m], h[m], targets[m], mask, grads)
+    model.zero_grad()
+    (lg, hs, tg, mk, gr), (lg0, hs0, tg0, mk0, gr0) = out[True], out[False]
+    assert torch.equal(mk, mk0) and torch.equal(tg, tg0)
+    torch.testing.assert_close(lg, lg0, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(hs, hs0, atol=1e-4, rtol=1e-4)
+    assert gr.keys() == gr0.keys()
+    for n in gr0:
+        torch.testing.assert_close(gr[n], gr0[n], atol=1e-4, rtol=1e-3, msg=n)
+
+
 def test_multi_turn_action_mask_is_one_exactly_on_the_answers(setup, llava):
     model, processor = llava
     tok = processor.tokenizer

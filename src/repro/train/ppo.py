@@ -73,6 +73,7 @@ from repro.train.rollouts import (
     rollout_single,
     score_rollout,
     score_samples,
+    shareable,
 )
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -236,8 +237,15 @@ def ppo_step(policy, head: ValueHead, ref, processor, opt, rows: list[dict], rew
     stats: list[dict] = []
     n = len(samples)
     minibatch = cfg.minibatch // dist.world if dist else cfg.minibatch  # the same optimizer steps as one process
+    # Single turn: minibatches of whole prompt groups (a random order of the prompts, each prompt's k samples
+    # together), so that forward() runs each prompt once for its samples (rollouts.shareable: ~3x fewer tokens).
+    grouped = dist is None and shareable(policy, samples)
     for _ in range(cfg.ppo_epochs):
-        perm = torch.randperm(n).tolist()
+        if grouped:
+            order = torch.randperm(int(groups.max()) + 1).tolist()
+            perm = [j for q in order for j in range(n) if samples[j].query == q]
+        else:
+            perm = torch.randperm(n).tolist()
         for i in range(0, n, minibatch):
             idx = perm[i:i + minibatch]
             # Value head on the rollout's (detached) hidden states: full [n, L-1] width, the mask does the rest.

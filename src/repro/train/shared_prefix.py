@@ -51,10 +51,10 @@ def _spread_cache(cache, inverse: torch.Tensor) -> None:
         layer.keys, layer.values = spread(layer.keys, inverse), spread(layer.values, inverse)
 
 
-def completion_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
-                     pixel_values: torch.Tensor | None = None, temperature: float = 1.0,
-                     compute_entropy: bool = False):
-    """Per-token log-probs [B, L] (and entropies [B, L] or None) of the last L = logits_to_keep tokens of each row.
+def completion_outputs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+                       pixel_values: torch.Tensor | None = None, hidden: bool = False):
+    """(logits [B, L, V], last hidden states [B, L, H] or None) at the positions that predict each of the last
+    L = logits_to_keep tokens of each row: position j predicts token P + j.
 
     input_ids, attention_mask: [B, P + L] (prompt left-padded, completion right-padded, as TRL builds them);
     pixel_values: [B, C, H, W], one image per row, or None. Rows whose prompt and image are identical share one
@@ -64,18 +64,31 @@ def completion_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     P = input_ids.size(1) - L
     firsts, inverse = prompt_groups(input_ids[:, :P], attention_mask[:, :P], pixel_values)
     extra = {} if pixel_values is None else {"pixel_values": pixel_values[firsts]}
-    # The prompt pass: its cache [U, heads, P, d] per layer, and the logits of its last position, which predict
-    # the first completion token.
+    # The prompt pass: its cache [U, heads, P, d] per layer, and the logits (and hidden state) of its last
+    # position, which predict the first completion token.
     head = model(input_ids=input_ids[firsts, :P], attention_mask=attention_mask[firsts, :P], use_cache=True,
-                 logits_to_keep=1, **extra)
+                 logits_to_keep=1, output_hidden_states=hidden, **extra)
     cache = head.past_key_values
     _spread_cache(cache, inverse)                                       # [B, heads, P, d], in the graph
-    tail = model(input_ids=input_ids[:, P:], attention_mask=attention_mask, past_key_values=cache, use_cache=True)
+    tail = model(input_ids=input_ids[:, P:], attention_mask=attention_mask, past_key_values=cache, use_cache=True,
+                 output_hidden_states=hidden)
     logits = torch.cat([spread(head.logits[:, -1:], inverse), tail.logits[:, :-1]], dim=1)         # [B, L, V]
-    logits = logits.float() / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    valid = attention_mask[:, P:].bool()
-    logps = logp_all.gather(-1, input_ids[:, P:, None]).squeeze(-1).masked_fill(~valid, 0.0)
+    h = None
+    if hidden:
+        h = torch.cat([spread(head.hidden_states[-1][:, -1:], inverse), tail.hidden_states[-1][:, :-1]], dim=1)
+    return logits, h
+
+
+def completion_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+                     pixel_values: torch.Tensor | None = None, temperature: float = 1.0,
+                     compute_entropy: bool = False):
+    """Per-token log-probs [B, L] (and entropies [B, L] or None) of the last L = logits_to_keep tokens of each row
+    (layout as completion_outputs); a token whose attention mask is 0 gets 0 for both."""
+    L = int(logits_to_keep)
+    logits, _ = completion_outputs(model, input_ids, attention_mask, L, pixel_values)
+    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
+    valid = attention_mask[:, -L:].bool()
+    logps = logp_all.gather(-1, input_ids[:, -L:, None]).squeeze(-1).masked_fill(~valid, 0.0)
     entropy = None
     if compute_entropy:
         entropy = -(logp_all.exp() * logp_all).sum(-1).masked_fill(~valid, 0.0)

@@ -133,8 +133,11 @@ def test_single_turn_scoring_with_shared_prompts_matches_the_full_forward(setup,
     # answer token, the logits, hidden states and targets of the full left-padded forward; gradients too.
     model, processor = llava
     torch.manual_seed(0)
-    samples = rollouts.rollout_single(model, processor, setup[3][:3], ppo.PPOConfig(k=3, max_new_tokens=6))
+    cfg = ppo.PPOConfig(k=3, max_new_tokens=6)
+    samples = rollouts.rollout_single(model, processor, setup[3][:3], cfg)
     assert rollouts.shareable(model, samples) and len({len(s.ids) for s in samples}) > 1  # answers differ in length
+    conv = rollouts.rollout_conversation(model, processor, setup[4][:1], cfg)
+    assert not rollouts.shareable(model, conv)  # conversations take the full forward
     pad = processor.tokenizer.pad_token_id
     out = {}
     for shared in (True, False):

@@ -36,9 +36,10 @@ N_SAMPLES = 3
 
 # ----------------------------------------------------------------------------------------------- generation
 def _generate_batch(model, processor, conversations: list[list[dict]], images: list, max_new_tokens: int,
-                    temperature: float, states: list[dict] | None = None, keep: bool = False):
-    """Answers of one batch. keep=True returns (answers, per-row cache states for the next turn or None where the
-    model's inputs are not LLaVA-style; repro.turn_cache), and `states` (the rows' previous turn) lets generate start
+                    temperature: float, states: list[dict] | None = None, keep: bool = False
+                    ) -> tuple[list[str], list[dict] | None]:
+    """(answers of one batch, per-row cache states for the next turn or None). keep=True keeps the states where the
+    model's inputs are LLaVA-style (repro.turn_cache), and `states` (the rows' previous turn) lets generate start
     after the part of the prompt they already hold."""
     prompts = [processor.apply_chat_template(c, add_generation_prompt=True) for c in conversations]
     tok = processor.tokenizer
@@ -69,8 +70,6 @@ def _generate_batch(model, processor, conversations: list[list[dict]], images: l
             out = model.generate(**enc, **kwargs, return_dict_in_generate=True)
     new = out.sequences[:, enc["input_ids"].shape[1]:]
     answers = [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
-    if not keep:
-        return answers
     return answers, (turn_cache.keep(out.past_key_values, out.sequences, enc["attention_mask"]) if carry else None)
 
 
@@ -87,7 +86,7 @@ def generate(model, processor, rows: Sequence[dict], max_new_tokens: int, batch_
             chunk = [rows[j] for j in range(i, min(i + batch_size, len(rows)))]
             convs = [[user_message(first_user_text(r), with_image=True)] for r in chunk]
             preds += _generate_batch(model, processor, convs, [r["image"] for r in chunk], max_new_tokens,
-                                     temperature)
+                                     temperature)[0]
     return preds
 
 
@@ -115,9 +114,8 @@ def generate_conversation(model, processor, rows: Sequence[dict], max_new_tokens
                             msgs.append(assistant_message(answers[k][s]))
                     convs.append(msgs)
                 prev = [states[k] for k in live] if reuse_cache and states else None
-                res = _generate_batch(model, processor, convs, [rows[k]["image"] for k in live], max_new_tokens,
-                                      temperature, prev, keep=reuse_cache)
-                outs, kept = res if reuse_cache else (res, None)
+                outs, kept = _generate_batch(model, processor, convs, [rows[k]["image"] for k in live],
+                                             max_new_tokens, temperature, prev, keep=reuse_cache)
                 states = dict(zip(live, kept, strict=True)) if kept else {}
                 for k, a in zip(live, outs, strict=True):
                     answers[k].append(a)

@@ -92,3 +92,26 @@ def test_generate_gives_the_tokens_of_plain_generate(tiny, sample):
     torch.manual_seed(1)
     shared = shared_prefix.generate(model, model.generate, ids, mask, pv, **kw)
     assert shared.shape == plain.shape and torch.equal(shared, plain)
+
+
+def test_qwen_style_inputs_take_the_models_own_generate(tmp_path):
+    # Qwen2.5-VL's pixel_values are patch rows with an image grid, not one image per row: shared_prefix.generate must
+    # not group them (it would slice patches as if they were images), and gives generate's own tokens.
+    import numpy as np
+
+    from repro.models import build_tiny_qwen25vl
+    from tests.unit.tiny_rl import TEXTS
+
+    model, processor = load_vlm(build_tiny_qwen25vl(tmp_path, TEXTS), device="cpu", dtype="fp32")
+    model.eval()
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "a b"}]}]
+    text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    image = _image(np.random.default_rng(0))
+    enc = processor(text=[text, text], images=[image, image], return_tensors="pt", padding=True)  # a repeated prompt
+    grid = {"image_grid_thw": enc["image_grid_thw"]}
+    assert not shared_prefix.applies(enc["input_ids"], enc["pixel_values"], grid)
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+    plain = model.generate(**enc, **kw)
+    shared = shared_prefix.generate(model, model.generate, enc["input_ids"], enc["attention_mask"],
+                                    enc["pixel_values"], **grid, **kw)
+    assert torch.equal(plain, shared)

@@ -18,7 +18,10 @@ One step (`ppo_step`), with the module that does each part:
     4. update                  ppo_epochs passes over the rollout in minibatches: clipped policy loss - ent_coef *
                                entropy on the policy (lr), clipped value loss on the value head (value_lr). The first
                                value_warmup_steps steps update only the value head, so that the policy's first
-                               updates already subtract a value that has seen some returns.
+                               updates already subtract a value that has seen some returns. Single turn: a
+                               minibatch holds whole prompt groups (prompts in random order), so scoring and update
+                               run each prompt once for its k samples (rollouts.shareable, shared_prefix); a
+                               conversation rollout's minibatches are random samples.
 
 Why these defaults (each measured on the learning tests, tests/unit/test_ppo_learning.py):
 - gamma = lam = 1: the sequence score reaches every answer token undiminished. With lam = 0.95 and a value head that

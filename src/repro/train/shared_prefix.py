@@ -105,9 +105,11 @@ def generate(model, generate_fn, input_ids: torch.Tensor, attention_mask: torch.
     yields the first completion token's logits) and every sampled token are computed as before, from the same cache
     contents; sampling draws the same random numbers. Falls back to generate_fn when no prompt repeats.
     """
+    extra = {} if pixel_values is None else {"pixel_values": pixel_values}
+    if not applies(input_ids, pixel_values, {k: kwargs.get(k) for k in MULTIMODAL_KEYS}):
+        return generate_fn(input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs)
     firsts, inverse = prompt_groups(input_ids, attention_mask, pixel_values)
     if len(firsts) == input_ids.size(0) or input_ids.size(1) < 2:
-        extra = {} if pixel_values is None else {"pixel_values": pixel_values}
         return generate_fn(input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs)
     head_ids, head_mask = input_ids[firsts, :-1], attention_mask[firsts, :-1]
     position_ids = (head_mask.long().cumsum(-1) - 1).masked_fill(head_mask == 0, 0)
@@ -120,6 +122,11 @@ def generate(model, generate_fn, input_ids: torch.Tensor, attention_mask: torch.
     # No pixel_values: the image's tokens are all in the cache (the prompt ends in text), and generate only runs
     # the uncached last prompt token through the model.
     return generate_fn(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, **kwargs)
+
+
+# Inputs of other VLM families (Qwen-style patch rows + grids, tiles, token types): their rows are not one image each.
+MULTIMODAL_KEYS = ("image_grid_thw", "pixel_attention_mask", "image_sizes", "token_type_ids", "mm_token_type_ids",
+                   "spatial_shapes", "num_tiles", "image_position_ids")
 
 
 def applies(input_ids: torch.Tensor, pixel_values, multimodal: dict) -> bool:

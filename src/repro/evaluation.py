@@ -54,8 +54,7 @@ def _generate_batch(model, processor, conversations: list[list[dict]], images: l
         kwargs.update(temperature=float(temperature), top_p=None, top_k=None)
     else:  # a checkpoint's generation_config may carry sampling defaults; neutralise them for greedy decoding
         kwargs.update(temperature=None, top_p=None, top_k=None)
-    llava_like = set(enc) <= {"input_ids", "attention_mask", "pixel_values"}
-    carry = keep and llava_like
+    carry = keep and set(enc) <= {"input_ids", "attention_mask", "pixel_values"}  # LLaVA-style inputs only
     cache = None
     if carry:
         cache = turn_cache.reuse(states, enc["input_ids"], enc["attention_mask"],
@@ -64,10 +63,8 @@ def _generate_batch(model, processor, conversations: list[list[dict]], images: l
         if cache is not None:  # the image is in the cache: only the uncached text runs through the model
             out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                  past_key_values=cache, **kwargs, return_dict_in_generate=True)
-        elif llava_like:  # k samples of one item (pass@k) share one prompt pass (repro.train.shared_prefix)
+        else:  # k samples of one item (pass@k) share one prompt pass (repro.train.shared_prefix)
             out = shared_prefix.generate(model, model.generate, **enc, **kwargs, return_dict_in_generate=True)
-        else:
-            out = model.generate(**enc, **kwargs, return_dict_in_generate=True)
     new = out.sequences[:, enc["input_ids"].shape[1]:]
     answers = [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
     return answers, (turn_cache.keep(out.past_key_values, out.sequences, enc["attention_mask"]) if carry else None)

@@ -139,13 +139,8 @@ def generate_into(model, processor, samples: list[Sample], cfg) -> None:
     for i in range(0, len(samples), cfg.gen_batch_size):
         chunk = samples[i:i + cfg.gen_batch_size]
         inputs = collate(chunk, tok.pad_token_id, model.device)["inputs"]
-        inputs = to_model_dtype(model, dict(inputs))
-        with torch.inference_mode():
-            if set(inputs) <= {"input_ids", "attention_mask", "pixel_values"}:
-                # the k samples of a prompt share one prompt pass (shared_prefix.generate: the same tokens)
-                out = shared_prefix.generate(model, model.generate, **inputs, **kwargs)
-            else:  # Qwen-style image grids: the model's own generate
-                out = model.generate(**inputs, **kwargs)
+        with torch.inference_mode():  # the k samples of a prompt share one prompt pass (the same tokens)
+            out = shared_prefix.generate(model, model.generate, **to_model_dtype(model, dict(inputs)), **kwargs)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         for s, toks in zip(chunk, new):
             # After EOS generate() pads; an answer without EOS ran to max_new_tokens and every token is real.
@@ -270,29 +265,24 @@ def forward(model, samples: Sequence[Sample], pad_id: int, temperature: float, h
     inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     if shareable(model, samples):  # one pass per distinct prompt: the same numbers up to rounding
         logits, h, targets, mask = _forward_shared(model, samples, pad_id, hidden)
-        logits = logits.float()
-        if temperature > 0:
-            logits = logits / temperature
-        banned = banned_ids(inner)
-        if banned:
-            logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), -1e9)
-        return logits, h, targets, mask
-    b = collate(samples, pad_id, inner.device)
-    action = b["action_mask"]
-    L = action.shape[1]
-    first = int(action.any(0).nonzero()[0]) if action.any() else 1
-    width = L - first  # action-space columns first-1 .. L-2
-    out = model(**to_model_dtype(inner, dict(b["inputs"])), output_hidden_states=hidden, use_cache=False,
-                logits_to_keep=width + 1)
-    logits = out.logits[:, :-1].float()
+    else:
+        b = collate(samples, pad_id, inner.device)
+        action = b["action_mask"]
+        L = action.shape[1]
+        first = int(action.any(0).nonzero()[0]) if action.any() else 1
+        width = L - first  # action-space columns first-1 .. L-2
+        out = model(**to_model_dtype(inner, dict(b["inputs"])), output_hidden_states=hidden, use_cache=False,
+                    logits_to_keep=width + 1)
+        logits = out.logits[:, :-1]
+        h = out.hidden_states[-1][:, L - width - 1:-1] if hidden else None
+        targets, mask = b["inputs"]["input_ids"][:, L - width:], action[:, L - width:].float()
+    logits = logits.float()
     if temperature > 0:
         logits = logits / temperature
     banned = banned_ids(inner)
     if banned:  # as generate()'s suppress_tokens; finite, so that p * log p stays 0 (not NaN) in the entropy
         logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), -1e9)
-    h = out.hidden_states[-1][:, L - width - 1:-1] if hidden else None
-    ids = b["inputs"]["input_ids"]
-    return logits, h, ids[:, L - width:], action[:, L - width:].float()
+    return logits, h, targets, mask
 
 
 def _prompt_length(s: Sample) -> int | None:

@@ -103,14 +103,15 @@ def generate(model, generate_fn, input_ids: torch.Tensor, attention_mask: torch.
     input_ids, attention_mask: [B, P] left-padded prompts; pixel_values: [B, C, H, W] or None. The prompt pass covers
     tokens 0..P-2 with generate's own position ids (mask cumsum - 1), so generate's first step (token P-1, which
     yields the first completion token's logits) and every sampled token are computed as before, from the same cache
-    contents; sampling draws the same random numbers. Falls back to generate_fn when no prompt repeats.
+    contents; sampling draws the same random numbers. Falls back to generate_fn when no prompt repeats or the
+    inputs are not one image per row (Qwen-style patch rows + grid, MULTIMODAL_KEYS), so callers need no check.
     """
-    extra = {} if pixel_values is None else {"pixel_values": pixel_values}
-    if not applies(input_ids, pixel_values, {k: kwargs.get(k) for k in MULTIMODAL_KEYS}):
-        return generate_fn(input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs)
+    plain = {} if pixel_values is None else {"pixel_values": pixel_values}
+    if not applies(input_ids, pixel_values, {k: kwargs.get(k) for k in MULTIMODAL_KEYS}) or input_ids.size(1) < 2:
+        return generate_fn(input_ids=input_ids, attention_mask=attention_mask, **plain, **kwargs)
     firsts, inverse = prompt_groups(input_ids, attention_mask, pixel_values)
-    if len(firsts) == input_ids.size(0) or input_ids.size(1) < 2:
-        return generate_fn(input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs)
+    if len(firsts) == input_ids.size(0):  # no prompt repeats: nothing to share
+        return generate_fn(input_ids=input_ids, attention_mask=attention_mask, **plain, **kwargs)
     head_ids, head_mask = input_ids[firsts, :-1], attention_mask[firsts, :-1]
     position_ids = (head_mask.long().cumsum(-1) - 1).masked_fill(head_mask == 0, 0)
     extra = {} if pixel_values is None else {"pixel_values": pixel_values[firsts]}

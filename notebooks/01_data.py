@@ -39,6 +39,7 @@ conv_eval_variants = ["standard", "shuffled", "reversed", "hint_correct", "hint_
 heldout_categories = ["deeplesion:mass", "nih_cxr:effusion"]   # unseen-category study (stage 06)
 heldout_wording_tasks = ["conv"]   # tasks whose val/test questions use wordings never seen in training
 conv_answer_paraphrases = 0        # conversation answers use the first n paraphrases of each label, 0 means all
+mcq_test_questions = 1     # MCQ rows per test image (1-3: finding, region, modality), for the power of stage 04's tests
 vqa_rad_dir = ""           # real data folders (gpu profile), empty means not used
 slake_dir = ""
 pmc_vqa_dir = ""
@@ -97,6 +98,11 @@ vars(cfg)
 # **Closed-question bias.** Exactly $\operatorname{round}(\mathtt{yes\_share}\cdot n_{\text{closed}})$ closed VQA
 # questions have the answer "yes"; a model that always says "yes" scores `yes_share`.
 #
+# **Test items for power.** Train and val ask one multiple-choice question per image; the test split can ask up to
+# three (`mcq_test_questions`: finding, region, modality), appended after the one-per-image rows. Stage 04's paired
+# tests need about $2.8^2\,d/\text{MDE}^2$ items when two policies disagree on a share $d$ of them (1,440 for
+# $d=0.46$ at a 5-point MDE), more than the test split has images; the tests treat an image's rows as one cluster.
+#
 # The call below passes every knob by name; `progress=print` reports each step.
 
 # %%
@@ -106,7 +112,7 @@ manifest = build.build(
     split_fractions=cfg.split_fractions,
     conv_train_variants=cfg.conv_train_variants, conv_eval_variants=cfg.conv_eval_variants,
     heldout_categories=cfg.heldout_categories, heldout_wording_tasks=cfg.heldout_wording_tasks,
-    conv_answer_paraphrases=cfg.conv_answer_paraphrases, progress=print,
+    conv_answer_paraphrases=cfg.conv_answer_paraphrases, mcq_test_questions=cfg.mcq_test_questions, progress=print,
     real_sources={"vqa_rad_dir": cfg.vqa_rad_dir, "slake_dir": cfg.slake_dir, "pmc_vqa_dir": cfg.pmc_vqa_dir,
                   "iu_xray_dir": cfg.iu_xray_dir, "medmnist_path": cfg.medmnist_path},
     real_max_rows=cfg.real_max_rows,

@@ -76,6 +76,21 @@ def test_image_records_keep_masks_that_match_their_boxes(built):
             assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == r["bboxes"][0]
 
 
+def test_extra_mcq_test_questions_go_to_their_own_split(built, tmp_path):
+    d, m = built
+    more = build.build(tmp_path / "more", seed=0, **KW, mcq_test_questions=3)
+    one, three = build.load_task(d, "mcq"), build.load_task(tmp_path / "more", "mcq")
+    assert set(three) == {"train", "val", "test", build.EXTRA_MCQ_SPLIT}
+    for split in ("train", "val", "test"):  # every split the other stages read is unchanged
+        assert more["tasks"]["mcq"]["fingerprints"][split] == m["tasks"]["mcq"]["fingerprints"][split]
+    extra = three[build.EXTRA_MCQ_SPLIT]
+    assert len(extra) == 2 * len(one["test"]) and set(extra["id"]) == set(one["test"]["id"])
+    kinds = {}
+    for r in list(one["test"]) + list(extra):
+        kinds.setdefault(r["id"], set()).add(r["question_kind"])
+    assert all(k == {"finding", "region", "modality"} for k in kinds.values())
+
+
 def test_splits_do_not_share_images(built):
     d, _ = built
     ids = {s: set(ds["id"]) for s, ds in build.load_task(d, "vqa").items()}

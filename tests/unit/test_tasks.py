@@ -148,6 +148,25 @@ def test_mcq_letters_balanced_and_target_format():
         assert all(f"{L}. {o}" in r["messages"][0]["content"] for L, o in zip("ABCD", r["options"]))
 
 
+@pytest.mark.parametrize("per_image", [2, 3])
+def test_mcq_more_questions_per_image_append_other_kinds(per_image):
+    one = tasks.build_mcq(RECS, seed=0)
+    many = tasks.build_mcq(RECS, seed=0, per_image=per_image)
+    assert len(many) == per_image * len(one)
+    assert many[:len(one)] == one  # a `limit` over the first rows sees the same data
+    kinds: dict[str, list[str]] = {}
+    for r in many:
+        kinds.setdefault(r["id"], []).append(r["question_kind"])
+        assert r["options"]["ABCD".index(r["answer"])] == r["answer_text"]
+    assert all(len(k) == per_image and len(set(k)) == per_image for k in kinds.values())  # no kind asked twice
+    assert Counter(r["answer"] for r in many[len(one):]).keys() == set("ABCD")
+
+
+def test_mcq_per_image_out_of_range_is_an_error():
+    with pytest.raises(ValueError, match="per_image=4"):
+        tasks.build_mcq(RECS, seed=0, per_image=4)
+
+
 def test_instruct_targets_parse_back_exactly():
     rows = tasks.build_instruct(RECS, seed=0)
     assert any(r["abnormal"] for r in rows) and any(not r["abnormal"] for r in rows)

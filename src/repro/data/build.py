@@ -1,7 +1,8 @@
 """Stage 01: SynthMed records -> splits -> task datasets on disk (HF `DatasetDict` per task) + a manifest.
 
 Layout written under runs/<profile>/data/:
-    <task>/            DatasetDict(train, val, test) for task in TASKS (conv: test/val carry every eval variant)
+    <task>/            DatasetDict(train, val, test) for task in TASKS (conv: test/val carry every eval variant;
+                       mcq: also test_extra when mcq_test_questions > 1, the test images' other question kinds)
     images/            the image records themselves (image, lesion mask, metadata, extra as JSON) per split:
                        vision-encoder pretraining, oracle lesion heatmaps (MMedPO) and lesion patches (VRR) use it
     real_<protocol>/   real data sets as task data dirs (only when their paths are given in params; gpu profile):
@@ -25,6 +26,7 @@ import numpy as np
 from repro.data import conversations, protocols, real_layouts, schema, splits, synthmed, tasks
 
 TASKS = ("vqa", "mcq", "instruct", "conv", "report", "reason")
+EXTRA_MCQ_SPLIT = "test_extra"  # MCQ test rows beyond one per image (mcq_test_questions > 1)
 
 
 def make_records(seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
@@ -34,14 +36,17 @@ def make_records(seed: int, n_per_class: int, n_normal: int, image_size: int, di
 
 
 def build_split_rows(records: list[dict], split: str, seed: int, yes_share: float, conv_variants: list[str],
-                     heldout_wording_tasks=TASKS, conv_answer_paraphrases: int = 0) -> dict[str, list[dict]]:
+                     heldout_wording_tasks=TASKS, conv_answer_paraphrases: int = 0, mcq_test_questions: int = 1
+                     ) -> dict[str, list[dict]]:
     """Task rows of one split.
 
     Wording: the builders draw questions from a train bank for split "train" and from a disjoint test bank
     otherwise. That held-out wording is applied to the tasks in `heldout_wording_tasks` only (a difficulty
     knob: Dr-LLaVA evaluates on unseen paraphrases; UMed-LVLM's instructions and PMC/VQA-style prompts are
     fixed templates, and a tiny model cannot generalize from 3 instruction wordings to new ones).
+    mcq_test_questions: MCQ rows per test image (tasks.build_mcq per_image); train and val keep one per image.
     """
+    mcq_per_image = mcq_test_questions if split == "test" else 1
     marrow = [r for r in records if r["source"] == "bone_marrow"]
 
     def bank(task):
@@ -49,7 +54,7 @@ def build_split_rows(records: list[dict], split: str, seed: int, yes_share: floa
 
     return {
         "vqa": tasks.build_vqa(records, seed, yes_share=yes_share, split=bank("vqa")),
-        "mcq": tasks.build_mcq(records, seed, split=bank("mcq")),
+        "mcq": tasks.build_mcq(records, seed, split=bank("mcq"), per_image=mcq_per_image),
         "instruct": tasks.build_instruct(records, seed, split=bank("instruct")),
         "conv": conversations.build_conversations(marrow, split=bank("conv"), seed=seed,
                                                   variants=tuple(conv_variants),
@@ -108,7 +113,8 @@ def build(out_dir: Path, **kw) -> dict:
 def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: int, image_size: int, difficulty: float,
           yes_share: float, split_fractions, conv_train_variants, conv_eval_variants, heldout_categories,
           heldout_wording_tasks=TASKS, conv_answer_paraphrases: int = 0, min_lesion_px: float | None = None,
-          real_sources: dict[str, str] | None = None, real_max_rows: int = 0, progress=None) -> dict:
+          mcq_test_questions: int = 1, real_sources: dict[str, str] | None = None, real_max_rows: int = 0,
+          progress=None) -> dict:
     from datasets import DatasetDict
 
     t0 = time.time()
@@ -124,7 +130,7 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
                 "min_lesion_px": synthmed.MIN_LESION_PX if min_lesion_px is None else min_lesion_px,
                 "yes_share": yes_share,
                 "heldout_wording_tasks": list(heldout_wording_tasks),
-                "conv_answer_paraphrases": conv_answer_paraphrases,
+                "conv_answer_paraphrases": conv_answer_paraphrases, "mcq_test_questions": mcq_test_questions,
                 "n_images": len(records), "images_per_split": {k: len(v) for k, v in by_split.items()},
                 "records_fingerprint": synthmed.fingerprint(records), "generation_seconds": round(gen_s, 2),
                 "splits": {"fractions": list(split_fractions), "heldout_categories": list(heldout_categories),
@@ -138,7 +144,12 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
                              f"split_fractions={list(split_fractions)} (need about 1/fraction per class)")
         variants = conv_train_variants if split == "train" else conv_eval_variants
         for task, rows in build_split_rows(recs, split, seed, yes_share, variants, heldout_wording_tasks,
-                                            conv_answer_paraphrases).items():
+                                            conv_answer_paraphrases, mcq_test_questions).items():
+            if task == "mcq" and split == "test" and mcq_test_questions > 1:
+                # the one-per-image rows stay "test" (every limit and table reads them as before); the other
+                # kinds go to their own split, which only stage 04's init claim reads (repro.papers.zhu)
+                n = len(rows) // mcq_test_questions
+                rows, per_task[task][EXTRA_MCQ_SPLIT] = rows[:n], rows[n:]
             per_task[task][split] = rows
     DatasetDict({s: records_dataset(recs) for s, recs in by_split.items()}).save_to_disk(str(tmp / "images"))
     h = hashlib.sha256()

@@ -228,29 +228,51 @@ def option_judgments(options: list[str], letter: str) -> str:
     return " ".join(f"{LETTERS[i]}. {o}: {'yes' if LETTERS[i] == letter else 'no'}." for i, o in enumerate(options))
 
 
-def build_mcq(records: list[dict], seed: int, split: str = "train") -> list[dict]:
+MCQ_KINDS = ("finding", "region", "modality")
+
+
+def _mcq_row(rec: dict, kind: str, pos: int, rng, split: str, *, draw_reasoning: bool = False) -> dict:
+    pool = {"finding": MAU_CATEGORIES + [schema.NORMAL], "region": MAU_REGIONS, "modality": MCQ_MODALITIES}[kind]
+    truth = {"finding": rec["category"], "region": rec["region"], "modality": rec["modality"]}[kind]
+    options = _others(pool, truth, rng, k=3)
+    options.insert(int(pos), truth)
+    question = _pick(rng, _bank(f"m_{kind}", split))
+    letter = LETTERS[int(pos)]
+    if draw_reasoning:
+        reasoning(rec, rng)  # still drawn: the rng stream, so every row's question and options, stay as they were
+    target = mcq_target(option_judgments(options, letter), letter)
+    facts = {"modality": rec["modality"], "region": rec["region"], "finding": rec["category"]}
+    return row(rec, "mcq", mcq_prompt(question, options), target, question=question, options=options,
+               answer=letter, answer_text=truth, question_kind=kind, reason_facts=facts)
+
+
+def build_mcq(records: list[dict], seed: int, split: str = "train", per_image: int = 1) -> list[dict]:
     """PMC-VQA-like 4-option rows about the finding (half), region or modality; bone marrow is skipped.
 
     Correct letters cycle through a shuffled A-D sequence so each letter is the answer for n/4 (+-1) rows. The
-    target reasons over the options (option_judgments).
+    target reasons over the options (option_judgments). split: the question bank ("train" or "test" wording).
+
+    per_image (1-3): questions per image. The first len(records) rows are always the one-per-image rows (same rng
+    stream whatever per_image is, so a `limit` that takes the first rows sees the same data); then, per image,
+    the kinds it was not yet asked, in MCQ_KINDS order, from their own rng stream. Why: a paired test of two
+    policies that disagree on half of the items needs ~1,440 items for a 5-point MDE (params/cpu/01_data.yaml),
+    more than the test split has images; rows of one image share its cluster in the tests (repro.stats).
     """
+    if not 1 <= per_image <= len(MCQ_KINDS):
+        raise ValueError(f"build_mcq: per_image={per_image} must be 1..{len(MCQ_KINDS)} (one per question kind)")
     rng = _rng(seed, "mcq")
     recs = [r for r in records if r["source"] != BONE_MARROW]
     letters = np.resize(np.arange(4), len(recs))[rng.permutation(len(recs))]
     rows = []
     for rec, pos in zip(recs, letters):
         kind = _pick(rng, ["finding", "finding", "region", "modality"])
-        pool = {"finding": MAU_CATEGORIES + [schema.NORMAL], "region": MAU_REGIONS, "modality": MCQ_MODALITIES}[kind]
-        truth = {"finding": rec["category"], "region": rec["region"], "modality": rec["modality"]}[kind]
-        options = _others(pool, truth, rng, k=3)
-        options.insert(int(pos), truth)
-        question = _pick(rng, _bank(f"m_{kind}", split))
-        letter = LETTERS[int(pos)]
-        reasoning(rec, rng)  # still drawn: the rng stream, so every row's question and options, stay as they were
-        target = mcq_target(option_judgments(options, letter), letter)
-        facts = {"modality": rec["modality"], "region": rec["region"], "finding": rec["category"]}
-        rows.append(row(rec, "mcq", mcq_prompt(question, options), target, question=question, options=options,
-                        answer=letter, answer_text=truth, question_kind=kind, reason_facts=facts))
+        rows.append(_mcq_row(rec, kind, int(pos), rng, split, draw_reasoning=True))
+    if per_image > 1:
+        more = _rng(seed, "mcq_more")
+        first = {id(rec): r["question_kind"] for rec, r in zip(recs, rows)}
+        for rec in recs:
+            for kind in [k for k in MCQ_KINDS if k != first[id(rec)]][:per_image - 1]:
+                rows.append(_mcq_row(rec, kind, int(more.integers(4)), more, split))
     return rows
 
 

@@ -350,3 +350,30 @@ def test_two_arms_that_answer_alike_everywhere_have_no_mde_and_say_so():
                                "information")
     g = f.assign(score=[1.0, 1.0, 1.0, 1.0, 0.0, 1.0])  # one item differs: an MDE again
     assert stats.compare(g, f, n_boot=200)["mde"] > 0
+
+
+def _fake_mcq_scores(data, split, limit):
+    rows = pd.DataFrame(evaluation.load_rows(data, "mcq", split, limit or None))
+    n = rows.groupby("id").cumcount().astype(str)
+    return pd.DataFrame({"task": "mcq", "source": rows["source"], "variant": "", "item": "mcq:" + rows["id"] + ":" + n,
+                         "cluster": rows["id"], "metric": "accuracy", "score": 1.0})
+
+
+@pytest.mark.parametrize("limit", [0, 4])
+def test_zhu_init_claim_items_add_the_same_images_other_question_kinds(tmp_path, monkeypatch, limit):
+    from repro.data import build, conversations
+
+    data = tmp_path / "data"
+    build.build(data, seed=0, n_per_class=4, n_normal=4, image_size=64, difficulty=0.5, yes_share=0.5,
+                split_fractions=[0.5, 0.2, 0.3], conv_train_variants=["standard"],
+                conv_eval_variants=list(conversations.VARIANTS[:1]), heldout_categories=[], mcq_test_questions=3)
+    monkeypatch.setattr(measure, "job_data_dir", lambda job: data)
+    monkeypatch.setattr(measure, "evaluate", lambda model, stage, tasks, lim, split=None, data=None, extra=None:
+                        ({}, _fake_mcq_scores(data, split, lim)))
+    job = common.Job("zhu", "SFT+grpo", 0, "", papers.zhu.ZhuConfig(eval_limit=limit), common.Stage(profile="smoke"))
+    test = _fake_mcq_scores(data, "test", limit)
+    ext = papers.zhu.extended_rows(job, tmp_path, test)
+    assert set(ext["metric"]) == {papers.zhu.EXTENDED}
+    assert len(ext) == 3 * len(test) and ext["item"].is_unique  # three kinds per image, none lost, none twice
+    assert set(ext["cluster"]) == set(test["cluster"])  # the arm's test images, with their other two kinds
+    assert (ext.groupby("cluster").size() == 3).all()

@@ -217,9 +217,9 @@ def compare(treat: pd.DataFrame, base: pd.DataFrame, *, n_boot: int = 2000, rng_
     CI: percentile interval (alpha/2, 1 - alpha/2) of the two-level bootstrap (clusters x seeds).
     p-value: two-sided, from the bootstrap distribution centred at the estimate (it stands in for the null
     distribution): P*(|theta* - theta| >= |theta|), counted as (1 + hits) / (1 + n_boot) in Monte Carlo mode so
-    it is never 0; exact probabilities with n_boot = 0. For a binary metric with a single seed the p-value is
-    McNemar's exact test on the discordant items instead (items are then counted as independent; the CI still
-    resamples images). binary=None detects it (every score 0 or 1).
+    it is never 0; exact probabilities with n_boot = 0. For a binary metric with a single seed and one item per
+    image the p-value is McNemar's exact test on the discordant items instead (the items are then independent;
+    the CI still resamples images). binary=None detects it (every score 0 or 1).
     """
     p = pair(treat, base)
     vals, wts = bootstrap(p, n_boot=n_boot, rng_seed=rng_seed)
@@ -227,7 +227,9 @@ def compare(treat: pd.DataFrame, base: pd.DataFrame, *, n_boot: int = 2000, rng_
     est = float(_stat(ones[0], ones[1], p.cluster_sums(), p.sizes)[0])  # same formula as the resamples
     lo, hi = _quantile(vals, wts, alpha / 2), _quantile(vals, wts, 1 - alpha / 2)
     is_bin = _is_binary(p) if binary is None else binary
-    if is_bin and len(p.seeds) == 1:
+    # McNemar counts items as independent: only right when each image has one item (several rows of one image,
+    # e.g. Zhu's three question kinds, are correlated and would make its p too small; the bootstrap's is not)
+    if is_bin and len(p.seeds) == 1 and bool((p.sizes == 1).all()):
         t, b = p.treat_scores[0], p.base_scores[0]
         if not np.isin(np.concatenate([t, b]), (0.0, 1.0)).all():
             raise ValueError("compare(binary=True): scores must be 0 or 1 for McNemar's test")

@@ -105,6 +105,10 @@ def test_mcnemar_hand_count():
     assert S.compare(frame([t]), frame([b]), binary=False)["test"] == S.TEST_BOOT
     with pytest.raises(ValueError, match="0 or 1"):
         S.compare(frame([[0.5] * 15]), frame([b]), binary=True)
+    # the same items, three per image: correlated, so the clustered bootstrap decides, not McNemar
+    three = [f"img{k // 3}" for k in range(15)]
+    r3 = S.compare(frame([t], clusters=three), frame([b], clusters=three))
+    assert r3["test"] == S.TEST_BOOT and r3["difference"] == pytest.approx(6 / 15) and r3["n_clusters"] == 5
 
 
 def test_pairing_by_keys_not_position():

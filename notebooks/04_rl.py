@@ -163,7 +163,7 @@ zhu_table
 # **What it means.** The paper's headline: GRPO beats SFT, the semantic reward and Dr.GRPO add a little more,
 # ECR hurts and CWR helps. Compare our "SFT+…" rows with "SFT"; the "base+…" rows are meaningful only when the base
 # start writes the format at a measurable rate — otherwise they are labelled "(not trained)". The init claim
-# (SFT+grpo vs base+grpo) is judged on `accuracy_extended`: the test rows plus the other two question kinds of the
+# (SFT+grpo vs base+grpo) is judged on `accuracy_extended`: the test rows plus other question kinds of the
 # same test images (stage 01's `mcq_test_questions`), because two policies from different starts disagree on about
 # half of the items and need ~1,440 of them for a 5-point MDE; the table's `accuracy` is on one row per image.
 #

@@ -252,9 +252,9 @@ def build_mcq(records: list[dict], seed: int, split: str = "train", per_image: i
     Correct letters cycle through a shuffled A-D sequence so each letter is the answer for n/4 (+-1) rows. The
     target reasons over the options (option_judgments). split: the question bank ("train" or "test" wording).
 
-    per_image (1-3): questions per image. The first len(records) rows are always the one-per-image rows (same rng
-    stream whatever per_image is, so a `limit` that takes the first rows sees the same data); then, per image,
-    the kinds it was not yet asked, in MCQ_KINDS order, from their own rng stream. Why: a paired test of two
+    per_image (1-3): questions per image. The first rows are always the one-per-image rows, identical whatever
+    per_image is (same rng stream); then, per image, the kinds it was not yet asked, in MCQ_KINDS order, from their
+    own rng stream (stage 01 puts them in their own split). Why: a paired test of two
     policies that disagree on half of the items needs ~1,440 items for a 5-point MDE (params/cpu/01_data.yaml),
     more than the test split has images; rows of one image share its cluster in the tests (repro.stats).
     """

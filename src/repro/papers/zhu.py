@@ -149,8 +149,8 @@ def extended_rows(job: common.Job, model_dir, rows: pd.DataFrame) -> pd.DataFram
     """The init claim's items: metric EXTENDED = the arm's test accuracy rows plus its accuracy on the test images'
     other question kinds (split build.EXTRA_MCQ_SPLIT, when stage 01 wrote one; items "mcq_extra:<id>:<n>",
     clustered by image like the rest). Why only this claim: base+grpo and SFT+grpo disagree on about half of the
-    items, and a 5-point MDE then needs ~1,440 items (params/cpu/01_data.yaml); the other claims reach it on the
-    one-per-image rows, and scoring every arm on three times the rows would not fit the stage's budget."""
+    items, and a 5-point MDE then needs ~1,440 items (params/cpu/01_data.yaml); scoring every arm on the extra
+    rows would not fit the stage's time budget (params/cpu/04_rl.yaml)."""
     from repro.data import build
 
     acc = rows[rows["metric"] == "accuracy"].assign(metric=EXTENDED)

@@ -150,3 +150,15 @@ def test_zhu_frame_and_claims_read_the_checkpoint_labels():
     claims = gr.ledger(gr.zhu_claims(run, "SFT", "SFT+grpo"))
     assert len(claims) == 3 and list(claims["difference"]) == [1.0, 1.0, 1.0]  # step 4 vs start; step 4 vs step 2
     assert "step 2 to step 4" in claims.loc[2, "claim"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_mmedpo_knobs_of_06_are_04s(profile):
+    # 06 pairs its base-start MMedPO arm with 04's SFT-start arm (same items, same training): a knob that drifts
+    # apart makes the arms incomparable, and different eval sizes drop the claim (items do not match)
+    from repro import config
+
+    p04 = config.load_params(profile, "04_rl", check_paths=False)
+    p06 = config.load_params(profile, "06_generalization", check_paths=False)
+    shared = [k for k in p06 if k.startswith("mmedpo_") and k in p04]
+    assert shared and {k: p06[k] for k in shared} == {k: p04[k] for k in shared}

@@ -98,10 +98,11 @@ vars(cfg)
 # **Closed-question bias.** Exactly $\operatorname{round}(\mathtt{yes\_share}\cdot n_{\text{closed}})$ closed VQA
 # questions have the answer "yes"; a model that always says "yes" scores `yes_share`.
 #
-# **Test items for power.** Train and val ask one multiple-choice question per image; the test split can ask up to
-# three (`mcq_test_questions`: finding, region, modality), appended after the one-per-image rows. Stage 04's paired
-# tests need about $2.8^2\,d/\text{MDE}^2$ items when two policies disagree on a share $d$ of them (1,440 for
-# $d=0.46$ at a 5-point MDE), more than the test split has images; the tests treat an image's rows as one cluster.
+# **Test items for power.** Every split asks one multiple-choice question per image; with `mcq_test_questions` > 1
+# the test images are also asked their other kinds (finding, region, modality), in a split of their own
+# (`test_extra`) that only stage 04's init claim reads. Its paired test needs about $2.8^2\,d/\text{MDE}^2$ items
+# when two policies disagree on a share $d$ of them (1,440 for $d=0.46$ at a 5-point MDE), more than the test split
+# has images; the tests treat an image's rows as one cluster.
 #
 # The call below passes every knob by name; `progress=print` reports each step.
 

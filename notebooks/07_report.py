@@ -43,8 +43,8 @@
 # The estimate is the mean paired difference
 # $$\hat\Delta = \frac{1}{S}\sum_{s=1}^{S} \frac{1}{N}\sum_{i=1}^{N} \big(y^{A}_{s,i} - y^{B}_{s,i}\big),$$
 # its 95 % CI a bootstrap that resamples *images* (the items of one image move together) and seeds; for one binary
-# metric, one seed and one item per image the p-value is McNemar's exact test on the discordant pairs. Within each paper the p-values
-# are Holm-adjusted,
+# metric, one seed and one item per image the p-value is McNemar's exact test on the discordant pairs. Within each
+# paper the p-values are Holm-adjusted,
 # $$p^{\text{Holm}}_{(j)} = \max_{k \le j} \min\{1,\ (m-k+1)\,p_{(k)}\},$$
 # and the minimum detectable effect is $\mathrm{MDE} \approx (z_{0.975} + z_{0.8})\,\mathrm{SE}(\hat\Delta) = 2.8\,
 # \mathrm{SE}$: a claim whose MDE is larger than the paper's effect could not have been decided, whatever the verdict.

@@ -352,11 +352,9 @@ def test_two_arms_that_answer_alike_everywhere_have_no_mde_and_say_so():
     assert stats.compare(g, f, n_boot=200)["mde"] > 0
 
 
-def _fake_mcq_scores(data, split, limit):
+def _fake_mcq_scores(data, split, limit):  # every answer right, in the real per-row layout
     rows = pd.DataFrame(evaluation.load_rows(data, "mcq", split, limit or None))
-    n = rows.groupby("id").cumcount().astype(str)
-    return pd.DataFrame({"task": "mcq", "source": rows["source"], "variant": "", "item": "mcq:" + rows["id"] + ":" + n,
-                         "cluster": rows["id"], "metric": "accuracy", "score": 1.0})
+    return evaluation.row_scores("mcq", rows.assign(correct=1.0))
 
 
 @pytest.mark.parametrize("limit", [0, 4])

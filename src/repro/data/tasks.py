@@ -231,15 +231,13 @@ def option_judgments(options: list[str], letter: str) -> str:
 MCQ_KINDS = ("finding", "region", "modality")
 
 
-def _mcq_row(rec: dict, kind: str, pos: int, rng, split: str, *, draw_reasoning: bool = False) -> dict:
+def _mcq_row(rec: dict, kind: str, pos: int, rng, split: str) -> dict:
     pool = {"finding": MAU_CATEGORIES + [schema.NORMAL], "region": MAU_REGIONS, "modality": MCQ_MODALITIES}[kind]
     truth = {"finding": rec["category"], "region": rec["region"], "modality": rec["modality"]}[kind]
     options = _others(pool, truth, rng, k=3)
     options.insert(int(pos), truth)
     question = _pick(rng, _bank(f"m_{kind}", split))
     letter = LETTERS[int(pos)]
-    if draw_reasoning:
-        reasoning(rec, rng)  # still drawn: the rng stream, so every row's question and options, stay as they were
     target = mcq_target(option_judgments(options, letter), letter)
     facts = {"modality": rec["modality"], "region": rec["region"], "finding": rec["category"]}
     return row(rec, "mcq", mcq_prompt(question, options), target, question=question, options=options,
@@ -266,7 +264,8 @@ def build_mcq(records: list[dict], seed: int, split: str = "train", per_image: i
     rows = []
     for rec, pos in zip(recs, letters):
         kind = _pick(rng, ["finding", "finding", "region", "modality"])
-        rows.append(_mcq_row(rec, kind, int(pos), rng, split, draw_reasoning=True))
+        rows.append(_mcq_row(rec, kind, int(pos), rng, split))
+        reasoning(rec, rng)  # still drawn (it was the rows' reasoning once): every later row stays as it was
     if per_image > 1:
         more = _rng(seed, "mcq_more")
         first = {id(rec): r["question_kind"] for rec, r in zip(recs, rows)}

@@ -100,9 +100,9 @@ vars(cfg)
 #
 # **Test items for power.** Every split asks one multiple-choice question per image; with `mcq_test_questions` > 1
 # the test images are also asked their other kinds (finding, region, modality), in a split of their own
-# (`test_extra`) that only stage 04's init claim reads. Its paired test needs about $2.8^2\,d/\text{MDE}^2$ items
-# when two policies disagree on a share $d$ of them (1,440 for $d=0.46$ at a 5-point MDE), more than the test split
-# has images; the tests treat an image's rows as one cluster.
+# (`test_extra`) that stage 04 scores Zhu et al.'s models on beside the test split. A paired test needs about
+# $2.8^2\,d/\text{MDE}^2$ items when two policies disagree on a share $d$ of them (1,440 for $d=0.46$ at a 5-point
+# MDE), more than the test split has images; the tests treat an image's rows as one cluster.
 #
 # The call below passes every knob by name; `progress=print` reports each step.
 

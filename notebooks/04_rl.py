@@ -162,10 +162,11 @@ zhu_table
 # %% [markdown]
 # **What it means.** The paper's headline: GRPO beats SFT, the semantic reward and Dr.GRPO add a little more,
 # ECR hurts and CWR helps. Compare our "SFT+…" rows with "SFT"; the "base+…" rows are meaningful only when the base
-# start writes the format at a measurable rate — otherwise they are labelled "(not trained)". The init claim
-# (SFT+grpo vs base+grpo) is judged on `accuracy_extended`: the test rows plus other question kinds of the
-# same test images (stage 01's `mcq_test_questions`), because two policies from different starts disagree on about
-# half of the items and need ~1,440 of them for a 5-point MDE; the table's `accuracy` is on one row per image.
+# start writes the format at a measurable rate — otherwise they are labelled "(not trained)". Every row of the
+# table is scored on all multiple-choice questions of the test images: the test split's one per image plus the
+# other question kinds of the same images (stage 01's `mcq_test_questions`, `papers.zhu.evaluate`), because two GRPO
+# arms disagree on a quarter to a half of the items and a 5-point MDE needs ~1,000-1,500 of them; the paired tests
+# resample whole images.
 #
 # **How we differ from the paper**
 # 1. A tiny model and synthetic four-option questions instead of Qwen2-VL-2B on PMC-VQA.

@@ -162,3 +162,6 @@ def test_mmedpo_knobs_of_06_are_04s(profile):
     p06 = config.load_params(profile, "06_generalization", check_paths=False)
     shared = [k for k in p06 if k.startswith("mmedpo_") and k in p04]
     assert shared and {k: p06[k] for k in shared} == {k: p04[k] for k in shared}
+    if profile != "smoke":  # the knobs chosen on validation in 04 (06's header: its values follow 04's)
+        chosen = [k for k in ("umed_k", "umed_lr", "zhu_lr", "zhu_batch_size", "mmedpo_lr") if k in p04 and k in p06]
+        assert chosen and {k: p06[k] for k in chosen} == {k: p04[k] for k in chosen}

@@ -358,7 +358,7 @@ def _fake_mcq_scores(data, split, limit):  # every answer right, in the real per
 
 
 @pytest.mark.parametrize("limit", [0, 4])
-def test_zhu_init_claim_items_add_the_same_images_other_question_kinds(tmp_path, monkeypatch, limit):
+def test_zhu_scores_every_mcq_question_of_the_test_images(tmp_path, monkeypatch, limit):
     from repro.data import build, conversations
 
     data = tmp_path / "data"
@@ -366,12 +366,15 @@ def test_zhu_init_claim_items_add_the_same_images_other_question_kinds(tmp_path,
                 split_fractions=[0.5, 0.2, 0.3], conv_train_variants=["standard"],
                 conv_eval_variants=list(conversations.VARIANTS[:1]), heldout_categories=[], mcq_test_questions=3)
     monkeypatch.setattr(measure, "job_data_dir", lambda job: data)
-    monkeypatch.setattr(measure, "evaluate", lambda model, stage, tasks, lim, split=None, data=None, extra=None:
-                        ({}, _fake_mcq_scores(data, split, lim)))
+    # the test split's rows score 1, the extra kinds 0: the flat accuracy must then be 1/3 (mean over all rows)
+    monkeypatch.setattr(measure, "evaluate", lambda model, stage, tasks, lim, split=None, data=None, extra=None: (
+        {"accuracy": 1.0}, _fake_mcq_scores(data, split or stage.eval_split, lim).assign(score=float(split is None))))
     job = common.Job("zhu", "SFT+grpo", 0, "", papers.zhu.ZhuConfig(eval_limit=limit), common.Stage(profile="smoke"))
     test = _fake_mcq_scores(data, "test", limit)
-    ext = papers.zhu.extended_rows(job, tmp_path, test)
-    assert set(ext["metric"]) == {papers.zhu.EXTENDED}
-    assert len(ext) == 3 * len(test) and ext["item"].is_unique  # three kinds per image, none lost, none twice
-    assert set(ext["cluster"]) == set(test["cluster"])  # the arm's test images, with their other two kinds
-    assert (ext.groupby("cluster").size() == 3).all()
+    flat, rows = papers.zhu.evaluate(job, tmp_path)
+    assert len(rows) == 3 * len(test) and rows["item"].is_unique  # three kinds per image, none lost, none twice
+    assert set(rows["cluster"]) == set(test["cluster"])  # the arm's test images, with their other two kinds
+    assert (rows.groupby("cluster").size() == 3).all()
+    assert flat["accuracy"] == pytest.approx(1 / 3)
+    val = dataclasses.replace(job, stage=common.Stage(profile="smoke", eval_split="val"))
+    assert len(papers.zhu.evaluate(val, tmp_path)[1]) == len(_fake_mcq_scores(data, "val", limit))  # val: as is

@@ -147,7 +147,7 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
                                             conv_answer_paraphrases, mcq_test_questions).items():
             if task == "mcq" and split == "test" and mcq_test_questions > 1:
                 # the one-per-image rows stay "test" (every limit and table reads them as before); the other
-                # kinds go to their own split, which only stage 04's init claim reads (repro.papers.zhu)
+                # kinds go to their own split, which stage 04 adds to Zhu et al.'s test items (repro.papers.zhu)
                 n = len(rows) // mcq_test_questions
                 rows, per_task[task][EXTRA_MCQ_SPLIT] = rows[:n], rows[n:]
             per_task[task][split] = rows

@@ -273,9 +273,7 @@ def jobs(paper: str, cfg, stage: common.Stage, acfg: AblationConfig) -> list[com
                                   {"reward": f"{HERE}:drllava_reward", "ablation": a, **d})
                        for s in stage.seeds for a in chosen]
     if paper == "zhu":  # the init study: 04's base+grpo and SFT+grpo arms and both starts (built as zhu.jobs does)
-        out = [common.Job("zhu", zhu.INIT_LABELS[i], None, "repro.papers.measure:eval_arm", cfg, stage,
-                          {"model": i, "tasks": ["mcq"], "limit": cfg.eval_limit,
-                           "extra_fn": "repro.papers.zhu:mcq_extra", **d}) for i in ("base", "sft")]
+        out = zhu.start_jobs(cfg, stage, ("base", "sft"))
         out += [common.Job("zhu", zhu.method(i, "grpo"), s, "repro.papers.zhu:arm", cfg, stage,
                            {"init": i, "variant": "grpo", **d}) for s in stage.seeds for i in ("base", "sft")]
         change = {"beta 0": {"beta": ZERO_BETA}, "small G": {"generations": acfg.zhu_small_generations}}

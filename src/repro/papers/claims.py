@@ -20,7 +20,7 @@ from repro.data import schema
 MAU = tuple(schema.MAU_SOURCES)
 DR_VARIANTS = ("shuffled", "reversed", "hint_correct", "hint_wrong", "confirm_correct", "confirm_wrong")
 NUMBERS = ("difference", "ci_low", "ci_high", "p_value", "mde")
-BINARY = {"mau_correct", "accuracy", "accuracy_extended", "closed_correct", "conversation_correct",
+BINARY = {"mau_correct", "accuracy", "closed_correct", "conversation_correct",
           "diagnosis_correct", "format"}
 
 
@@ -49,7 +49,7 @@ CLAIMS = [
     Claim("zhu", "Dr.GRPO beats GRPO on accuracy", "SFT+dr_grpo", "SFT+grpo", "accuracy"),
     Claim("zhu", "CWR beats ECR on accuracy", "SFT+cwr", "SFT+ecr", "accuracy"),
     Claim("zhu", "ECR lengthens responses", "SFT+ecr", "SFT+grpo", "length"),
-    Claim("zhu", "SFT start beats base start (GRPO)", "SFT+grpo", "base+grpo", "accuracy_extended"),
+    Claim("zhu", "SFT start beats base start (GRPO)", "SFT+grpo", "base+grpo", "accuracy"),
     Claim("mmedpo", "DPO beats SFT on closed VQA", "DPO", "SFT", "closed_correct"),
     Claim("mmedpo", "MMedPO beats DPO on closed VQA", "MMedPO", "DPO", "closed_correct"),
     Claim("mmedpo", "MMedPO beats DPO on open VQA", "MMedPO", "DPO", "open_recall"),

@@ -108,8 +108,13 @@ def eval_arm(job: Job):
     ext_flat, ext_rows = external(start, job, e["limit"])
     flat.update(ext_flat)
     rows = pd.concat([rows, ext_rows], ignore_index=True) if len(ext_rows) else rows
+    return start_record(flat), rows
+
+
+def start_record(flat: dict) -> dict:
+    """The record of a start's evaluation (no training, so no curve)."""
     return {"metrics": flat, "curve": [], "kl_end": None, "reward_first": None, "reward_last": None,
-            "trained": True, "why": "starting point (not trained here)"}, rows
+            "trained": True, "why": "starting point (not trained here)"}
 
 
 # ----------------------------------------------------------------------------------------------- starting points
@@ -158,14 +163,19 @@ def start_arm(job: Job):
                        "n_items": int(len(greedy)), "model": e["model"]},
            "curve": [], "kl_end": None, "reward_first": None, "reward_last": None, "trained": True, "why": ""}
     return rec, pd.DataFrame(columns=ROW_COLUMNS)
-def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks, limit: int, extra=None):
+def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=(), limit: int = 0, extra=None,
+               evaluate_fn=None):
     """An arm's record after training: curve summary and the trained rule; a trained arm is evaluated on the test
-    split, an untrained one is not (its numbers would describe its start, not the method)."""
+    split, an untrained one is not (its numbers would describe its start, not the method). evaluate_fn(final_dir)
+    -> (flat, rows) replaces the evaluation of `tasks` (Zhu's, over every MCQ row of the test images)."""
     status = summarize_curve(curve, min_kl)
     rec = {"curve": curve.to_dict(orient="records"), **status}
     if not status["trained"]:
         return {"metrics": {}, **rec}, pd.DataFrame(columns=ROW_COLUMNS[3:])
-    flat, rows = evaluate(final_dir, job.stage, tasks, limit, extra=extra, data=job_data_dir(job))
+    if evaluate_fn is not None:
+        flat, rows = evaluate_fn(final_dir)
+    else:
+        flat, rows = evaluate(final_dir, job.stage, tasks, limit, extra=extra, data=job_data_dir(job))
     ext_flat, ext_rows = external(final_dir, job, limit)
     flat.update(ext_flat)
     rows = pd.concat([rows, ext_rows], ignore_index=True) if len(ext_rows) else rows

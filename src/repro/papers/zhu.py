@@ -6,8 +6,8 @@ Columns: accuracy, response length (words), similarity and format rate. Similari
 <think> with the reference reasoning (rewards.vqa.similarity_scores): a judge that is NOT the semantic training
 reward (judging the semantic arm by its own reward would be circular). A base start that never writes the
 rewarded format gets zero reward variance in every group; its arms are reported as "not trained", never as
-results. The init claim (SFT+grpo vs base+grpo) is judged on `accuracy_extended`: the one-per-image test rows plus
-the test images' other question kinds (extended_rows), for its power.
+results. Every model is scored on all MCQ rows of the test images (`evaluate`: the one-per-image test rows plus the
+images' other question kinds that stage 01 puts in split test_extra), so every claim has about twice the items.
 
 Data (`zhu_data`, repro.data.protocols): "synthmed" (default) or "pmc_vqa" — GRPO prompts, the start evaluations
 and the MCQ test then come from the PMC-VQA folder stage 01 writes (its train / test splits; the starting point's
@@ -29,7 +29,7 @@ from repro.papers import common, measure
 PAPER = "zhu"
 PREFIX = "zhu_"
 VARIANTS = ("grpo", "grpo_semantic", "dr_grpo", "ecr", "cwr")
-EXTENDED = "accuracy_extended"  # the init claim's metric: accuracy on every MCQ test row (extended_rows)
+METRICS = ("accuracy", "length", "similarity", "format")  # the table's columns, one per-row score each
 INIT_LABELS = {"base": "base", "sft": "SFT"}
 
 
@@ -77,14 +77,18 @@ def arm_grid(cfg: ZhuConfig) -> list[tuple[str, str]]:
     return [(i, v) for i in cfg.inits for v in (base if i == "base" else cfg.variants)]
 
 
+def start_jobs(cfg: ZhuConfig, stage: common.Stage, inits=None) -> list[common.Job]:
+    """The greedy test evaluation of each start (stage 02's base / SFT), scored as the arms are (`evaluate`)."""
+    d = common.protocol_extra("zhu_data", cfg.data)
+    return [common.Job(PAPER, INIT_LABELS[i], None, "repro.papers.zhu:eval_start", cfg, stage, {"model": i, **d})
+            for i in (inits or cfg.inits)]
+
+
 def jobs(cfg: ZhuConfig, stage: common.Stage) -> list[common.Job]:
     d = common.protocol_extra("zhu_data", cfg.data)
-    starts = [common.Job(PAPER, INIT_LABELS[i], None, "repro.papers.measure:eval_arm", cfg, stage,
-                         {"model": i, "tasks": ["mcq"], "limit": cfg.eval_limit,
-                          "extra_fn": "repro.papers.zhu:mcq_extra", **d}) for i in cfg.inits]
-    return starts + [common.Job(PAPER, method(i, v), s, "repro.papers.zhu:arm", cfg, stage, {"init": i,
-                                                                                           "variant": v, **d})
-                     for s in stage.seeds for i, v in arm_grid(cfg)]
+    return start_jobs(cfg, stage) + [common.Job(PAPER, method(i, v), s, "repro.papers.zhu:arm", cfg, stage,
+                                                {"init": i, "variant": v, **d})
+                                     for s in stage.seeds for i, v in arm_grid(cfg)]
 
 
 def start_job(cfg: ZhuConfig, stage: common.Stage) -> common.Job:
@@ -135,35 +139,39 @@ def arm(job: common.Job):
     kw = grpo_kwargs(cfg, job.seed, cfg.steps)
     info = grpo.train(common.model_dir(job.stage, job.extra["init"]), job.folder / "train", ds,
                       job.extra["variant"], **kw)
-    curve = grpo_curve(info["log_history"])
-    rec, rows = measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["mcq"], cfg.eval_limit,
-                                   extra=mcq_extra)
-    if job.extra["variant"] == "grpo" and rec["trained"]:  # the two arms of the init claim
-        ext = extended_rows(job, info["final_dir"], rows)
-        rec["metrics"][EXTENDED] = float(ext["score"].mean())
-        rows = pd.concat([rows, ext], ignore_index=True)
-    return rec, rows
+    return measure.finish_arm(job, info["final_dir"], grpo_curve(info["log_history"]), cfg.min_kl,
+                              evaluate_fn=lambda final: evaluate(job, final))
 
 
-def extended_rows(job: common.Job, model_dir, rows: pd.DataFrame) -> pd.DataFrame:
-    """The init claim's items: metric EXTENDED = the arm's test accuracy rows plus its accuracy on the test images'
-    other question kinds (split build.EXTRA_MCQ_SPLIT, when stage 01 wrote one; items "mcq_extra:<id>:<n>",
-    clustered by image like the rest). Why only this claim: base+grpo and SFT+grpo disagree on about half of the
-    items, and a 5-point MDE then needs ~1,440 items (params/cpu/01_data.yaml); scoring every arm on the extra
-    rows would not fit the stage's time budget (params/cpu/04_rl.yaml)."""
+def eval_start(job: common.Job):
+    """A start (no training): `evaluate` of stage 02's job.extra["model"]."""
+    flat, rows = evaluate(job, common.model_dir(job.stage, job.extra["model"]))
+    return measure.start_record(flat), rows
+
+
+def evaluate(job: common.Job, model_dir) -> tuple[dict, pd.DataFrame]:
+    """Greedy MCQ evaluation with Zhu's columns (mcq_extra) -> (flat metrics, per-row scores). On the test split the
+    rows are every MCQ question of the test images: the split's one per image plus, when stage 01 wrote
+    build.EXTRA_MCQ_SPLIT, the same images' other question kinds (items "mcq_extra:<id>:<n>", clustered by image
+    like the rest, so the paired tests resample whole images). Why: two GRPO arms disagree on a quarter to a half of
+    the items, and a 5-point MDE then needs ~1,000-1,500 items (params/cpu/01_data.yaml)."""
     from repro.data import build
 
-    acc = rows[rows["metric"] == "accuracy"].assign(metric=EXTENDED)
+    cfg: ZhuConfig = job.cfg
     data = measure.job_data_dir(job)
+    flat, rows = measure.evaluate(model_dir, job.stage, ["mcq"], cfg.eval_limit, extra=mcq_extra, data=data)
+    if job.stage.eval_split != "test" or build.EXTRA_MCQ_SPLIT not in build.load_task(data, "mcq"):
+        return flat, rows
     dd = build.load_task(data, "mcq")
-    if build.EXTRA_MCQ_SPLIT not in dd:
-        return acc
     # a limit picks whole images round-robin over the strata in data order, the same images in both splits
-    limit = job.cfg.eval_limit * round(len(dd[build.EXTRA_MCQ_SPLIT]) / len(dd["test"]))
-    _, more = measure.evaluate(model_dir, job.stage, ["mcq"], limit, split=build.EXTRA_MCQ_SPLIT, data=data)
-    more = more[(more["metric"] == "accuracy") & more["cluster"].isin(set(acc["cluster"]))].assign(metric=EXTENDED)
-    more["item"] = "mcq_extra:" + more["item"].str.split(":", n=1).str[1]
-    return pd.concat([acc, more], ignore_index=True)
+    limit = cfg.eval_limit * round(len(dd[build.EXTRA_MCQ_SPLIT]) / len(dd["test"]))
+    _, more = measure.evaluate(model_dir, job.stage, ["mcq"], limit, split=build.EXTRA_MCQ_SPLIT, extra=mcq_extra,
+                               data=data)
+    more = more[more["cluster"].isin(set(rows["cluster"]))]
+    more = more.assign(item="mcq_extra:" + more["item"].str.split(":", n=1).str[1])
+    rows = pd.concat([rows, more], ignore_index=True)
+    flat.update({m: float(rows.loc[rows["metric"] == m, "score"].mean()) for m in METRICS})  # NaN-skipping mean
+    return flat, rows
 
 
 def run(cfg: ZhuConfig, stage: common.Stage, only_cached: bool = False) -> dict:

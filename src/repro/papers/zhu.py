@@ -160,9 +160,9 @@ def evaluate(job: common.Job, model_dir) -> tuple[dict, pd.DataFrame]:
     cfg: ZhuConfig = job.cfg
     data = measure.job_data_dir(job)
     flat, rows = measure.evaluate(model_dir, job.stage, ["mcq"], cfg.eval_limit, extra=mcq_extra, data=data)
-    if job.stage.eval_split != "test" or build.EXTRA_MCQ_SPLIT not in build.load_task(data, "mcq"):
-        return flat, rows
     dd = build.load_task(data, "mcq")
+    if job.stage.eval_split != "test" or build.EXTRA_MCQ_SPLIT not in dd:
+        return flat, rows
     # a limit picks whole images round-robin over the strata in data order, the same images in both splits
     limit = cfg.eval_limit * round(len(dd[build.EXTRA_MCQ_SPLIT]) / len(dd["test"]))
     _, more = measure.evaluate(model_dir, job.stage, ["mcq"], limit, split=build.EXTRA_MCQ_SPLIT, extra=mcq_extra,

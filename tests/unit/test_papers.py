@@ -366,8 +366,9 @@ def test_zhu_scores_every_mcq_question_of_the_test_images(tmp_path, monkeypatch,
                 split_fractions=[0.5, 0.2, 0.3], conv_train_variants=["standard"],
                 conv_eval_variants=list(conversations.VARIANTS[:1]), heldout_categories=[], mcq_test_questions=3)
     monkeypatch.setattr(measure, "job_data_dir", lambda job: data)
+    monkeypatch.setattr("repro.models.load_vlm", lambda path: ("model", "processor"))
     # the test split's rows score 1, the extra kinds 0: the flat accuracy must then be 1/3 (mean over all rows)
-    monkeypatch.setattr(measure, "evaluate", lambda model, stage, tasks, lim, split=None, data=None, extra=None: (
+    monkeypatch.setattr(measure, "evaluate", lambda model, stage, tasks, lim, split=None, **kw: (
         {"accuracy": 1.0}, _fake_mcq_scores(data, split or stage.eval_split, lim).assign(score=float(split is None))))
     job = common.Job("zhu", "SFT+grpo", 0, "", papers.zhu.ZhuConfig(eval_limit=limit), common.Stage(profile="smoke"))
     test = _fake_mcq_scores(data, "test", limit)

@@ -59,15 +59,17 @@ def add_metrics(flat: dict, long: pd.DataFrame, more: dict) -> pd.DataFrame:
     return long
 
 
-def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = None, extra=None, data=None):
+def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = None, extra=None, data=None,
+             loaded=None):
     """Greedy evaluation of the model at `model_dir` -> (flat metrics, per-row scores in long form).
     extra(task, rows_df, rows) -> {metric: per-row list} adds metrics computed from the predictions and the data
-    rows (Zhu's columns). data: the data dir to read (default: the stage's SynthMed dir)."""
+    rows (Zhu's columns). data: the data dir to read (default: the stage's SynthMed dir). loaded: (model,
+    processor) already loaded from model_dir, when one model is evaluated on several splits."""
     from repro.models import load_vlm
 
     split = split or stage.eval_split
     data = data or data_dir(stage)
-    model, processor = load_vlm(model_dir)
+    model, processor = loaded or load_vlm(model_dir)
     out = ev.evaluate(model, processor, data, split=split, tasks=list(tasks), limit=limit or None,
                       batch_size=stage.eval_batch_size, progress=False)
     flat, parts = {}, []
@@ -163,7 +165,7 @@ def start_arm(job: Job):
                        "n_items": int(len(greedy)), "model": e["model"]},
            "curve": [], "kl_end": None, "reward_first": None, "reward_last": None, "trained": True, "why": ""}
     return rec, pd.DataFrame(columns=ROW_COLUMNS)
-def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=(), limit: int = 0, extra=None,
+def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=(), limit: int = 0,
                evaluate_fn=None):
     """An arm's record after training: curve summary and the trained rule; a trained arm is evaluated on the test
     split, an untrained one is not (its numbers would describe its start, not the method). evaluate_fn(final_dir)
@@ -175,7 +177,7 @@ def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=()
     if evaluate_fn is not None:
         flat, rows = evaluate_fn(final_dir)
     else:
-        flat, rows = evaluate(final_dir, job.stage, tasks, limit, extra=extra, data=job_data_dir(job))
+        flat, rows = evaluate(final_dir, job.stage, tasks, limit, data=job_data_dir(job))
     ext_flat, ext_rows = external(final_dir, job, limit)
     flat.update(ext_flat)
     rows = pd.concat([rows, ext_rows], ignore_index=True) if len(ext_rows) else rows

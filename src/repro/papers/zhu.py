@@ -155,18 +155,21 @@ def evaluate(job: common.Job, model_dir) -> tuple[dict, pd.DataFrame]:
     build.EXTRA_MCQ_SPLIT, the same images' other question kinds (items "mcq_extra:<id>:<n>", clustered by image
     like the rest, so the paired tests resample whole images). Why: two GRPO arms disagree on a quarter to a half of
     the items, and a 5-point MDE then needs ~1,000-1,500 items (params/cpu/01_data.yaml)."""
+    from repro import models
     from repro.data import build
 
     cfg: ZhuConfig = job.cfg
     data = measure.job_data_dir(job)
-    flat, rows = measure.evaluate(model_dir, job.stage, ["mcq"], cfg.eval_limit, extra=mcq_extra, data=data)
+    loaded = models.load_vlm(model_dir)  # once for both splits
+    flat, rows = measure.evaluate(model_dir, job.stage, ["mcq"], cfg.eval_limit, extra=mcq_extra, data=data,
+                                  loaded=loaded)
     dd = build.load_task(data, "mcq")
     if job.stage.eval_split != "test" or build.EXTRA_MCQ_SPLIT not in dd:
         return flat, rows
     # a limit picks whole images round-robin over the strata in data order, the same images in both splits
     limit = cfg.eval_limit * round(len(dd[build.EXTRA_MCQ_SPLIT]) / len(dd["test"]))
     _, more = measure.evaluate(model_dir, job.stage, ["mcq"], limit, split=build.EXTRA_MCQ_SPLIT, extra=mcq_extra,
-                               data=data)
+                               data=data, loaded=loaded)
     more = more[more["cluster"].isin(set(rows["cluster"]))]
     more = more.assign(item="mcq_extra:" + more["item"].str.split(":", n=1).str[1])
     rows = pd.concat([rows, more], ignore_index=True)

@@ -379,3 +379,14 @@ def test_zhu_scores_every_mcq_question_of_the_test_images(tmp_path, monkeypatch,
     assert flat["accuracy"] == pytest.approx(1 / 3)
     val = dataclasses.replace(job, stage=common.Stage(profile="smoke", eval_split="val"))
     assert len(papers.zhu.evaluate(val, tmp_path)[1]) == len(_fake_mcq_scores(data, "val", limit))  # val: as is
+
+
+def test_zhu_mcq_extra_scores_length_in_words_and_on_the_log_scale():
+    preds = ["<think>A. x: no. B. y: yes.</think><answer>B</answer>", "", "one two three"]
+    rows = [{"messages": [{"role": "user", "content": "q"},
+                          {"role": "assistant", "content": "<think>A. x: no. B. y: yes.</think><answer>B</answer>"}]}
+            ] * 3
+    out = papers.zhu.mcq_extra("mcq", pd.DataFrame({"prediction": preds}), rows)
+    assert out["length"] == [6.0, 0.0, 3.0]  # whitespace words of the whole answer
+    assert out["log_length"] == pytest.approx([math.log(7), 0.0, math.log(4)])  # ln(1 + words)
+    assert out["format"] == [1.0, 0.0, 0.0]

@@ -148,6 +148,25 @@ def test_mcq_letters_balanced_and_target_format():
         assert all(f"{L}. {o}" in r["messages"][0]["content"] for L, o in zip("ABCD", r["options"]))
 
 
+def test_mcq_conclusion_in_about_half_of_the_targets_and_judged_like_the_walk():
+    from repro.rewards import vqa
+
+    rows = tasks.build_mcq(RECS, seed=0, per_image=3)
+    ended = 0
+    for r in rows:
+        walk = tasks.option_judgments(r["options"], r["answer"])
+        think = vqa.think_text(r["messages"][1]["content"])
+        end = f"So the answer is {r['answer']}: {r['answer_text']}, the only option marked yes."
+        assert think in (walk, f"{walk} {end}")  # the walk, then the conclusion or nothing
+        ended += think != walk
+        # the conclusion is not read as a verdict: the gold reasoning stays fully right for the option-walk judge
+        assert vqa.RuleJudge().details(think, r["reason_facts"])["score"] == 1.0
+    assert 0.35 < ended / len(rows) < 0.65  # CONCLUDE_SHARE 0.5 over ~200 rows
+    assert tasks.mcq_reasoning(["mass", "cyst", "normal", "nodule"], "D", True) == (
+        "A. mass: no. B. cyst: no. C. normal: no. D. nodule: yes. So the answer is D: nodule, the only option marked "
+        "yes.")
+
+
 @pytest.mark.parametrize("per_image", [2, 3])
 def test_mcq_more_questions_per_image_append_other_kinds(per_image):
     one = tasks.build_mcq(RECS, seed=0)

@@ -228,17 +228,41 @@ def option_judgments(options: list[str], letter: str) -> str:
     return " ".join(f"{LETTERS[i]}. {o}: {'yes' if LETTERS[i] == letter else 'no'}." for i, o in enumerate(options))
 
 
+# Share of MCQ targets whose option walk ends with a conclusion sentence (`conclusion`).
+CONCLUDE_SHARE = 0.5
+
+
+def conclusion(options: list[str], letter: str) -> str:
+    """The optional last sentence of an MCQ reasoning: "So the answer is B: nodule, the only option marked yes."
+
+    Why it is optional (CONCLUDE_SHARE of the targets, drawn from its own rng stream): with one fixed template the
+    SFT policy wrote the same number of words for every item, whatever it sampled, so Zhu's length rewards (ECR /
+    CWR) had no length variance in a group to learn from, and "ECR lengthens responses" could not be tested (the
+    ECR and GRPO arms wrote identical lengths on all 1,680 test items). A start that ends its reasoning this way
+    about half of the time gives the length rewards something to sharpen, as RL needs; the sentence adds no
+    information, so accuracy does not depend on it. No "X." before the colon: it must not read as a verdict of
+    the walk (rewards.vqa's option-walk judge).
+    """
+    return f"So the answer is {letter}: {options[LETTERS.index(letter)]}, the only option marked yes."
+
+
+def mcq_reasoning(options: list[str], letter: str, conclude: bool) -> str:
+    """The reasoning of an MCQ target: the option walk, and the conclusion when `conclude`."""
+    walk = option_judgments(options, letter)
+    return f"{walk} {conclusion(options, letter)}" if conclude else walk
+
+
 MCQ_KINDS = ("finding", "region", "modality")
 
 
-def _mcq_row(rec: dict, kind: str, pos: int, rng, split: str) -> dict:
+def _mcq_row(rec: dict, kind: str, pos: int, rng, split: str, conclude: bool) -> dict:
     pool = {"finding": MAU_CATEGORIES + [schema.NORMAL], "region": MAU_REGIONS, "modality": MCQ_MODALITIES}[kind]
     truth = {"finding": rec["category"], "region": rec["region"], "modality": rec["modality"]}[kind]
     options = _others(pool, truth, rng, k=3)
     options.insert(int(pos), truth)
     question = _pick(rng, _bank(f"m_{kind}", split))
     letter = LETTERS[int(pos)]
-    target = mcq_target(option_judgments(options, letter), letter)
+    target = mcq_target(mcq_reasoning(options, letter, conclude), letter)
     facts = {"modality": rec["modality"], "region": rec["region"], "finding": rec["category"]}
     return row(rec, "mcq", mcq_prompt(question, options), target, question=question, options=options,
                answer=letter, answer_text=truth, question_kind=kind, reason_facts=facts)
@@ -248,7 +272,8 @@ def build_mcq(records: list[dict], seed: int, split: str = "train", per_image: i
     """PMC-VQA-like 4-option rows about the finding (half), region or modality; bone marrow is skipped.
 
     Correct letters cycle through a shuffled A-D sequence so each letter is the answer for n/4 (+-1) rows. The
-    target reasons over the options (option_judgments). split: the question bank ("train" or "test" wording).
+    target reasons over the options (option_judgments), ending with a `conclusion` in CONCLUDE_SHARE of the rows.
+    split: the question bank ("train" or "test" wording).
 
     per_image (1-3): questions per image. The first rows are always the one-per-image rows, identical whatever
     per_image is (same rng stream); then, per image, the kinds it was not yet asked, in MCQ_KINDS order, from their
@@ -259,19 +284,21 @@ def build_mcq(records: list[dict], seed: int, split: str = "train", per_image: i
     if not 1 <= per_image <= len(MCQ_KINDS):
         raise ValueError(f"build_mcq: per_image={per_image} must be 1..{len(MCQ_KINDS)} (one per question kind)")
     rng = _rng(seed, "mcq")
+    ends = _rng(seed, "mcq_conclude")  # its own stream: options, letters and questions stay as they were
     recs = [r for r in records if r["source"] != BONE_MARROW]
     letters = np.resize(np.arange(4), len(recs))[rng.permutation(len(recs))]
     rows = []
     for rec, pos in zip(recs, letters):
         kind = _pick(rng, ["finding", "finding", "region", "modality"])
-        rows.append(_mcq_row(rec, kind, int(pos), rng, split))
+        rows.append(_mcq_row(rec, kind, int(pos), rng, split, bool(ends.random() < CONCLUDE_SHARE)))
         reasoning(rec, rng)  # still drawn (it was the rows' reasoning once): every later row stays as it was
     if per_image > 1:
         more = _rng(seed, "mcq_more")
         first = {id(rec): r["question_kind"] for rec, r in zip(recs, rows)}
         for rec in recs:
             for kind in [k for k in MCQ_KINDS if k != first[id(rec)]][:per_image - 1]:
-                rows.append(_mcq_row(rec, kind, int(more.integers(4)), more, split))
+                rows.append(_mcq_row(rec, kind, int(more.integers(4)), more, split,
+                                     bool(ends.random() < CONCLUDE_SHARE)))
     return rows
 
 

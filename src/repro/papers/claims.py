@@ -48,7 +48,7 @@ CLAIMS = [
     Claim("zhu", "semantic reward raises similarity", "SFT+grpo_semantic", "SFT+grpo", "similarity"),
     Claim("zhu", "Dr.GRPO beats GRPO on accuracy", "SFT+dr_grpo", "SFT+grpo", "accuracy"),
     Claim("zhu", "CWR beats ECR on accuracy", "SFT+cwr", "SFT+ecr", "accuracy"),
-    Claim("zhu", "ECR lengthens responses", "SFT+ecr", "SFT+grpo", "length"),
+    Claim("zhu", "ECR lengthens responses", "SFT+ecr", "SFT+grpo", "log_length"),
     Claim("zhu", "SFT start beats base start (GRPO)", "SFT+grpo", "base+grpo", "accuracy"),
     Claim("mmedpo", "DPO beats SFT on closed VQA", "DPO", "SFT", "closed_correct"),
     Claim("mmedpo", "MMedPO beats DPO on closed VQA", "MMedPO", "DPO", "closed_correct"),

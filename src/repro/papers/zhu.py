@@ -18,6 +18,7 @@ from those, not from an SFT on PMC-VQA); the paper's SFT-on-PMC-VQA *baseline* r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -99,14 +100,18 @@ def start_job(cfg: ZhuConfig, stage: common.Stage) -> common.Job:
 
 
 def mcq_extra(task: str, rows_df, rows) -> dict:
-    """Zhu's other columns per row: length (words), similarity (vqa.similarity_scores: the reasoning against the
-    reference reasoning, a judge apart from the semantic training reward), format (1 when the answer is
-    <think>..</think><answer>..</answer>)."""
+    """Zhu's other columns per row: length (words), log_length (ln(1 + words), the scale of the length claim),
+    similarity (vqa.similarity_scores: the reasoning against the reference reasoning, a judge apart from the
+    semantic training reward), format (1 when the answer is <think>..</think><answer>..</answer>).
+
+    Why the length claim reads log_length: a mean difference of ln-lengths is a relative change (0.05 = about 5 %
+    longer), so its MDE is on the scale of the other claims' 5-point bar; words have no such bar."""
     from repro.rewards import vqa
 
     preds = list(rows_df["prediction"])
     sim = vqa.similarity_scores(preds, rows)
-    return {"length": [float(len(p.split())) for p in preds],
+    words = [float(len(p.split())) for p in preds]
+    return {"length": words, "log_length": [math.log1p(w) for w in words],
             "similarity": [float("nan") if v is None else float(v) for v in sim],
             "format": [float(vqa.format_ok(p)) for p in preds]}
 

@@ -166,7 +166,10 @@ zhu_table
 # table is scored on all multiple-choice questions of the test images: the test split's one per image plus the
 # other question kinds of the same images (stage 01's `mcq_test_questions`, `papers.zhu.evaluate`), because two GRPO
 # arms disagree on a quarter to a half of the items and a 5-point MDE needs ~1,000-1,500 of them; the paired tests
-# resample whole images.
+# resample whole images. "ECR lengthens responses" is judged on $\ln(1 + w)$ per item (`log_length`), so its
+# difference is a relative change (0.05 ≈ 5 % longer) and its MDE reads on the same bar as the rates. Length can
+# only be learned if the start sometimes writes longer reasoning: half of the SFT targets end their option walk with
+# "So the answer is B: …" (`data.tasks.conclusion`), so sampled groups differ in length.
 #
 # **How we differ from the paper**
 # 1. A tiny model and synthetic four-option questions instead of Qwen2-VL-2B on PMC-VQA.

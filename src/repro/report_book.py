@@ -43,7 +43,8 @@ def provenance_table(records: dict[str, dict]) -> pd.DataFrame:
             "seed": p.get("seed", prm.get("seed")), "seeds": prm.get("seeds", ledger.DASH),
             "run time": ledger.DASH if secs is None else f"{int(secs) // 60}:{int(secs) % 60:02d}",
             "device": p.get("device") or ledger.DASH,
-            "hardware": (f"{hw.get('cpu', '?')}, {hw.get('logical_cores', '?')} cores, torch threads "
+            "hardware": (f"{hw.get('cpu', '?')}" + (f" ({hw['cpu_capability']})" if hw.get("cpu_capability") else "")
+                         + f", {hw.get('logical_cores', '?')} cores, torch threads "
                          f"{hw.get('torch_threads', '?')}, GPU {hw.get('gpu') or 'none'}") if hw else ledger.DASH,
             "python": p.get("python") or ledger.DASH, "finished": p.get("finished_at") or ledger.DASH,
         })

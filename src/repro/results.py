@@ -85,15 +85,39 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's vendor, family, model and stepping ("AuthenticAMD family 25 model 1 stepping 1"; Linux x86 only,
+    else None). Why beside the model name: cloud CPUs report a bare "AMD EPYC", which names Zen 3 (AVX2) and Zen 4
+    (AVX-512) alike, and the two trained the cpu profile's models to visibly different results."""
+    keys = {"vendor_id": None, "cpu family": None, "model": None, "stepping": None}
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if not line.strip():
+                break  # the first processor's block is enough
+            if key.strip() in keys and keys[key.strip()] is None:
+                keys[key.strip()] = value.strip()
+    except OSError:
+        return None
+    if keys["cpu family"] is None or keys["model"] is None:
+        return None
+    return (f"{keys['vendor_id'] or '?'} family {keys['cpu family']} model {keys['model']}"
+            + (f" stepping {keys['stepping']}" if keys["stepping"] else ""))
+
+
 def hardware() -> dict:
-    """Where a result was computed: CPU model, logical cores, torch's intra-op threads (the count changes float
-    sums, hence losses, in the last digits) and the thread env vars; the GPU's name and count under CUDA."""
-    info = {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "torch_threads": None, "gpu": None, "gpu_count": 0,
+    """Where a result was computed: CPU model and id (`cpu_id`), the vector ISA torch's CPU kernels use
+    (cpu_capability: "AVX2", "AVX512", ...; kernels differ per ISA, so float results, and trained models, differ
+    between machines with one seed), logical cores, torch's intra-op threads (the count changes float sums, hence
+    losses, in the last digits) and the thread env vars; the GPU's name and count under CUDA."""
+    info = {"cpu": cpu_model(), "cpu_id": cpu_id(), "cpu_capability": None, "logical_cores": os.cpu_count(),
+            "torch_threads": None, "gpu": None, "gpu_count": 0,
             "env_threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
     try:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         if torch.cuda.is_available():
             info["gpu"], info["gpu_count"] = torch.cuda.get_device_name(0), torch.cuda.device_count()
     except ImportError:  # pragma: no cover - torch is a dependency

@@ -73,6 +73,16 @@ def test_cpu_model_from_cpuinfo(tmp_path):
     assert results.cpu_model(tmp_path / "missing")  # falls back to platform, never empty
 
 
+def test_cpu_id_reads_the_first_processor_block(tmp_path):
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                 "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\n"
+                 "cpu family\t: 25\nmodel\t\t: 17\n")
+    assert results.cpu_id(f) == "AuthenticAMD family 25 model 1 stepping 1"  # "model name" is not "model"
+    f.write_text("processor\t: 0\nmodel name\t: ARMv8\n")
+    assert results.cpu_id(f) is None and results.cpu_id(tmp_path / "missing") is None
+
+
 def test_hardware_and_provenance(tmp_repo, monkeypatch):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_repo.parent))
     import torch
@@ -84,5 +94,6 @@ def test_hardware_and_provenance(tmp_repo, monkeypatch):
     else:
         assert hw["gpu"] is None and hw["gpu_count"] == 0
     assert set(hw["env_threads"]) == {"OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+    assert hw["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # "AVX2", "AVX512", ...
     prov = results.provenance(SimpleNamespace(stem="04_rl", profile="smoke", seed=3))
     assert prov["hardware"] == hw and prov["seed"] == 3 and prov["git"]["dirty"] is None  # tmp_repo: not a repo

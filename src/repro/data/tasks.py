@@ -240,8 +240,8 @@ def conclusion(options: list[str], letter: str) -> str:
     CWR) had no length variance in a group to learn from, and "ECR lengthens responses" could not be tested (the
     ECR and GRPO arms wrote identical lengths on all 1,680 test items). A start that ends its reasoning this way
     about half of the time gives the length rewards something to sharpen, as RL needs; the sentence repeats what
-    the walk already said, so it carries no answer of its own. No "X." before the colon: it must not read as a verdict of
-    the walk (rewards.vqa's option-walk judge).
+    the walk already said, so it carries no answer of its own. No "X." before the colon: it must not read as a
+    verdict of the walk (rewards.vqa's option-walk judge).
     """
     return f"So the answer is {letter}: {options[LETTERS.index(letter)]}, the only option marked yes."
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import zlib
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CPU_2PROC = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"
 DISTINCT = "tests.unit.test_grpo:distinct_chars_reward"  # a reward with spread on a random policy
 TRL = ("sft", "grpo", "dpo")  # the TRL trainers, launched together; PPO has its own launch below
+ROW = "tests.unit.test_multiprocess:row_reward"
+
+
+def row_reward(completions, id=None, **kwargs):  # noqa: A002 - the rows' column is called "id"
+    """Test-only reward that differs between prompts whatever the policy writes (a fixed value per row id). Why:
+    a random policy's greedy answers can be the same text for every prompt (it happened after a tokenizer change),
+    and then every reward ties and the whitened advantages the PPO test compares are all 0."""
+    return [zlib.crc32(str(i).encode()) % 97 / 97 for i in (id or [None] * len(completions))]
 
 
 def _free_port() -> int:
@@ -77,7 +86,7 @@ def _ppo_config(root, data, init, tag: str) -> dict:
     # step 1 can be compared number by number. baseline "none" (a prompt's greedy samples tie, LOO would zero them),
     # whitening on (its mean / std must be the whole step's), one minibatch of the step's 4 samples (2 per process).
     return {"init_dir": str(init), "out_dir": str(root / f"ppo_{tag}"), "data_dir": str(data), "task": "instruct",
-            "limit": 8, "rewards": [DISTINCT, {"factory": "repro.rewards.localization:make_aar_reward",
+            "limit": 8, "rewards": [DISTINCT, ROW, {"factory": "repro.rewards.localization:make_aar_reward",
                                                 "kwargs": {"group_key": "query_id"}}],
             "max_steps": 2, "batch_size": 2, "lr": 1e-3,
             "ppo_config": {"k": 2, "minibatch": 4, "ppo_epochs": 1, "max_new_tokens": 6, "temperature": 0.0,

@@ -73,36 +73,36 @@ def git_state(root: Path | None = None) -> dict:
     return {"sha": sha.stdout.strip(), "dirty": bool(dirty), "dirty_paths": dirty, "dirty_scope": list(DIRTY_SCOPE)}
 
 
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo "model name"; elsewhere platform's processor or machine)."""
+def _cpuinfo(cpuinfo: Path) -> dict[str, str]:
+    """The first value of every key of /proc/cpuinfo (the first processor's, or a later block's key such as the
+    "Model" some ARM boards write at the end); {} when it cannot be read."""
+    fields: dict[str, str] = {}
     try:
         for line in cpuinfo.read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "cpu model") and value.strip():
-                return value.strip()
+            if value.strip():
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return fields
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo "model name"; elsewhere platform's processor or machine)."""
+    fields = _cpuinfo(cpuinfo)
+    name = next((fields[k] for k in ("model name", "Model", "cpu model") if k in fields), None)
+    return name or platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """The CPU's vendor, family, model and stepping ("AuthenticAMD family 25 model 1 stepping 1"; Linux x86 only,
     else None). Why beside the model name: cloud CPUs report a bare "AMD EPYC", which names Zen 3 (AVX2) and Zen 4
     (AVX-512) alike, and the two trained the cpu profile's models to visibly different results."""
-    keys = {"vendor_id": None, "cpu family": None, "model": None, "stepping": None}
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if not line.strip():
-                break  # the first processor's block is enough
-            if key.strip() in keys and keys[key.strip()] is None:
-                keys[key.strip()] = value.strip()
-    except OSError:
+    f = _cpuinfo(cpuinfo)
+    if "cpu family" not in f or "model" not in f:
         return None
-    if keys["cpu family"] is None or keys["model"] is None:
-        return None
-    return (f"{keys['vendor_id'] or '?'} family {keys['cpu family']} model {keys['model']}"
-            + (f" stepping {keys['stepping']}" if keys["stepping"] else ""))
+    return (f"{f.get('vendor_id', '?')} family {f['cpu family']} model {f['model']}"
+            + (f" stepping {f['stepping']}" if "stepping" in f else ""))
 
 
 def hardware() -> dict:

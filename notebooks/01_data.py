@@ -278,12 +278,13 @@ print("truth:", ab["source"], ab["category"], "box (px)", ab["bboxes"], "box tex
 # ## Zhu et al.: multiple-choice questions with reasoning (`docs/methods.md §2(c)`)
 #
 # **Idea.** GRPO is trained on questions whose answers a rule can check. Each PMC-VQA-like question has four
-# options, and the target is a short reasoning in `<think>` tags followed by the letter in `<answer>` tags, so that
+# options, and the target is a short reasoning in `<think>` tags followed by the answer in `<answer>` tags, so that
 # notebook 03's format reward $r_{\text{fmt}}=\mathbb 1[\text{one think block, then one answer block}]$ and accuracy
 # reward $r_{\text{acc}}=\mathbb 1[\text{the answer names the right option}]$ can score a sample. The reasoning walks
 # the options, each with its verdict (`A. mass: no. B. nodule: yes. ...`): a tiny model taught a free-text reasoning
 # ("It shows nodule.") learned to name the finding but not which letter carries it, and stayed at chance
-# (`params/cpu/02_sft.yaml` has the numbers). The image's modality, region and finding stay in `reason_facts`, which
+# (`params/cpu/02_sft.yaml` has the numbers). For the same reason the answer is the option's text, not its letter
+# (`<answer>nodule</answer>`; both score alike, `docs/methods.md §6(b)8`). The image's modality, region and finding stay in `reason_facts`, which
 # the semantic reward checks.
 
 # %%

@@ -216,8 +216,8 @@ repro.plots.save_figure(fig, cfg, "loss_curves")
 #   "yes"/"no" word of the answer (none = wrong);
 # * **open VQA recall** $=\frac1n\sum_i|T(y_i)\cap T(\hat y_i)|\,/\,|T(y_i)|$ with $T$ the set of lower-cased word
 #   tokens (the LLaVA-Med convention);
-# * **MCQ accuracy**: the letter read from the first `<answer>` block (else a leading letter, else the one option
-#   named) equals the key;
+# * **MCQ accuracy**: the letter read from the first `<answer>` block, or the one option it names (the synthetic
+#   targets answer with the option's text), else a leading letter, equals the key;
 # * **MAU-style accuracy** (UMed-LVLM Table 2 layout): an abnormal image counts when detection says abnormal, the
 #   category is right *and* $\max_k\operatorname{IoU}(\hat b,b_k)\ge 0.5$; a normal image when the answer says no
 #   abnormality;

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from repro import metrics
 from repro.data import schema, splits, tasks
+from repro.rewards import vqa
 
 SIZE = 32
 
@@ -138,8 +140,14 @@ def test_mcq_letters_balanced_and_target_format():
     for r in rows:
         assert len(r["options"]) == 4 and len(set(r["options"])) == 4
         assert r["options"]["ABCD".index(r["answer"])] == r["answer_text"]
-        m = re.fullmatch(r"<think>(.+)</think><answer>([A-D])</answer>", r["messages"][1]["content"])
-        assert m and m.group(2) == r["answer"]
+        target = r["messages"][1]["content"]
+        m = re.fullmatch(r"<think>(.+)</think><answer>(.+)</answer>", target)
+        assert m and m.group(2) == r["answer_text"]  # the option's text (build_mcq says why), scored as its letter:
+        assert metrics.parse_choice(target, r["options"]) == r["answer"]
+        assert vqa.explain_accuracy(target, r["answer"], r["options"])["reward"] == 1.0
+        wrong = next(o for o in r["options"] if o != r["answer_text"])
+        assert vqa.explain_accuracy(target.replace(f"<answer>{r['answer_text']}<", f"<answer>{wrong}<"),
+                                    r["answer"], r["options"])["reward"] == 0.0
         facts = r["reason_facts"]
         assert facts == {"modality": r["modality"], "region": r["region"], "finding": r["category"]}
         verdicts = re.findall(r"([A-D])\. (.+?): (yes|no)\.", m.group(1))  # every option once, in order, one "yes"
@@ -149,8 +157,6 @@ def test_mcq_letters_balanced_and_target_format():
 
 
 def test_mcq_conclusion_in_about_half_of_the_targets_and_judged_like_the_walk():
-    from repro.rewards import vqa
-
     rows = tasks.build_mcq(RECS, seed=0, per_image=3)
     ended = 0
     for r in rows:

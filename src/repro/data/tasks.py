@@ -119,8 +119,9 @@ def mcq_prompt(question: str, options: list[str]) -> str:
     return "\n".join(lines)
 
 
-def mcq_target(reasoning: str, letter: str) -> str:
-    return f"<think>{reasoning}</think><answer>{letter}</answer>"
+def mcq_target(reasoning: str, answer: str) -> str:
+    """"<think>reasoning</think><answer>answer</answer>"; `answer` is a letter or an option's text (both score)."""
+    return f"<think>{reasoning}</think><answer>{answer}</answer>"
 
 
 def _others(pool, value, rng, k=None):
@@ -221,9 +222,10 @@ def option_judgments(options: list[str], letter: str) -> str:
 
     Why not a free-text reasoning ("It shows nodule.") followed by the letter: the tiny cpu model learned to name
     the finding but not which letter carries it (SFT at chance, 0.21-0.28 on validation, even after 400 MCQ-only
-    steps), so GRPO had nothing to sharpen. Walking the options copies each one next to its verdict, so the letter
-    is read off the line that says "yes": 0.355 after the same 400 steps (params/cpu/02_sft.yaml). The reference
-    facts stay in the row's `reason_facts`.
+    steps), so GRPO had nothing to sharpen. Walking the options copies each one next to its verdict: 0.355 after
+    the same 400 steps (params/cpu/02_sft.yaml) when the letter was read off the line that says "yes" -- on a later
+    machine the model stopped copying it, and the targets now answer with the option's text (build_mcq). The
+    reference facts stay in the row's `reason_facts`.
     """
     return " ".join(f"{LETTERS[i]}. {o}: {'yes' if LETTERS[i] == letter else 'no'}." for i, o in enumerate(options))
 
@@ -262,7 +264,7 @@ def _mcq_row(rec: dict, kind: str, pos: int, rng, split: str, conclude: bool) ->
     options.insert(int(pos), truth)
     question = _pick(rng, _bank(f"m_{kind}", split))
     letter = LETTERS[int(pos)]
-    target = mcq_target(mcq_reasoning(options, letter, conclude), letter)
+    target = mcq_target(mcq_reasoning(options, letter, conclude), truth)  # the option's text: build_mcq says why
     facts = {"modality": rec["modality"], "region": rec["region"], "finding": rec["category"]}
     return row(rec, "mcq", mcq_prompt(question, options), target, question=question, options=options,
                answer=letter, answer_text=truth, question_kind=kind, reason_facts=facts)
@@ -272,7 +274,14 @@ def build_mcq(records: list[dict], seed: int, split: str = "train", per_image: i
     """PMC-VQA-like 4-option rows about the finding (half), region or modality; bone marrow is skipped.
 
     Correct letters cycle through a shuffled A-D sequence so each letter is the answer for n/4 (+-1) rows. The
-    target reasons over the options (option_judgments), ending with a `conclusion` in CONCLUDE_SHARE of the rows.
+    target reasons over the options (option_judgments), ending with a `conclusion` in CONCLUDE_SHARE of the rows,
+    and answers with the right option's *text* (`<answer>nodule</answer>`), which the accuracy reward and the MCQ
+    metric score exactly like its letter. Why not the letter: the tiny cpu model learned the walk (it marked the
+    right option 46 % of the time on validation) but not to copy the marked letter into <answer> (it wrote "A" in
+    159 of 200 answers, right 8.5 % of the time), so its SFT start stayed near chance (0.275 greedy); answering with
+    the text lets it answer from the image as it does open questions: 0.767 greedy, pass@8 0.975 on validation
+    (params/cpu/02_sft.yaml). The prompt still asks for the letter, as PMC-VQA's does; the `answer` column is the
+    letter.
     split: the question bank ("train" or "test" wording).
 
     per_image (1-3): questions per image. The first rows are always the one-per-image rows, identical whatever

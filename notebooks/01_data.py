@@ -310,7 +310,8 @@ print("\nMCQ:", ex["messages"][0]["content"], "\n ->", ex["messages"][1]["conten
 #
 # **Idea.** MMedPO is evaluated on Med-VQA (closed yes/no questions scored by accuracy, open questions by recall of
 # the reference's tokens) and on report generation (BLEU, ROUGE-L); its preference pairs (notebook 03) are built
-# from the same two tasks. Open recall, for reference tokens $T_{\text{ref}}$ and predicted tokens $T_{\text{pred}}$,
+# from the same two tasks. A closed target names what the image shows before its yes/no ("It shows the chest, so
+# no."): with a bare yes/no the tiny model answered from the question's wording alone (`docs/methods.md §6(c)8`). Open recall, for reference tokens $T_{\text{ref}}$ and predicted tokens $T_{\text{pred}}$,
 # is $|\{t\in T_{\text{ref}}: t\in T_{\text{pred}}\}|\,/\,|T_{\text{ref}}|$ (stage 02). One closed, one open question and one
 # report (display only: the rows already built above):
 

@@ -4,12 +4,15 @@ determinism."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
+import torch
 
 from repro.data import build, conversations
 from repro.data import preference as pref
+from repro.metrics import parse_yes_no
 from repro.rewards import clinical
 
 KW = dict(n_per_class=5, n_normal=5, image_size=64, difficulty=0.5, yes_share=0.5, split_fractions=[0.6, 0.2, 0.2],
@@ -95,6 +98,13 @@ def test_conflicts():
     assert pref.pick_rejected(closed, ["yes", ""]) == (None, None)
 
 
+def test_closed_templated_hallucination_keeps_the_words_and_flips_the_yes_no():
+    row = _row("vqa", "It shows the liver, so yes.", answer_type="closed")
+    flipped = pref.templated_hallucination(row)
+    assert flipped == "It shows the liver, so no." and pref.conflicts(row, flipped)
+    assert pref.templated_hallucination(_row("vqa", "No", answer_type="closed")) == "yes"  # real data: a bare yes/no
+
+
 def test_every_templated_hallucination_conflicts(data_dir):
     for task in ("vqa", "report"):
         for row in pref.load_rows(data_dir, task):
@@ -108,8 +118,8 @@ def test_sampled_answers_are_preferred_over_templates(monkeypatch, tiny, data_di
         out = []
         for r in rows:
             truth = pref.truth_of(r)
-            if r["task"] == "vqa" and r["answer_type"] == "closed":
-                out.append(["maybe", "no" if truth == "yes" else "yes"])
+            if r["task"] == "vqa" and r["answer_type"] == "closed":  # "It shows ..., so yes." -> a bare "no"
+                out.append(["maybe", "no" if parse_yes_no(truth) == "yes" else "yes"])
             else:
                 out.append([truth, truth])  # nothing conflicts: the template is used
         return out
@@ -137,7 +147,7 @@ def test_zero_weight_pairs_kept_or_dropped(monkeypatch, tiny, data_dir, tmp_path
 
     def stub(rejected, truth, *a, **k):  # closed answers score 0 (a pair the released weights switch off)
         c = real(rejected, truth)
-        c.scores = [0.0] if rejected.strip().lower() in ("yes", "no") else [0.6]
+        c.scores = [0.0] if re.search(r"\b(yes|no)\.?$", rejected.strip().lower()) else [0.6]
         return c
 
     monkeypatch.setattr(pref.clinical, "consensus", stub)
@@ -201,3 +211,38 @@ def test_deterministic_given_seed(tiny, data_dir, built, tmp_path):
     assert _digest(again["dataset"]["train"]) == _digest(built["dataset"]["train"])
     other = _build(tiny, data_dir, tmp_path / "other", seed=1)
     assert _digest(other["dataset"]["train"]) != _digest(built["dataset"]["train"])
+
+
+def test_abnormal_probability_reads_the_step_where_the_answer_says_yes_or_no(monkeypatch):
+    """Known answer: the greedy answer "It shows cyst yes" decides at its 4th token (" yes"), where the
+    scores give yes:no = e^1 : e^0; an answer without yes/no falls back to step 0 (bare "yes" / "no" ids)."""
+    import types
+
+    vocab = {"yes": 1, "no": 2, " yes": 3, " no": 4, "It": 5, " shows": 6, " cyst": 7, ",": 8, " so": 9}
+
+    class Tok:
+        pad_token_id = 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [vocab[text]]}
+
+    class Model:
+        training = False
+
+        def eval(self):
+            pass
+
+        def train(self, flag):
+            pass
+
+        def generate(self, input_ids, max_new_tokens, **kw):
+            seqs = torch.tensor([[0, 5, 6, 7, 3], [0, 5, 6, 7, 8]])  # prompt length 1, then 4 answer tokens
+            scores = [torch.zeros(2, 10) for _ in range(4)]
+            scores[3][0, 3] = 1.0  # row 0 decides " yes" at step 3 (0-based) with logit 1 vs " no" 0
+            scores[0][1, 2] = math.log(3.0)  # row 1 never decides: step 0, bare yes:no = 1 : 3
+            return types.SimpleNamespace(sequences=seqs, scores=scores)
+
+    proc = types.SimpleNamespace(tokenizer=Tok(), apply_chat_template=lambda *a, **k: "prompt")
+    monkeypatch.setattr(pref, "encode", lambda model, processor, texts, images, **k: {"input_ids": torch.zeros(2, 1)})
+    got = pref.abnormal_probability(Model(), proc, [None, None])
+    assert got == pytest.approx([math.e / (math.e + 1), 0.25])

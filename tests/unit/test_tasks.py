@@ -115,6 +115,22 @@ def test_vqa_answers_are_true_facts():
             assert yes == bool(re.search(rf"\b{re.escape(r[{'diagnosis': 'category'}.get(kind, kind)])}\b", q)), q
 
 
+def test_closed_targets_name_what_the_image_shows_then_the_yes_no():
+    rows = [r for r in tasks.build_vqa(RECS, seed=2, closed_per_image=3) if r["answer_type"] == "closed"]
+    for r in rows:
+        target, kind = r["messages"][1]["content"], r["question_kind"]
+        seen, _, said = target.rpartition(", so ")
+        assert said == f"{r['answer']}." and metrics.parse_yes_no(target) == r["answer"]  # the metric reads the answer
+        assert metrics.parse_yes_no(seen) is None  # nothing before it reads as a yes/no ("no abnormality" would)
+        truth = {"modality": r["modality"], "region": r["region"]}.get(kind, r["category"])
+        assert f" {truth}" in f"{seen} ", (kind, target)  # the true modality, region or finding ("normal")
+        assert seen == tasks.closed_target(r, kind, r["answer"]).rpartition(", so ")[0]  # the same for yes and no
+    row = {"modality": "CT", "region": "liver", "category": "normal", "abnormal": False}
+    assert tasks.closed_target(row, "modality", "no") == "It is a CT image, so no."
+    assert tasks.closed_target(row, "category", "no") == "It looks normal, so no."
+    assert tasks.closed_target({**row, "category": "clot"}, "adequate", "no") == "It shows clot, so no."
+
+
 def test_reason_rows_teach_the_format_on_open_questions_never_letters():
     from repro.rewards import vqa
 

@@ -19,15 +19,17 @@ A sample *conflicts* with the truth when it states something else of the same ki
     report      it names a finding, region or modality other than the true one (negated findings do not count)
 Among the conflicting samples the most clinically relevant one is kept (highest panel score: the "most plausible
 hallucination" GPT-4o picks in the paper). When none conflicts, a templated hallucination is written from the
-truth and the task banks (the paper's fallback): closed -> the opposite answer; open -> another value of the asked
-facet; report -> a report of another finding at a mirrored location (abnormal) or of an invented lesion (normal).
+truth and the task banks (the paper's fallback): closed -> the same words with the other yes/no; open -> another
+value of the asked facet; report -> a report of another finding at a mirrored location (abnormal) or of an
+invented lesion (normal).
 Score s = clinical.consensus(y_l, y_w).mean (the rule judge panel, consensus loop <= 5 rounds).
 
 Visual pairs (D_v), for images with a lesion box: chosen = rejected = the true answer; the rejected image is the
 image with the lesion noised (rewards/noise.py). Heatmap ("tool"):
     attention  the SFT model's attention from the answer's class tokens over the image (rewards.attention), scaled to
-               [0, 1]; confidence = the model's P(yes) / (P(yes) + P(no)) for "Is there an abnormality?" (next-token
-               probabilities): the analog of MedKLIP's softmax(disease score)[1] that the release uses as the weight
+               [0, 1]; confidence = the model's P(yes) / (P(yes) + P(no)) for "Is there an abnormality?" (where its
+               greedy answer says yes or no): the analog of MedKLIP's softmax(disease score)[1] that the release uses
+               as the weight
     oracle     the true lesion mask from runs/<p>/data/images; confidence 1 (the mask is certain)
 Noise: "released" = replace the region blur(map) > t by N(0, 10) noise; "blend" = the paper's
 x* = sqrt(xi) x.h + sqrt(1-xi) eps.h + x.(1-h) with xi = diffusion_xi_bar(noise_step). Threshold t of the released
@@ -156,8 +158,12 @@ def templated_hallucination(row: dict, seed: int = 0, pool: list[str] | None = N
     truth = truth_of(row)
     if row.get("source") not in schema.SOURCES:
         return _real_hallucination(truth, pool or [], rng)
-    if row.get("task") == "vqa" and row.get("answer_type") == "closed":
-        return "no" if truth.strip().lower().startswith("yes") else "yes"
+    if row.get("task") == "vqa" and row.get("answer_type") == "closed":  # the same words, the other yes/no
+        from repro.metrics import parse_yes_no
+
+        said = parse_yes_no(truth)
+        flip = "no" if said == "yes" else "yes"
+        return re.sub(rf"\b{said}\b", flip, truth, count=1, flags=re.I) if said else flip
     if row.get("task") == "vqa":
         kind = row.get("question_kind") or "finding"
         pool = {"modality": tasks.MODALITIES, "region": tasks.MAU_REGIONS + ["bone marrow"]}.get(
@@ -216,10 +222,17 @@ def sample_answers(model, processor, rows: list[dict], n: int, max_new_tokens: i
 
 
 def abnormal_probability(model, processor, images: list, question: str = ABNORMAL_QUESTION,
-                         batch_size: int = 32) -> list[float]:
-    """P(yes) / (P(yes) + P(no)) of the model's first answer token for `question` on each image."""
+                         batch_size: int = 32, max_new_tokens: int = 16) -> list[float]:
+    """P(yes) / (P(yes) + P(no)) where the model's greedy answer to `question` decides, per image.
+
+    The decision is the first generated "yes"/"no" token (with or without its leading space): a closed answer
+    names what it sees first ("It shows cyst, so yes.", tasks.closed_target), so the first answer token is not the
+    decision. An answer that never says yes or no falls back to the first token's two-way softmax."""
     tok = processor.tokenizer
-    yes, no = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("yes", "no"))
+    ids = {sp: [tok(f"{sp}{w}", add_special_tokens=False)["input_ids"] for w in ("yes", "no")] for sp in ("", " ")}
+    # a spelling counts only when both words are single tokens (else its first piece, "Ġ" say, would match anything)
+    pairs = [(y[0], n[0]) for y, n in ids.values() if len(y) == len(n) == 1] or [(ids[""][0][0], ids[""][1][0])]
+    decides = {t: pair for pair in pairs for t in pair}
     out: list[float] = []
     text = processor.apply_chat_template([user_message(question, with_image=True)], add_generation_prompt=True)
     with eval_mode(model), torch.no_grad():
@@ -227,9 +240,15 @@ def abnormal_probability(model, processor, images: list, question: str = ABNORMA
             chunk = images[s:s + batch_size]
             # left padding: the last position is the next token for every row
             enc = encode(model, processor, [text] * len(chunk), chunk, padding_side="left")
-            logits = model(**enc).logits[:, -1].float()
-            two = torch.softmax(logits[:, [yes, no]], dim=-1)[:, 0]
-            out += [float(v) for v in two.cpu()]
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                                 top_k=None, pad_token_id=tok.pad_token_id, output_scores=True,
+                                 return_dict_in_generate=True)
+            new = gen.sequences[:, enc["input_ids"].shape[1]:]  # [batch, steps]; gen.scores: steps x [batch, vocab]
+            for b in range(len(chunk)):
+                step = next((t for t in range(new.shape[1]) if int(new[b, t]) in decides), None)
+                yes, no = decides[int(new[b, step])] if step is not None else pairs[0]
+                logits = gen.scores[step if step is not None else 0][b].float()
+                out.append(float(torch.softmax(logits[[yes, no]], dim=-1)[0]))
     return out
 
 

@@ -158,6 +158,29 @@ def _closed_facts(rec: dict, want_yes: bool, rng) -> list[tuple[str, dict]]:
     return out
 
 
+# What a closed answer says it sees before its yes/no, per question kind (closed_target).
+_SEEN = {"modality": "It is {a_modality} image", "region": "It shows the {region}"}
+
+
+def closed_target(rec: dict, kind: str, answer: str) -> str:
+    """The target of a closed question: what the image shows, then the yes/no, "It shows the chest, so no.".
+
+    Why not the bare "yes"/"no" of VQA-RAD: the tiny cpu model answered closed questions from their wording alone
+    (validation margins log p(yes) - log p(no) equal for every image asked the same question; accuracy 0.52-0.56 =
+    chance for base and SFT), so DPO / MMedPO moved every margin of a wording alike and changed no answer on 200
+    validation items even at KL 8.9 nats: MMedPO's closed-VQA claims had no minimum detectable effect. A model that
+    first names what it sees (which it does well on open questions, recall ~0.85) only has to compare two words of
+    text. The metric and the `answer` column stay the plain yes/no (closed_correct reads the first yes/no word, and
+    no seen-phrase contains one: "It looks normal", never "no abnormality")."""
+    if kind in _SEEN:
+        seen = _fill(_SEEN[kind], rec)
+    elif rec["category"] != schema.NORMAL:  # abnormal / category / adequate / malignant / diagnosis: the finding
+        seen = _fill("It shows {category}", rec)  # (bone marrow "blood" / "clot" are not abnormal, yet not normal)
+    else:
+        seen = "It looks normal"
+    return f"{seen}, so {answer}."
+
+
 def _open_question(rec: dict, rng) -> tuple[str, str]:
     if rec["source"] == BONE_MARROW:
         kind = _pick(rng, ["o_diagnosis", "o_diagnosis", "o_modality", "o_region"])
@@ -172,9 +195,10 @@ def build_vqa(records: list[dict], seed: int, yes_share: float = 0.5, split: str
               closed_per_image: int = 1, open_per_image: int = 1) -> list[dict]:
     """VQA-RAD/SLAKE-like short-answer rows.
 
-    Closed (yes/no) answers are assigned first, exactly round(yes_share * n_closed) of them "yes" in a random
-    order, and then a fact with that answer is drawn for the image; this makes `yes_share` the measured share
-    of "yes" among the built closed rows (the bias-study knob), independent of how many images are abnormal.
+    Closed targets name what the image shows before the yes/no (closed_target says why); the `answer` column is
+    the yes/no. Closed (yes/no) answers are assigned first, exactly round(yes_share * n_closed) of them "yes" in a
+    random order, and then a fact with that answer is drawn for the image; this makes `yes_share` the measured
+    share of "yes" among the built closed rows (the bias-study knob), independent of how many images are abnormal.
     """
     if not 0.0 <= yes_share <= 1.0:
         raise ValueError(f"yes_share must be in [0, 1], got {yes_share}")
@@ -190,7 +214,8 @@ def build_vqa(records: list[dict], seed: int, yes_share: float = 0.5, split: str
             key, over = _pick(rng, _closed_facts(rec, want_yes, rng))
             q = _fill(_pick(rng, _bank(key, split)), rec, **over)
             a = "yes" if want_yes else "no"
-            rows.append(row(rec, "vqa", q, a, question=q, answer=a, answer_type="closed", question_kind=key[2:]))
+            rows.append(row(rec, "vqa", q, closed_target(rec, key[2:], a), question=q, answer=a,
+                            answer_type="closed", question_kind=key[2:]))
         for _ in range(open_per_image):
             key, a = _open_question(rec, rng)
             q = _fill(_pick(rng, _bank(key, split)), rec)

@@ -305,7 +305,7 @@ def build_mcq(records: list[dict], seed: int, split: str = "train", per_image: i
     right option 46 % of the time on validation) but not to copy the marked letter into <answer> (it wrote "A" in
     159 of 200 answers, right 8.5 % of the time), so its SFT start stayed near chance (0.275 greedy); answering with
     the text lets it answer from the image as it does open questions: 0.767 greedy, pass@8 0.975 on validation
-    (params/cpu/02_sft.yaml). The prompt still asks for the letter, as PMC-VQA's does; the `answer` column is the
+    with stage 02's mixture of then (params/cpu/02_sft.yaml lists the later steps). The prompt still asks for the letter, as PMC-VQA's does; the `answer` column is the
     letter.
     split: the question bank ("train" or "test" wording).
 

@@ -93,9 +93,17 @@ def keeps_truth(truth, completion) -> bool:
     return isinstance(completion, str) and truth in completion
 
 
+def _says_the_truth(probe: str, row: dict, completion) -> bool:
+    """The probe gives the true answer: it equals the target, or it is "yes" where the closed answer is yes (the
+    target names what the image shows first, "It shows the chest, so yes.", but the bare "yes" is not wrong)."""
+    if completion == suite.truth(row):
+        return True
+    return probe == "always yes" and str(row.get("answer", "")).strip().lower() == "yes"
+
+
 def run(rows_by_task: dict[str, list[dict]], rewards: dict[str, list], probes=PROBES) -> pd.DataFrame:
     """Long table (suite.score columns + `label` = probe, "truth" or "empty", + `keeps_truth`) over every probe and
-    task, without the rows where a probe equals the truth (e.g. "always yes" when the answer is yes)."""
+    task, without the rows where a probe gives the true answer (e.g. "always yes" when the answer is yes)."""
     parts = []
     for label in ("truth", "empty", *probes):
         comps = {t: [probe_completion(label, r) for r in rows] for t, rows in rows_by_task.items()}
@@ -103,7 +111,7 @@ def run(rows_by_task: dict[str, list[dict]], rewards: dict[str, list], probes=PR
         keeps = {(t, k): keeps_truth(suite.truth(r), c) for t, rows in rows_by_task.items()
                  for k, (r, c) in enumerate(zip(rows, comps[t]))}
         same = {(t, k) for t, rows in rows_by_task.items() for k, r in enumerate(rows)
-                if label in probes and comps[t][k] == suite.truth(r)}
+                if label in probes and _says_the_truth(label, r, comps[t][k])}
         df["keeps_truth"] = [keeps[(t, k)] for t, k in zip(df["task"], df["sample"])]
         parts.append(df[[(t, k) not in same for t, k in zip(df["task"], df["sample"])]])
     return pd.concat(parts, ignore_index=True)

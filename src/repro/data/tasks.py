@@ -305,8 +305,8 @@ def build_mcq(records: list[dict], seed: int, split: str = "train", per_image: i
     right option 46 % of the time on validation) but not to copy the marked letter into <answer> (it wrote "A" in
     159 of 200 answers, right 8.5 % of the time), so its SFT start stayed near chance (0.275 greedy); answering with
     the text lets it answer from the image as it does open questions: 0.767 greedy, pass@8 0.975 on validation
-    with stage 02's mixture of then (params/cpu/02_sft.yaml lists the later steps). The prompt still asks for the letter, as PMC-VQA's does; the `answer` column is the
-    letter.
+    with stage 02's mixture of then (params/cpu/02_sft.yaml lists the later steps). The prompt still asks for the
+    letter, as PMC-VQA's does; the `answer` column is the letter.
     split: the question bank ("train" or "test" wording).
 
     per_image (1-3): questions per image. The first rows are always the one-per-image rows, identical whatever

@@ -67,7 +67,9 @@ def _generate_batch(model, processor, conversations: list[list[dict]], images: l
             out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                  past_key_values=cache, **kwargs, return_dict_in_generate=True)
         else:  # k samples of one item (pass@k) share one prompt pass (repro.train.shared_prefix)
-            out = shared_prefix.generate(model, model.generate, **enc, **kwargs, return_dict_in_generate=True)
+            # each row leaves the batch when it ends (repro.train.decode), unless its cache is kept for the next turn
+            out = shared_prefix.generate(model, model.generate, **enc, **kwargs, return_dict_in_generate=True,
+                                         row_exit=not carry)
     new = out.sequences[:, enc["input_ids"].shape[1]:]
     answers = [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
     return answers, (turn_cache.keep(out.past_key_values, out.sequences, enc["attention_mask"]) if carry else None)

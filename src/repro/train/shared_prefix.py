@@ -16,7 +16,11 @@ whose attention mask is 0 (after EOS) gets log-prob 0 and entropy 0.
 
 from __future__ import annotations
 
+import functools
+
 import torch
+
+from repro.train import decode
 
 
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, pixel_values: torch.Tensor | None):
@@ -96,16 +100,20 @@ def completion_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
 
 def generate(model, generate_fn, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-             pixel_values: torch.Tensor | None = None, **kwargs):
+             pixel_values: torch.Tensor | None = None, row_exit: bool = True, **kwargs):
     """`generate_fn(input_ids=..., attention_mask=..., **kwargs)` (the model's own generate) with the prompt pass of
     each distinct prompt run once: its cache is repeated for the rows that share it, and generate continues from it.
 
     input_ids, attention_mask: [B, P] left-padded prompts; pixel_values: [B, C, H, W] or None. The prompt pass covers
     tokens 0..P-2 with generate's own position ids (mask cumsum - 1), so generate's first step (token P-1, which
     yields the first completion token's logits) and every sampled token are computed as before, from the same cache
-    contents; sampling draws the same random numbers. Falls back to generate_fn when no prompt repeats or the
-    inputs are not one image per row (Qwen-style patch rows + grid, MULTIMODAL_KEYS), so callers need no check.
+    contents. Falls back to generate_fn when no prompt repeats or the inputs are not one image per row (Qwen-style
+    patch rows + grid, MULTIMODAL_KEYS), so callers need no check. row_exit: generation drops each row from the batch
+    when it ends (repro.train.decode; greedy tokens unchanged, samples from another random stream); False keeps
+    generate_fn's own loop, e.g. when the caller needs the returned KV cache of every row.
     """
+    if row_exit:
+        generate_fn = functools.partial(decode.generate, model, generate_fn)
     plain = {} if pixel_values is None else {"pixel_values": pixel_values}
     if not applies(input_ids, pixel_values, {k: kwargs.get(k) for k in MULTIMODAL_KEYS}) or input_ids.size(1) < 2:
         return generate_fn(input_ids=input_ids, attention_mask=attention_mask, **plain, **kwargs)

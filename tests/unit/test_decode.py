@@ -13,7 +13,6 @@ from repro.train import decode, shared_prefix
 from tests.unit.test_shared_prefix import _batch
 from tests.unit.tiny_rl import build_init
 
-
 PROMPTS = ["a b", "c d e f g h", "nodule", "liver cyst kidney"]
 
 

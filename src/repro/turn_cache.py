@@ -51,7 +51,7 @@ def reuse(states: list[dict] | None, input_ids: torch.Tensor, attention_mask: to
     """A DynamicCache [B, heads, past, d] per layer for the first `past` columns of the left-padded batch, built from
     each row's kept state (`states[r]` belongs to row r), or None when nothing useful can be reused (no states, or
     some row would have to re-read image tokens)."""
-    from transformers import DynamicCache
+    from repro.train.decode import GrowingCache
 
     if not states or len(states) != input_ids.size(0):
         return None
@@ -78,4 +78,4 @@ def reuse(states: list[dict] | None, input_ids: torch.Tensor, attention_mask: to
             K[r, :, pad:] = k[:, :m]
             V[r, :, pad:] = v[:, :m]
         layers.append((K, V))
-    return DynamicCache(ddp_cache_data=layers)
+    return GrowingCache(layers)  # a DynamicCache whose decode steps write in place (repro.train.decode)

@@ -238,9 +238,7 @@ def compare(treat: pd.DataFrame, base: pd.DataFrame, *, n_boot: int = 2000, rng_
         hits = float(wts[np.abs(vals - est) >= abs(est) - _TIE].sum())
         p_value = (1 + round(hits * n_boot)) / (1 + n_boot) if n_boot > 0 else min(1.0, hits)
         test = TEST_BOOT
-    # No item differs (two arms that answer alike everywhere): the plug-in SE is 0, and an MDE of 0 would claim a
-    # perfectly powered test where the data carry no information about the variance. Undefined, so NaN.
-    mde_ = float("nan") if not np.any(p.d) else _mde(p, alpha, 0.8)
+    mde_ = _mde(p, alpha, 0.8) if np.any(p.d) else mde_no_difference(p, alpha, 0.8)
     return {"difference": est, "ci_low": lo, "ci_high": hi, "p_value": float(p_value), "mde": mde_,
             "n_items": len(p.items), "n_clusters": len(p.clusters), "seeds": len(p.seeds), "test": test,
             "seed_ids": list(p.seeds), "n_boot": n_boot}
@@ -276,6 +274,19 @@ def se_paired(p: Paired) -> float:
 
 def _mde(p: Paired, alpha: float, power: float) -> float:
     return _z(alpha, power) * se_paired(p)
+
+
+def mde_no_difference(p: Paired, alpha: float = 0.05, power: float = 0.8) -> float:
+    """MDE when no item differs (two arms that answer alike everywhere). The plug-in SE is then 0, and an MDE of 0
+    would claim a perfectly powered test where the data say nothing about the variance; so we bound it instead.
+    With scores in [0, 1] each cluster's mean difference m_c lies in [-1, 1], so var(m_c) <= E[m_c^2] <=
+    P(m_c != 0); none of C clusters differed, so P(m_c != 0) <= 3 / C at 95 % confidence (the rule of three), and
+    SE <= sqrt(3 / C / C) = sqrt(3) / C: MDE = (z_{1-alpha/2} + z_{power}) * sqrt(3) / C (0.024 for 200 clusters).
+    NaN for scores outside [0, 1] (e.g. log lengths), where no such bound holds."""
+    scores = np.concatenate([np.ravel(p.treat_scores), np.ravel(p.base_scores)])
+    if not len(p.sizes) or not np.all((scores >= 0) & (scores <= 1)):
+        return float("nan")
+    return _z(alpha, power) * math.sqrt(3.0) / len(p.sizes)
 
 
 def mde(treat: pd.DataFrame, base: pd.DataFrame, *, alpha: float = 0.05, power: float = 0.8) -> float:

@@ -337,17 +337,21 @@ def test_an_arm_key_is_computed_once_per_job(monkeypatch):
     assert len(calls) == 1
 
 
-def test_two_arms_that_answer_alike_everywhere_have_no_mde_and_say_so():
-    """No item differs: the plug-in SE is 0, so an MDE of 0 would claim perfect power; it is undefined instead."""
+def test_two_arms_that_answer_alike_everywhere_get_the_rule_of_three_mde_and_say_so():
+    """No item differs: the plug-in SE is 0 (an MDE of 0 would claim perfect power), so the MDE is bounded with the
+    rule of three on the clusters: (z_.975 + z_.8) * sqrt(3) / C; NaN where scores are not in [0, 1]."""
     from repro import stats
 
     f = pd.DataFrame({"seed": 0, "item": [f"i{i}" for i in range(6)], "cluster": [f"c{i}" for i in range(6)],
                       "score": [1.0, 0.0, 1.0, 1.0, 0.0, 1.0]})
     r = stats.compare(f, f.copy(), n_boot=200)
-    assert math.isnan(r["mde"]) and r["difference"] == 0 and r["ci_low"] == 0 == r["ci_high"]
+    assert r["mde"] == pytest.approx(2.8016 * math.sqrt(3) / 6, abs=1e-3) and r["difference"] == 0
+    assert r["ci_low"] == 0 == r["ci_high"]
     row = {**r, "p_holm": 1.0, "verdict": "inconclusive"}
-    assert claims.why(row) == ("the two arms score the same on every item: nothing differs, so the test has no "
-                               "information")
+    assert claims.why(row).startswith("the two arms score the same on every item: the method changed none")
+    assert "rule-of-three" in claims.why(row)
+    g = f.assign(score=[2.0, 3.1, 2.2, 2.0, 5.0, 1.0])  # log lengths: unbounded, no bound
+    assert math.isnan(stats.compare(g, g.copy(), n_boot=50, binary=False)["mde"])
     g = f.assign(score=[1.0, 1.0, 1.0, 1.0, 0.0, 1.0])  # one item differs: an MDE again
     assert stats.compare(g, f, n_boot=200)["mde"] > 0
 

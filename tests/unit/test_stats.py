@@ -264,7 +264,10 @@ def test_property_ci_contains_estimate(n_seeds, n_items, data):
                                                                    clusters=clusters), n_boot=0, binary=False)
     assert r["ci_low"] - 1e-9 <= r["difference"] <= r["ci_high"] + 1e-9
     assert 0.0 <= r["p_value"] <= 1.0 + 1e-12
-    assert r["mde"] >= 0 if np.any(d) else math.isnan(r["mde"])  # no item differs: undefined
+    if np.any(d):
+        assert r["mde"] >= 0
+    else:  # no item differs (all scores 0, inside [0, 1]): the rule-of-three bound over the clusters
+        assert r["mde"] == pytest.approx(S._z(0.05, 0.8) * math.sqrt(3) / len(set(clusters)))
 
 
 @settings(max_examples=100, deadline=None)

@@ -123,8 +123,9 @@ def why(row: dict, reason: str = "") -> str:
     if not all(_finite(x) for x in (d, lo, hi, p)):
         return "no test (missing numbers)"
     ci = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-    if v == "inconclusive" and d == lo == hi == 0 and not _finite(mde):  # stats.compare: no item differs
-        return "the two arms score the same on every item: nothing differs, so the test has no information"
+    if v == "inconclusive" and d == lo == hi == 0:  # stats.compare: no item differs
+        bound = f" (mde {mde:.3f}: the rule-of-three bound, stats.mde_no_difference)" if _finite(mde) else ""
+        return f"the two arms score the same on every item: the method changed none of these answers{bound}"
     if v == "reproduced":
         return f"{ci} in the paper's direction, p_holm {p:.2g}"
     if v == "opposite":

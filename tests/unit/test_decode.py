@@ -107,3 +107,23 @@ def test_trl_grpo_generation_config_takes_the_loop(tiny):
                           cache_implementation=None, suppress_tokens=[3], disable_compile=True)
     eff, rest = model._prepare_generation_config(gc)
     assert decode.applies(model, {"input_ids": None, "attention_mask": None, "pixel_values": None}, eff)
+
+
+def test_growing_cache_holds_what_dynamic_cache_holds():
+    """In-place writes (with too little room, and after rows are dropped) give the tensors of DynamicCache's cat."""
+    from transformers import DynamicCache
+
+    g = torch.Generator().manual_seed(0)
+    dyn, grow = DynamicCache(), decode.GrowingCache(spare=2)
+    steps = [torch.randn(4, 2, n, 3, generator=g) for n in (5, 1, 1, 1, 2, 1)]
+    for i, kv in enumerate(steps):
+        if i == 3:  # rows 0 and 2 end: both caches keep rows 1 and 3
+            for c in (dyn, grow):
+                c.batch_select_indices(torch.tensor([1, 3]))
+        kv = kv[[1, 3]] if i >= 3 else kv
+        with torch.no_grad():
+            a = dyn.update(kv, kv + 1, 0)
+            b = grow.update(kv, kv + 1, 0)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert grow.get_seq_length() == dyn.get_seq_length() == 11
+    assert grow.layers[0].keys.data_ptr() == grow.layers[0]._kbuf.data_ptr()  # the last writes went in place

@@ -107,6 +107,8 @@ def generate(model, generate_fn, generation_config=None, **kwargs):
     """model.generate's result for these inputs and settings, each row computed only until it ends (module doc);
     `generate_fn` (the model's own generate) runs every case the loop does not cover."""
     inputs = {k: kwargs.pop(k) for k in list(kwargs) if k in _INPUTS}
+    if getattr(getattr(model, "config", None), "model_type", None) not in FAST_TYPES:  # before any private HF API
+        return generate_fn(**inputs, generation_config=generation_config, **kwargs)
     gc, model_kwargs = model._prepare_generation_config(generation_config, **kwargs)
     model_kwargs.pop("use_cache", None)
     if model_kwargs or inputs.get("input_ids") is None or not applies(model, inputs, gc):

@@ -27,7 +27,7 @@ def plain_generation():
     saved = decode.generate, decode.GrowingCache, decode.growing
     decode.generate = lambda model, fn, generation_config=None, **kw: fn(generation_config=generation_config, **kw)
     decode.GrowingCache = lambda ddp_cache_data=None, spare=0: DynamicCache(ddp_cache_data=ddp_cache_data)
-    decode.growing = lambda cache, spare: cache
+    decode.growing = lambda cache: cache
     try:
         yield
     finally:

@@ -83,16 +83,21 @@ class GrowingCache(DynamicCache):
             self.layers[-1].update(keys, values)
 
 
-def growing(cache, spare: int):
-    """`cache` (a DynamicCache, e.g. a prompt pass's) as a GrowingCache with `spare` tokens of room; None -> empty."""
+def growing(cache):
+    """`cache` (a DynamicCache, e.g. a prompt pass's) as a GrowingCache; None -> an empty one.
+    Any other cache class (static, quantized...) is returned as it is."""
     if isinstance(cache, GrowingCache) or (cache is not None and type(cache) is not DynamicCache):
         return cache
-    return GrowingCache([(layer.keys, layer.values) for layer in cache.layers] if cache is not None else None, spare)
+    return GrowingCache([(layer.keys, layer.values) for layer in cache.layers] if cache is not None else None)
+
+
+def _fast_model(model) -> bool:
+    return getattr(getattr(model, "config", None), "model_type", None) in FAST_TYPES
 
 
 def applies(model, inputs: dict, gc) -> bool:
     """True when the loop below computes what model.generate(**inputs, generation_config=gc) would."""
-    if getattr(model.config, "model_type", None) not in FAST_TYPES or set(inputs) - _INPUTS:
+    if not _fast_model(model) or set(inputs) - _INPUTS:
         return False
     if gc.max_new_tokens is None or gc.eos_token_id is None:
         return False
@@ -107,7 +112,7 @@ def generate(model, generate_fn, generation_config=None, **kwargs):
     """model.generate's result for these inputs and settings, each row computed only until it ends (module doc);
     `generate_fn` (the model's own generate) runs every case the loop does not cover."""
     inputs = {k: kwargs.pop(k) for k in list(kwargs) if k in _INPUTS}
-    if getattr(getattr(model, "config", None), "model_type", None) not in FAST_TYPES:  # before any private HF API
+    if not _fast_model(model):  # before any private HF API (a stand-in model need not have one)
         return generate_fn(**inputs, generation_config=generation_config, **kwargs)
     gc, model_kwargs = model._prepare_generation_config(generation_config, **kwargs)
     model_kwargs.pop("use_cache", None)
@@ -134,7 +139,7 @@ def _loop(model, gc, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixe
     new = torch.full((B, T), pad, dtype=input_ids.dtype, device=dev)                     # [B, T]
     live = torch.arange(B, device=dev)             # batch row -> output row
     seqs, mask = input_ids, attention_mask                                                  # [live, P + t]
-    cache = growing(past_key_values, T + 8)
+    cache = growing(past_key_values)
     cached = cache.get_seq_length()
     feed = input_ids[:, cached:]
     extra = {"pixel_values": pixel_values} if pixel_values is not None and cached == 0 else {}

@@ -117,13 +117,11 @@ def generate(model, generate_fn, input_ids: torch.Tensor, attention_mask: torch.
     plain = {} if pixel_values is None else {"pixel_values": pixel_values}
     if not applies(input_ids, pixel_values, {k: kwargs.get(k) for k in MULTIMODAL_KEYS}) or input_ids.size(1) < 2:
         return generate_fn(input_ids=input_ids, attention_mask=attention_mask, **plain, **kwargs)
-    # decode steps write into the cache in place (decode.GrowingCache), with room for every new token
-    spare = int(kwargs.get("max_new_tokens") or getattr(kwargs.get("generation_config"), "max_new_tokens", 0)
-                or 64) + 8
+    # decode steps write into the cache in place (decode.GrowingCache) instead of copying it at every token
     firsts, inverse = prompt_groups(input_ids, attention_mask, pixel_values)
     if len(firsts) == input_ids.size(0):  # no prompt repeats: nothing to share
         return generate_fn(input_ids=input_ids, attention_mask=attention_mask, **plain,
-                           past_key_values=decode.GrowingCache(spare=spare), **kwargs)
+                           past_key_values=decode.GrowingCache(), **kwargs)
     head_ids, head_mask = input_ids[firsts, :-1], attention_mask[firsts, :-1]
     position_ids = (head_mask.long().cumsum(-1) - 1).masked_fill(head_mask == 0, 0)
     extra = {} if pixel_values is None else {"pixel_values": pixel_values[firsts]}
@@ -132,7 +130,7 @@ def generate(model, generate_fn, input_ids: torch.Tensor, attention_mask: torch.
                      logits_to_keep=1, **extra)
     cache = head.past_key_values
     cache.batch_select_indices(inverse)
-    cache = decode.growing(cache, spare)
+    cache = decode.growing(cache)
     # No pixel_values: the image's tokens are all in the cache (the prompt ends in text), and generate only runs
     # the uncached last prompt token through the model.
     return generate_fn(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, **kwargs)

@@ -272,16 +272,29 @@ drllava_table
 # 3. Which robustness variant gains most from RL, and is that difference larger than its `mde` in the ledger?
 
 # %% [markdown]
-# ## Arms: did each policy move?
+# ## Arms: did each policy learn?
 #
-# One row per trained arm: the end KL to its start, the training reward at the first and last steps, and whether
-# it counts as trained (a policy that did not move, or whose rewards never varied, is "not trained" with the
-# reason, and every claim that uses it says so).
+# A training reward logged on each step's fresh batch of a few prompts is mostly batch noise, and "the parameters
+# moved" (end KL above `min_kl`) says nothing about direction. So every arm is scored on a **fixed validation
+# probe** (`repro.papers.probe`): the same validation items and the same sampling seed at step 0 and at points
+# along training, where it scores the arm's *own training reward* on `probe_k` samples at the training temperature,
+# and the paper's target metric both sampled (pass@1) and greedy. An arm **learned** when its probe reward at the
+# end beats step 0 by a paired test over items, clustered by image:
+#
+# $$\text{learned} \iff \text{CI}_{95}\Big[\tfrac1n\textstyle\sum_i \big(\bar r_i^{\,\text{end}} - \bar r_i^{\,0}\big)\Big] > 0 .$$
+#
+# An arm that did not learn is "not trained": it is not evaluated on test, and every claim that uses it says so.
 
 # %%
 runs = papers.load_runs(papers.configs_from(cfg), stage)  # every paper's arms, read back from their result files
 arms = report.arms_table(runs)
 repro.results.save_table(arms, cfg, "arms")
+probe_points = report.probe_long(runs)
+repro.results.save_table(probe_points, cfg, "probe")  # the curves' data: one row per arm and probe point
+repro.results.save_csv(report.train_log(runs), cfg, "train_log")  # every arm's per-step log, one row per step
+fig = report.probe_figure(runs, {"umed": "UMed-LVLM", "zhu": "Zhu et al.", "mmedpo": "MMedPO", "drllava": "Dr-LLaVA"})
+if fig is not None:
+    repro.plots.save_figure(fig, cfg, "probe_curves")
 arms
 
 # %% [markdown]
@@ -307,7 +320,8 @@ metrics = {
     "start": papers.start_points(papers.configs_from(cfg), stage),  # read back from the start arms' files
     "arms": arms.to_dict(orient="records"),
     "claims": claims_out[[c for c in CLAIM_FIELDS if c in claims_out.columns]].to_dict(orient="records"),
-    "runs": {p: [{k: v for k, v in r.items() if k != "curve"} for r in run["records"]] for p, run in runs.items()},
+    "runs": {p: [{k: v for k, v in r.items() if k not in ("curve", "log")} for r in run["records"]]
+             for p, run in runs.items()},
     "scores_file": report.save_rows(report.rows_frame(runs), cfg),
 }
 print(repro.results.save(cfg, metrics, started=started))

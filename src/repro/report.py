@@ -193,13 +193,67 @@ def starts_table(starts: dict) -> pd.DataFrame:
     return df
 
 
+ARM_COLUMNS = ["paper", "method", "seed", "learned", "probe", "pass1", "greedy_val", "kl_end", "reward_first",
+               "reward_last", "moved", "trained", "why"]
+
+
 def arms_table(runs: dict) -> pd.DataFrame:
-    """metrics.arms[]: one row per trained arm: end KL, first and last training reward, trained, why."""
-    rows = [{"paper": p, "method": r["method"], "seed": r["seed"], "kl_end": r["kl_end"],
-             "reward_first": r["reward_first"], "reward_last": r["reward_last"], "trained": bool(r["trained"]),
-             "why": r["why"]} for p, run in runs.items() for r in run["records"] if r["seed"] is not None]
-    return pd.DataFrame(rows, columns=["paper", "method", "seed", "kl_end", "reward_first", "reward_last",
-                                       "trained", "why"])
+    """metrics.arms[]: one row per trained arm: learned (its probe reward rose, repro.papers.probe.learned) with
+    the probe's {reward_start, reward_end, ci_low, ci_high, ...}, the target metric sampled (pass1) and greedy on
+    the probe at step 0 and at the end, end KL, first / last training reward, moved (end KL > min_kl), trained
+    (= moved and learned; an arm without a probe: moved) and why not."""
+    rows = [{"paper": p, "method": r["method"], "seed": r["seed"], "learned": r.get("learned"),
+             "probe": r.get("probe"), "pass1": r.get("pass1"), "greedy_val": r.get("greedy_val"),
+             "kl_end": r["kl_end"], "reward_first": r["reward_first"], "reward_last": r["reward_last"],
+             "moved": bool(r.get("moved", r["trained"])), "trained": bool(r["trained"]), "why": r["why"]}
+            for p, run in runs.items() for r in run["records"] if r["seed"] is not None]
+    return pd.DataFrame(rows, columns=ARM_COLUMNS)
+
+
+def probe_long(runs: dict) -> pd.DataFrame:
+    """Every arm's probe points: paper, method, seed, step, reward, target_pass1, target_greedy (means over items)."""
+    parts = [pd.DataFrame(r["probe_points"]).assign(paper=p, method=r["method"], seed=r["seed"])
+             for p, run in runs.items() for r in run["records"] if r.get("probe_points")]
+    cols = ["paper", "method", "seed", "step", "reward", "target_pass1", "target_greedy"]
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+
+
+def train_log(runs: dict) -> pd.DataFrame:
+    """Every arm's per-step training log (each reward component, KL, entropy, clip fraction, explained variance,
+    share of zero-variance groups, grad norm...: whatever its trainer logs), one long frame with paper, method, seed."""
+    parts = [pd.DataFrame(r["log"]).assign(paper=p, method=r["method"], seed=r["seed"])
+             for p, run in runs.items() for r in run["records"] if r.get("log")]
+    if not parts:
+        return pd.DataFrame(columns=["paper", "method", "seed", "step"])
+    df = pd.concat(parts, ignore_index=True)
+    first = ["paper", "method", "seed", "step"]
+    return df[[c for c in first if c in df] + [c for c in df.columns if c not in first]]
+
+
+def probe_figure(runs: dict, titles: dict | None = None):
+    """The learning curves on the fixed validation probe: one row per paper, columns = the arm's own probe reward,
+    the target metric sampled (pass@1) and greedy, vs training step; one line per method, band = min..max over
+    seeds. None when no arm has a probe."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    long = probe_long(runs)
+    if not len(long):
+        return None
+    papers = list(dict.fromkeys(long["paper"]))
+    cols = [("reward", "own training reward"), ("target_pass1", "target metric, sampled (pass@1)"),
+            ("target_greedy", "target metric, greedy")]
+    fig, axes = plt.subplots(len(papers), 3, figsize=(15, 3.0 * len(papers)), squeeze=False)
+    for row, paper in zip(axes, papers, strict=True):
+        d = long[long["paper"] == paper]
+        for ax, (q, label) in zip(row, cols, strict=True):
+            sns.lineplot(data=d, x="step", y=q, hue="method", marker="o", errorbar=("pi", 100), ax=ax,
+                         legend=(q == "reward"))
+            ax.set_title(f"{(titles or {}).get(paper, paper)}: {label}", fontsize=10)
+            ax.set_xlabel("training step")
+    fig.suptitle("Fixed validation probe (same items and sampling seed at every point)", fontsize=11)
+    fig.tight_layout()
+    return fig
 
 
 def curves_figure(run: dict, title: str):

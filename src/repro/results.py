@@ -211,6 +211,13 @@ def save_table(df, cfg, name: str) -> Path:
     return paths.figures_dir(cfg.profile) / f"{cfg.stem}_{name}.csv"
 
 
+def save_csv(df, cfg, name: str) -> Path:
+    """Stage a data table as CSV only (long per-step logs, whose Markdown nobody reads); lands like save_table's."""
+    d = pending_dir(cfg.profile, cfg.stem)
+    df.to_csv(d / f"{cfg.stem}_{name}.csv", index=False)
+    return paths.figures_dir(cfg.profile) / f"{cfg.stem}_{name}.csv"
+
+
 def save(cfg, metrics: dict, started: float | None = None, **extra) -> Path:
     """Write results/<profile>/<stem>.json and publish the staged figures and tables. Returns the JSON path."""
     out = paths.results_file(cfg.profile, cfg.stem)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from repro import evaluation as ev
-from repro.papers import common, measure
+from repro.papers import common, measure, probe
 
 PAPER = "drllava"
 PREFIX = "drllava_"
@@ -40,6 +40,9 @@ class DrLLaVAConfig:
     value_warmup_steps: int = 0
     missing_eos_penalty: float = -2.0  # per answer cut by max_new_tokens (the paper's incomplete-response penalty)
     min_kl: float = 0.01        # nats per conversation: below this end KL the arm counts as "not trained"
+    probe_rows: int = 16        # validation conversations of the probe, standard order (0 = every val image)
+    probe_k: int = 4            # sampled conversations per probe item (training temperature)
+    probe_points: int = 3       # probe points after step 0 (repro.papers.probe.points)
     external_test: str = "none"  # none | medmnist: an extra test set, one more column, no claim (repro.data.protocols)
 
     KEY_IF_SET: ClassVar[dict] = {"external_test": "none"}  # in an arm's cache key only when not the default
@@ -77,9 +80,22 @@ def arm(job: common.Job):
                            max_new_tokens=ev.MAX_NEW_TOKENS["conv"], seed=job.seed)
     # a stage-05 ablation names its reward: "module:function"(job) -> the reward function
     reward = common.resolve(job.extra["reward"])(job) if job.extra.get("reward") else rules.drllava_reward
-    info = ppo.train(sft, job.folder / "train", rows, [reward], pc, multi_turn=True, progress=False)
+    rec = probe.Recorder(probe_spec(job, reward), probe.points(cfg.steps, cfg.probe_points), job.folder / "probe.csv")
+    info = ppo.train(sft, job.folder / "train", rows, [reward], pc, multi_turn=True, progress=False, callback=rec)
     curve = common.ppo_curve(info["log_history"])
-    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["conv"], cfg.eval_limit)
+    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["conv"], cfg.eval_limit,
+                              probe_table=rec.table(), log=info["log_history"])
+
+
+def probe_spec(job: common.Job, reward) -> probe.Spec:
+    """Dr-LLaVA's probe: its own training reward (rule reward + missing-EOS penalty) on probe_k sampled conversations
+    per validation image, and conversation accuracy (greedy and sampled)."""
+    cfg: DrLLaVAConfig = job.cfg
+    rows = probe.val_rows(measure.job_data_dir(job), "conv", cfg.probe_rows, "standard")
+    return probe.Spec(task="conv", rows=rows, reward_fns=[reward],
+                      metric="conversation_correct", k=cfg.probe_k, max_new_tokens=ev.MAX_NEW_TOKENS["conv"],
+                      multi_turn=True, missing_eos_penalty=cfg.missing_eos_penalty,
+                      batch_size=job.stage.eval_batch_size)
 
 
 def run(cfg: DrLLaVAConfig, stage: common.Stage, only_cached: bool = False) -> dict:

@@ -166,13 +166,36 @@ def start_arm(job: Job):
            "curve": [], "kl_end": None, "reward_first": None, "reward_last": None, "trained": True, "why": ""}
     return rec, pd.DataFrame(columns=ROW_COLUMNS)
 def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=(), limit: int = 0,
-               evaluate_fn=None):
-    """An arm's record after training: curve summary and the trained rule; a trained arm is evaluated on the test
-    split, an untrained one is not (its numbers would describe its start, not the method). evaluate_fn(final_dir)
-    -> (flat, rows) replaces the evaluation of `tasks` (Zhu's, over every MCQ row of the test images)."""
+               evaluate_fn=None, probe_table: pd.DataFrame | None = None, log: list[dict] | None = None):
+    """An arm's record after training: curve summary, the "moved" rule (end KL above min_kl) and, with a probe
+    table (repro.papers.probe), the "learned" rule; `trained` = moved and learned. A trained arm is evaluated on
+    the test split, an untrained one is not (its numbers would describe its start, not the method).
+    evaluate_fn(final_dir) -> (flat, rows) replaces the evaluation of `tasks` (Zhu's, over every MCQ row of the test
+    images). The per-step training log (`log`, every logged field) and the probe table are written beside the arm
+    as log.csv and probe.csv."""
+    from repro.papers import probe
+
     status = summarize_curve(curve, min_kl)
-    rec = {"curve": curve.to_dict(orient="records"), **status}
-    if not status["trained"]:
+    rec = {"curve": curve.to_dict(orient="records"), **status, "moved": status["trained"]}
+    job.folder.mkdir(parents=True, exist_ok=True)
+    if log is not None:
+        pd.DataFrame(log).to_csv(job.folder / "log.csv", index=False)
+        rec["log"] = log
+    if probe_table is not None:
+        probe_table.to_csv(job.folder / "probe.csv", index=False)
+        rule = probe.learned({job.seed: probe_table})
+        points = probe.summary(probe_table)
+        first, last = points.iloc[0], points.iloc[-1]
+        rec["probe"] = {k: rule[k] for k in ("reward_start", "reward_end", "ci_low", "ci_high", "difference",
+                                             "n_items", "step_end")}
+        rec["probe_points"] = points.to_dict(orient="records")
+        rec["pass1"] = {"start": float(first["target_pass1"]), "end": float(last["target_pass1"])}
+        rec["greedy_val"] = {"start": float(first["target_greedy"]), "end": float(last["target_greedy"])}
+        rec["learned"] = rule["learned"]
+        rec["trained"] = bool(status["trained"] and rule["learned"])
+        if status["trained"] and not rule["learned"]:
+            rec["why"] = f"did not learn: {rule['why']}"
+    if not rec["trained"] or job.extra.get("probe_only"):  # a sweep cell (repro.papers.sweep) reads no test
         return {"metrics": {}, **rec}, pd.DataFrame(columns=ROW_COLUMNS[3:])
     if evaluate_fn is not None:
         flat, rows = evaluate_fn(final_dir)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from repro import evaluation as ev
-from repro.papers import common, measure
+from repro.papers import common, measure, probe
 
 PAPER = "umed"
 PREFIX = "umed_"
@@ -41,6 +41,9 @@ class UMedConfig:
     value_warmup_steps: int = 0
     vrr_fallback: str = "zero"  # an answer naming no abnormality earns VRR 0 (the paper's sum over an empty set)
     min_kl: float = 0.01        # nats per sequence: below this end KL the arm counts as "not trained"
+    probe_rows: int = 16        # validation instructions of the probe (0 = the whole split)
+    probe_k: int = 4            # sampled answers per probe item (training temperature)
+    probe_points: int = 3       # probe points after step 0 (repro.papers.probe.points)
     external_test: str = "none"  # none | medmnist: an extra test set, one more column, no claim (repro.data.protocols)
 
     KEY_IF_SET: ClassVar[dict] = {"external_test": "none"}  # in an arm's cache key only when not the default
@@ -99,9 +102,20 @@ def arm(job: common.Job):
         fns = [aar_reward(cfg, sft)]
     else:
         fns = [localization.make_relevance_reward()]
-    info = ppo.train(sft, job.folder / "train", rows, fns, ppo_config(cfg, job.seed), progress=False)
+    rec = probe.Recorder(probe_spec(job, fns), probe.points(cfg.steps, cfg.probe_points), job.folder / "probe.csv")
+    info = ppo.train(sft, job.folder / "train", rows, fns, ppo_config(cfg, job.seed), progress=False, callback=rec)
     curve = common.ppo_curve(info["log_history"])
-    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["instruct"], cfg.eval_limit)
+    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["instruct"], cfg.eval_limit,
+                              probe_table=rec.table(), log=info["log_history"])
+
+
+def probe_spec(job: common.Job, fns: list) -> probe.Spec:
+    """UMed-LVLM's probe: the arm's own reward (relevance, or AAR normalised over the probe_k samples of an item)
+    on sampled answers to validation instructions, and MAU-style accuracy (greedy and sampled)."""
+    cfg: UMedConfig = job.cfg
+    return probe.Spec(task="instruct", rows=probe.val_rows(measure.job_data_dir(job), "instruct", cfg.probe_rows),
+                      reward_fns=list(fns), metric="mau_correct", k=cfg.probe_k,
+                      max_new_tokens=ev.MAX_NEW_TOKENS["instruct"], batch_size=job.stage.eval_batch_size)
 
 
 def run(cfg: UMedConfig, stage: common.Stage, only_cached: bool = False) -> dict:

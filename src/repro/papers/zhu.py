@@ -25,7 +25,7 @@ from typing import ClassVar
 import pandas as pd
 
 from repro.config import ConfigError
-from repro.papers import common, measure
+from repro.papers import common, measure, probe
 
 PAPER = "zhu"
 PREFIX = "zhu_"
@@ -55,6 +55,9 @@ class ZhuConfig:
     mask_truncated: bool = True       # a completion cut by the length limit gets no gradient
     match_update_size: bool = True    # Dr.GRPO at the update size of GRPO (trainer knob of repro.train.grpo)
     min_kl: float = 1e-4        # nats per token (TRL logs the mean per-token KL)
+    probe_rows: int = 16        # validation MCQ rows of the probe (0 = the whole split)
+    probe_k: int = 4            # sampled completions per probe item (training temperature)
+    probe_points: int = 3       # probe points after step 0 (repro.papers.probe.points)
     data: str = "synthmed"      # synthmed | pmc_vqa (repro.data.protocols knob zhu_data)
 
     # in an arm's cache key only when not the default
@@ -141,11 +144,32 @@ def arm(job: common.Job):
 
     cfg: ZhuConfig = job.cfg
     ds = grpo.grpo_dataset(measure.job_data_dir(job), "train", limit=cfg.train_rows or None, seed=job.stage.seed)
-    kw = grpo_kwargs(cfg, job.seed, cfg.steps)
-    info = grpo.train(common.model_dir(job.stage, job.extra["init"]), job.folder / "train", ds,
-                      job.extra["variant"], **kw)
+    rec = probe.Recorder(probe_spec(job, job.extra["variant"]), probe.points(cfg.steps, cfg.probe_points),
+                         job.folder / "probe.csv")
+    from transformers import AutoProcessor
+
+    start = common.model_dir(job.stage, job.extra["init"])
+    kw = grpo_kwargs(cfg, job.seed, cfg.steps, callbacks=[rec.trl(AutoProcessor.from_pretrained(str(start)))])
+    info = grpo.train(start, job.folder / "train", ds, job.extra["variant"], **kw)
     return measure.finish_arm(job, info["final_dir"], grpo_curve(info["log_history"]), cfg.min_kl,
-                              evaluate_fn=lambda final: evaluate(job, final))
+                              evaluate_fn=lambda final: evaluate(job, final), probe_table=rec.table(),
+                              log=info["log_history"])
+
+
+def probe_spec(job: common.Job, variant: str) -> probe.Spec:
+    """Zhu's probe: the variant's own GRPO reward (its reward functions and weights) on probe_k sampled completions
+    per validation MCQ row at the training temperature, and MCQ accuracy (greedy and sampled)."""
+    from repro import evaluation as ev
+    from repro.train import grpo
+
+    cfg: ZhuConfig = job.cfg
+    v = grpo.get_variant(variant)
+    rows = probe.val_rows(measure.job_data_dir(job), "mcq", cfg.probe_rows,
+                          split="train" if job.extra.get("data") else "val")
+    return probe.Spec(task="mcq", rows=rows, train_rows=[grpo.to_grpo_row(r) for r in rows],
+                      reward_fns=list(v.rewards), weights=list(v.weights), metric="accuracy", k=cfg.probe_k,
+                      max_new_tokens=min(cfg.max_completion_length, ev.MAX_NEW_TOKENS["mcq"]),
+                      batch_size=job.stage.eval_batch_size)
 
 
 def eval_start(job: common.Job):

@@ -202,14 +202,19 @@ def _save_checkpoint(ckpt_dir: Path, step: int, model, processor, head, opt, his
             shutil.rmtree(old)
 
 
-def _clip_and_step(opt, cfg: PPOConfig, dist=None) -> None:
+def _clip_and_step(opt, cfg: PPOConfig, dist=None) -> float | None:
+    """Clip each group's gradient and step; returns the policy group's gradient norm before clipping (None when
+    clipping is off or distributed)."""
+    norm = None
     if cfg.max_grad_norm:
-        for group in opt.param_groups:  # policy and value head separately: one must not shrink the other's step
+        for i, group in enumerate(opt.param_groups):  # policy and value head separately: one must not shrink the other
             if dist is None:
-                torch.nn.utils.clip_grad_norm_(group["params"], cfg.max_grad_norm)
+                n = torch.nn.utils.clip_grad_norm_(group["params"], cfg.max_grad_norm)
+                norm = float(n) if i == 0 else norm
             else:
                 dist.clip(group["params"], cfg.max_grad_norm)
     opt.step()
+    return norm
 
 
 def ppo_step(policy, head: ValueHead, ref, processor, opt, rows: list[dict], reward_fns, weights, cfg: PPOConfig,
@@ -271,7 +276,9 @@ def ppo_step(policy, head: ValueHead, ref, processor, opt, rows: list[dict], rew
                 loss.backward()
             else:
                 dist.backward(loss)
-            _clip_and_step(opt, cfg, dist)
+            norm = _clip_and_step(opt, cfg, dist)
+            if update_policy and norm is not None:
+                st["grad_norm"] = norm
             stats.append(st)
     if dist is not None:
         log = dist.log(scores, raw, a, sc, adv, returns, samples, stats, update_policy)
@@ -283,8 +290,12 @@ def ppo_step(policy, head: ValueHead, ref, processor, opt, rows: list[dict], rew
            "value_mean": ppo_math.masked_mean(sc["values"], mask).item(),
            "explained_variance": ppo_math.explained_variance(sc["values"], returns, mask),
            "advantage_abs": ppo_math.masked_mean(adv.abs(), mask).item(),
+           "kl_per_token": (a["kl"].sum() / mask.sum().clamp(min=1)).item(),
+           "zero_variance_groups": ppo_math.tied_share(penalised, groups),
+           "missing_eos_share": float(missing.sum()) / max(1, sum(len(s.ended) for s in samples)),
+           "eos_penalty": (cfg.missing_eos_penalty * missing).mean().item(),
            "policy_update": int(update_policy)}
-    for k in ("policy_loss", "value_loss", "clip_frac", "approx_kl"):
+    for k in ("policy_loss", "value_loss", "clip_frac", "approx_kl", "grad_norm"):
         vals = [st[k] for st in stats if k in st]
         log[k] = sum(vals) / len(vals) if vals else None
     return log, {"rollout_seconds": tb - ta, "update_seconds": time.time() - tb}
@@ -292,7 +303,7 @@ def ppo_step(policy, head: ValueHead, ref, processor, opt, rows: list[dict], rew
 
 def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bool = False,
           reward_weights: Sequence[float] | None = None, run_key: dict | None = None, progress: bool = True,
-          use_cpu: bool | None = None) -> dict:
+          use_cpu: bool | None = None, callback=None) -> dict:
     """PPO from the model at `init_dir` on `rows` (list of dicts or a datasets.Dataset); returns {"final_dir",
     "log_history", "seconds", "steps", "resumed_from", "seconds_per_step", ...}.
 
@@ -303,6 +314,9 @@ def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bo
     eos_rate, value_mean, explained_variance, advantage_abs, policy_update, and policy_loss, value_loss,
     clip_frac, approx_kl (means over the minibatch updates; policy terms None in value warm-up steps).
     use_cpu: train on CPU even with a GPU (None: the GPU when there is one).
+    callback(step, policy, processor): called at step 0 (before the first update, when not resuming) and after
+    every step (repro.papers.probe.Recorder scores the validation probe at its points). It must not change the
+    weights; it runs outside the steps' RNG (each step reseeds torch), so it cannot change the run.
 
     Several processes (`accelerate launch`, via repro.train.launch): cfg.batch_size and cfg.minibatch are global and
     split between the processes (ppo_dist); only the main process writes the run directory, every process returns
@@ -337,7 +351,8 @@ def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bo
         device = dist.device
     # fork_rng: train() reseeds torch (model/head init, every step); the caller's global RNG must not move.
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if str(device).startswith("cuda") else []):
-        info = _train(init_dir, out_dir, ckpt_dir, rows, fns, weights, cfg, multi_turn, progress, device, dist)
+        info = _train(init_dir, out_dir, ckpt_dir, rows, fns, weights, cfg, multi_turn, progress, device, dist,
+                      callback)
     if dist is None:
         runs.finish(out_dir, info)
         return info
@@ -348,7 +363,7 @@ def train(init_dir, out_dir, rows, reward_fns, cfg: PPOConfig, *, multi_turn: bo
 
 
 def _train(init_dir, out_dir: Path, ckpt_dir: Path, rows, fns, weights, cfg: PPOConfig, multi_turn: bool,
-           progress: bool, device, dist=None) -> dict:
+           progress: bool, device, dist=None, callback=None) -> dict:
     from tqdm.auto import tqdm
 
     from repro.models import load_vlm
@@ -380,6 +395,8 @@ def _train(init_dir, out_dir: Path, ckpt_dir: Path, rows, fns, weights, cfg: PPO
     t0 = time.time()
     timing = {"rollout_seconds": 0.0, "update_seconds": 0.0}
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="ppo", disable=not progress)
+    if callback is not None and start == 0 and main:
+        callback(0, dist.unwrap(policy) if dist else policy, processor)
     for step in bar:
         # a step is a pure function of (seed, step, weights); each process samples with its own seed
         torch.manual_seed(_step_seed(cfg.seed, step) + rank)
@@ -394,6 +411,8 @@ def _train(init_dir, out_dir: Path, ckpt_dir: Path, rows, fns, weights, cfg: PPO
         for k in timing:
             timing[k] += t[k]
         bar.set_postfix(reward=f"{log['reward']:.3f}", kl=f"{log['kl']:.3f}")
+        if callback is not None and main:
+            callback(step + 1, dist.unwrap(policy) if dist else policy, processor)
         if (step + 1) % cfg.save_steps == 0 or step + 1 == cfg.steps:
             if main:  # DDP: every process holds the same weights and optimizer state
                 _save_checkpoint(ckpt_dir, step + 1, dist.unwrap(policy) if dist else policy, processor,

@@ -84,6 +84,14 @@ def loo_baseline(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     return scores - baseline
 
 
+def tied_share(scores: torch.Tensor, groups: torch.Tensor) -> float:
+    """Share of prompts whose samples all scored the same (their leave-one-out advantages are 0: nothing to learn
+    from them). scores, groups: [B]."""
+    ids = groups.unique()
+    tied = [bool((scores[groups == g] - scores[groups == g][0]).abs().max() <= 1e-9) for g in ids]
+    return sum(tied) / max(1, len(tied))
+
+
 def last_action_index(mask: torch.Tensor) -> torch.Tensor:
     """Index of the last position with mask 1 per row. mask: [B, T] -> [B] long (0 for an empty row)."""
     return (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1)

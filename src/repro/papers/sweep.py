@@ -1,0 +1,157 @@
+"""The validation sweep that chooses each paper's RL knobs (issue 25): lr x prompts per step x steps x seeds, every
+cell judged on the fixed validation probe (repro.papers.probe), never on test.
+
+Run as: python -m repro.papers.sweep --profile cpu [--papers drllava umed zhu] [--lrs 1e-5 3e-5 1e-4]
+        [--batches 4 8] [--steps 24] [--seeds 0 1] [--points 4]
+
+Each (paper, lr, batch, seed) is one stage-04 arm trained for the longest `steps` with the probe scored at `points`
+points along it; a shorter run is the same run stopped earlier (constant lr, and each step is a pure function of
+(seed, step, weights)), so every probe point is a row of the sweep: (lr, batch, step, seed). The cells are arms in
+the stage's worker pool (cached by key under runs/<profile>/models/rl, marked probe_only: not evaluated on test).
+
+Choice, per paper: among the (lr, batch, step) settings whose greedy target metric on the probe does not fall
+(mean over seeds of end - step 0 >= 0), the one with the largest probe-reward gain (mean over seeds). Written to
+results/<profile>/04_rl_sweep.json (rows + choice; stage 04 copies it into metrics.sweep) and
+figures/<profile>/04_rl_sweep.{csv,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+
+import pandas as pd
+
+from repro.papers import common
+
+SWEEPABLE = ("umed", "zhu", "drllava")  # the RL papers whose probe is their own reward (MMedPO's DPO has no rollout)
+COLUMNS = ["paper", "lr", "batch_size", "step", "seed", "probe_gain", "reward", "reward_start", "val_metric",
+           "val_metric_start", "val_pass1", "seconds"]
+
+
+def cell_jobs(paper: str, cfg, stage: common.Stage, lrs, batches, steps: int, seeds, points: int) -> list[common.Job]:
+    """One probe-only arm per (lr, batch, seed): the paper's trained method (its first non-start arm's function)."""
+    from repro.papers import MODULES
+
+    mod = MODULES[paper]
+    template = next(j for j in mod.jobs(cfg, stage) if j.seed is not None)
+    out = []
+    for lr in lrs:
+        for b in batches:
+            c = dataclasses.replace(cfg, lr=float(lr), batch_size=int(b), steps=int(steps), probe_points=int(points))
+            for s in seeds:
+                out.append(common.Job(paper, template.method, int(s), template.fn, c, stage,
+                                      {**template.extra, "probe_only": True}))
+    return out
+
+
+def rows_of(recs: list[dict], jobs: list[common.Job]) -> pd.DataFrame:
+    """Sweep rows from the cells' records: one per (cell, probe point after step 0)."""
+    out = []
+    for rec, job in zip(recs, jobs, strict=True):
+        pts = pd.DataFrame(rec.get("probe_points") or [])
+        if not len(pts) or 0 not in set(pts["step"]):
+            continue
+        first = pts[pts["step"] == 0].iloc[0]
+        for _, p in pts[pts["step"] > 0].iterrows():
+            out.append({"paper": job.paper, "lr": job.cfg.lr, "batch_size": job.cfg.batch_size, "step": int(p["step"]),
+                        "seed": job.seed, "probe_gain": float(p["reward"] - first["reward"]),
+                        "reward": float(p["reward"]), "reward_start": float(first["reward"]),
+                        "val_metric": float(p["target_greedy"]), "val_metric_start": float(first["target_greedy"]),
+                        "val_pass1": float(p["target_pass1"]), "seconds": rec.get("seconds")})
+    return pd.DataFrame(out, columns=COLUMNS)
+
+
+def choose(rows: pd.DataFrame) -> dict:
+    """{paper: {lr, batch_size, step, probe_gain, val_metric_change}} by the rule of the module docstring; a paper
+    none of whose settings keeps its validation metric gets {"none": reason}."""
+    out = {}
+    for paper, d in rows.groupby("paper"):
+        agg = d.assign(val_change=d["val_metric"] - d["val_metric_start"]).groupby(
+            ["lr", "batch_size", "step"], as_index=False)[["probe_gain", "val_change"]].mean()
+        ok = agg[agg["val_change"] >= 0]
+        if not len(ok):
+            out[paper] = {"none": "every setting lowered the greedy validation metric"}
+            continue
+        best = ok.sort_values(["probe_gain", "step"], ascending=[False, True]).iloc[0]
+        out[paper] = {"lr": float(best["lr"]), "batch_size": int(best["batch_size"]), "steps": int(best["step"]),
+                      "probe_gain": float(best["probe_gain"]), "val_metric_change": float(best["val_change"])}
+    return out
+
+
+def figure(rows: pd.DataFrame):
+    """Probe-reward gain (top) and greedy validation metric change (bottom) vs step, one panel per paper, one line
+    per (lr, batch), band = the seeds."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    papers = list(dict.fromkeys(rows["paper"]))
+    fig, axes = plt.subplots(2, len(papers), figsize=(5 * len(papers), 6.5), squeeze=False)
+    for j, paper in enumerate(papers):
+        d = rows[rows["paper"] == paper].assign(
+            setting=lambda x: "lr " + x["lr"].map("{:.0e}".format) + ", " + x["batch_size"].astype(str) + " prompts",
+            val_change=lambda x: x["val_metric"] - x["val_metric_start"])
+        panels = [("probe_gain", "probe reward gain"), ("val_change", "greedy val metric change")]
+        for i, (q, label) in enumerate(panels):
+            ax = axes[i][j]
+            sns.lineplot(data=d, x="step", y=q, hue="setting", marker="o", errorbar=("pi", 100), ax=ax,
+                         legend=(i == 0))
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_title(f"{paper}: {label}", fontsize=10)
+    fig.suptitle("Validation sweep (fixed probe; band = seeds)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None) -> int:
+    from repro import paths, plots, results
+    from repro.config import load_params
+    from repro.papers import configs_from, stage_from
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--papers", nargs="+", default=list(SWEEPABLE), choices=SWEEPABLE)
+    ap.add_argument("--lrs", nargs="+", type=float, default=[1e-5, 3e-5, 1e-4])
+    ap.add_argument("--batches", nargs="+", type=int, default=[4, 8])
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--points", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=0)
+    a = ap.parse_args(argv)
+    t0 = time.time()
+    params = load_params(a.profile, "04_rl")
+    stage = dataclasses.replace(stage_from(params), eval_split="val", workers=a.workers or stage_from(params).workers)
+    cfgs = configs_from(params)
+    jobs = [j for p in a.papers for j in cell_jobs(p, cfgs[p], stage, a.lrs, a.batches, a.steps, a.seeds, a.points)]
+    recs, _ = common.run_jobs(jobs, stage.n_workers())
+    rows = rows_of(recs, jobs)
+    choice = choose(rows)
+    out = paths.RESULTS / a.profile / "04_rl_sweep.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    args = sys.argv[1:] if argv is None else list(argv)
+    record = {"command": " ".join(["python -m repro.papers.sweep", *args]),
+              "grid": {"lrs": a.lrs, "batches": a.batches, "steps": a.steps, "seeds": a.seeds, "points": a.points},
+              "choice": choice, "rows": rows.to_dict(orient="records"),
+              "provenance": results.clean(results.provenance(argparse.Namespace(profile=a.profile, stem="04_rl"), t0))}
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results.clean(record), indent=1) + "\n")
+    tmp.replace(out)
+    figs = paths.figures_dir(a.profile)
+    figs.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(figs / "04_rl_sweep.csv", index=False)
+    (figs / "04_rl_sweep.md").write_text(results.to_markdown(rows))
+    if len(rows):
+        plots.setup_style()
+        fig = figure(rows)
+        for ext in ("png", "pdf"):
+            fig.savefig(figs / f"04_rl_sweep.{ext}")
+    print(json.dumps(choice, indent=1))
+    print(f"{len(jobs)} cells, {time.time() - t0:.0f} s -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""The fixed validation probe's pure parts: its points, the learned rule (known answers), the sweep's choice rule,
+and the arms table fields stage 04 saves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from repro import report
+from repro.papers import probe, sweep
+from repro.train import ppo_math
+
+
+def table(start, end, step_end=10, clusters=None):
+    n = len(start)
+    clusters = clusters or [f"img{i}" for i in range(n)]
+    mk = lambda step, r: pd.DataFrame({"step": step, "item": [f"conv:{c}:0" for c in clusters], "cluster": clusters,  # noqa: E731
+                                       "reward": r, "target_pass1": 0.5, "target_greedy": 0.5})
+    return pd.concat([mk(0, start), mk(step_end, end)], ignore_index=True)
+
+
+def test_points_start_at_zero_and_end_at_the_last_step():
+    assert probe.points(12, 3) == [0, 4, 8, 12]
+    assert probe.points(2, 3) == [0, 1, 2]
+    assert probe.points(0) == [0]
+    assert probe.points(10, 1) == [0, 10]
+
+
+def test_learned_when_every_item_rises():
+    rng = np.random.default_rng(0)
+    start = rng.normal(0, 1, 60)
+    r = probe.learned({0: table(start, start + 0.5 + rng.normal(0, 0.1, 60))})
+    assert r["learned"] and r["ci_low"] > 0
+    assert r["difference"] == pytest.approx(0.5, abs=0.05)
+    assert r["reward_end"] - r["reward_start"] == pytest.approx(r["difference"])
+
+
+def test_not_learned_when_flat_or_falling_and_it_says_why():
+    rng = np.random.default_rng(1)
+    start = rng.normal(0, 1, 60)
+    flat = probe.learned({0: table(start, start + rng.normal(0, 0.5, 60))})
+    assert flat["ci_low"] < 0 < flat["ci_high"] and not flat["learned"] and "CI" in flat["why"]
+    fall = probe.learned({0: table(start, start - 1.0)})
+    assert not fall["learned"] and fall["ci_high"] < 0
+
+
+def test_learned_pools_seeds_and_needs_a_point_after_step_zero():
+    start = np.linspace(0, 1, 40)
+    up, down = table(start, start + 0.3), table(start, start - 0.1)
+    pooled = probe.learned({0: up, 1: down})
+    assert pooled["seeds"] == [0, 1] and pooled["difference"] == pytest.approx(0.1)
+    only_start = up[up["step"] == 0]
+    assert probe.learned({0: only_start})["learned"] is False
+
+
+def test_tied_share_counts_prompts_whose_samples_all_score_alike():
+    scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 2.0, 2.0])
+    groups = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert ppo_math.tied_share(scores, groups) == pytest.approx(2 / 3)
+
+
+def test_sweep_chooses_the_largest_gain_that_keeps_the_val_metric():
+    rows = pd.DataFrame([
+        # lr 1e-4 gains most but lowers the greedy validation metric: not eligible
+        {"paper": "p", "lr": 1e-4, "batch_size": 4, "step": 8, "seed": s, "probe_gain": 1.0, "val_metric": 0.4,
+         "val_metric_start": 0.5} for s in (0, 1)] + [
+        {"paper": "p", "lr": 3e-5, "batch_size": 4, "step": 8, "seed": s, "probe_gain": g, "val_metric": 0.5 + d,
+         "val_metric_start": 0.5} for s, g, d in ((0, 0.6, 0.02), (1, 0.4, -0.01))] + [
+        {"paper": "p", "lr": 3e-5, "batch_size": 4, "step": 4, "seed": s, "probe_gain": 0.2, "val_metric": 0.5,
+         "val_metric_start": 0.5} for s in (0, 1)])
+    c = sweep.choose(rows)["p"]
+    assert (c["lr"], c["batch_size"], c["steps"]) == (3e-5, 4, 8)
+    assert c["probe_gain"] == pytest.approx(0.5) and c["val_metric_change"] == pytest.approx(0.005)
+    worse = rows.assign(val_metric=0.0)
+    assert "none" in sweep.choose(worse)["p"]
+
+
+def test_arms_table_carries_the_learned_fields():
+    rec = {"method": "SFT+PPO", "seed": 0, "kl_end": 0.3, "reward_first": 1.0, "reward_last": 1.2, "trained": False,
+           "moved": True, "learned": False, "why": "did not learn: ...",
+           "probe": {"reward_start": 1.0, "reward_end": 1.01, "ci_low": -0.1, "ci_high": 0.12},
+           "pass1": {"start": 0.3, "end": 0.31}, "greedy_val": {"start": 0.5, "end": 0.5},
+           "probe_points": [{"step": 0, "reward": 1.0, "target_pass1": 0.3, "target_greedy": 0.5},
+                            {"step": 4, "reward": 1.01, "target_pass1": 0.31, "target_greedy": 0.5}],
+           "log": [{"step": 1, "reward": 1.0, "kl": 0.1}, {"step": 2, "reward": 1.2, "kl": 0.3}]}
+    start = {"method": "SFT", "seed": None, "kl_end": None, "reward_first": None, "reward_last": None,
+             "trained": True, "why": ""}
+    runs = {"umed": {"records": [start, rec]}}
+    arms = report.arms_table(runs)
+    assert len(arms) == 1 and set(report.ARM_COLUMNS) == set(arms.columns)
+    a = arms.iloc[0]
+    assert not a["learned"] and a["moved"] and not a["trained"] and a["probe"]["ci_low"] == -0.1
+    assert list(report.probe_long(runs)["step"]) == [0, 4]
+    assert list(report.train_log(runs).columns[:4]) == ["paper", "method", "seed", "step"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from repro.papers import common, measure
+from repro.papers import common, measure, probe
 
 PAPER = "mmedpo"
 PREFIX = "mmedpo_"
@@ -34,6 +34,10 @@ class MMedPOConfig:
     beta: float = 0.1           # DPO temperature (the released code's default)
     equal_text_exposure: bool = True
     min_kl: float = 0.01        # nats per sequence of |log pi - log pi_ref| (from TRL's implicit rewards / beta)
+    probe_pairs: int = 16       # preference pairs held out of training for the probe (whole images; 0 = none)
+    probe_rows: int = 16        # closed validation VQA rows of the probe's target metric (0 = all)
+    probe_k: int = 4            # sampled answers per target row
+    probe_points: int = 3       # probe points after step 0 (repro.papers.probe.points)
     data: str = "synthmed"      # synthmed | real: the test data (repro.data.protocols knob mmedpo_data)
 
     KEY_IF_SET: ClassVar[dict] = {"data": "synthmed"}  # in an arm's cache key only when not the default
@@ -73,9 +77,45 @@ def dpo_curve(history: list[dict], beta: float):
     return pd.DataFrame(out, columns=["step", "reward", "kl", "length"])
 
 
+def held_out_images(ids: list[str], n_pairs: int) -> set[str]:
+    """Images whose pairs are held out of training for the probe: images in the order of a hash of their id (a
+    fixed draw, unrelated to the data order) until their pairs number at least n_pairs."""
+    import hashlib
+    from collections import Counter
+
+    count = Counter(ids)
+    held, total = set(), 0
+    for i in sorted(count, key=lambda x: hashlib.sha1(x.encode()).hexdigest()):
+        if total >= n_pairs:
+            break
+        held.add(i)
+        total += count[i]
+    return held
+
+
+def probe_spec(job: common.Job, held, weighted: bool, ref) -> probe.PairSpec:
+    """The held-out pairs the arm's own objective sees (DPO: text pairs; MMedPO: text and visual) and closed-VQA
+    accuracy on validation rows."""
+    from repro import evaluation as ev
+
+    cfg: MMedPOConfig = job.cfg
+    pairs = [r for r in held if weighted or r["kind"] == "text"]
+    rows = [r for r in probe.val_rows(measure.job_data_dir(job), "vqa", 0,
+                                      split="train" if job.extra.get("data") else "val")
+            if r.get("answer_type") == "closed"]
+    if cfg.probe_rows and cfg.probe_rows < len(rows):
+        keep = ev.stratified_indices([r["id"] for r in rows], [f"{r['source']}/{r['category']}" for r in rows],
+                                     cfg.probe_rows)
+        rows = [rows[i] for i in keep]
+    target = probe.Spec(task="vqa", rows=rows, reward_fns=[], metric="closed_correct", k=cfg.probe_k,
+                        max_new_tokens=ev.MAX_NEW_TOKENS["vqa"], batch_size=job.stage.eval_batch_size)
+    return probe.PairSpec(pairs=pairs, ref=ref, beta=cfg.beta, target=target)
+
+
 def arm(job: common.Job):
     import datasets
 
+    from repro.models import load_vlm
     from repro.train import dpo
 
     cfg: MMedPOConfig = job.cfg
@@ -83,15 +123,29 @@ def arm(job: common.Job):
     if not (pref_dir / "dataset_dict.json").exists():
         raise FileNotFoundError(f"preference set {pref_dir} not found: run stage 03 first")
     pref = datasets.load_from_disk(str(pref_dir))["train"]
+    held_ids = held_out_images([str(i) for i in pref["id"]], cfg.probe_pairs) if cfg.probe_pairs else set()
+    held = [r for r in pref if str(r["id"]) in held_ids]
+    pref = pref.filter(lambda i: str(i) not in held_ids, input_columns="id")
     weighted = job.method == "MMedPO"
     if job.extra.get("pref"):  # a stage-05 ablation: "module:function"(pref, job) -> (its preference set, weighted)
         pref, weighted = common.resolve(job.extra["pref"])(pref, job)
-    kw = common.supported_kwargs(dpo.train, weighted=weighted, max_steps=cfg.steps,
-                                 batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta, seed=job.seed,
-                                 save_steps=max(cfg.steps, 1), equal_text_exposure=cfg.equal_text_exposure)
-    info = dpo.train(common.model_dir(job.stage, "sft"), job.folder / "train", pref, **kw)
+    sft = common.model_dir(job.stage, "sft")
+    kw = dict(weighted=weighted, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
+              seed=job.seed, save_steps=max(cfg.steps, 1), equal_text_exposure=cfg.equal_text_exposure)
+    rec, callbacks = None, []
+    if held:
+        ref, processor = load_vlm(sft)
+        kinds = pref["kind"]
+        n_text = sum(k == "text" for k in kinds)
+        steps = (dpo.text_exposure_steps(cfg.steps, n_text, len(pref)) if weighted and cfg.equal_text_exposure
+                 else cfg.steps)
+        rec = probe.Recorder(probe_spec(job, held, weighted, ref.eval()), probe.points(steps, cfg.probe_points),
+                             job.folder / "probe.csv", scorer=probe.score_pairs)
+        callbacks = [rec.trl(processor)]
+    info = dpo.train(sft, job.folder / "train", pref, **common.supported_kwargs(dpo.train, callbacks=callbacks, **kw))
     curve = dpo_curve(info["log_history"], cfg.beta)
-    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["vqa", "report"], cfg.eval_limit)
+    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["vqa", "report"], cfg.eval_limit,
+                              probe_table=rec.table() if rec else None, log=info["log_history"])
 
 
 def run(cfg: MMedPOConfig, stage: common.Stage, only_cached: bool = False) -> dict:

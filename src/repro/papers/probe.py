@@ -125,12 +125,13 @@ class Recorder:
     """Scores the probe at the given steps of a run. As our PPO's `callback(step, model, processor)` (step 0 is
     called before the first update) or, via `trl()`, as a transformers TrainerCallback for TRL's trainers."""
 
-    def __init__(self, spec: Spec, at: list[int], path=None):
+    def __init__(self, spec, at: list[int], path=None, scorer=None):
         """path: a CSV the table is saved to after every point and read back from, so a resumed or cached training
         run (whose callback is not called again for the steps it already did) keeps its earlier points."""
         from pathlib import Path
 
         self.spec, self.at, self.path = spec, sorted(set(at)), Path(path) if path else None
+        self.scorer = scorer or score  # score(model, processor, spec, step) -> a probe table
         self.tables = []
         if self.path is not None and self.path.exists():
             self.tables = [pd.read_csv(self.path, dtype={"item": str, "cluster": str})]
@@ -138,7 +139,7 @@ class Recorder:
 
     def __call__(self, step: int, model, processor) -> None:
         if step in self.at and step not in self.done:
-            self.tables.append(score(model, processor, self.spec, step))
+            self.tables.append(self.scorer(model, processor, self.spec, step))
             self.done.add(step)
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,9 +165,72 @@ class Recorder:
         return _Probe()
 
 
+# ----------------------------------------------------------------------------------------------- DPO's probe
+@dataclass
+class PairSpec:
+    """DPO / MMedPO's probe: held-out preference pairs (never trained on) scored by the implicit reward margin
+    beta * [(log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x_l) - log pi_ref(y_l|x_l))] against the frozen start
+    `ref`, and the target metric (closed-VQA accuracy) on validation rows, greedy and sampled."""
+
+    pairs: list                  # preference rows: prompt, chosen, rejected, images, rejected_images, id
+    ref: object                  # the frozen start model (the DPO reference)
+    beta: float
+    target: Spec                 # rows / metric / k of the target metric (its reward_fns are not used)
+
+
+@torch.no_grad()
+def answer_logp(model, processor, prompt: str, image, answer: str) -> float:
+    """log pi(answer | image, prompt): the summed log-probabilities of the answer's tokens and its end of turn."""
+    from repro.chat import assistant_message, user_message
+
+    user = [user_message(prompt, with_image=True)]
+    head = processor.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+    full = processor.apply_chat_template(user + [assistant_message(answer)], tokenize=False)
+    if not full.startswith(head):
+        raise ValueError("answer_logp: the chat template renders the prompt differently once an answer follows")
+    enc = processor(text=[full], images=[[image]], return_tensors="pt").to(model.device)
+    n_head = processor(text=[head], images=[[image]], return_tensors="pt")["input_ids"].shape[1]
+    logp = torch.log_softmax(model(**enc).logits[0, :-1].float(), dim=-1)  # [T-1, V]: position t predicts t+1
+    return float(logp[n_head - 1:].gather(1, enc["input_ids"][0, n_head:, None]).sum())
+
+
+def score_pairs(model, processor, spec: PairSpec, step: int = 0) -> pd.DataFrame:
+    """DPO's probe table: one row per held-out pair (reward = its implicit reward margin, cluster = its image) and
+    one per target row (target_greedy / target_pass1: closed-VQA correctness), NaN where a column does not apply."""
+    from repro import evaluation as ev
+
+    was_training = model.training
+    model.eval()
+    try:
+        margins, items, clusters = [], [], []
+        for i, r in enumerate(spec.pairs):
+            lp = {}
+            for side, img in (("chosen", r["images"][0]), ("rejected", r["rejected_images"][0])):
+                lp[side] = (answer_logp(model, processor, r["prompt"], img, r[side])
+                            - answer_logp(spec.ref, processor, r["prompt"], img, r[side]))
+            margins.append(spec.beta * (lp["chosen"] - lp["rejected"]))
+            items.append(f"pair:{i}")
+            clusters.append(str(r.get("id", i)))
+        t = spec.target
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(t.seed)
+            many = [r for r in t.rows for _ in range(t.k)]
+            sampled = ev.generate(model, processor, many, t.max_new_tokens, t.batch_size, t.temperature, progress=False)
+            greedy = ev.generate(model, processor, t.rows, t.max_new_tokens, t.batch_size, 0.0, progress=False)
+        pass1, _ = _targets(t.task, sampled, many, t.metric)
+        g, ids = _targets(t.task, greedy, t.rows, t.metric)
+    finally:
+        model.train(was_training)
+    pairs = pd.DataFrame({"step": step, "item": items, "cluster": clusters, "reward": margins,
+                          "target_pass1": np.nan, "target_greedy": np.nan})
+    target = pd.DataFrame({"step": step, "item": ids["item"], "cluster": ids["cluster"], "reward": np.nan,
+                           "target_pass1": pass1.reshape(len(t.rows), t.k).mean(1), "target_greedy": g})
+    return pd.concat([pairs, target], ignore_index=True)[COLUMNS]
+
+
 # ----------------------------------------------------------------------------------------------- the learned rule
 def _as_scores(table: pd.DataFrame, step: int, col: str, seed) -> pd.DataFrame:
-    part = table[table["step"] == step]
+    part = table[(table["step"] == step) & table[col].notna()]  # DPO's table: target rows have no reward
     return pd.DataFrame({"seed": seed, "item": part["item"].astype(str), "cluster": part["cluster"].astype(str),
                          "score": part[col].astype(float)})
 

@@ -177,3 +177,42 @@ def test_masked_whiten_and_mean():
     m = torch.tensor([[1.0, 0.0, 1.0]])
     assert pm.masked_mean(x, m).item() == 2.0
     assert pm.masked_whiten(x, m)[0].tolist() == pytest.approx([-1.0, 0.0, 1.0], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------- turn credit
+def test_per_turn_scores_land_on_each_turns_last_token_and_are_centred_per_turn():
+    # two samples of one prompt, T = 6; turn 1 = columns 0-1, turn 2 = columns 3-4 (column 2: a clinician question)
+    mask = torch.tensor([[1, 1, 0, 1, 1, 0], [1, 1, 0, 1, 1, 0]], dtype=torch.float32)
+    zeros = torch.zeros(2, 6)
+    scores = torch.tensor([[1.0, 0.0], [0.0, 2.0]])   # per turn: sample 0 right on turn 1, sample 1 on turn 2
+    positions = torch.tensor([[1, 4], [1, 4]])
+    out = pm.advantages(zeros, zeros, zeros, mask, scores, torch.tensor([0, 0]), kl_beta=0.1, gamma=1.0,
+                              lam=1.0, positions=positions)
+    # leave-one-out per turn column: turn 1 [+1, -1], turn 2 [-2, +2]
+    assert torch.equal(out["centred"], torch.tensor([[1.0, -2.0], [-1.0, 2.0]]))
+    assert out["rewards"][0, 1] == 1.0 and out["rewards"][0, 4] == -2.0 and out["rewards"][1, 4] == 2.0
+    # gamma = 1: a turn-2 token sees only turn 2's reward; a turn-1 token sees both (its answer shapes turn 2)
+    assert torch.allclose(out["advantages"][0], torch.tensor([-1.0, -1.0, 0.0, -2.0, -2.0, 0.0]))
+    assert torch.allclose(out["advantages"][1], torch.tensor([1.0, 1.0, 0.0, 2.0, 2.0, 0.0]))
+    # the same totals at the end give every token the whole conversation's centred score
+    end = pm.advantages(zeros, zeros, zeros, mask, scores.sum(1), torch.tensor([0, 0]), kl_beta=0.1,
+                              gamma=1.0, lam=1.0)
+    assert torch.allclose(end["advantages"][0], torch.tensor([-1.0, -1.0, 0.0, -1.0, -1.0, 0.0]))
+
+
+def test_per_turn_scores_need_their_positions():
+    zeros = torch.zeros(1, 3)
+    with pytest.raises(ValueError, match="positions"):
+        pm.shaped_rewards(zeros, zeros, torch.ones(1, 3), torch.zeros(1, 2), 0.1)
+
+
+def test_turn_positions_are_each_turns_last_sampled_token_in_action_space():
+    from repro.train.rollouts import Sample, turn_positions
+
+    # sample a: prompt 3, answer 2, question 2, answer 1 (8 tokens); sample b: prompt 2, answer 1 (3 tokens)
+    a = Sample(query=0, ids=list(range(8)), action=[0, 0, 0, 1, 1, 0, 0, 1], token_extra={}, image={})
+    b = Sample(query=1, ids=list(range(3)), action=[0, 0, 1], token_extra={}, image={})
+    pos = turn_positions([a, b], 2)
+    # L = 8: a is not padded, its turns end at ids 4 and 7 -> columns 3 and 6; b is padded by 5, its answer (id 2)
+    # sits at padded index 7 -> column 6, and it has no second turn
+    assert pos.tolist() == [[3, 6], [6, -1]]

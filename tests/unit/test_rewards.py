@@ -363,3 +363,26 @@ def test_similarity_scores_read_the_rows_reference():
 def test_length_rewards_carry_their_cap():
     assert vqa.make_ecr(20).cap == 20 and vqa.make_cwr(7).cap == 7 and vqa.ecr_reward.cap == vqa.DEFAULT_CAP
     assert vqa.completion_tokens_needed(20) == 52
+
+
+def test_drllava_turn_rewards_sum_to_the_conversation_reward():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from repro.data import decision_tree as dt
+    from repro.rewards import rules
+
+    cats = [1, 2, 3, 4, 5]
+    vocab = [lab for c in cats for lab in dt.CATEGORY_LABELS[c]] + ["", "maybe", "I cannot tell"]
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.sampled_from(vocab), min_size=0, max_size=6), st.permutations(cats))
+    def check(answers, order):
+        labels = [dt.CATEGORY_LABELS[c][0] for c in order]
+        completion = [{"role": "assistant", "content": a} for a in answers]
+        parts = rules.drllava_turn_rewards(completion, list(order), labels)
+        total = rules.drllava_reward(completions=[completion], turn_categories=[list(order)], turn_labels=[labels])[0]
+        assert len(parts) == len(order)
+        assert sum(parts) == pytest.approx(total)
+
+    check()

@@ -131,6 +131,18 @@ released_reward = make_reward("drllava_released_reward", explain_released, ("tur
                               -2.5, 9.0, raw=True)
 
 
+def drllava_turn_rewards(completion, turn_categories=None, turn_labels=None) -> list[float]:
+    """drllava_reward split by turn: turn i earns c_i + a_i (its correctness, and its consistency with turn i-1;
+    a_1 = 0), so the list sums to the conversation's reward. Empty without a valid conversation row."""
+    d = explain_drllava(completion, turn_categories, turn_labels)
+    if d["reward"] is None:
+        return []
+    return [c + (d["consistency"][i - 1] if i > 0 else 0.0) for i, c in enumerate(d["correctness"])]
+
+
+drllava_reward.per_turn = drllava_turn_rewards  # rollouts.turn_scores: PPO's per-turn credit
+
+
 def make_drllava_reward(variant: str = "sum"):
     """"sum" -> drllava_reward (paper HEAD structure, our parsers), "gated" -> drllava_gated_reward,
     "released" -> released_reward (released keyword rules)."""

@@ -67,7 +67,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from repro.train import ppo_math, runs
+from repro.train import ppo_math, rollouts, runs
 from repro.train.rollouts import (
     forward,
     nanmean,
@@ -105,6 +105,7 @@ class PPOConfig:
     temperature: float = 1.0
     max_grad_norm: float = 1.0   # per optimizer group (policy, value head); 0 = off
     missing_eos_penalty: float = 0.0  # added per answer that hit max_new_tokens (Dr-LLaVA: -2.0); 0 = off
+    turn_credit: bool = False    # multi turn: each turn's reward at that turn's last token (rewards with per_turn)
     gen_batch_size: int = 64     # samples per generate() call
     seed: int = 0
     save_steps: int = 50
@@ -235,9 +236,15 @@ def ppo_step(policy, head: ValueHead, ref, processor, opt, rows: list[dict], rew
     mask = sc["mask"]                                                         # [N, L-1]
     penalised = (scores + cfg.missing_eos_penalty * missing).to(mask.device)  # [N]
     groups = torch.tensor([s.query for s in samples], device=mask.device)     # [N]
+    per_turn = (rollouts.turn_scores(reward_fns, weights, rows, samples, cfg.missing_eos_penalty)
+                if multi_turn and cfg.turn_credit else None)
+    positions = None
+    if per_turn is not None:  # the same total per sample, credited turn by turn (module docstring, turn credit)
+        positions = rollouts.turn_positions(samples, per_turn.shape[1]).to(mask.device)
+        penalised = per_turn.to(mask.device)
     a = ppo_math.advantages(sc["logp"], sc["ref_logp"], sc["values"], mask, penalised, groups,
                             kl_beta=cfg.kl_beta, gamma=cfg.gamma, lam=cfg.lam, baseline=cfg.baseline,
-                            whiten=cfg.whiten_advantages and dist is None)
+                            whiten=cfg.whiten_advantages and dist is None, positions=positions)
     adv, returns = a["advantages"], a["returns"]
     if dist is not None and cfg.whiten_advantages:  # over the whole step's action tokens, as in one process
         adv = dist.whiten(adv, mask)
@@ -291,7 +298,8 @@ def ppo_step(policy, head: ValueHead, ref, processor, opt, rows: list[dict], rew
            "explained_variance": ppo_math.explained_variance(sc["values"], returns, mask),
            "advantage_abs": ppo_math.masked_mean(adv.abs(), mask).item(),
            "kl_per_token": (a["kl"].sum() / mask.sum().clamp(min=1)).item(),
-           "zero_variance_groups": ppo_math.tied_share(penalised, groups),
+           "zero_variance_groups": ppo_math.tied_share(penalised.sum(-1) if penalised.dim() > 1 else penalised,
+                                                       groups),
            "missing_eos_share": float(missing.sum()) / max(1, sum(len(s.ended) for s in samples)),
            "eos_penalty": (cfg.missing_eos_penalty * missing).mean().item(),
            "policy_update": int(update_policy)}

@@ -98,16 +98,24 @@ def last_action_index(mask: torch.Tensor) -> torch.Tensor:
 
 
 def shaped_rewards(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor,
-                   kl_beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+                   kl_beta: float, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-token rewards r [B, T], per-token KL [B, T]) as in step 2 of the module docstring.
 
     logp, ref_logp: [B, T] log-probabilities of the sampled tokens under the policy and the reference;
-    mask: [B, T] action mask; scores: [B] sequence scores (already baselined), added at the last action token.
+    mask: [B, T] action mask; scores: [B] sequence scores (already baselined), added at the last action token, or
+    [B, n] per-turn scores added at `positions` [B, n] (the last action token of each turn; -1 = no such turn).
     KL_t = logp - ref_logp (k1 estimate, unclamped; Dr-LLaVA's code clamps it at 0) is exactly 0 when policy ==
     reference."""
     kl = (logp - ref_logp) * mask
     rewards = -kl_beta * kl
-    rewards[torch.arange(mask.shape[0]), last_action_index(mask)] += scores.to(rewards.dtype)
+    if scores.dim() == 1:
+        rewards[torch.arange(mask.shape[0]), last_action_index(mask)] += scores.to(rewards.dtype)
+        return rewards, kl
+    if positions is None or positions.shape != scores.shape:
+        raise ValueError(f"shaped_rewards: per-turn scores {tuple(scores.shape)} need positions of the same shape")
+    rows = torch.arange(mask.shape[0]).unsqueeze(1).expand_as(positions)
+    ok = positions >= 0
+    rewards.index_put_((rows[ok], positions[ok]), scores[ok].to(rewards.dtype), accumulate=True)
     return rewards, kl
 
 
@@ -138,18 +146,24 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 def advantages(logp: torch.Tensor, ref_logp: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
                scores: torch.Tensor, groups: torch.Tensor, *, kl_beta: float, gamma: float, lam: float,
-               baseline: str = "loo", whiten: bool = False) -> dict[str, torch.Tensor]:
-    """Steps 1-4 in one call: {"advantages", "returns", "rewards", "kl"} ([B, T] each) and "centred" ([B]).
+               baseline: str = "loo", whiten: bool = False, positions: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
+    """Steps 1-4 in one call: {"advantages", "returns", "rewards", "kl"} ([B, T] each) and "centred" ([B], or
+    [B, n] per turn).
 
-    logp, ref_logp, values, mask: [B, T]; scores: [B] raw sequence scores; groups: [B] prompt index per sample;
-    baseline: "loo" (leave-one-out mean of the prompt's other samples) or "none" (the score as it is)."""
+    logp, ref_logp, values, mask: [B, T]; scores: [B] raw sequence scores, or [B, n] per-turn scores given at
+    `positions` [B, n] (turn credit, step 2: each turn's reward at its own last token, each turn column centred
+    leave-one-out over the prompt's samples); groups: [B] prompt index per sample; baseline: "loo" (leave-one-out
+    mean of the prompt's other samples) or "none" (the score as it is)."""
     if baseline == "loo":
-        centred = loo_baseline(scores.to(values.dtype), groups)
+        s = scores.to(values.dtype)
+        centred = (loo_baseline(s, groups) if s.dim() == 1
+                   else torch.stack([loo_baseline(s[:, j], groups) for j in range(s.shape[1])], 1))
     elif baseline == "none":
         centred = scores.to(values.dtype)
     else:
         raise ValueError(f"baseline must be 'loo' or 'none', got {baseline!r}")
-    rewards, kl = shaped_rewards(logp, ref_logp, mask, centred, kl_beta)
+    rewards, kl = shaped_rewards(logp, ref_logp, mask, centred, kl_beta, positions)
     adv, returns = gae(rewards, values, mask, gamma, lam, whiten=whiten)
     return {"advantages": adv, "returns": returns, "rewards": rewards, "kl": kl, "centred": centred}
 

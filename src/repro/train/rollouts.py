@@ -240,6 +240,43 @@ def score_samples(reward_fns: Sequence[Callable], weights: Sequence[float], rows
     return total.float(), raw
 
 
+def turn_scores(reward_fns: Sequence[Callable], weights: Sequence[float], rows: Sequence[dict],
+                samples: Sequence[Sample], missing_eos_penalty: float = 0.0) -> torch.Tensor | None:
+    """Per-turn scores [N, n] (n = the most turns of any sample; 0 past a sample's last turn): sum_i w_i *
+    f_i.per_turn(sample) plus missing_eos_penalty on each turn cut by max_new_tokens. Each row sums to the
+    sample's sequence score. None when a reward function has no `per_turn` (its score is not a sum over turns,
+    e.g. the gated Dr-LLaVA reward): the caller then credits the whole score at the end."""
+    if not all(callable(getattr(f, "per_turn", None)) for f in reward_fns):
+        return None
+    n = max(len(s.answers) for s in samples)
+    out = torch.zeros(len(samples), n, dtype=torch.float64)
+    for f, w in zip(reward_fns, weights):
+        for b, s in enumerate(samples):
+            row = rows[s.query]
+            cols = {k: row.get(k) for k in getattr(f, "columns", ())}
+            parts = f.per_turn([{"role": "assistant", "content": a} for a in s.answers], **cols)
+            out[b, :len(parts)] += float(w) * torch.tensor([float(x) if _finite(x) else 0.0 for x in parts],
+                                                           dtype=torch.float64)[:n]
+    for b, s in enumerate(samples):
+        for t, ended in enumerate(s.ended):
+            if not ended:
+                out[b, t] += missing_eos_penalty
+    return out.float()
+
+
+def turn_positions(samples: Sequence[Sample], n: int) -> torch.Tensor:
+    """[N, n] column of each turn's last sampled token in the [N, L-1] action space of score_rollout (left-padded to
+    L = the longest sample; column = padded index - 1); -1 where a sample has fewer turns."""
+    L = max(len(s.ids) for s in samples)
+    pos = torch.full((len(samples), n), -1, dtype=torch.long)
+    for b, s in enumerate(samples):
+        offset = L - len(s.ids) - 1
+        ends = [j for j in range(len(s.action)) if s.action[j] and (j + 1 == len(s.action) or not s.action[j + 1])]
+        for t, j in enumerate(ends[:n]):
+            pos[b, t] = offset + j
+    return pos
+
+
 def reward_name(f) -> str:
     return getattr(f, "__name__", type(f).__name__)
 

@@ -27,17 +27,17 @@ import pandas as pd
 
 from repro.papers import common
 
-SWEEPABLE = ("umed", "zhu", "drllava")  # the RL papers whose probe is their own reward (MMedPO's DPO has no rollout)
+SWEEPABLE = ("umed", "zhu", "drllava")  # the RL papers (MMedPO's DPO keeps its earlier validation choice)
+METHOD = {"umed": "SFT+AAR", "zhu": "SFT+grpo", "drllava": "SFT+PPO (rule reward)"}  # each paper's method arm
 COLUMNS = ["paper", "lr", "batch_size", "step", "seed", "probe_gain", "reward", "reward_start", "val_metric",
            "val_metric_start", "val_pass1", "seconds"]
 
 
 def cell_jobs(paper: str, cfg, stage: common.Stage, lrs, batches, steps: int, seeds, points: int) -> list[common.Job]:
-    """One probe-only arm per (lr, batch, seed): the paper's trained method (its first non-start arm's function)."""
+    """One probe-only arm per (lr, batch, seed) of the paper's method arm (METHOD)."""
     from repro.papers import MODULES
 
-    mod = MODULES[paper]
-    template = next(j for j in mod.jobs(cfg, stage) if j.seed is not None)
+    template = next(j for j in MODULES[paper].jobs(cfg, stage) if j.method == METHOD[paper])
     out = []
     for lr in lrs:
         for b in batches:

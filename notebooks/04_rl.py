@@ -114,7 +114,8 @@ umed_table
 # **What it means.** Compare the rows "SFT+AAR" and "SFT+PPO" with "SFT": the paper reports +0.08 (AAR) and
 # +0.02 (plain PPO) in average MAU accuracy (Table 2). Our numbers are on SynthMed with a tiny model, so only
 # the *direction* is comparable; whether it reproduced is decided in the claims ledger at the end, by a paired
-# test on the same test images. A method labelled "(not trained)" did not move (end KL below `min_kl`).
+# test on the same test images. A method labelled "(not trained)" did not learn: its probe reward did not rise
+# (section "Arms").
 #
 # **How we differ from the paper**
 # 1. The relevance reward is a rule judge of the answer's structure and facts, not an LLM.
@@ -182,7 +183,7 @@ zhu_table
 # 5. Far fewer steps and prompts than the paper; group size `zhu_generations`.
 #
 # **Exercises**
-# 1. Set `zhu_beta: 0.0`: what happens to the KL column and to the "trained" rule?
+# 1. Set `zhu_beta: 0.0`: what happens to the KL column and to the probe reward (the "learned" rule)?
 # 2. Set `zhu_generations: 2`: how often does a group have zero reward variance (see `frac_reward_zero_std`)?
 # 3. Compare the length column of `SFT+ecr` and `SFT+cwr`: which one lengthens wrong answers too?
 
@@ -305,7 +306,8 @@ arms
 # within the paper, `mde` the smallest difference this evaluation could detect (80% power, α = 0.05).
 # **reproduced**: significant in the paper's direction; **opposite**: significant the other way;
 # **inconclusive**: not significant (read `mde`: an effect smaller than it was not testable here);
-# **not trained**: an arm did not move. The `why` column says which.
+# **not trained**: an arm did not learn (its probe reward did not rise above step 0's, or its policy did not
+# move). The `why` column says which.
 
 # %%
 ledger = claims_lib.ledger(runs)
@@ -319,6 +321,7 @@ claims_out = ledger.reset_index() if "paper" not in ledger.columns else ledger
 metrics = {
     "start": papers.start_points(papers.configs_from(cfg), stage),  # read back from the start arms' files
     "arms": arms.to_dict(orient="records"),
+    "sweep": papers.sweep.load(cfg.profile),  # the validation sweep that chose the knobs (python -m repro.papers.sweep)
     "claims": claims_out[[c for c in CLAIM_FIELDS if c in claims_out.columns]].to_dict(orient="records"),
     "runs": {p: [{k: v for k, v in r.items() if k not in ("curve", "log")} for r in run["records"]]
              for p, run in runs.items()},

@@ -82,6 +82,30 @@ def choose(rows: pd.DataFrame) -> dict:
     return out
 
 
+def summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's readable table: per (paper, lr, prompts per step, step) the mean over seeds of the probe-reward
+    gain and of the greedy validation metric's change, with the seeds' range of the gain."""
+    d = rows.assign(val_change=rows["val_metric"] - rows["val_metric_start"])
+    g = d.groupby(["paper", "lr", "batch_size", "step"], as_index=False)
+    out = g.agg(seeds=("seed", "nunique"), probe_gain=("probe_gain", "mean"), gain_min=("probe_gain", "min"),
+                gain_max=("probe_gain", "max"), val_metric_change=("val_change", "mean"))
+    return out.rename(columns={"batch_size": "prompts_per_step"})
+
+
+def load(profile: str) -> dict:
+    """metrics.sweep of stage 04: {paper: {"rows": [...], "choice": {...}}} from results/<profile>/04_rl_sweep.json
+    ({} when no sweep was run for this profile)."""
+    from repro import paths
+
+    f = paths.RESULTS / profile / "04_rl_sweep.json"
+    if not f.exists():
+        return {}
+    rec = json.loads(f.read_text())
+    rows = pd.DataFrame(rec["rows"], columns=COLUMNS)
+    return {p: {"rows": d.drop(columns="paper").to_dict(orient="records"), "choice": rec["choice"].get(p)}
+            for p, d in rows.groupby("paper")}
+
+
 def figure(rows: pd.DataFrame):
     """Probe-reward gain (top) and greedy validation metric change (bottom) vs step, one panel per paper, one line
     per (lr, batch), band = the seeds."""
@@ -128,21 +152,26 @@ def main(argv=None) -> int:
     jobs = [j for p in a.papers for j in cell_jobs(p, cfgs[p], stage, a.lrs, a.batches, a.steps, a.seeds, a.points)]
     recs, _ = common.run_jobs(jobs, stage.n_workers())
     rows = rows_of(recs, jobs)
-    choice = choose(rows)
     out = paths.RESULTS / a.profile / "04_rl_sweep.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     args = sys.argv[1:] if argv is None else list(argv)
-    record = {"command": " ".join(["python -m repro.papers.sweep", *args]),
-              "grid": {"lrs": a.lrs, "batches": a.batches, "steps": a.steps, "seeds": a.seeds, "points": a.points},
-              "choice": choice, "rows": rows.to_dict(orient="records"),
-              "provenance": results.clean(results.provenance(argparse.Namespace(profile=a.profile, stem="04_rl"), t0))}
+    run = {"command": " ".join(["python -m repro.papers.sweep", *args]), "papers": a.papers,
+           "grid": {"lrs": a.lrs, "batches": a.batches, "steps": a.steps, "seeds": a.seeds, "points": a.points},
+           "provenance": results.provenance(argparse.Namespace(profile=a.profile, stem="04_rl"), t0)}
+    # one file for every paper: a sweep of some papers replaces their rows and keeps the others'
+    old = json.loads(out.read_text()) if out.exists() else {"rows": [], "choice": {}, "runs": []}
+    rows = pd.concat([pd.DataFrame(old["rows"], columns=COLUMNS).query("paper not in @a.papers"), rows],
+                     ignore_index=True)
+    record = {"choice": choose(rows), "rows": rows.to_dict(orient="records"),
+              "runs": [r for r in old.get("runs", []) if not set(r["papers"]) <= set(a.papers)] + [run]}
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results.clean(record), indent=1) + "\n")
     tmp.replace(out)
+    choice = record["choice"]
     figs = paths.figures_dir(a.profile)
     figs.mkdir(parents=True, exist_ok=True)
     rows.to_csv(figs / "04_rl_sweep.csv", index=False)
-    (figs / "04_rl_sweep.md").write_text(results.to_markdown(rows))
+    (figs / "04_rl_sweep.md").write_text(results.to_markdown(summary(rows)))
     if len(rows):
         plots.setup_style()
         fig = figure(rows)

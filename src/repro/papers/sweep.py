@@ -2,7 +2,7 @@
 cell judged on the fixed validation probe (repro.papers.probe), never on test.
 
 Run as: python -m repro.papers.sweep --profile cpu [--papers drllava umed zhu] [--lrs 1e-5 3e-5 1e-4]
-        [--batches 4 8] [--steps 24] [--seeds 0 1] [--points 4]
+        [--batches 4 8] [--steps 24] [--seeds 0 1] [--points 4] [--probe-rows 64]
 
 Each (paper, lr, batch, seed) is one stage-04 arm trained for the longest `steps` with the probe scored at `points`
 points along it; a shorter run is the same run stopped earlier (constant lr, and each step is a pure function of
@@ -143,19 +143,23 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--points", type=int, default=4)
+    ap.add_argument("--probe-rows", type=int, default=None, help="probe items per cell (default: the params')")
     ap.add_argument("--workers", type=int, default=0)
     a = ap.parse_args(argv)
     t0 = time.time()
     params = load_params(a.profile, "04_rl")
     stage = dataclasses.replace(stage_from(params), eval_split="val", workers=a.workers or stage_from(params).workers)
     cfgs = configs_from(params)
+    if a.probe_rows is not None:
+        cfgs = {p: dataclasses.replace(c, probe_rows=a.probe_rows) for p, c in cfgs.items()}
     jobs = [j for p in a.papers for j in cell_jobs(p, cfgs[p], stage, a.lrs, a.batches, a.steps, a.seeds, a.points)]
     recs, _ = common.run_jobs(jobs, stage.n_workers())
     rows = rows_of(recs, jobs)
     out = paths.RESULTS / a.profile / "04_rl_sweep.json"
     args = sys.argv[1:] if argv is None else list(argv)
     run = {"command": " ".join(["python -m repro.papers.sweep", *args]), "papers": a.papers,
-           "grid": {"lrs": a.lrs, "batches": a.batches, "steps": a.steps, "seeds": a.seeds, "points": a.points},
+           "grid": {"lrs": a.lrs, "batches": a.batches, "steps": a.steps, "seeds": a.seeds, "points": a.points,
+                    "probe_rows": a.probe_rows},
            "provenance": results.provenance(argparse.Namespace(profile=a.profile, stem="04_rl"), t0)}
     # one file for every paper: a sweep of some papers replaces their rows and keeps the others'
     old = json.loads(out.read_text()) if out.exists() else {"rows": [], "choice": {}, "runs": []}

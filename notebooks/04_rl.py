@@ -37,6 +37,7 @@ import repro.results
 import repro.stats
 from repro import papers, report
 from repro.papers import claims as claims_lib
+from repro.papers import sweep as papers_sweep  # the validation sweep (python -m repro.papers.sweep)
 
 cfg, started = repro.config.start(globals(), "04_rl")
 stage = papers.stage_from(cfg)  # seeds, workers, eval batch size: the knobs every paper reads
@@ -321,7 +322,7 @@ claims_out = ledger.reset_index() if "paper" not in ledger.columns else ledger
 metrics = {
     "start": papers.start_points(papers.configs_from(cfg), stage),  # read back from the start arms' files
     "arms": arms.to_dict(orient="records"),
-    "sweep": papers.sweep.load(cfg.profile),  # the validation sweep that chose the knobs (python -m repro.papers.sweep)
+    "sweep": papers_sweep.load(cfg.profile),  # the validation sweep that chose the knobs
     "claims": claims_out[[c for c in CLAIM_FIELDS if c in claims_out.columns]].to_dict(orient="records"),
     "runs": {p: [{k: v for k, v in r.items() if k not in ("curve", "log")} for r in run["records"]]
              for p, run in runs.items()},

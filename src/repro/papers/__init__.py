@@ -12,14 +12,14 @@ for repro.config, which rejects any other key with a one-line ConfigError.
 
 from __future__ import annotations
 
-from repro.papers import common, drllava, measure, mmedpo, probe, sweep, umed, zhu
+from repro.papers import common, drllava, measure, mmedpo, probe, umed, zhu
 from repro.papers.common import PAPERS, Stage
 
 MODULES = {"umed": umed, "zhu": zhu, "mmedpo": mmedpo, "drllava": drllava}
 CONFIGS = {"umed": umed.UMedConfig, "zhu": zhu.ZhuConfig, "mmedpo": mmedpo.MMedPOConfig,
            "drllava": drllava.DrLLaVAConfig}
 
-__all__ = ["PAPERS", "Stage", "common", "measure", "probe", "sweep", "drllava", "mmedpo", "umed", "zhu",
+__all__ = ["PAPERS", "Stage", "common", "measure", "probe", "drllava", "mmedpo", "umed", "zhu",
            "MODULES", "CONFIGS", "declared", "stage_from", "configs_from", "start_points", "run_all", "load_runs"]
 
 

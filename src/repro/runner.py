@@ -105,7 +105,7 @@ STOP_GRACE = 3.0  # seconds the run's processes get to exit on SIGTERM before SI
 
 def end_processes(procs, grace: float = STOP_GRACE) -> list[int]:
     """SIGTERM to `procs` (psutil.Process), SIGKILL to what is left after `grace` s; returns the pids still alive."""
-    import psutil
+    import psutil  # installed with accelerate and peft (both require it); checks pids are not reused before signalling
 
     for sig in ("terminate", "kill"):
         for p in procs:

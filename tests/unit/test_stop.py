@@ -4,7 +4,7 @@ workers' own children within 10 s; no arm is left half written; the rerun resume
 not rerun) and its results equal an uninterrupted run's.
 
 The stage is a stand-in for the smoke stage 04, in a throwaway repo: the real notebook's arm pool
-(common.run_jobs, 2 spawned workers) over four cheap arms that each sleep a few seconds with a child process of
+(common.run_jobs, 2 spawned workers) over six cheap arms that each sleep a few seconds with a child process of
 their own (as a DataLoader or tokenizer pool would have), so the test needs no stages 01-03 and runs in ~1 min."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests.conftest import write_notebook
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-ARMS = 4
+ARMS = 6  # on 2 workers: when the signal comes mid-arm, arms are still queued
 SLEEP_ENV = "REPRO_TEST_ARM_SECONDS"  # read by the arm, not part of its key: the reference run skips the sleep
 
 
@@ -164,10 +164,11 @@ def _fresh(repo, seconds: float = 1.0) -> set[str]:
     return {f.name.rsplit(".", 1)[0] for f in files if now - f.stat().st_mtime < seconds}
 
 
-def _stop_mid_arm(repo, sig: int, log: str, args=RUNNER) -> tuple[subprocess.Popen, str]:
-    """Start `python <args>`, send `sig` once an arm finished and another just began, and check that every process
-    of the run (runner, kernel, workers, the arms' children) is gone 10 s later, that the arm stopped mid-way was not
-    saved and that no file was left half written. Returns (the process, its output)."""
+def _stop_mid_arm(repo, sig: int, log: str, args=RUNNER, group: bool = True) -> tuple[subprocess.Popen, str]:
+    """Start `python <args>`, send `sig` (to its process group, or to it alone) once an arm finished and another just
+    began, and check that every process of the run (runner, kernel, workers, the arms' children) is gone 10 s later,
+    that neither the arm stopped mid-way nor any arm queued behind it was run to its end, and that no file was left
+    half written. Returns (the process, its output)."""
     run = _runner(repo, log, args)
     seen: set[int] = set()
     deadline = time.monotonic() + 240
@@ -177,12 +178,14 @@ def _stop_mid_arm(repo, sig: int, log: str, args=RUNNER) -> tuple[subprocess.Pop
             assert time.monotonic() < deadline, "no second round of arms within 240 s"
             seen |= _tree(run.pid)
             time.sleep(0.1)
-        running = _fresh(repo) - set(_finished(repo))
+        running = _fresh(repo) - set(_finished(repo))  # each has 2 s of its 3 left
+        begun = set(_started(repo)) | set(_finished(repo))
         seen |= _tree(run.pid) | {p for pair in _started(repo).values() for p in pair}
-        if sig == signal.SIGTERM:
-            run.send_signal(sig)  # kill <pid>
-        else:  # Ctrl-C, or JupyterLab's interrupt: the process group is signalled
+        # Ctrl-C and JupyterLab's interrupt signal the process group; `kill <pid>` or the OOM killer one process
+        if group:
             os.killpg(run.pid, sig)
+        else:
+            os.kill(run.pid, sig)
         out = _wait(run, repo, log, 30)
         end = time.monotonic() + 10
         while _alive(seen) and time.monotonic() < end:
@@ -192,6 +195,7 @@ def _stop_mid_arm(repo, sig: int, log: str, args=RUNNER) -> tuple[subprocess.Pop
         for pid in _alive(seen | {run.pid}):
             os.kill(pid, signal.SIGKILL)
     assert running and not running & set(_finished(repo)), "an arm stopped mid-way must not be saved"
+    assert set(_finished(repo)) <= begun, "an arm queued at the stop was run after it"
     arms = [p.parent for p in (repo / "runs" / "smoke").rglob("arm.json")]
     assert all((a / "rows.csv").exists() for a in arms)  # arm.json is written last: it marks an arm done
     assert not list((repo / "runs" / "smoke" / "models").rglob("*.tmp")), "a half-written file was left"
@@ -220,14 +224,15 @@ def test_sigint_mid_arm_ends_every_process_and_the_rerun_equals_an_uninterrupted
 def test_sigterm_to_the_runner_alone_ends_every_process(repo):
     """SIGTERM (`kill <pid>`, a scheduler's stop) reaches the runner only; before, it died at once and left the
     kernel's arm workers running the queued arms into runs/."""
-    run, out = _stop_mid_arm(repo, signal.SIGTERM, "run.log")
+    run, out = _stop_mid_arm(repo, signal.SIGTERM, "run.log", group=False)
     assert run.returncode == 143 and "INTERRUPTED 04_rl (SIGTERM)" in out, out[-3000:]
 
 
 def test_a_notebooks_interrupt_ends_the_pool_and_a_killed_kernel_takes_its_workers_along(repo):
     """In JupyterLab nothing of the runner is there: the kernel's own run_jobs ends its workers on the interrupt
-    (SIGINT to the kernel's process group), and workers whose kernel was killed end themselves (their watchdog)."""
+    (SIGINT to the kernel's process group; before, every worker got it too, abandoned its arm and ran the queued
+    ones, and the kernel waited for them), and workers whose kernel was killed alone (OOM killer) end themselves."""
     run, out = _stop_mid_arm(repo, signal.SIGINT, "pool.log", POOL)
     assert run.returncode == 1 and "KeyboardInterrupt: the pool stopped" in out, out[-3000:]
     (repo / "runs" / "smoke" / "started").rename(repo / "runs" / "smoke" / "started-1")
-    run, out = _stop_mid_arm(repo, signal.SIGKILL, "pool2.log", POOL)  # the 2 arms that were stopped, killed again
+    _stop_mid_arm(repo, signal.SIGKILL, "pool2.log", POOL, group=False)  # the arms left, their parent killed

@@ -64,5 +64,7 @@ report: $(STAMP)
 
 # Rerun a profile (or ONLY="04 05") into a scratch copy of the repo and compare with the committed results: each
 # number inside/outside its committed CI, every verdict that changed. Committed results and figures are not touched.
+# ISA=committed (or avx2, avx512, default): the rerun's torch CPU kernels forced to that vector ISA
+# (ATEN_CPU_CAPABILITY, MKL and oneDNN capped to match): "another CPU" on this one; reports which verdicts held.
 verify: $(STAMP)
-	$(PY) -m repro.verify --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+	$(PY) -m repro.verify --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(ISA),--isa $(ISA))

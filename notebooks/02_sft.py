@@ -87,7 +87,7 @@ vars(cfg)
 
 # %%
 if cfg.model_name_or_path:
-    init_dir = cfg.model_name_or_path
+    init_dir = repro.paths.model_ref(cfg.model_name_or_path)  # a relative path is read from the repository root
 else:
     texts = sft.corpus(data_dir)
     init_dir = models.build_tiny_vlm(model_dir / "init", texts, size=cfg.model_size, seed=cfg.seed,

@@ -65,7 +65,9 @@ from repro.rewards import attention, figures, llm_judge, probes, suite
 
 cfg, started = repro.config.start(globals(), "03_rewards")
 data_dir = repro.paths.data_dir(cfg.profile)
-model_path = cfg.model_dir or repro.paths.models_dir(cfg.profile) / "sft" / "final"
+# a relative model_dir is read from the repository root, as the params check reads it
+model_path = (repro.paths.model_ref(cfg.model_dir) if cfg.model_dir
+              else repro.paths.models_dir(cfg.profile) / "sft" / "final")
 # eager attention: VRR and the attention heatmaps read the attention weights (sdpa returns none)
 model, processor = models.load_vlm(model_path, attn_implementation="eager")
 vrr = attention.make_vrr_reward(model, processor, layers=cfg.vrr_layers, batch_size=cfg.batch_size)

@@ -63,7 +63,6 @@ export_html = True         # write figures/<profile>/report/ (HTML of the execut
 
 # %%
 import time
-from pathlib import Path
 
 from IPython.display import Markdown, display
 
@@ -76,9 +75,7 @@ from repro import ledger, report_book
 started = time.time()
 cfg = repro.config.from_namespace(globals(), "07_report")
 repro.plots.setup_style()
-res_dir = Path(cfg.results_dir) if cfg.results_dir else repro.paths.RESULTS / cfg.profile
-if not res_dir.is_absolute():
-    res_dir = repro.paths.ROOT / res_dir
+res_dir = repro.paths.param_path(cfg.results_dir) if cfg.results_dir else repro.paths.RESULTS / cfg.profile
 pending = repro.results.pending_dir(cfg.profile, cfg.stem)
 records, notes = ledger.load_results(res_dir, cfg.profile)
 print(f"results read from {res_dir}: {', '.join(records) or 'none'}")

@@ -2,8 +2,9 @@
 
 The notebook's cell tagged `parameters` *declares* every key and its type (its default value's type). A params
 file may only set declared keys, with values of the declared type; keys naming data (`*_path`, `*_dir`) must
-exist. Every problem is a one-line `ConfigError` naming the file, the key and the value, raised before anything
-runs, so no earlier result or figure is touched.
+exist, a relative one under the repository root (paths.param_path, the rule loading uses too). Every problem is a
+one-line `ConfigError` naming the file, the key and the value, raised before anything runs, so no earlier result or
+figure is touched.
 
 Notebook side (right after the parameters cell):
     cfg = repro.config.from_namespace(globals(), "01_data")
@@ -121,9 +122,13 @@ def validate(params: dict, stem: str, source: str, check_paths: bool = True) -> 
                 f"{source}: key '{key}' has value {value!r} of type {type(value).__name__}, expected {tname}"
             )
         if check_paths and key.endswith(PATH_SUFFIXES) and isinstance(value, str) and value:
-            p = Path(value) if Path(value).is_absolute() else paths.ROOT / value
+            p = paths.param_path(value)
             if not p.exists() and not (allow_hub and hub.looks_like_hub_id(value)):
-                hint = " (a hub id needs allow_hub: true, gpu profile only)" if hub.looks_like_hub_id(value) else ""
+                notes = [] if Path(value).expanduser().is_absolute() else [
+                    f"looked for {p}: a relative path is read from the repository root"]
+                if hub.looks_like_hub_id(value):
+                    notes.append("a hub id needs allow_hub: true, gpu profile only")
+                hint = f" ({'; '.join(notes)})" if notes else ""
                 raise ConfigError(f"{source}: key '{key}' names a path that does not exist: {value!r}{hint}")
     return params
 

@@ -15,6 +15,21 @@ RUNS = ROOT / "runs"
 PROFILES = ("smoke", "cpu", "gpu", "gpu-dryrun")
 
 
+def param_path(value) -> Path:
+    """A path named in a params file (a `*_dir` / `*_path` key): absolute as given (~ expanded), otherwise relative to
+    the repository root, wherever the code runs: the runner's kernel (cwd = the root), papermill, or a JupyterLab
+    kernel (cwd = notebooks/ under `make lab`). Validation (repro.config) and loading use this one rule."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else ROOT / p
+
+
+def model_ref(value) -> str:
+    """A model named in params (`model_name_or_path`, `model_dir`): the local folder under param_path's rule when it
+    exists, else the value unchanged, a hub id (repro.config admits one only with allow_hub, gpu profile)."""
+    p = param_path(value)
+    return str(p) if p.exists() else str(value)
+
+
 def params_file(profile: str, stem: str) -> Path:
     return PARAMS / profile / f"{stem}.yaml"
 

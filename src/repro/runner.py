@@ -7,6 +7,9 @@ Run as: python -m repro run --profile smoke [--only 01 02] [--force]
 - A stage is skipped when its cache key (hash of its params file, its notebook and the keys of the stages
   before it) matches the one recorded at its last success and its results JSON exists; --force reruns it.
 - On failure: exit status 1 and the notebook, the failing cell's first lines and the executed copy's path.
+- Ctrl-C or SIGTERM ends every process of the run (kernel, arm workers, their children) within a few seconds and
+  exits with 128 + the signal number; results are written whole or not at all, so the next run resumes from what
+  finished (stage 04-06 arms are cached by their key).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import hashlib
 import json
 import logging
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -95,10 +100,67 @@ def _failure_message(stem: str, err: Exception, executed: Path) -> str:
     return "\n".join(lines)
 
 
+STOP_GRACE = 3.0  # seconds the run's processes get to exit on SIGTERM before SIGKILL
+
+
+def end_processes(procs, grace: float = STOP_GRACE) -> list[int]:
+    """SIGTERM to `procs` (psutil.Process), SIGKILL to what is left after `grace` s; returns the pids still alive."""
+    import psutil  # installed with accelerate and peft (both require it); checks pids are not reused before signalling
+
+    for sig in ("terminate", "kill"):
+        for p in procs:
+            try:
+                getattr(p, sig)()
+            except psutil.NoSuchProcess:
+                pass
+        _, procs = psutil.wait_procs(procs, timeout=grace)
+    return [p.pid for p in procs]
+
+
+class StopOnSignal:
+    """While a run is inside it, Ctrl-C (SIGINT) and SIGTERM end every process the run started and then raise
+    KeyboardInterrupt. Why here: the kernel runs in its own session (a terminal's Ctrl-C never reaches it) and an
+    uncaught SIGTERM kills the runner alone, leaving the kernel and its arm workers running into runs/."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._ending = False
+        self._old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
+
+    def _handle(self, signum, frame):
+        import psutil
+
+        if self._ending:  # a second Ctrl-C while the first one ends the processes: let it finish
+            return
+        first, self.signum = self.signum is None, signum
+        if first:  # the processes are listed now: once the kernel is gone its workers are no one's children
+            self._ending = True
+            try:
+                end_processes(psutil.Process().children(recursive=True))
+            finally:
+                self._ending = False
+        raise KeyboardInterrupt
+
+    def message(self, stem: str, profile: str) -> str:
+        name = signal.Signals(self.signum).name
+        return (f"INTERRUPTED {stem} ({name}): every process of the run has ended; what finished is kept in "
+                f"runs/{profile}/ and the same command resumes from it")
+
+
 def run(profile: str, only: list[str] | None = None, force: bool = False, log=print) -> int:
     """Run the selected stages; returns a process exit status."""
-    import papermill
-
     if profile not in paths.PROFILES:
         log(f"error: unknown profile {profile!r}; expected one of {', '.join(paths.PROFILES)}")
         return 2
@@ -111,6 +173,19 @@ def run(profile: str, only: list[str] | None = None, force: bool = False, log=pr
     if not todo:
         log(f"error: no stages with params in params/{profile}/")
         return 2
+    with StopOnSignal() as stop:
+        try:
+            return _run_stages(profile, todo, params, force, log, stop)
+        except KeyboardInterrupt:  # a signal between two stages
+            if stop.signum is None:
+                raise
+            log(stop.message("the run", profile))
+            return 128 + stop.signum
+
+
+def _run_stages(profile: str, todo: list[str], params: dict, force: bool, log, stop: StopOnSignal) -> int:
+    import papermill
+
     keys = cache_keys(profile)
     out_dir = paths.run_dir(profile) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +209,12 @@ def run(profile: str, only: list[str] | None = None, force: bool = False, log=pr
                 str(paths.notebook(stem)), str(executed), parameters=params[stem], kernel_name=KERNEL,
                 cwd=str(paths.ROOT), log_output=True, progress_bar=False, report_mode=False,
             )
-        except Exception as e:  # papermill raises PapermillExecutionError; anything else is just as fatal
+        except BaseException as e:  # papermill raises PapermillExecutionError; anything else is just as fatal
+            if stop.signum is not None:  # stopped: papermill reports the kernel's KeyboardInterrupt or death
+                log(stop.message(stem, profile))
+                return 128 + stop.signum
+            if not isinstance(e, Exception):
+                raise
             log(_failure_message(stem, e, executed))
             return 1
         m = _marker(profile, stem)

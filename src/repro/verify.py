@@ -1,7 +1,7 @@
 """Rerun a profile (or named stages) in a scratch copy of the repository and compare with the committed results.
 
-Run as: python -m repro.verify --profile cpu [--only 04 05] [--scratch DIR] [--compare-only]
-        (`make verify PROFILE=cpu ONLY="04"`)
+Run as: python -m repro.verify --profile cpu [--only 04 05] [--isa committed|avx2|avx512|default] [--scratch DIR]
+        [--compare-only]          (`make verify PROFILE=cpu ONLY="04" ISA=committed`)
 
 - The scratch copy is a `git clone` of this checkout's HEAD (a plain copy outside git) in runs/verify/<profile>/
   (ignored); the runner runs there with REPRO_ROOT and PYTHONPATH pointing at it, so the committed results/ and
@@ -10,6 +10,11 @@ Run as: python -m repro.verify --profile cpu [--only 04 05] [--scratch DIR] [--c
   earlier stages) into the scratch copy, so those stages read the same inputs as the committed run.
 - Comparison per stage: every claim's rerun difference inside or outside the committed 95% CI, every verdict
   that changed, claims present on one side only; every other number of `metrics` same or changed.
+- --isa: "another CPU" on this one. The rerun's torch CPU kernels are forced to one vector ISA (ATEN_CPU_CAPABILITY,
+  with MKL and oneDNN capped to match, ISA_ENV); "committed" takes the ISA the committed results record
+  (provenance.hardware.cpu_capability, e.g. AVX2 for results/cpu/). Checked before anything runs (this CPU must
+  have it) and after (each rerun stage records the ISA it used). Scratch folder runs/verify/<profile>-<isa>, so a
+  native rerun and a forced one sit side by side; the report says which verdicts held.
 - Prints the tables and writes <scratch>/verify.md. Exit status 0 unless the rerun itself fails.
 """
 
@@ -30,6 +35,16 @@ from repro import ledger, paths
 MARKER = ".repro-verify-scratch"  # only a folder carrying it is ever deleted by --scratch reuse
 SKIP_STAGES = ("07_report",)  # reads results, computes nothing of its own
 RUN_SKIP = ("notebooks", "pending", "cache")  # per-run bookkeeping of runs/<profile>/, never copied
+# --isa: the environment that gives torch's CPU kernels one vector ISA. ATEN_CPU_CAPABILITY picks ATen's own kernels
+# (elementwise ops, reductions, softmax, ...); MKL (matrix products) and oneDNN dispatch on their own CPU check, so
+# they are capped to match. This reproduces another CPU's kernels, not the CPU: model-specific library paths may
+# still differ, so it checks ISA sensitivity; it does not replace a run on that machine.
+ISA_ENV = {
+    "default": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+}
 
 
 # ----------------------------------------------------------------------------------------------- comparison
@@ -45,6 +60,11 @@ def flatten(obj, prefix: str = "") -> dict[str, float]:
     elif isinstance(obj, int | float) and not isinstance(obj, bool) and math.isfinite(obj):
         out[prefix] = float(obj)
     return out
+
+
+def capability(record: dict | None) -> str | None:
+    """The vector ISA torch's CPU kernels used for a stage's results (provenance.hardware.cpu_capability)."""
+    return (((record or {}).get("provenance") or {}).get("hardware") or {}).get("cpu_capability")
 
 
 def _claims(record: dict | None) -> dict[tuple[str, str], dict]:
@@ -110,7 +130,8 @@ def compare(committed: dict[str, dict | None], rerun: dict[str, dict | None]) ->
         if c is None or r is None:
             which = "committed" if c is None else "rerun"
             stage_rows.append({"stage": stem, "status": f"no {which} results", "claims": 0, "outside CI": 0,
-                               "verdicts changed": 0, "numbers changed": 0, "numbers compared": 0})
+                               "verdicts changed": 0, "numbers changed": 0, "numbers compared": 0,
+                               "isa committed": capability(c), "isa rerun": capability(r)})
             continue
         cl, nu = compare_claims(stem, c, r), compare_numbers(stem, c, r)
         claim_rows += cl
@@ -118,12 +139,24 @@ def compare(committed: dict[str, dict | None], rerun: dict[str, dict | None]) ->
         stage_rows.append({"stage": stem, "status": "compared", "claims": len(cl),
                            "outside CI": sum(x["position"] == "OUTSIDE CI" for x in cl),
                            "verdicts changed": sum(x["verdict changed"] for x in cl),
-                           "numbers changed": sum(x["status"] != "same" for x in nu), "numbers compared": len(nu)})
+                           "numbers changed": sum(x["status"] != "same" for x in nu), "numbers compared": len(nu),
+                           "isa committed": capability(c), "isa rerun": capability(r)})
     cols_c = ["stage", "paper", "claim", "committed", "ci_low", "ci_high", "rerun", "position", "verdict committed",
               "verdict rerun", "verdict changed"]
     cols_n = ["stage", "number", "committed", "rerun", "abs diff", "status"]
     return {"stages": pd.DataFrame(stage_rows), "claims": pd.DataFrame(claim_rows, columns=cols_c),
             "numbers": pd.DataFrame(number_rows, columns=cols_n)}
+
+
+def verdicts_held(claims: pd.DataFrame) -> str:
+    """One line: how many claims on both sides kept their verdict's class, and each that changed."""
+    both = claims[~claims["position"].isin(["new claim (not committed)", "missing in rerun"])]
+    changed = both[both["verdict changed"].astype(bool)]
+    line = f"verdicts held: {len(both) - len(changed)} of {len(both)}"
+    if len(changed):
+        line += "; changed: " + "; ".join(f"{r['stage']} {r['paper']} {r['claim']!r} ({r['verdict committed']} -> "
+                                          f"{r['verdict rerun']})" for _, r in changed.iterrows())
+    return line
 
 
 def load_dir(results_dir: Path, stems) -> dict[str, dict | None]:
@@ -152,6 +185,7 @@ def render(result: dict, title: str, max_numbers: int = 200) -> str:
 
     st, cl, nu = result["stages"], result["claims"], result["numbers"]
     out = [f"# {title}\n", "## Stages\n", fmt(st) if len(st) else "No stages compared.\n"]
+    out.append(f"\n{verdicts_held(cl)}\n")
     out.append("\n## Claims: the rerun's difference against the committed 95% CI\n")
     out.append(fmt(cl) if len(cl) else "No claims in the compared stages.\n")
     changed = nu[nu["status"] != "same"]
@@ -222,9 +256,35 @@ def prepare_scratch(root: Path, scratch: Path, profile: str, stems: list[str], l
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, dst / item.name)
 
 
-def rerun(scratch: Path, profile: str, stems: list[str]) -> int:
-    """The runner in the scratch copy (its own sources first on the path); returns its exit status."""
-    env = {**os.environ, "REPRO_ROOT": str(scratch),
+def resolve_isa(isa: str | None, committed: dict[str, dict | None]) -> str | None:
+    """--isa -> a key of ISA_ENV, or None for the native kernels; "committed" = the ISA the committed results
+    record. One-line SystemExit for a value not offered or results that record no single ISA."""
+    if not isa or isa == "native":
+        return None
+    if isa == "committed":
+        caps = sorted({c for c in map(capability, committed.values()) if c})
+        if len(caps) != 1:
+            found = f"several ({', '.join(caps)})" if caps else "none"
+            raise SystemExit(f"verify: --isa committed: the committed results record {found} in "
+                             "provenance.hardware.cpu_capability; name the ISA (--isa avx2, ...)")
+        isa = caps[0]
+    if isa.lower() not in ISA_ENV:
+        raise SystemExit(f"verify: --isa {isa!r}: expected committed, native or one of {', '.join(ISA_ENV)}")
+    return isa.lower()
+
+
+def probe_isa(env: dict) -> str:
+    """The ISA torch's CPU kernels use under `env` (ATen reads ATEN_CPU_CAPABILITY once, at import: a fresh
+    interpreter). A value this CPU lacks is ignored by torch, which keeps its best: caught by comparing."""
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    return r.stdout.strip() or f"nothing ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode})"
+
+
+def rerun(scratch: Path, profile: str, stems: list[str], extra_env: dict | None = None) -> int:
+    """The runner in the scratch copy (its own sources first on the path, `extra_env` on top, e.g. ISA_ENV);
+    returns its exit status."""
+    env = {**os.environ, **(extra_env or {}), "REPRO_ROOT": str(scratch),
            "PYTHONPATH": os.pathsep.join([str(scratch / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     cmd = [sys.executable, "-m", "repro", "run", "--profile", profile, "--only", *stems, "--force"]
     return subprocess.run(cmd, cwd=scratch, env=env).returncode
@@ -238,21 +298,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", help="stage numbers or stems (default: every stage but 07)")
     ap.add_argument("--scratch", help="scratch folder (default: runs/verify/<profile>)")
     ap.add_argument("--compare-only", action="store_true", help="compare an existing scratch folder, rerun nothing")
+    ap.add_argument("--isa", help="force the rerun's torch CPU kernels to one vector ISA: committed (the one the "
+                                  f"committed results record), native (default), {', '.join(ISA_ENV)}")
     args = ap.parse_args(argv)
     if args.profile not in paths.PROFILES:
         print(f"error: unknown profile {args.profile!r}; expected one of {', '.join(paths.PROFILES)}", file=sys.stderr)
         return 2
     root = paths.ROOT
-    scratch = Path(args.scratch).resolve() if args.scratch else root / "runs" / "verify" / args.profile
     stems = stages_to_run(root, args.profile, args.only)
+    committed = load_dir(paths.RESULTS / args.profile, stems)
+    isa = resolve_isa(args.isa, committed)
+    env = ISA_ENV[isa] if isa else {}
+    folder = args.profile + (f"-{isa}" if isa else "")
+    scratch = Path(args.scratch).resolve() if args.scratch else root / "runs" / "verify" / folder
     rc = 0
     if not args.compare_only:
-        print(f"verify: rerunning {', '.join(stems)} (profile {args.profile}) in {scratch}", flush=True)
+        kernels = ""
+        if isa:
+            got = probe_isa(env)
+            if got.lower() != isa:
+                raise SystemExit(f"verify: --isa {isa}: torch uses {got} kernels with ATEN_CPU_CAPABILITY={isa} on "
+                                 "this CPU (it lacks that ISA); pick a lower one")
+            kernels = f", torch kernels forced to {got} ({' '.join(f'{k}={v}' for k, v in env.items())})"
+        print(f"verify: rerunning {', '.join(stems)} (profile {args.profile}) in {scratch}{kernels}", flush=True)
         prepare_scratch(root, scratch, args.profile, stems)
-        rc = rerun(scratch, args.profile, stems)
-    result = compare(load_dir(paths.RESULTS / args.profile, stems),
-                     load_dir(scratch / "results" / args.profile, stems))
-    text = render(result, f"verify: profile {args.profile}, committed results/{args.profile}/ vs rerun in {scratch}")
+        rc = rerun(scratch, args.profile, stems, env)
+    result = compare(committed, load_dir(scratch / "results" / args.profile, stems))
+    forced = f", rerun kernels forced to {isa.upper()}" if isa else ""
+    text = render(result, f"verify: profile {args.profile}, committed results/{args.profile}/ vs rerun in "
+                          f"{scratch}{forced}")
     out = scratch / "verify.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -260,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         print(result["stages"].to_string(index=False))
         if len(result["claims"]):
             print(result["claims"].drop(columns=["paper"]).to_string(index=False))
+            print(f"verify: {verdicts_held(result['claims'])}")
+    ran = result["stages"]["isa rerun"].dropna() if isa and len(result["stages"]) else []
+    wrong = sorted({r for r in ran if r.lower() != isa})
+    if wrong:  # a stage that ran on other kernels than asked: its numbers say nothing about the forced ISA
+        print(f"verify: warning: rerun stages used {', '.join(wrong)} kernels, not the {isa.upper()} asked for")
     print(f"verify: full comparison in {out}" + (f"; the rerun FAILED (exit status {rc})" if rc else ""))
     return rc
 

@@ -45,3 +45,26 @@ def test_real_task_folders_from_release_layouts(tmp_path):
     (iu / "annotation.json").write_text(json.dumps(ann))
     with pytest.raises(ValueError, match="real_mmedpo/report: split 'train' has no rows"):
         protocols.save_real_tasks(tmp_path / "data2", {"iu_xray_dir": str(iu)}, 16)
+
+
+def test_a_pmc_vqa_test_csv_that_is_wrong_is_named_not_swallowed(tmp_path):
+    """Issue 29: a test.csv without its answer columns was reported as "no PMC-VQA csv found for split
+    'test_clean'" (test.csv's error swallowed on the way to the fallback split)."""
+    from repro.data import real
+    from tests.unit.test_real_layouts import pmc_csv, png, write
+
+    write(tmp_path / "images" / "PMC1_F1.jpg", png())
+    pmc_csv(tmp_path / "test.csv", ["Figure_path", "Question", "Choice A", "Choice B", "Choice C", "Choice D"],
+            [["PMC1_F1.jpg", "Which scan?", "A:CT", "B:MRI", "C:PET", "D:US"]])
+    with pytest.raises(real.DataError, match=r"test.csv: missing column 'Answer_label' or 'Answer' \(has ") as e:
+        protocols._split_rows("pmc_vqa", str(tmp_path), "test", 16, None)
+    assert "\n" not in str(e.value) and "test_clean" not in str(e.value)
+    (tmp_path / "test.csv").unlink()  # absent, not wrong: test_clean.csv stands in; both absent names both
+    with pytest.raises(real.NotFound, match=r"split 'test'; looked for test.csv or test_2.csv.*; and .*split "
+                                            r"'test_clean'; looked for test_clean.csv") as e:
+        protocols._split_rows("pmc_vqa", str(tmp_path), "test", 16, None)
+    assert "\n" not in str(e.value)
+    pmc_csv(tmp_path / "test_clean.csv", ["Figure_path", "Question", "Choice A", "Choice B", "Choice C", "Choice D",
+                                          "Answer"], [["PMC1_F1.jpg", "Which scan?", "A:CT", "B:MRI", "C:PET",
+                                                       "D:US", "C"]])
+    assert [r["answer_text"] for r in protocols._split_rows("pmc_vqa", str(tmp_path), "test", 16, None)] == ["PET"]

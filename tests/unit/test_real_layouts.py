@@ -275,3 +275,104 @@ def test_medmnist_file_or_folder(tmp_path):
     with pytest.raises(real.DataError, match="missing key 'val_images'") as e:
         load_dir("medmnist", tmp_path / "pneumoniamnist.npz", split="val")
     one_line_error(e, "pneumoniamnist.npz")
+
+
+# ----------------------------------------------------------------------------------------------- sets never mix
+def slake_parquet(path):
+    """A SLAKE hub export's test split (SLAKE's own columns q_lang and location)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"image": [{"bytes": png(200), "path": "x.png"}], "question": ["Where is the liver?"],
+                             "answer": ["Left"], "q_lang": ["en"], "location": ["Abdomen"]}), path)
+    return path
+
+
+def test_a_named_subfolder_wins_over_another_sets_export_beside_it(tmp_path):
+    """Issue 29: data/ holding VQA_RAD/ and a SLAKE parquet export loaded the SLAKE rows labelled as VQA-RAD."""
+    vqa_rad_release(tmp_path / "VQA_RAD")
+    slake_parquet(tmp_path / "slake_export" / "data" / "test-00000-of-00001.parquet")  # another export's folder
+    slake_parquet(tmp_path / "data" / "test-00000-of-00001.parquet")  # an export loose in the folder itself
+    for split in ("test", None):
+        rows = load_dir("vqa_rad", tmp_path, split=split)
+        assert {r["question"] for r in rows} <= {q["question"] for q in VQA_ITEMS} and rows, split
+
+
+def test_two_layouts_of_a_set_in_one_folder_is_a_one_line_error_naming_both(tmp_path):
+    d = vqa_rad_release(tmp_path / "both")
+    export = hub_parquet(d)
+    with pytest.raises(real.DataError, match="two VQA-RAD layouts") as e:
+        load_dir("vqa_rad", d)
+    one_line_error(e, str(d / VQA_RAD_JSON), str(export))
+    top = vqa_rad_release(tmp_path / "nested")  # the release in the folder and again in its VQA_RAD/
+    vqa_rad_release(top / "VQA_RAD")
+    with pytest.raises(real.DataError, match="two VQA-RAD layouts") as e:
+        load_dir("vqa_rad", top)
+    one_line_error(e, str(top / VQA_RAD_JSON), str(top / "VQA_RAD" / VQA_RAD_JSON))
+    write(tmp_path / "pmc" / "test.csv", b"Figure_path\n")
+    write(tmp_path / "pmc" / "PMC-VQA" / "test.csv", b"Figure_path\n")
+    with pytest.raises(real.DataError, match="two PMC-VQA layouts") as e:
+        load_dir("pmc_vqa", tmp_path / "pmc")
+    one_line_error(e, str(tmp_path / "pmc" / "test.csv"), str(tmp_path / "pmc" / "PMC-VQA" / "test.csv"))
+
+
+def test_another_sets_export_is_named_never_loaded(tmp_path):
+    f = slake_parquet(tmp_path / "slake" / "data" / "test-00000-of-00001.parquet")
+    with pytest.raises(real.DataError, match="has SLAKE's columns q_lang, location, so it is not VQA-RAD") as e:
+        load_dir("vqa_rad", tmp_path / "slake")
+    one_line_error(e, str(f))
+    assert [r["answer"] for r in load_dir("slake", tmp_path / "slake")] == ["Left"]
+
+
+def test_errors_list_every_missing_column_of_the_file(tmp_path):
+    path = hub_parquet(tmp_path / "a", columns=["image"])
+    with pytest.raises(real.DataError, match=r"missing columns 'question', 'answer' \(has image\)") as e:
+        load_dir("vqa_rad", tmp_path / "a")
+    one_line_error(e, str(path))
+    write(tmp_path / "pmc" / "images" / "PMC1_F1.jpg", png())
+    pmc_csv(tmp_path / "pmc" / "test.csv", ["Figure_path", "Question", "Choice A", "Choice C"], [["x", "q", "a", "c"]])
+    with pytest.raises(real.DataError, match=r"missing columns 'Choice B', 'Choice D', 'Answer_label' or 'Answer' "
+                                             r"\(has Figure_path, Question, Choice A, Choice C\)") as e:
+        load_dir("pmc_vqa", tmp_path / "pmc")
+    one_line_error(e, str(tmp_path / "pmc" / "test.csv"))
+
+
+# ----------------------------------------------------------------------------------------------- relative paths
+def test_relative_folders_are_read_from_the_repository_root_from_any_working_directory(tmp_repo, monkeypatch):
+    """Issue 29: a relative *_dir passed validation (read from the root) but failed to load from a JupyterLab
+    kernel, whose working directory is notebooks/."""
+    from repro import config
+    from repro.data import build, protocols
+    from tests.conftest import write_notebook
+
+    vqa_rad_release(tmp_repo / "data" / "vqa_rad")
+    np.savez(tmp_repo / "data" / "pneumoniamnist.npz", test_images=np.zeros((2, 28, 28), np.uint8),
+             test_labels=np.array([[0], [1]]))
+    write_notebook(tmp_repo / "notebooks" / "01_demo.ipynb", 'profile = "smoke"\nvqa_rad_dir = ""\n'
+                   'medmnist_path = ""\n', ["pass"])
+    params = {"vqa_rad_dir": "data/vqa_rad", "medmnist_path": "data/pneumoniamnist.npz"}
+    for cwd in (tmp_repo / "notebooks", tmp_repo.parent):
+        monkeypatch.chdir(cwd)
+        config.validate(params, "01_demo", "params/smoke/01_demo.yaml")
+        assert [r["answer"] for r in load_dir("vqa_rad", "data/vqa_rad")] == ["Left"]
+        loaded = build.load_real({"vqa_rad_dir": "data/vqa_rad", "medmnist_path": "data/pneumoniamnist.npz"}, 8)
+        assert {k: len(v) for k, v in loaded.items()} == {"vqa_rad": 1, "medmnist": 2}
+        tasks = protocols.real_task_rows({"vqa_rad_dir": "data/vqa_rad"}, 8)
+        assert len(tasks["real_mmedpo"]["vqa"]["train"]) == 1
+    with pytest.raises(config.ConfigError, match="names a path that does not exist: 'data/slake'") as e:
+        config.validate({"vqa_rad_dir": "data/slake"}, "01_demo", "params/smoke/01_demo.yaml")
+    assert str(tmp_repo / "data" / "slake") in str(e.value) and "repository root" in str(e.value)
+    with pytest.raises(real.NotFound, match="read from the repository root") as e:
+        load_dir("vqa_rad", "data/slake")
+    one_line_error(e, str(tmp_repo / "data" / "slake"))
+
+
+def test_model_refs_are_local_folders_under_the_root_or_hub_ids(tmp_repo, monkeypatch):
+    from repro import paths
+
+    (tmp_repo / "runs" / "ckpt").mkdir(parents=True)
+    monkeypatch.chdir(tmp_repo.parent)
+    assert paths.model_ref("runs/ckpt") == str(tmp_repo / "runs" / "ckpt")
+    assert paths.model_ref("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert paths.param_path("/abs/x") == paths.param_path("/abs/x").resolve()

@@ -139,3 +139,51 @@ def test_verify_reruns_in_scratch_and_leaves_committed_results(git_repo, tmp_rep
                    check=True)
     assert verify.main(["--profile", "smoke", "--only", "01"]) != 0
     assert "no rerun results" in (scratch / "verify.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------- --isa
+def with_isa(record, isa):
+    return {**record, "provenance": {**record.get("provenance", {}), "hardware": {"cpu_capability": isa}}}
+
+
+def test_isa_resolution_and_the_verdicts_held_line():
+    committed = {"04_rl": with_isa(rec([CLAIM]), "AVX2"), "05_ablations": with_isa(rec([]), "AVX2")}
+    assert verify.resolve_isa("committed", committed) == "avx2"
+    assert verify.resolve_isa(None, committed) is None and verify.resolve_isa("native", committed) is None
+    assert verify.resolve_isa("AVX512", committed) == "avx512"
+    assert verify.ISA_ENV["avx2"]["ATEN_CPU_CAPABILITY"] == "avx2"
+    with pytest.raises(SystemExit, match="--isa 'sse': expected committed, native or one of default, avx2, avx512"):
+        verify.resolve_isa("sse", committed)
+    with pytest.raises(SystemExit, match=r"record several \(AVX2, AVX512\)"):
+        verify.resolve_isa("committed", {**committed, "06_generalization": with_isa(rec([]), "AVX512")})
+    with pytest.raises(SystemExit, match="record none"):
+        verify.resolve_isa("committed", {"04_rl": rec([CLAIM])})
+
+    rerun = {"04_rl": with_isa(rec([{**CLAIM, "verdict": "opposite"}, {**CLAIM, "claim": "new"}]), "AVX512")}
+    out = verify.compare({"04_rl": committed["04_rl"]}, rerun)
+    st = out["stages"].set_index("stage")
+    assert (st.loc["04_rl", "isa committed"], st.loc["04_rl", "isa rerun"]) == ("AVX2", "AVX512")
+    line = verify.verdicts_held(out["claims"])
+    assert line == "verdicts held: 0 of 1; changed: 04_rl umed 'AAR beats SFT' (reproduced -> opposite)"
+    assert line in verify.render(out, "t")
+
+
+def test_verify_with_forced_kernels_reruns_on_them_in_its_own_scratch(git_repo, tmp_repo, monkeypatch, capsys):
+    """--isa default: the rerun's stage records torch's DEFAULT kernels (every x86 CPU has them), in
+    runs/verify/smoke-default; a forced ISA this CPU lacks is refused before anything runs."""
+    from repro import paths
+
+    for name, sub in [("ROOT", ""), ("RESULTS", "results")]:
+        monkeypatch.setattr(paths, name, git_repo / sub if sub else git_repo)
+    assert verify.main(["--profile", "smoke", "--only", "01", "--isa", "default"]) == 0
+    scratch = git_repo / "runs" / "verify" / "smoke-default"
+    res = json.loads((scratch / "results" / "smoke" / "01_demo.json").read_text())
+    assert res["provenance"]["hardware"]["cpu_capability"] == "DEFAULT"
+    out = capsys.readouterr().out
+    assert "torch kernels forced to DEFAULT (ATEN_CPU_CAPABILITY=default" in out
+    assert "verify: verdicts held: 1 of 1" in out and "warning" not in out
+    assert "rerun kernels forced to DEFAULT" in (scratch / "verify.md").read_text()
+    monkeypatch.setattr(verify, "probe_isa", lambda env: "AVX2")  # as on a CPU without AVX-512
+    with pytest.raises(SystemExit, match="torch uses AVX2 kernels with ATEN_CPU_CAPABILITY=avx512 on this CPU"):
+        verify.main(["--profile", "smoke", "--only", "01", "--isa", "avx512"])
+    assert not (git_repo / "runs" / "verify" / "smoke-avx512").exists()

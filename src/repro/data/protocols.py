@@ -55,16 +55,17 @@ def data_dir_for(data_dir, knob: str, value: str) -> Path | None:
 
 
 def _split_rows(name: str, folder: str, split: str, image_size: int, limit: int | None) -> list[dict]:
+    """Rows of the first of the split's files that exists (SPLITS). Only an absent file moves on to the next: a file
+    found but wrong (e.g. a test.csv without its answer columns) raises its own error, never the next one's."""
     from repro.data import real, real_layouts
 
-    tries = SPLITS.get(name, DEFAULT_SPLITS)[split]
-    for i, s in enumerate(tries):
+    absent = []
+    for s in SPLITS.get(name, DEFAULT_SPLITS)[split]:
         try:
             return real_layouts.load_dir(name, folder, split=s, size=image_size, limit=limit)
-        except real.DataError:
-            if i == len(tries) - 1:
-                raise
-    return []
+        except real.NotFound as e:
+            absent.append(str(e))
+    raise real.NotFound("; and ".join(absent))
 
 
 def real_task_rows(sources: dict[str, str], image_size: int, max_rows: int = 0) -> dict[str, dict[str, dict]]:

@@ -30,6 +30,18 @@ class DataError(ValueError):
     """A real-data file is missing or malformed."""
 
 
+class NotFound(DataError):
+    """No file of the asked data set or split where it was looked for (as opposed to a file found but wrong: the
+    caller may then try another split, never after a found file turned out wrong)."""
+
+
+def missing_columns(path, missing: list[str], have) -> DataError:
+    """One-line error naming every missing column (entries already quoted, e.g. "'Answer_label' or 'Answer'") and
+    the columns the file has."""
+    s = "s" if len(missing) > 1 else ""
+    return DataError(f"{path}: missing column{s} {', '.join(missing)} (has {', '.join(have) or 'no columns'})")
+
+
 def to_array(im: Image.Image, size=None) -> np.ndarray:
     """PIL image -> RGB uint8 H x W x 3; `size` (int or (w, h)) resizes bilinearly."""
     im = im.convert("RGB")
@@ -190,10 +202,12 @@ def load_pmc_vqa(csv_path, image_dir, size=None, limit: int | None = None) -> li
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
-        missing = [c for c in _PMC_COLUMNS if c not in fields]
+        missing = [repr(c) for c in _PMC_COLUMNS if c not in fields]
         answer_col = next((c for c in _PMC_ANSWER if c in fields), None)
-        if missing or answer_col is None:
-            raise DataError(f"{path}: missing column {(missing or ['Answer'])[0]!r}")
+        if answer_col is None:
+            missing.append(" or ".join(repr(c) for c in _PMC_ANSWER[:2]))
+        if missing:
+            raise missing_columns(path, missing, fields)
         rows = []
         for i, item in enumerate(reader):
             options = [_CHOICE_PREFIX.sub("", item[f"Choice {c}"] or "").strip() for c in "ABCD"]

@@ -12,6 +12,8 @@ and SLAKE today. Columns (matched case-insensitively):
     modality, location / image_organ, qid / id   optional metadata
 The split of a parquet file is read from its name (train-00000-of-00001.parquet -> train), that of a
 DatasetDict folder from its sub-folder; a file whose name names no split holds split None (take it with split=None).
+Parquet files are taken from the folder and its data/ only, and a table carrying another set's own columns (MARKERS)
+and none of this set's is refused with an error naming the file: an export of one set never loads as another.
 """
 
 from __future__ import annotations
@@ -31,6 +33,26 @@ _SPLIT_WORDS = {"train": "train", "training": "train", "test": "test", "testing"
 _REQUIRED = ("image", "question", "answer")
 
 
+# Columns only one data set's exports carry (lower case): a table with another set's and none of its own is that
+# other set, whatever folder it was found in.
+MARKERS = {"vqa_rad": ("phrase_type", "image_organ", "qid_linked_id", "question_rephrase", "image_case_url"),
+           "slake": ("q_lang", "location", "img_name", "img_id", "content_type", "base_type", "triple"),
+           "pmc_vqa": ("figure_path", "choice a", "answer_label", "anwser")}
+LABELS = {"vqa_rad": "VQA-RAD", "slake": "SLAKE", "pmc_vqa": "PMC-VQA"}
+
+
+def check_columns(path, columns, source: str) -> None:
+    """DataError naming the file when its columns are another data set's (see MARKERS)."""
+    cols = {c.lower() for c in columns}
+    if cols & set(MARKERS.get(source, ())):
+        return
+    for other, marks in MARKERS.items():
+        hits = [c for c in marks if c in cols]
+        if other != source and hits:
+            raise real.DataError(f"{path}: has {LABELS[other]}'s column{'s' * (len(hits) > 1)} {', '.join(hits)}, "
+                                 f"so it is not {LABELS.get(source, source)}; point {source}_dir at its own files")
+
+
 def split_name(name) -> str | None:
     """"train" | "val" | "test" from a file or folder name ("test-00000-of-00001.parquet" -> "test"), else None."""
     if name is None:
@@ -47,8 +69,11 @@ def is_save_to_disk(folder) -> bool:
 
 
 def parquet_files(folder) -> list[Path]:
-    """Parquet files in `folder` and below (hub snapshots keep them under data/), sorted."""
-    return sorted(Path(folder).rglob("*.parquet"))
+    """Parquet files of the export in `folder`: in the folder itself or under its data/ (where hub snapshots keep
+    them), sorted. Never deeper elsewhere: a parquet file in another sub-folder is another export, often of another
+    data set."""
+    folder = Path(folder)
+    return sorted([*folder.glob("*.parquet"), *(folder / "data").rglob("*.parquet")])
 
 
 def tables(folder) -> list[tuple[Path, str | None, object]]:
@@ -123,9 +148,10 @@ def load_vqa_export(folder, source: str, split: str | None = "test", size=None,
     rows = []
     for path, part, table in chosen:
         cols = {c.lower(): c for c in table.column_names}
-        missing = [c for c in _REQUIRED if c not in cols]
+        missing = [repr(c) for c in _REQUIRED if c not in cols]
         if missing:
-            raise real.DataError(f"{path}: missing column {missing[0]!r} (has {', '.join(table.column_names)})")
+            raise real.missing_columns(path, missing, table.column_names)
+        check_columns(path, cols, source)
         base = path if path.is_dir() else path.parent
         for i, item in enumerate(table.to_pylist()):
             item = {k.lower(): v for k, v in item.items()}

@@ -21,6 +21,8 @@ import inspect
 import json
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -237,14 +239,60 @@ def run_job(job: Job):
     finally:
         torch.set_num_threads(threads)
     rows = rows.assign(paper=job.paper, method=job.method, seed=job.seed)[ROW_COLUMNS]
-    job.folder.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(job.folder / "rows.csv", index=False)
-    (job.folder / "arm.json").write_text(json.dumps(results.clean(rec), indent=1))
+    # Each file appears whole (temp file + rename) and arm.json, which marks the arm done, comes last: a run stopped
+    # mid-write leaves the arm absent, never half there, and the rerun runs it again.
+    results._atomic_write(job.folder / "rows.csv", rows.to_csv(index=False))
+    results._atomic_write(job.folder / "arm.json", json.dumps(results.clean(rec), indent=1))
     return rec, rows
 
 
 def _one_thread():
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+
+
+def _worker_start(parent: int):
+    """Initializer of an arm worker: one thread; its own process group, so that the pool ends the worker and what it
+    started (tokenizer or DataLoader processes) with one signal; and a watchdog that ends that group once `parent`
+    is gone (a kernel killed by its runner or by JupyterLab would otherwise leave it running the queued arms)."""
+    _one_thread()
+    if hasattr(os, "setpgid"):
+        os.setpgid(0, 0)
+        threading.Thread(target=_end_with_parent, args=(parent,), daemon=True, name="end-with-parent").start()
+
+
+def _end_with_parent(parent: int, every: float = 0.5):
+    while os.getppid() == parent:
+        time.sleep(every)
+    os.killpg(0, signal.SIGKILL)
+
+
+STOP_GRACE = 3.0  # seconds a stopped worker gets to exit on SIGTERM before SIGKILL
+
+
+def _signal_group(proc, sig) -> None:
+    """`sig` to the worker's process group (itself and its children); to the worker alone before it made one."""
+    if not hasattr(os, "killpg"):
+        proc.terminate() if sig == signal.SIGTERM else proc.kill()
+        return
+    for send in (os.killpg, os.kill):
+        try:
+            return send(proc.pid, sig)
+        except ProcessLookupError:
+            continue
+
+
+def _stop_pool(ex) -> None:
+    """End the pool's workers and their children now and drop the arms not started. Leaving the `with` block instead
+    waits for every arm already queued: a Ctrl-C or a notebook's interrupt would not stop anything."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())  # read before shutdown() clears it
+    for p in procs:
+        _signal_group(p, signal.SIGTERM)
+    ex.shutdown(wait=False, cancel_futures=True)
+    end = time.monotonic() + STOP_GRACE
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+    for p in procs:  # what ignored SIGTERM; a process group outlives its leader
+        _signal_group(p, signal.SIGKILL)
 
 
 # Rough seconds of one job on one cpu thread (the cpu profile, 2026-12), by its function; only the ORDER of
@@ -283,11 +331,16 @@ def run_jobs(jobs: list[Job], workers: int = 1, only_cached: bool = False,
 
         order = sorted(todo, key=lambda i: -est_seconds(jobs[i]))  # stable: equal estimates keep job order
         n = min(workers, len(todo))
-        with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_one_thread) as ex:
-            futures = {i: ex.submit(run_job, jobs[i]) for i in order}
-            for _ in tqdm(as_completed(futures.values()), total=len(order), desc=f"arms on {n} workers",
-                          disable=not progress):
-                pass
+        with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_worker_start,
+                                 initargs=(os.getpid(),)) as ex:
+            try:
+                futures = {i: ex.submit(run_job, jobs[i]) for i in order}
+                for _ in tqdm(as_completed(futures.values()), total=len(order), desc=f"arms on {n} workers",
+                              disable=not progress):
+                    pass
+            except BaseException:  # KeyboardInterrupt: Ctrl-C, a notebook's interrupt, the runner stopping
+                _stop_pool(ex)
+                raise
             errors = [futures[i].exception() for i in order]
         first = next((e for e in errors if e is not None), None)
         if first is not None:

@@ -216,3 +216,21 @@ def test_turn_positions_are_each_turns_last_sampled_token_in_action_space():
     # L = 8: a is not padded, its turns end at ids 4 and 7 -> columns 3 and 6; b is padded by 5, its answer (id 2)
     # sits at padded index 7 -> column 6, and it has no second turn
     assert pos.tolist() == [[3, 6], [6, -1]]
+
+
+def test_noise_scale_known_answers():
+    # every sample's gradient equal: all signal, no noise, halves identical
+    same = torch.tensor([[1.0, 2.0]] * 6)
+    r = pm.noise_scale(same)
+    assert r["signal"] == pytest.approx(5.0) and r["noise"] == pytest.approx(0.0, abs=1e-12)
+    assert r["cosine_halves"] == pytest.approx(1.0)
+    # +-e1 in equal numbers: mean 0, so no detectable signal and an infinite noise scale
+    pm_ = torch.tensor([[1.0, 0.0], [-1.0, 0.0]] * 4)
+    r = pm.noise_scale(pm_)
+    assert r["signal"] < 0 and r["b_noise"] == float("inf")
+    # mean (1, 0) plus noise of variance 4 per coordinate: tr(Sigma) ~ 8, |Eg|^2 ~ 1, B_noise ~ 8
+    g = torch.tensor([1.0, 0.0]) + 2 * torch.randn(20000, 2, generator=torch.Generator().manual_seed(0))
+    r = pm.noise_scale(g)
+    assert r["signal"] == pytest.approx(1.0, abs=0.1) and r["b_noise"] == pytest.approx(8.0, rel=0.15)
+    with pytest.raises(ValueError):
+        pm.noise_scale(torch.zeros(3, 2))

@@ -222,3 +222,23 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 
 __all__ = ["advantages", "explained_variance", "gae", "last_action_index", "loo_baseline", "masked_mean",
            "masked_whiten", "policy_loss", "ppo_loss", "shaped_rewards", "token_logprobs", "value_loss"]
+
+
+def noise_scale(grads: torch.Tensor) -> dict:
+    """How much signal a policy gradient carries: per-sample gradients grads [n, P] (each sample's term of one
+    minibatch loss) -> {"signal": |E g|^2 (unbiased: (|sum g|^2 - sum |g_b|^2) / (n (n-1))), "noise": tr(Sigma),
+    "b_noise": tr(Sigma) / |E g|^2 (inf when no signal is detectable), "cosine_halves": cosine of the mean
+    gradients of the first and second half of the samples}. B_noise is the simple gradient noise scale (McCandlish
+    et al. 2018): a minibatch of B samples has signal-to-noise ~ B / B_noise, so B << B_noise means each update is
+    mostly noise, which Adam's normalised steps turn into an lr-sized random walk (tools/ppo_noise_scale.py)."""
+    g = grads.double()
+    n = g.shape[0]
+    if n < 4:
+        raise ValueError(f"noise_scale: need at least 4 samples, got {n}")
+    sq = (g ** 2).sum(1)
+    signal = float(((g.sum(0) ** 2).sum() - sq.sum()) / (n * (n - 1)))
+    noise = float((sq.mean() - signal) * n / (n - 1))
+    h = n // 2
+    cos = float(torch.nn.functional.cosine_similarity(g[:h].mean(0), g[h:2 * h].mean(0), dim=0))
+    return {"signal": signal, "noise": noise, "b_noise": noise / signal if signal > 0 else float("inf"),
+            "cosine_halves": cos}

@@ -386,3 +386,20 @@ def test_drllava_turn_rewards_sum_to_the_conversation_reward():
         assert sum(parts) == pytest.approx(total)
 
     check()
+
+
+def test_every_turn_split_reward_sums_to_its_reward():
+    from repro.papers import ablations
+    from repro.rewards import rules
+
+    cats, labels = [1, 2, 3, 4, 5], ["suitable", "adequate", "abnormal", "plasma cells", "MM"]
+    texts = ["The region is suitable.", "It is adequate.", "Yes, abnormal.", "Plasma cells.", "no idea"]
+    completion = [{"role": "assistant", "content": t} for t in texts]
+    fn = ablations.drllava_variant("w/o path term")
+    assert sum(fn.per_turn(completion, turn_categories=cats, turn_labels=labels)) == pytest.approx(
+        fn(completions=[completion], turn_categories=[cats], turn_labels=[labels])[0])
+    refs = ["It is suitable.", "It is adequate.", "Yes.", "Plasma cells.", "Multiple myeloma."]
+    parts = rules.released_reward.per_turn(completion, turn_categories=cats, answers=refs)
+    assert sum(parts) == pytest.approx(rules.released_reward(completions=[completion], turn_categories=[cats],
+                                                             answers=[refs])[0])
+    assert not hasattr(rules.drllava_gated_reward, "per_turn")  # not a sum over turns: credited at the end

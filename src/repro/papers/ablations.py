@@ -219,8 +219,10 @@ def drllava_variant(variant: str):
     from repro.rewards import make_reward, rules
 
     if variant == "w/o path term":
-        return make_reward("drllava_no_path_reward", _explain_no_path, ("turn_categories", "turn_labels"), -2.5, 5.0,
-                           raw=True)
+        fn = make_reward("drllava_no_path_reward", _explain_no_path, ("turn_categories", "turn_labels"), -2.5, 5.0,
+                         raw=True)
+        fn.per_turn = lambda completion, **row: list(_explain_no_path(completion, **row).get("correctness") or [])
+        return fn
     if variant not in DRLLAVA:
         raise ValueError(f"unknown Dr-LLaVA ablation {variant!r}; expected one of {list(DRLLAVA)}")
     return rules.make_drllava_reward(variant)

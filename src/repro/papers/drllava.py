@@ -39,6 +39,13 @@ class DrLLaVAConfig:
     value_lr: float = 1e-4
     value_warmup_steps: int = 0
     missing_eos_penalty: float = -2.0  # per answer cut by max_new_tokens (the paper's incomplete-response penalty)
+    # Why 0.5 and turn credit (issue 25, tools/ppo_noise_scale.py on the cpu SFT start, 128 conversations): at
+    # temperature 1 with the whole reward at the conversation's end the policy gradient had no detectable signal
+    # (gradient noise scale infinite, split-half cosine -0.02), so every update was an lr-sized random step; each
+    # turn's reward at its own last token and rollouts at temperature 0.5 gave B_noise ~270 (cosine 0.22), as
+    # low as UMed's single-turn gradient (164), which learns.
+    temperature: float = 0.5    # rollout (and probe) sampling temperature; logprobs use logits / temperature
+    turn_credit: bool = True    # each turn's reward (correctness + consistency with the turn before) at its end
     min_kl: float = 0.01        # nats per conversation: below this end KL the arm counts as "not trained"
     probe_rows: int = 16        # validation conversations of the probe, standard order (0 = every val image)
     probe_k: int = 4            # sampled conversations per probe item (training temperature)
@@ -77,6 +84,7 @@ def arm(job: common.Job):
                            lr=cfg.lr, kl_beta=cfg.kl_beta, gamma=cfg.gamma, lam=cfg.lam, baseline=cfg.baseline,
                            whiten_advantages=cfg.whiten_advantages, value_lr=cfg.value_lr,
                            value_warmup_steps=cfg.value_warmup_steps, missing_eos_penalty=cfg.missing_eos_penalty,
+                           temperature=cfg.temperature, turn_credit=cfg.turn_credit,
                            max_new_tokens=ev.MAX_NEW_TOKENS["conv"], seed=job.seed)
     # a stage-05 ablation names its reward: "module:function"(job) -> the reward function
     reward = common.resolve(job.extra["reward"])(job) if job.extra.get("reward") else rules.drllava_reward
@@ -94,7 +102,7 @@ def probe_spec(job: common.Job, reward) -> probe.Spec:
     rows = probe.val_rows(measure.job_data_dir(job), "conv", cfg.probe_rows, "standard")
     return probe.Spec(task="conv", rows=rows, reward_fns=[reward],
                       metric="conversation_correct", k=cfg.probe_k, max_new_tokens=ev.MAX_NEW_TOKENS["conv"],
-                      multi_turn=True, missing_eos_penalty=cfg.missing_eos_penalty,
+                      multi_turn=True, missing_eos_penalty=cfg.missing_eos_penalty, temperature=cfg.temperature,
                       batch_size=job.stage.eval_batch_size)
 
 

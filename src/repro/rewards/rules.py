@@ -140,7 +140,19 @@ def drllava_turn_rewards(completion, turn_categories=None, turn_labels=None) -> 
     return [c + (d["consistency"][i - 1] if i > 0 else 0.0) for i, c in enumerate(d["correctness"])]
 
 
-drllava_reward.per_turn = drllava_turn_rewards  # rollouts.turn_scores: PPO's per-turn credit
+def released_turn_rewards(completion, turn_categories=None, answers=None) -> list[float]:
+    """released_reward split by turn (correctness + length term + alignment with the turn before), summing to it."""
+    d = explain_released(completion, turn_categories, answers)
+    if d["reward"] is None:
+        return []
+    return [c + ln + (d["consistency"][i - 1] if i > 0 else 0.0)
+            for i, (c, ln) in enumerate(zip(d["correctness"], d["length"]))]
+
+
+# rollouts.turn_scores: PPO's per-turn credit. The gated reward has none: its quality gate makes the sum depend on
+# turn 1 as a whole, so it is credited at the conversation's end.
+drllava_reward.per_turn = drllava_turn_rewards
+released_reward.per_turn = released_turn_rewards
 
 
 def make_drllava_reward(variant: str = "sum"):

@@ -161,12 +161,14 @@ def main(argv=None) -> int:
            "grid": {"lrs": a.lrs, "batches": a.batches, "steps": a.steps, "seeds": a.seeds, "points": a.points,
                     "probe_rows": a.probe_rows},
            "provenance": results.provenance(argparse.Namespace(profile=a.profile, stem="04_rl"), t0)}
-    # one file for every paper: a sweep of some papers replaces their rows and keeps the others'
+    # one file for every paper and cell: a sweep replaces the rows of the cells it ran and keeps the others'
     old = json.loads(out.read_text()) if out.exists() else {"rows": [], "choice": {}, "runs": []}
-    rows = pd.concat([pd.DataFrame(old["rows"], columns=COLUMNS).query("paper not in @a.papers"), rows],
-                     ignore_index=True)
-    record = {"choice": choose(rows), "rows": rows.to_dict(orient="records"),
-              "runs": [r for r in old.get("runs", []) if not set(r["papers"]) <= set(a.papers)] + [run]}
+    cell = ["paper", "lr", "batch_size", "seed"]
+    ran = {tuple(r) for r in rows[cell].itertuples(index=False)}
+    prev = pd.DataFrame(old["rows"], columns=COLUMNS)
+    keep = [tuple(r) not in ran for r in prev[cell].itertuples(index=False)]
+    rows = pd.concat([prev[keep], rows], ignore_index=True) if len(prev) else rows
+    record = {"choice": choose(rows), "rows": rows.to_dict(orient="records"), "runs": old.get("runs", []) + [run]}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results.clean(record), indent=1) + "\n")

@@ -94,3 +94,14 @@ def test_arms_table_carries_the_learned_fields():
     assert not a["learned"] and a["moved"] and not a["trained"] and a["probe"]["ci_low"] == -0.1
     assert list(report.probe_long(runs)["step"]) == [0, 4]
     assert list(report.train_log(runs).columns[:4]) == ["paper", "method", "seed", "step"]
+
+
+def test_sweep_merge_replaces_only_the_cells_a_run_redid():
+    row = lambda paper, lr, seed, gain: {c: 0.0 for c in sweep.COLUMNS} | {  # noqa: E731
+        "paper": paper, "lr": lr, "batch_size": 4, "step": 8, "seed": seed, "probe_gain": gain}
+    old = pd.DataFrame([row("zhu", 3e-5, 0, 1.0), row("zhu", 3e-5, 1, 2.0), row("umed", 3e-5, 0, 3.0)])
+    new = pd.DataFrame([row("zhu", 3e-5, 1, 9.0), row("drllava", 1e-5, 0, 4.0)])
+    out = sweep.merge(old, new)
+    assert sorted(zip(out["paper"], out["seed"], out["probe_gain"])) == [
+        ("drllava", 0, 4.0), ("umed", 0, 3.0), ("zhu", 0, 1.0), ("zhu", 1, 9.0)]
+    assert sweep.merge(pd.DataFrame(columns=sweep.COLUMNS), new).equals(new)

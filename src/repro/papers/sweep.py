@@ -65,6 +65,15 @@ def rows_of(recs: list[dict], jobs: list[common.Job]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=COLUMNS)
 
 
+def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """The sweep file's rows after a run: `new` plus every row of `old` whose cell (paper, lr, batch, seed) the run
+    did not redo."""
+    cell = ["paper", "lr", "batch_size", "seed"]
+    ran = {tuple(r) for r in new[cell].itertuples(index=False)}
+    keep = [tuple(r) not in ran for r in old[cell].itertuples(index=False)]
+    return pd.concat([old[keep], new], ignore_index=True) if len(old) else new
+
+
 def choose(rows: pd.DataFrame) -> dict:
     """{paper: {lr, batch_size, step, probe_gain, val_metric_change}} by the rule of the module docstring; a paper
     none of whose settings keeps its validation metric gets {"none": reason}."""
@@ -163,11 +172,7 @@ def main(argv=None) -> int:
            "provenance": results.provenance(argparse.Namespace(profile=a.profile, stem="04_rl"), t0)}
     # one file for every paper and cell: a sweep replaces the rows of the cells it ran and keeps the others'
     old = json.loads(out.read_text()) if out.exists() else {"rows": [], "choice": {}, "runs": []}
-    cell = ["paper", "lr", "batch_size", "seed"]
-    ran = {tuple(r) for r in rows[cell].itertuples(index=False)}
-    prev = pd.DataFrame(old["rows"], columns=COLUMNS)
-    keep = [tuple(r) not in ran for r in prev[cell].itertuples(index=False)]
-    rows = pd.concat([prev[keep], rows], ignore_index=True) if len(prev) else rows
+    rows = merge(pd.DataFrame(old["rows"], columns=COLUMNS), rows)
     record = {"choice": choose(rows), "rows": rows.to_dict(orient="records"), "runs": old.get("runs", []) + [run]}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

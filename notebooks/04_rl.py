@@ -242,6 +242,32 @@ mmedpo_table
 #   a_t = \mathbf 1\big[(\hat y_{t-1}, \hat y_t) \text{ lies on a valid diagnostic path}\big],$$
 #
 # so $R \le 9$. PPO as in section 1, with the paper's $\gamma = \lambda = 1$.
+#
+# **Credit by turn.** $R$ is a sum over turns, so we give turn $t$ its own part $r_t = c_t + a_t$ at its last
+# token instead of all of $R$ at the conversation's end (the release), and centre each turn's part over the image's
+# $k$ conversations. With $\gamma = 1$ a token of turn $t$ then sees $\sum_{u \ge t} r'_u$: everything its answer can
+# still change, and none of the earlier turns' rewards, which it cannot change and which only added noise. On the
+# tiny model, at our batch sizes, this and sampling at temperature 0.5 are what make the policy gradient carry any
+# signal at all (docs/methods.md §6(a) 5: the gradient noise scale, `tools/ppo_noise_scale.py`). On a hand batch
+# of two conversations of one image, sample 0 right on turn 1 only and sample 1 on turn 2 only:
+
+# %%
+import torch  # noqa: E402
+
+from repro.train import ppo_math  # noqa: E402
+
+mask = torch.tensor([[1, 1, 0, 1, 1, 0]] * 2, dtype=torch.float32)  # turn 1 = tokens 0-1, turn 2 = tokens 3-4
+zeros = torch.zeros(2, 6)
+turns = ppo_math.advantages(zeros, zeros, zeros, mask, torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 0]),
+                            kl_beta=0.1, gamma=1.0, lam=1.0, positions=torch.tensor([[1, 4], [1, 4]]))
+end = ppo_math.advantages(zeros, zeros, zeros, mask, torch.tensor([1.0, 2.0]), torch.tensor([0, 0]), kl_beta=0.1,
+                          gamma=1.0, lam=1.0)
+print("advantages, turn credit:\n", turns["advantages"], "\nadvantages, reward at the end:\n", end["advantages"])
+
+# %% [markdown]
+# Read the second turn (tokens 3-4): with turn credit sample 0's answer gets −2 and sample 1's +2, the centred
+# reward of *that* turn; with the reward at the end both turns get ∓1, the centred total, in which turn 1's
+# outcome (which turn 2 cannot change) cancels half of turn 2's. The first turn sees both turns either way.
 
 # %%
 drllava_cfg = papers.drllava.DrLLaVAConfig.from_params(cfg)  # its own lr / kl_beta, not UMed's
@@ -266,10 +292,12 @@ drllava_table
 #    the released templates).
 # 3. A per-prompt leave-one-out baseline and a freshly initialised value head instead of a value model
 #    initialised from a 13B reward model.
-# 4. Far smaller rollout batches and fewer steps.
+# 4. Far smaller rollout batches (32 conversations a step, the release 512) and fewer steps.
+# 5. Each turn's reward at its own last token and rollouts at temperature 0.5 (the release: the whole reward at
+#    the end, temperature 1): at our batch sizes the released scheme's gradient had no detectable signal.
 #
 # **Exercises**
-# 1. Set `drllava_lam: 0.95`: do the early turns of a conversation now get a different advantage from the last?
+# 1. Set `drllava_turn_credit: false` (the released scheme): does the probe reward in the "Arms" section still rise?
 # 2. Set `drllava_missing_eos_penalty: 0.0`: do answers get longer?
 # 3. Which robustness variant gains most from RL, and is that difference larger than its `mde` in the ledger?
 

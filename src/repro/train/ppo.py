@@ -14,7 +14,8 @@ One step (`ppo_step`), with the module that does each part:
                                V(s_t) and the policy's last hidden states on every action token.
     3. advantages (ppo_math.py) s'_b = s_b - leave-one-out mean of the prompt's other samples (baseline="loo");
                                r_t = -kl_beta * KL_t, + s'_b at the last action token; GAE(gamma, lam) over action
-                               tokens; optional whitening.
+                               tokens; optional whitening. turn_credit (multi turn, rewards with `per_turn`): each
+                               turn's part of s_b (and its EOS penalty), centred per turn, at that turn's last token.
     4. update                  ppo_epochs passes over the rollout in minibatches: clipped policy loss - ent_coef *
                                entropy on the policy (lr), clipped value loss on the value head (value_lr). The first
                                value_warmup_steps steps update only the value head, so that the policy's first
@@ -29,6 +30,8 @@ Why these defaults (each measured on the learning tests, tests/unit/test_ppo_lea
 - baseline "loo": prompts whose k samples tie (all right, or all wrong) contribute zero advantage instead of a
   batch-wide offset; what is left is "this answer vs. the other answers to the same question".
 - whiten_advantages False: see ppo_math step 4 (whitening a batch of mostly-tied prompts amplifies KL noise).
+- turn_credit / temperature for conversations: with tens of conversations a step the whole reward at the end left
+  the policy gradient without detectable signal (tools/ppo_noise_scale.py; docs/methods.md 6(a) 5).
 - lr is the knob that decided whether anything moved: on the tiny LLaVA of the learning tests, lr 1e-5 and 5e-5
   left the reward flat over 30 steps (1.64 -> 1.63 / 1.77 of 3) and 3e-4 reached 2.9-3.0 of 3, with 2 epochs,
   k = 8 and kl_beta 0.1. The default (1e-5) is the scale of the papers' 7B models; pass lr per model size.

@@ -21,6 +21,11 @@ One PPO iteration turns a rollout into a loss in five steps:
        KL_t = log pi(a_t) - log pi_ref(a_t)
        r_t  = -beta * KL_t + [t = last action token] * s'_b
 
+   Turn credit (a score that is a sum over the turns of a conversation, s_b = sum_j s_{b,j}): each turn's part,
+   centred leave-one-out per turn, at that turn's last token, r_t += [t = last token of turn j] * s'_{b,j}. The
+   returns of turn j's tokens then hold turns j.. only: earlier turns' scores, which they cannot change, are
+   dropped, an unbiased baseline that removes their noise.
+
 3. Advantages and returns by generalised advantage estimation (`gae`), run over action tokens only:
 
        delta_t = r_t + gamma * V(s_next) - V(s_t)

@@ -205,7 +205,7 @@ def test_report_arms_and_tables_label_untrained(fake_stats):
     run = {"records": [rec("SFT", None) | {"metrics": {"closed_acc": 0.5}},
                        rec("DPO", 0, trained=False, why="x") | {"metrics": {"closed_acc": 0.6}}], "rows": None}
     arms = report.arms_table({"mmedpo": run})
-    assert list(arms.columns[:7]) == ["paper", "method", "seed", "kl_end", "reward_first", "reward_last", "trained"]
+    assert list(arms.columns) == report.ARM_COLUMNS and list(arms.columns[:4]) == ["paper", "method", "seed", "learned"]
     assert len(arms) == 1 and not arms["trained"].iloc[0] and arms["why"].iloc[0] == "x"
     t = report.table(run["records"], ["closed_acc"])
     assert list(t.index) == ["SFT", "DPO (not trained)"]

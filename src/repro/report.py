@@ -243,14 +243,16 @@ def probe_figure(runs: dict, titles: dict | None = None):
     papers = list(dict.fromkeys(long["paper"]))
     cols = [("reward", "own training reward"), ("target_pass1", "target metric, sampled (pass@1)"),
             ("target_greedy", "target metric, greedy")]
-    fig, axes = plt.subplots(len(papers), 3, figsize=(15, 3.0 * len(papers)), squeeze=False)
+    fig, axes = plt.subplots(len(papers), 3, figsize=(17, 3.0 * len(papers)), squeeze=False)
     for row, paper in zip(axes, papers, strict=True):
         d = long[long["paper"] == paper]
         for ax, (q, label) in zip(row, cols, strict=True):
             sns.lineplot(data=d, x="step", y=q, hue="method", marker="o", errorbar=("pi", 100), ax=ax,
-                         legend=(q == "reward"))
+                         legend=(q == "target_greedy"))
             ax.set_title(f"{(titles or {}).get(paper, paper)}: {label}", fontsize=10)
             ax.set_xlabel("training step")
+            if q == "target_greedy":  # one legend per paper, beside its row, never over a curve
+                ax.legend(title="method", loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, title_fontsize=9)
     fig.suptitle("Fixed validation probe (same items and sampling seed at every point)", fontsize=11)
     fig.tight_layout()
     return fig

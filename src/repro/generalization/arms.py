@@ -15,7 +15,7 @@ import pandas as pd
 
 from repro import evaluation as ev
 from repro.generalization import subsets
-from repro.papers import common, measure
+from repro.papers import common, measure, probe
 
 EMPTY = pd.DataFrame(columns=common.ROW_COLUMNS)
 
@@ -134,10 +134,13 @@ def umed_arm(job: common.Job):
     init = start_dir(job, e["init"])
     rows = subsets.select(ev.load_rows(common.data_dir(job.stage), "instruct", "train"), e["train"])
     rows = limit_rows(rows, cfg.train_rows)
-    info = ppo.train(init, job.folder / "train", rows, [umed.aar_reward(cfg, init)], umed.ppo_config(cfg, job.seed),
-                     progress=False)
-    curve = common.ppo_curve(info["log_history"])
-    rec = {"curve": curve.to_dict(orient="records"), **common.summarize_curve(curve, cfg.min_kl)}
+    fns = [umed.aar_reward(cfg, init)]
+    recorder = probe.Recorder(umed.probe_spec(job, fns), probe.points(cfg.steps, cfg.probe_points),
+                              job.folder / "probe.csv")
+    info = ppo.train(init, job.folder / "train", rows, fns, umed.ppo_config(cfg, job.seed), progress=False,
+                     callback=recorder)
+    rec = measure.training_record(job, common.ppo_curve(info["log_history"]), cfg.min_kl, recorder.table(),
+                                  info["log_history"])
     if not rec["trained"]:
         return {"metrics": {}, **rec}, EMPTY
     flat, long = eval_rows(info["final_dir"], job, "instruct", test_rows(job, "instruct", e["test"], e["limit"]))
@@ -171,12 +174,17 @@ def zhu_arm(job: common.Job):
     ds = ds.select(spec_indices(ds, {"kind": "question_kind", "value": e["heldout_kind"], "part": "train"}))
     if cfg.train_rows and cfg.train_rows < len(ds):
         ds = ds.shuffle(seed=job.stage.seed).select(range(cfg.train_rows))
+    from transformers import AutoProcessor
+
     steps = checkpoint_steps(e["steps"], e["checkpoints"])
     snaps = job.folder / "snapshots"
-    kw = zhu.grpo_kwargs(cfg, job.seed, e["steps"], callbacks=[_snapshot_callback(snaps, init, set(steps))])
+    recorder = probe.Recorder(zhu.probe_spec(job, e["variant"]), probe.points(e["steps"], cfg.probe_points),
+                              job.folder / "probe.csv")
+    callbacks = [_snapshot_callback(snaps, init, set(steps)), recorder.trl(AutoProcessor.from_pretrained(str(init)))]
+    kw = zhu.grpo_kwargs(cfg, job.seed, e["steps"], callbacks=callbacks)
     info = grpo.train(init, job.folder / "train", ds, e["variant"], **kw)
-    curve = zhu.grpo_curve(info["log_history"])
-    rec = {"curve": curve.to_dict(orient="records"), **common.summarize_curve(curve, cfg.min_kl)}
+    rec = measure.training_record(job, zhu.grpo_curve(info["log_history"]), cfg.min_kl, recorder.table(),
+                                  info["log_history"])
     if not rec["trained"]:
         return {"metrics": {}, **rec}, EMPTY
     flat, parts = {}, []

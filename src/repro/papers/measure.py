@@ -165,14 +165,11 @@ def start_arm(job: Job):
                        "n_items": int(len(greedy)), "model": e["model"]},
            "curve": [], "kl_end": None, "reward_first": None, "reward_last": None, "trained": True, "why": ""}
     return rec, pd.DataFrame(columns=ROW_COLUMNS)
-def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=(), limit: int = 0,
-               evaluate_fn=None, probe_table: pd.DataFrame | None = None, log: list[dict] | None = None):
-    """An arm's record after training: curve summary, the "moved" rule (end KL above min_kl) and, with a probe
-    table (repro.papers.probe), the "learned" rule; `trained` = moved and learned. A trained arm is evaluated on
-    the test split, an untrained one is not (its numbers would describe its start, not the method).
-    evaluate_fn(final_dir) -> (flat, rows) replaces the evaluation of `tasks` (Zhu's, over every MCQ row of the test
-    images). The per-step training log (`log`, every logged field) and the probe table are written beside the arm
-    as log.csv and probe.csv."""
+def training_record(job: Job, curve: pd.DataFrame, min_kl: float, probe_table: pd.DataFrame | None = None,
+                    log: list[dict] | None = None) -> dict:
+    """An arm's record of its training (no test numbers): the curve summary, "moved" (end KL above min_kl) and, with
+    a probe table (repro.papers.probe), "learned" with the probe's numbers; trained = moved and learned. Writes the
+    per-step log and the probe table beside the arm (log.csv, probe.csv)."""
     from repro.papers import probe
 
     status = summarize_curve(curve, min_kl)
@@ -195,6 +192,18 @@ def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=()
         rec["trained"] = bool(status["trained"] and rule["learned"])
         if status["trained"] and not rule["learned"]:
             rec["why"] = f"did not learn: {rule['why']}"
+    return rec
+
+
+def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=(), limit: int = 0,
+               evaluate_fn=None, probe_table: pd.DataFrame | None = None, log: list[dict] | None = None):
+    """An arm's record after training: curve summary, the "moved" rule (end KL above min_kl) and, with a probe
+    table (repro.papers.probe), the "learned" rule; `trained` = moved and learned. A trained arm is evaluated on
+    the test split, an untrained one is not (its numbers would describe its start, not the method).
+    evaluate_fn(final_dir) -> (flat, rows) replaces the evaluation of `tasks` (Zhu's, over every MCQ row of the test
+    images). The per-step training log (`log`, every logged field) and the probe table are written beside the arm
+    as log.csv and probe.csv."""
+    rec = training_record(job, curve, min_kl, probe_table, log)
     if not rec["trained"] or job.extra.get("probe_only"):  # a sweep cell (repro.papers.sweep) reads no test
         return {"metrics": {}, **rec}, pd.DataFrame(columns=ROW_COLUMNS[3:])
     if evaluate_fn is not None:

@@ -70,7 +70,8 @@ def jobs(cfg: DrLLaVAConfig, stage: common.Stage) -> list[common.Job]:
 def start_job(cfg: DrLLaVAConfig, stage: common.Stage) -> common.Job:
     return common.Job(PAPER, "start", stage.seed, "repro.papers.measure:start_arm", cfg, stage,
                       {"model": "sft", "task": "conv", "metric": "conversation_correct", "k": cfg.k,
-                       "limit": cfg.start_rows, "variant": "standard"})
+                       "limit": cfg.start_rows, "variant": "standard",
+                       **({"temperature": cfg.temperature} if cfg.temperature != 1.0 else {})})
 
 
 def arm(job: common.Job):

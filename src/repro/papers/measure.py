@@ -128,8 +128,8 @@ def pass_at(scores: np.ndarray) -> tuple[float, float]:
 
 def start_arm(job: Job):
     """Starting point of one paper on the VALIDATION split (job.extra "split"; a real-protocol folder without one
-    names "train"): greedy accuracy of its rewarded metric, and sampled
-    pass@1 / pass@k at temperature 1 with k = the group size (k samples per item)."""
+    names "train"): greedy accuracy of its rewarded metric, and sampled pass@1 / pass@k with k = the group size
+    (k samples per item) at the paper's rollout temperature (job.extra "temperature", default 1)."""
     import torch
 
     from repro.models import load_vlm
@@ -160,8 +160,10 @@ def start_arm(job: Job):
 
     greedy = scores(0.0, 1)
     torch.manual_seed(job.seed or 0)
-    p1, pk = pass_at(scores(1.0, k))
+    temperature = float(e.get("temperature", 1.0))
+    p1, pk = pass_at(scores(temperature, k))
     rec = {"metrics": {"metric": metric, "greedy": float(greedy.mean()), "pass1": p1, "passk": pk, "k": k,
+                       "temperature": temperature,
                        "n_items": int(len(greedy)), "model": e["model"]},
            "curve": [], "kl_end": None, "reward_first": None, "reward_last": None, "trained": True, "why": ""}
     return rec, pd.DataFrame(columns=ROW_COLUMNS)

@@ -105,3 +105,15 @@ def test_sweep_merge_replaces_only_the_cells_a_run_redid():
     assert sorted(zip(out["paper"], out["seed"], out["probe_gain"])) == [
         ("drllava", 0, 4.0), ("umed", 0, 3.0), ("zhu", 0, 1.0), ("zhu", 1, 9.0)]
     assert sweep.merge(pd.DataFrame(columns=sweep.COLUMNS), new).equals(new)
+
+
+def test_summary_of_a_dpo_table_has_the_preference_accuracy():
+    t = pd.DataFrame({"step": [0, 0, 0, 5, 5, 5], "item": ["pair:0", "pair:1", "vqa:a:0"] * 2,
+                      "cluster": ["a", "b", "a"] * 2, "reward": [0.0, 0.0, np.nan, 0.4, -0.1, np.nan],
+                      "target_pass1": [np.nan, np.nan, 0.5, np.nan, np.nan, 0.75],
+                      "target_greedy": [np.nan, np.nan, 1.0, np.nan, np.nan, 1.0]})
+    s = probe.summary(t)
+    assert s["preference_accuracy"].tolist() == [0.0, 0.5]  # a margin of 0 (step 0: policy = reference) is no win
+    assert s["reward"].tolist() == pytest.approx([0.0, 0.15]) and s["target_pass1"].tolist() == [0.5, 0.75]
+    r = probe.learned({0: t})
+    assert r["n_items"] == 2 and r["difference"] == pytest.approx(0.15)  # the pairs only

@@ -190,6 +190,8 @@ def training_record(job: Job, curve: pd.DataFrame, min_kl: float, probe_table: p
         rec["probe_points"] = points.to_dict(orient="records")
         rec["pass1"] = {"start": float(first["target_pass1"]), "end": float(last["target_pass1"])}
         rec["greedy_val"] = {"start": float(first["target_greedy"]), "end": float(last["target_greedy"])}
+        if "preference_accuracy" in points:  # DPO / MMedPO: held-out pairs won (margin > 0)
+            rec["probe"]["preference_accuracy_end"] = float(last["preference_accuracy"])
         rec["learned"] = rule["learned"]
         rec["trained"] = bool(status["trained"] and rule["learned"])
         if status["trained"] and not rule["learned"]:

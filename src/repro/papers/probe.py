@@ -265,5 +265,11 @@ def learned(tables: dict, col: str = "reward", n_boot: int = 2000) -> dict:
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per point: mean probe reward, target pass@1 and greedy target (the curves figure's data)."""
-    return table.groupby("step", as_index=False)[["reward", "target_pass1", "target_greedy"]].mean()
+    """Per point: mean probe reward, target pass@1 and greedy target (the curves figure's data); for DPO's table
+    also the preference accuracy, the share of held-out pairs whose implicit reward margin is above 0."""
+    out = table.groupby("step", as_index=False)[["reward", "target_pass1", "target_greedy"]].mean()
+    pairs = table[table["item"].astype(str).str.startswith("pair:")]
+    if len(pairs):
+        acc = pairs.assign(acc=(pairs["reward"] > 0).astype(float)).groupby("step")["acc"].mean()
+        out["preference_accuracy"] = out["step"].map(acc)
+    return out

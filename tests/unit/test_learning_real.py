@@ -124,3 +124,21 @@ def test_dpo_raises_the_margin_on_held_out_pairs(smoke, tmp_path):
     dpo.train(sft, tmp_path / "dpo", train, weighted=False, max_steps=12, batch_size=8, lr=1e-3, beta=0.1,
               use_cpu=True, seed=0, save_steps=1000, callbacks=[rec.trl(AutoProcessor.from_pretrained(str(sft)))])
     _check(rec, "dpo")
+
+
+def test_an_lr_zero_arm_does_not_learn(smoke, tmp_path):
+    """The null control of the learned rule: the same PPO run at lr 0 (value head too) leaves the weights, and so the
+    fixed probe (same items, same sampling seed), exactly where they were: difference 0, not learned."""
+    from repro.rewards import localization
+    from repro.train import ppo
+
+    data, sft = smoke
+    fns = [localization.make_relevance_reward()]
+    spec = probe.Spec(task="instruct", rows=probe.val_rows(data, "instruct", 8), reward_fns=fns, metric="mau_correct",
+                      k=2, max_new_tokens=ev.MAX_NEW_TOKENS["instruct"])
+    rec = probe.Recorder(spec, [0, 3])
+    cfg = ppo.PPOConfig(steps=3, batch_size=4, k=4, lr=0.0, value_lr=0.0, max_new_tokens=ev.MAX_NEW_TOKENS["instruct"],
+                        seed=0)
+    ppo.train(sft, tmp_path / "null", ev.load_rows(data, "instruct", "train"), fns, cfg, progress=False, callback=rec)
+    rule = probe.learned({0: rec.table()})
+    assert rule["difference"] == 0.0 and not rule["learned"]

@@ -167,6 +167,9 @@ def start_arm(job: Job):
                        "n_items": int(len(greedy)), "model": e["model"]},
            "curve": [], "kl_end": None, "reward_first": None, "reward_last": None, "trained": True, "why": ""}
     return rec, pd.DataFrame(columns=ROW_COLUMNS)
+
+
+# ----------------------------------------------------------------------------------------------- trained arms
 def training_record(job: Job, curve: pd.DataFrame, min_kl: float, probe_table: pd.DataFrame | None = None,
                     log: list[dict] | None = None) -> dict:
     """An arm's record of its training (no test numbers): the curve summary, "moved" (end KL above min_kl) and, with

@@ -20,7 +20,7 @@ moved (the old "trained" rule, end KL > min_kl) are necessary, not sufficient.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -49,7 +49,6 @@ class Spec:
     train_rows: list | None = None
     batch_size: int = 32
     seed: int = PROBE_SEED
-    reward_columns: dict = field(default_factory=dict)  # extra reward-only columns per row (e.g. GRPO's solution)
 
 
 def val_rows(folder, task: str, limit: int = 0, variant: str | None = None, split: str = "val") -> list[dict]:
@@ -93,8 +92,7 @@ def score(model, processor, spec: Spec, step: int = 0) -> pd.DataFrame:
             roll = rollouts.rollout_conversation if spec.multi_turn else rollouts.rollout_single
             samples = roll(model, processor, [dict(r) for r in train_rows], cfg)
             weights = spec.weights or [1.0] * len(spec.reward_fns)
-            reward_rows = [{**dict(r), **spec.reward_columns.get(i, {})} for i, r in enumerate(train_rows)]
-            s, _ = rollouts.score_samples(spec.reward_fns, weights, reward_rows, samples)
+            s, _ = rollouts.score_samples(spec.reward_fns, weights, [dict(r) for r in train_rows], samples)
             missing = torch.tensor([sum(not e for e in x.ended) for x in samples], dtype=torch.float32)
             reward = (s + spec.missing_eos_penalty * missing).numpy().reshape(len(rows), spec.k)
             preds = [list(x.answers) if spec.multi_turn else x.answers[0] for x in samples]

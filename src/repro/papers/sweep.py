@@ -3,6 +3,7 @@ cell judged on the fixed validation probe (repro.papers.probe), never on test.
 
 Run as: python -m repro.papers.sweep --profile cpu [--papers drllava umed zhu] [--lrs 1e-5 3e-5 1e-4]
         [--batches 4 8] [--steps 24] [--seeds 0 1] [--points 4] [--probe-rows 64]
+        python -m repro.papers.sweep --profile cpu --merge OTHER/results/cpu/04_rl_sweep.json  (a sweep run elsewhere)
 
 Each (paper, lr, batch, seed) is one stage-04 arm trained for the longest `steps` with the probe scored at `points`
 points along it; a shorter run is the same run stopped earlier (constant lr, and each step is a pure function of
@@ -22,6 +23,7 @@ import dataclasses
 import json
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -141,8 +143,34 @@ def figure(rows: pd.DataFrame):
     return fig
 
 
-def main(argv=None) -> int:
+def publish(profile: str, rows: pd.DataFrame, runs: list[dict]) -> dict:
+    """Fold `rows` (and the `runs` that made them) into results/<profile>/04_rl_sweep.json (merge: a cell redone
+    replaces its rows) and redraw figures/<profile>/04_rl_sweep.{csv,md,png,pdf}. Returns the file's record."""
     from repro import paths, plots, results
+
+    out = paths.RESULTS / profile / "04_rl_sweep.json"
+    old = json.loads(out.read_text()) if out.exists() else {"rows": [], "choice": {}, "runs": []}
+    rows = merge(pd.DataFrame(old["rows"], columns=COLUMNS), rows)
+    record = {"choice": choose(rows), "rows": rows.to_dict(orient="records"), "runs": old.get("runs", []) + runs}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results.clean(record), indent=1) + "\n")
+    tmp.replace(out)
+    figs = paths.figures_dir(profile)
+    figs.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(figs / "04_rl_sweep.csv", index=False)
+    table = summary(rows).assign(lr=lambda d: d["lr"].map("{:.0e}".format))
+    (figs / "04_rl_sweep.md").write_text(results.to_markdown(table))
+    if len(rows):
+        plots.setup_style()
+        fig = figure(rows)
+        for ext in ("png", "pdf"):
+            fig.savefig(figs / f"04_rl_sweep.{ext}")
+    return record
+
+
+def main(argv=None) -> int:
+    from repro import results
     from repro.config import load_params
     from repro.papers import configs_from, stage_from
 
@@ -156,7 +184,14 @@ def main(argv=None) -> int:
     ap.add_argument("--points", type=int, default=4)
     ap.add_argument("--probe-rows", type=int, default=None, help="probe items per cell (default: the params')")
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--merge", default=None, help="fold another sweep file's rows and runs into this profile's "
+                                                  "(a sweep run in another checkout); trains nothing")
     a = ap.parse_args(argv)
+    if a.merge:
+        other = json.loads(Path(a.merge).read_text())
+        record = publish(a.profile, pd.DataFrame(other["rows"], columns=COLUMNS), other.get("runs", []))
+        print(json.dumps(record["choice"], indent=1))
+        return 0
     t0 = time.time()
     params = load_params(a.profile, "04_rl")
     stage = dataclasses.replace(stage_from(params), eval_split="val", workers=a.workers or stage_from(params).workers)
@@ -165,33 +200,14 @@ def main(argv=None) -> int:
         cfgs = {p: dataclasses.replace(c, probe_rows=a.probe_rows) for p, c in cfgs.items()}
     jobs = [j for p in a.papers for j in cell_jobs(p, cfgs[p], stage, a.lrs, a.batches, a.steps, a.seeds, a.points)]
     recs, _ = common.run_jobs(jobs, stage.n_workers())
-    rows = rows_of(recs, jobs)
-    out = paths.RESULTS / a.profile / "04_rl_sweep.json"
     args = sys.argv[1:] if argv is None else list(argv)
     run = {"command": " ".join(["python -m repro.papers.sweep", *args]), "papers": a.papers,
            "grid": {"lrs": a.lrs, "batches": a.batches, "steps": a.steps, "seeds": a.seeds, "points": a.points,
                     "probe_rows": a.probe_rows},
            "provenance": results.provenance(argparse.Namespace(profile=a.profile, stem="04_rl"), t0)}
-    # one file for every paper and cell: a sweep replaces the rows of the cells it ran and keeps the others'
-    old = json.loads(out.read_text()) if out.exists() else {"rows": [], "choice": {}, "runs": []}
-    rows = merge(pd.DataFrame(old["rows"], columns=COLUMNS), rows)
-    record = {"choice": choose(rows), "rows": rows.to_dict(orient="records"), "runs": old.get("runs", []) + [run]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results.clean(record), indent=1) + "\n")
-    tmp.replace(out)
-    choice = record["choice"]
-    figs = paths.figures_dir(a.profile)
-    figs.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(figs / "04_rl_sweep.csv", index=False)
-    (figs / "04_rl_sweep.md").write_text(results.to_markdown(summary(rows)))
-    if len(rows):
-        plots.setup_style()
-        fig = figure(rows)
-        for ext in ("png", "pdf"):
-            fig.savefig(figs / f"04_rl_sweep.{ext}")
-    print(json.dumps(choice, indent=1))
-    print(f"{len(jobs)} cells, {time.time() - t0:.0f} s -> {out}")
+    record = publish(a.profile, rows_of(recs, jobs), [run])
+    print(json.dumps(record["choice"], indent=1))
+    print(f"{len(jobs)} cells, {time.time() - t0:.0f} s")
     return 0
 
 

@@ -75,6 +75,11 @@ def test_sweep_chooses_the_largest_gain_that_keeps_the_val_metric():
     assert c["probe_gain"] == pytest.approx(0.5) and c["val_metric_change"] == pytest.approx(0.005)
     worse = rows.assign(val_metric=0.0)
     assert "none" in sweep.choose(worse)["p"]
+    # with the paired CI of the change: a drop whose CI reaches 0 is noise, not a fall; one below 0 is a fall
+    noisy = rows.assign(val_ci_low=-0.2, val_ci_high=0.05)
+    assert sweep.choose(noisy)["p"]["lr"] == 1e-4
+    fell = rows.assign(val_ci_low=-0.2, val_ci_high=[-0.01, -0.01, 0.1, 0.1, 0.1, 0.1])
+    assert sweep.choose(fell)["p"]["lr"] == 3e-5
 
 
 def test_arms_table_carries_the_learned_fields():

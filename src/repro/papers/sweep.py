@@ -10,8 +10,10 @@ points along it; a shorter run is the same run stopped earlier (constant lr, and
 (seed, step, weights)), so every probe point is a row of the sweep: (lr, batch, step, seed). The cells are arms in
 the stage's worker pool (cached by key under runs/<profile>/models/rl, marked probe_only: not evaluated on test).
 
-Choice, per paper: among the (lr, batch, step) settings whose greedy target metric on the probe does not fall
-(mean over seeds of end - step 0 >= 0), the one with the largest probe-reward gain (mean over seeds). Written to
+Choice, per paper: among the (lr, batch, step) settings whose greedy target metric on the probe did not fall (the
+paired CI of its change from step 0, over items and seeds, reaches 0: on a few dozen probe items one answer moves
+the mean by 0.02, so "the mean did not drop" would be a coin flip), the one with the largest probe-reward gain
+(mean over seeds). Written to
 results/<profile>/04_rl_sweep.json (rows + choice; stage 04 copies it into metrics.sweep) and
 figures/<profile>/04_rl_sweep.{csv,md,png}.
 """
@@ -32,7 +34,7 @@ from repro.papers import common
 SWEEPABLE = ("umed", "zhu", "drllava")  # the RL papers (MMedPO's DPO keeps its earlier validation choice)
 METHOD = {"umed": "SFT+AAR", "zhu": "SFT+grpo", "drllava": "SFT+PPO (rule reward)"}  # each paper's method arm
 COLUMNS = ["paper", "lr", "batch_size", "step", "seed", "probe_gain", "reward", "reward_start", "val_metric",
-           "val_metric_start", "val_pass1", "seconds"]
+           "val_metric_start", "val_pass1", "val_ci_low", "val_ci_high", "seconds"]
 
 
 def cell_jobs(paper: str, cfg, stage: common.Stage, lrs, batches, steps: int, seeds, points: int) -> list[common.Job]:
@@ -64,7 +66,32 @@ def rows_of(recs: list[dict], jobs: list[common.Job]) -> pd.DataFrame:
                         "reward": float(p["reward"]), "reward_start": float(first["reward"]),
                         "val_metric": float(p["target_greedy"]), "val_metric_start": float(first["target_greedy"]),
                         "val_pass1": float(p["target_pass1"]), "seconds": rec.get("seconds")})
-    return pd.DataFrame(out, columns=COLUMNS)
+    rows = pd.DataFrame(out, columns=COLUMNS)
+    return rows.drop(columns=["val_ci_low", "val_ci_high"]).merge(val_cis(jobs), how="left",
+                                                                  on=["paper", "lr", "batch_size", "step"])[COLUMNS]
+
+
+def val_cis(jobs: list[common.Job]) -> pd.DataFrame:
+    """Per (paper, lr, batch, step): the 95% CI of the greedy validation metric's change from step 0, paired over the
+    probe's items and the setting's seeds (repro.stats.compare on the cells' probe.csv), the noise the choice rule
+    must look through: on 48-64 probe items one answer moves the mean by 0.02."""
+    from repro.papers import probe
+
+    tables: dict[tuple, dict] = {}
+    for job in jobs:
+        f = job.folder / "probe.csv"
+        if f.exists():
+            t = pd.read_csv(f, dtype={"item": str, "cluster": str})
+            tables.setdefault((job.paper, job.cfg.lr, job.cfg.batch_size), {})[job.seed] = t
+    out = []
+    for (paper, lr, batch), by_seed in tables.items():
+        steps = sorted(set.intersection(*(set(t["step"]) for t in by_seed.values())) - {0})
+        for step in steps:
+            cut = {s: t[t["step"].isin([0, step])] for s, t in by_seed.items()}
+            r = probe.learned(cut, col="target_greedy")
+            out.append({"paper": paper, "lr": lr, "batch_size": batch, "step": int(step),
+                        "val_ci_low": r["ci_low"], "val_ci_high": r["ci_high"]})
+    return pd.DataFrame(out, columns=["paper", "lr", "batch_size", "step", "val_ci_low", "val_ci_high"])
 
 
 def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
@@ -76,30 +103,42 @@ def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([old[keep], new], ignore_index=True) if len(old) else new
 
 
+def _with_ci(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows with the val_ci_* columns (NaN where a file predates them)."""
+    return rows.reindex(columns=list(dict.fromkeys([*rows.columns, "val_ci_low", "val_ci_high"])))
+
+
 def choose(rows: pd.DataFrame) -> dict:
-    """{paper: {lr, batch_size, step, probe_gain, val_metric_change}} by the rule of the module docstring; a paper
-    none of whose settings keeps its validation metric gets {"none": reason}."""
+    """{paper: {lr, batch_size, step, probe_gain, val_metric_change, val_ci}} by the rule of the module docstring: a
+    setting is eligible when its greedy validation metric did not fall, i.e. the paired CI of its change (items x
+    seeds, `val_cis`) reaches 0 or above (without a CI: the mean change >= 0). A paper with no eligible setting gets
+    {"none": reason}."""
     out = {}
+    rows = _with_ci(rows)
     for paper, d in rows.groupby("paper"):
+        cols = ["probe_gain", "val_change", "val_ci_low", "val_ci_high"]
         agg = d.assign(val_change=d["val_metric"] - d["val_metric_start"]).groupby(
-            ["lr", "batch_size", "step"], as_index=False)[["probe_gain", "val_change"]].mean()
-        ok = agg[agg["val_change"] >= 0]
+            ["lr", "batch_size", "step"], as_index=False)[cols].mean()
+        kept = agg["val_ci_high"].where(agg["val_ci_high"].notna(), agg["val_change"]) >= 0
+        ok = agg[kept]
         if not len(ok):
             out[paper] = {"none": "every setting lowered the greedy validation metric"}
             continue
         best = ok.sort_values(["probe_gain", "step"], ascending=[False, True]).iloc[0]
         out[paper] = {"lr": float(best["lr"]), "batch_size": int(best["batch_size"]), "steps": int(best["step"]),
-                      "probe_gain": float(best["probe_gain"]), "val_metric_change": float(best["val_change"])}
+                      "probe_gain": float(best["probe_gain"]), "val_metric_change": float(best["val_change"]),
+                      "val_ci": [float(best["val_ci_low"]), float(best["val_ci_high"])]}
     return out
 
 
 def summary(rows: pd.DataFrame) -> pd.DataFrame:
     """The sweep's readable table: per (paper, lr, prompts per step, step) the mean over seeds of the probe-reward
     gain and of the greedy validation metric's change, with the seeds' range of the gain."""
-    d = rows.assign(val_change=rows["val_metric"] - rows["val_metric_start"])
+    d = _with_ci(rows).assign(val_change=rows["val_metric"] - rows["val_metric_start"])
     g = d.groupby(["paper", "lr", "batch_size", "step"], as_index=False)
     out = g.agg(seeds=("seed", "nunique"), probe_gain=("probe_gain", "mean"), gain_min=("probe_gain", "min"),
-                gain_max=("probe_gain", "max"), val_metric_change=("val_change", "mean"))
+                gain_max=("probe_gain", "max"), val_metric_change=("val_change", "mean"),
+                val_ci_low=("val_ci_low", "mean"), val_ci_high=("val_ci_high", "mean"))
     return out.rename(columns={"batch_size": "prompts_per_step"})
 
 

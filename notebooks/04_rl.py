@@ -20,9 +20,10 @@
 #
 # Claims are judged by **paired tests on test items**: the per-row scores of two arms, paired by seed and item,
 # bootstrapped over items clustered by image (McNemar for one binary metric with one item per image),
-# Holm-corrected across a paper's claims. Knobs are chosen with `eval_split: val` (the same runs, judged on the
-# validation split) and written in the params file before the test run, so nothing is tuned toward a paper's
-# direction on test.
+# Holm-corrected across a paper's claims. Knobs (lr, prompts per step, steps) are chosen by a validation sweep,
+# `python -m repro.papers.sweep` (every cell a run judged on the fixed validation probe of section "Arms", never on
+# test; its table and figure are `figures/<profile>/04_rl_sweep.*` and `metrics.sweep`), and written in the params
+# file before the test run, so nothing is tuned toward a paper's direction on test.
 # Headless: `python -m repro run --profile smoke --only 04` (needs 01–03).
 
 # %% tags=["parameters"]

@@ -105,13 +105,20 @@ POOL = ["-c", "import sys\nfrom tests.unit import test_stop\ntry:\n    test_stop
         "except KeyboardInterrupt:\n    sys.exit('KeyboardInterrupt: the pool stopped')"]
 
 
+def _foreground_signals() -> None:
+    """SIGINT as a terminal's foreground job has it. A test run started in the background of a non-interactive shell
+    (`make test &`, some CI runners) inherits SIGINT *ignored*, and a Python started with it ignored raises no
+    KeyboardInterrupt: the interrupt these tests send would then do nothing (seen once in a backgrounded make test)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _runner(repo, log: str, args=RUNNER) -> subprocess.Popen:
     """`python <args>` as a terminal (or jupyter_client, for a kernel) starts it: the leader of its own process
-    group. Its output goes to a file, not a pipe: a process it leaves behind would hold a pipe open and hang the
-    test."""
+    group, with SIGINT at its default. Its output goes to a file, not a pipe: a process it leaves behind would hold a
+    pipe open and hang the test."""
     with (repo / log).open("w") as out:
         return subprocess.Popen([sys.executable, *args], cwd="/", env=_env(repo), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_foreground_signals)
 
 
 def _wait(run: subprocess.Popen, repo, log: str, timeout: float) -> str:

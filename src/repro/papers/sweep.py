@@ -174,7 +174,7 @@ def figure(rows: pd.DataFrame):
             sns.lineplot(data=d, x="step", y=q, hue="setting", marker="o", errorbar=("pi", 100), ax=ax,
                          legend=(i == 1))
             if i == 1:
-                ax.legend(title="setting", loc="upper center", bbox_to_anchor=(0.5, -0.28), fontsize=8)
+                ax.legend(title="setting", loc="upper center", bbox_to_anchor=(0.5, -0.4), fontsize=8)
             ax.axhline(0, color="grey", lw=0.8)
             ax.set_title(f"{paper}: {label}", fontsize=10)
     fig.suptitle("Validation sweep (fixed probe; band = seeds)", fontsize=11)

@@ -5,13 +5,13 @@ answer, and callbacks that interrupt a run at a checkpoint or record the weights
 from __future__ import annotations
 
 import numpy as np
-import torch
 from datasets import Dataset
 from PIL import Image
 from transformers import TrainerCallback
 
-from repro.chat import assistant_message, user_message
+from repro.chat import user_message
 from repro.models import build_tiny_vlm
+from repro.papers import probe
 
 QUESTION = "What does the image show?"
 ANSWERS = ["there is a nodule in the liver", "the image looks normal", "a cyst in the kidney", "no lesion is seen"]
@@ -56,18 +56,7 @@ def sft_rows(n: int = 8, seed: int = 0) -> Dataset:
         {"role": "assistant", "content": [{"type": "text", "text": ANSWERS[i % 4]}]}]} for i in range(n)])
 
 
-@torch.no_grad()
-def answer_logp(model, processor, prompt: str, image, answer: str) -> float:
-    """log pi(answer | image, prompt): the summed log-probabilities of the answer's tokens (and the end of turn)."""
-    user = [user_message(prompt, with_image=True)]
-    head = processor.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
-    full = processor.apply_chat_template(user + [assistant_message(answer)], tokenize=False)
-    assert full.startswith(head)
-    enc = processor(text=[full], images=[[image]], return_tensors="pt")
-    n_head = processor(text=[head], images=[[image]], return_tensors="pt")["input_ids"].shape[1]
-    ids = enc["input_ids"]  # (1, T)
-    logp = torch.log_softmax(model(**enc).logits[0, :-1].float(), dim=-1)  # (T-1, V): position t predicts t+1
-    return float(logp[n_head - 1:].gather(1, ids[0, n_head:, None]).sum())
+answer_logp = probe.answer_logp  # log pi(answer | image, prompt), the probe's DPO margin uses the same
 
 
 class Interrupted(RuntimeError):

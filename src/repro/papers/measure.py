@@ -133,18 +133,12 @@ def start_arm(job: Job):
     import torch
 
     from repro.models import load_vlm
+    from repro.papers import probe
 
     e, stage = job.extra, job.stage
     task, metric, k, limit = e["task"], e["metric"], int(e["k"]), e["limit"]
     folder, split = job_data_dir(job), e.get("split", "val")
-    if e.get("variant"):  # filter first, then take `limit` rows of that variant (spread over sources and classes)
-        rows = [r for r in ev.load_rows(folder, task, split) if r.get("variant", "standard") == e["variant"]]
-        if limit and limit < len(rows):
-            keep = ev.stratified_indices([r["id"] for r in rows], [f"{r['source']}/{r['category']}" for r in rows],
-                                         limit)
-            rows = [rows[i] for i in keep]
-    else:
-        rows = ev.load_rows(folder, task, split, limit or None)
+    rows = probe.val_rows(folder, task, limit, e.get("variant"), split)  # the variant's rows, then `limit` of them
     model, processor = load_vlm(model_dir(stage, e["model"]))
     bs, budget = stage.eval_batch_size, ev.MAX_NEW_TOKENS[task]
 

@@ -100,13 +100,9 @@ def probe_spec(job: common.Job, held, weighted: bool, ref) -> probe.PairSpec:
 
     cfg: MMedPOConfig = job.cfg
     pairs = [r for r in held if weighted or r["kind"] == "text"]
-    rows = [r for r in probe.val_rows(measure.job_data_dir(job), "vqa", 0,
-                                      split="train" if job.extra.get("data") else "val")
-            if r.get("answer_type") == "closed"]
-    if cfg.probe_rows and cfg.probe_rows < len(rows):
-        keep = ev.stratified_indices([r["id"] for r in rows], [f"{r['source']}/{r['category']}" for r in rows],
-                                     cfg.probe_rows)
-        rows = [rows[i] for i in keep]
+    rows = probe.val_rows(measure.job_data_dir(job), "vqa", cfg.probe_rows,
+                          split="train" if job.extra.get("data") else "val",
+                          where=lambda r: r.get("answer_type") == "closed")
     target = probe.Spec(task="vqa", rows=rows, reward_fns=[], metric="closed_correct", k=cfg.probe_k,
                         max_new_tokens=ev.MAX_NEW_TOKENS["vqa"], batch_size=job.stage.eval_batch_size)
     return probe.PairSpec(pairs=pairs, ref=ref, beta=cfg.beta, target=target)

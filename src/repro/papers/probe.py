@@ -51,14 +51,18 @@ class Spec:
     seed: int = PROBE_SEED
 
 
-def val_rows(folder, task: str, limit: int = 0, variant: str | None = None, split: str = "val") -> list[dict]:
-    """The probe's fixed items: `split` rows of `task` (of one conversation `variant`), `limit` of them spread over
-    sources and classes (evaluation.stratified_indices; 0 = all). The same call gives the same rows every time."""
+def val_rows(folder, task: str, limit: int = 0, variant: str | None = None, split: str = "val",
+             where=None) -> list[dict]:
+    """The probe's fixed items: `split` rows of `task` (of one conversation `variant`, and where(row) when given),
+    `limit` of them spread over sources and classes (evaluation.stratified_indices; 0 = all). The same call gives
+    the same rows every time."""
     from repro import evaluation as ev
 
     rows = ev.load_rows(folder, task, split)
     if variant is not None:
         rows = [r for r in rows if r.get("variant", "standard") == variant]
+    if where is not None:
+        rows = [r for r in rows if where(r)]
     if limit and limit < len(rows):
         keep = ev.stratified_indices([r["id"] for r in rows], [f"{r['source']}/{r['category']}" for r in rows], limit)
         rows = [rows[i] for i in keep]
@@ -174,6 +178,15 @@ class PairSpec:
     ref: object                  # the frozen start model (the DPO reference)
     beta: float
     target: Spec                 # rows / metric / k of the target metric (its reward_fns are not used)
+    ref_logps: list | None = None  # per pair (chosen, rejected) under `ref`: computed at the first point, reused
+
+    def reference(self, processor) -> list[tuple[float, float]]:
+        """log pi_ref of each pair's chosen and rejected answer: the reference is frozen, so once per probe."""
+        if self.ref_logps is None:
+            self.ref_logps = [(answer_logp(self.ref, processor, r["prompt"], r["images"][0], r["chosen"]),
+                               answer_logp(self.ref, processor, r["prompt"], r["rejected_images"][0], r["rejected"]))
+                              for r in self.pairs]
+        return self.ref_logps
 
 
 @torch.no_grad()
@@ -201,12 +214,10 @@ def score_pairs(model, processor, spec: PairSpec, step: int = 0) -> pd.DataFrame
     model.eval()
     try:
         margins, items, clusters = [], [], []
-        for i, r in enumerate(spec.pairs):
-            lp = {}
-            for side, img in (("chosen", r["images"][0]), ("rejected", r["rejected_images"][0])):
-                lp[side] = (answer_logp(model, processor, r["prompt"], img, r[side])
-                            - answer_logp(spec.ref, processor, r["prompt"], img, r[side]))
-            margins.append(spec.beta * (lp["chosen"] - lp["rejected"]))
+        for i, (r, (ref_c, ref_r)) in enumerate(zip(spec.pairs, spec.reference(processor), strict=True)):
+            pc = answer_logp(model, processor, r["prompt"], r["images"][0], r["chosen"])
+            pr = answer_logp(model, processor, r["prompt"], r["rejected_images"][0], r["rejected"])
+            margins.append(spec.beta * ((pc - ref_c) - (pr - ref_r)))
             items.append(f"pair:{i}")
             clusters.append(str(r.get("id", i)))
         t = spec.target

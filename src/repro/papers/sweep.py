@@ -235,7 +235,8 @@ def main(argv=None) -> int:
         return 0
     t0 = time.time()
     params = load_params(a.profile, "04_rl")
-    stage = dataclasses.replace(stage_from(params), eval_split="val", workers=a.workers or stage_from(params).workers)
+    stage = stage_from(params)
+    stage = dataclasses.replace(stage, eval_split="val", workers=a.workers or stage.workers)
     cfgs = configs_from(params)
     if a.probe_rows is not None:
         cfgs = {p: dataclasses.replace(c, probe_rows=a.probe_rows) for p, c in cfgs.items()}

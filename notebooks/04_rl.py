@@ -335,9 +335,11 @@ arms
 # item), `ci_low`/`ci_high` its 95% interval from the clustered bootstrap, `p_holm` the Holm-corrected p-value
 # within the paper, `mde` the smallest difference this evaluation could detect (80% power, α = 0.05).
 # **reproduced**: significant in the paper's direction; **opposite**: significant the other way;
-# **inconclusive**: not significant (read `mde`: an effect smaller than it was not testable here);
-# **not trained**: an arm did not learn (its probe reward did not rise above step 0's, or its policy did not
-# move). The `why` column says which.
+# **below_paper**: not significant, and the CI's end on the paper's side lies below the paper's own effect (a
+# paper-sized effect is ruled out); **inconclusive**: the CI holds both 0 and the paper's effect (read `mde`);
+# **not_trained**: an arm did not learn (its probe reward did not rise above step 0's, or its policy did not
+# move). The `why` column says which. Rows of `kind` **check** only confirm that a reward did what it pays for
+# (ECR lengthens answers) or that a start which saw the task beats one that did not: shown, never counted.
 
 # %%
 ledger = claims_lib.ledger(runs)

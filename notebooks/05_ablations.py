@@ -235,7 +235,8 @@ drllava_table
 # items, `ci_low`/`ci_high` its 95% bootstrap interval, `p_holm` Holm within the paper (claims and exploratory rows
 # are separate families), `paper_value` the paper's own difference in our units. **reproduced** / **opposite**:
 # significant in / against the paper's direction (for exploratory rows: the full method significantly higher /
-# lower); **inconclusive**: not significant — read `mde`; **not trained**: an arm did not move.
+# lower); **below_paper**: not significant and the CI rules out the paper's difference; **inconclusive**: not
+# significant — read `mde`; **not_trained**: an arm did not learn. `kind: check` rows are not counted as claims.
 
 # %%
 claims = rep.judge(runs, rep.paper_claims(), acfg.n_boot)

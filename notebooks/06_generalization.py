@@ -247,7 +247,8 @@ zhu_frame
 # Same fields and verdicts as stage 04: `difference` is treatment − baseline on the same test items (paired by
 # seed and item, clustered by image), `p_holm` Holm-corrected within each paper's claims of this stage, `mde` the
 # smallest detectable difference. **reproduced** / **opposite**: significant in / against the paper's direction;
-# **inconclusive**: not significant; **not trained**: an arm did not move (`why` says which).
+# **below_paper**: not significant and the CI rules out the paper's effect; **inconclusive**: not significant;
+# **not_trained**: an arm did not learn (`why` says which); `kind: check` rows are shown, not counted.
 
 # %%
 items = gr.umed_claims(umed_run)

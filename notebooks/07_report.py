@@ -29,8 +29,10 @@
 #
 # A stage without results is named, with the command that produces it, and everything else still builds.
 # Verdicts (docs/methods.md §5, `repro.stats.verdict`): **reproduced** — the CI excludes 0 on the paper's side
-# and p_holm < 0.05; **opposite** — the same on the other side; **inconclusive** — otherwise; **not trained** — an
-# arm did not move, so nothing was tested. Results written before the paired tests carry only a t-interval over
+# and p_holm < 0.05; **opposite** — the same on the other side; **below_paper** — neither, and the CI's end on the
+# paper's side lies below the paper's own effect; **inconclusive** — otherwise; **not_trained** — an arm did not
+# learn, so nothing was tested. Rows of kind `check` (a reward did what it pays for) and `control` are shown apart
+# and never counted as reproduced claims. Results written before the paired tests carry only a t-interval over
 # seeds (`ci95`): they show that interval and "—" for p and p_holm.
 #
 # Headless: `make report PROFILE=cpu` (this notebook through the runner, then the HTML export of its own executed

@@ -22,11 +22,12 @@ from repro import results
 STAGES = ("01_data", "02_sft", "03_rewards", "04_rl", "05_ablations", "06_generalization")
 PAPERS = ("umed", "zhu", "mmedpo", "drllava")
 PAPER_TITLES = {"umed": "UMed-LVLM", "zhu": "Zhu et al. 2025 (GRPO)", "mmedpo": "MMedPO", "drllava": "Dr-LLaVA"}
-VERDICTS = ("reproduced", "opposite", "inconclusive", "not trained", "unknown")
-COLORS = {"reproduced": "#1b9e77", "opposite": "#d95f02", "inconclusive": "#7f7f7f", "not trained": "#c7c7c7",
-          "unknown": "#9467bd"}
-LEDGER_COLUMNS = ["stage", "paper", "claim", "metric", "comparison", "paper_number", "paper_difference", "difference",
-                  "ci_low", "ci_high", "p_value", "p_holm", "mde", "n_items", "seeds", "verdict", "why"]
+VERDICTS = ("reproduced", "opposite", "below_paper", "inconclusive", "not_trained", "unknown")
+COLORS = {"reproduced": "#1b9e77", "opposite": "#d95f02", "below_paper": "#7570b3", "inconclusive": "#7f7f7f",
+          "not_trained": "#c7c7c7", "unknown": "#e7298a"}
+LEDGER_COLUMNS = ["stage", "paper", "claim", "kind", "metric", "comparison", "paper_number", "paper_difference",
+                  "difference", "ci_low", "ci_high", "p_value", "p_holm", "mde", "mde_planned", "n_items", "seeds",
+                  "verdict", "why"]
 DASH = "—"
 
 
@@ -80,8 +81,9 @@ def interval(claim: dict) -> tuple[float | None, float | None]:
 
 
 def verdict_class(verdict) -> str:
-    """The verdict's class for colours and counts: "inconclusive (CI contains 0)" -> "inconclusive"."""
-    v = str(verdict or "").strip().lower()
+    """The verdict's class for colours and counts: "inconclusive (CI contains 0)" -> "inconclusive"; older
+    results' "not trained" -> "not_trained"."""
+    v = str(verdict or "").strip().lower().replace("not trained", "not_trained").replace("below paper", "below_paper")
     for cls in VERDICTS[:-1]:
         if v.startswith(cls):
             return cls
@@ -183,15 +185,17 @@ def build(records: dict[str, dict], numbers: dict | None = None) -> pd.DataFrame
             lo, hi = interval(c)
             p_diffs, p_text = paper_differences(c, numbers)
             rows.append({"stage": stem, "paper": c.get("paper") or DASH, "claim": c["claim"],
+                         "kind": c.get("kind") or "claim",
                          "metric": c.get("metric"), "comparison": c.get("comparison"), "paper_number": p_text,
                          "paper_difference": sum(p_diffs) / len(p_diffs) if p_diffs else None,
                          "difference": _num(c.get("difference")),
                          "ci_low": lo, "ci_high": hi, "p_value": _num(c.get("p_value")),
-                         "p_holm": _num(c.get("p_holm")), "mde": _num(c.get("mde")), "n_items": c.get("n_items"),
+                         "p_holm": _num(c.get("p_holm")), "mde": _num(c.get("mde")),
+                         "mde_planned": _num(c.get("mde_planned")), "n_items": c.get("n_items"),
                          "seeds": _seeds(c.get("seeds")), "verdict": c.get("verdict") or DASH, "why": _why(c)})
         seen |= mine
     df = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
-    for col in ("paper_difference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "mde"):
+    for col in ("paper_difference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "mde", "mde_planned"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
 
@@ -211,11 +215,13 @@ def _p(x) -> str:
 def display_frame(ledger: pd.DataFrame) -> pd.DataFrame:
     """The ledger for reading: ours as "diff [lo, hi]", p's to 3 places, "—" for anything not known."""
     out = pd.DataFrame({
-        "stage": ledger["stage"], "paper": ledger["paper"], "claim": ledger["claim"],
+        "stage": ledger["stage"], "paper": ledger["paper"], "claim": ledger["claim"], "kind": ledger["kind"],
         "paper's number": [v if isinstance(v, str) and v else DASH for v in ledger["paper_number"]],
         "ours (95% CI)": [f"{_fmt(d, '+.3f')} [{_fmt(lo, '+.3f')}, {_fmt(hi, '+.3f')}]"
                           for d, lo, hi in zip(ledger["difference"], ledger["ci_low"], ledger["ci_high"])],
         "p": [_p(v) for v in ledger["p_value"]], "p_holm": [_p(v) for v in ledger["p_holm"]],
+        "mde planned / observed": [f"{_fmt(a, '.3f')} / {_fmt(b, '.3f')}"
+                                   for a, b in zip(ledger["mde_planned"], ledger["mde"])],
         "verdict": ledger["verdict"], "why": [w or DASH for w in ledger["why"]],
     })
     return out.reset_index(drop=True)
@@ -231,8 +237,15 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def claims_only(ledger: pd.DataFrame) -> pd.DataFrame:
+    """The rows of kind "claim": checks (a reward did what it pays for) and controls are never counted."""
+    return ledger[ledger["kind"].fillna("claim") == "claim"] if "kind" in ledger.columns else ledger
+
+
 def counts(ledger: pd.DataFrame) -> pd.DataFrame:
-    """Claims per verdict class (rows: papers and "all"; columns: VERDICTS present, then total)."""
+    """Claims (kind "claim" only) per verdict class (rows: papers and "all"; columns: VERDICTS present, then
+    total)."""
+    ledger = claims_only(ledger)
     cls = ledger["verdict"].map(verdict_class)
     tab = pd.crosstab(ledger["paper"], cls) if len(ledger) else pd.DataFrame()
     cols = [v for v in VERDICTS if v in tab.columns]
@@ -245,10 +258,14 @@ def counts(ledger: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(ledger: pd.DataFrame, notes: dict[str, str] | None = None) -> str:
-    """One line: "14 claims: 0 reproduced, 3 opposite, 11 inconclusive, 0 not trained; missing: 05, 06"."""
-    cls = ledger["verdict"].map(verdict_class).tolist()
+    """One line: "14 claims: 0 reproduced, 3 opposite, 0 below_paper, 11 inconclusive, 0 not_trained (and 2 checks
+    and controls, not counted); stages without results: 05_ablations"."""
+    mine = claims_only(ledger)
+    cls = mine["verdict"].map(verdict_class).tolist()
     parts = [f"{cls.count(v)} {v}" for v in VERDICTS if v != "unknown" or "unknown" in cls]
-    line = f"{len(ledger)} claims: " + ", ".join(parts)
+    line = f"{len(mine)} claims: " + ", ".join(parts)
+    if len(ledger) > len(mine):
+        line += f" (and {len(ledger) - len(mine)} checks and controls, not counted)"
     return line + (f"; stages without results: {', '.join(sorted(notes))}" if notes else "")
 
 
@@ -286,7 +303,9 @@ def forest_figure(ledger: pd.DataFrame):
                 ax.plot([r["paper_difference"]], [y], "x", color="black", ms=7, mew=1.8)
         ax.axvline(0, color="black", ls="--", lw=0.8)
         ax.set_yticks(range(len(sub)))
-        ax.set_yticklabels([f"{c} [{s[:2]}]" for c, s in zip(sub["claim"][::-1], sub["stage"][::-1])], fontsize=8)
+        ax.set_yticklabels([f"{c} [{s[:2]}]" + ("" if k in (None, "claim") else f" ({k})")
+                            for c, s, k in zip(sub["claim"][::-1], sub["stage"][::-1], sub["kind"][::-1])],
+                           fontsize=8)
         ax.set_ylim(-0.6, max(len(sub), 1) - 0.4)
         title = PAPER_TITLES.get(key[0], str(key[0]))
         ax.set_title(f"{title} · {key[1]}" if key[1] else title, fontsize=10, loc="left")

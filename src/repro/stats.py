@@ -32,8 +32,8 @@ _EXACT_LIMIT = 200_000  # enumerated (seed multiset x cluster multiset) pairs ab
 _TIE = 1e-12  # float tolerance when comparing bootstrap statistics to the estimate (exact ties are common)
 TEST_BOOT = "paired bootstrap (clusters x seeds)"
 TEST_MCNEMAR = "McNemar (exact)"
-CLAIM_COLUMNS = ["paper", "claim", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value", "p_holm",
-                 "mde", "n_items", "seeds", "verdict"]
+CLAIM_COLUMNS = ["paper", "claim", "kind", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value",
+                 "p_holm", "mde", "mde_planned", "n_items", "seeds", "per_seed", "verdict"]
 
 
 # ----------------------------------------------------------------------------------------------- seed-level
@@ -238,10 +238,10 @@ def compare(treat: pd.DataFrame, base: pd.DataFrame, *, n_boot: int = 2000, rng_
         hits = float(wts[np.abs(vals - est) >= abs(est) - _TIE].sum())
         p_value = (1 + round(hits * n_boot)) / (1 + n_boot) if n_boot > 0 else min(1.0, hits)
         test = TEST_BOOT
-    mde_ = _mde(p, alpha, 0.8) if np.any(p.d) else mde_no_difference(p, alpha, 0.8)
-    return {"difference": est, "ci_low": lo, "ci_high": hi, "p_value": float(p_value), "mde": mde_,
-            "n_items": len(p.items), "n_clusters": len(p.clusters), "seeds": len(p.seeds), "test": test,
-            "seed_ids": list(p.seeds), "n_boot": n_boot}
+    per_seed = [float(x) for x in p.d.mean(axis=1)]  # each seed's mean difference over all items
+    return {"difference": est, "ci_low": lo, "ci_high": hi, "p_value": float(p_value), "mde": observed_mde(p),
+            "n_items": len(p.items), "n_clusters": len(p.clusters), "seeds": len(p.seeds), "per_seed": per_seed,
+            "test": test, "seed_ids": list(p.seeds), "n_boot": n_boot}
 
 
 # ----------------------------------------------------------------------------------------------- power
@@ -287,6 +287,19 @@ def mde_no_difference(p: Paired, alpha: float = 0.05, power: float = 0.8) -> flo
     if not len(p.sizes) or not np.all((scores >= 0) & (scores <= 1)):
         return float("nan")
     return _z(alpha, power) * math.sqrt(3.0) / len(p.sizes)
+
+
+def observed_mde(p: Paired, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The MDE this evaluation had: the plug-in MDE (`se_paired`), but never below the rule-of-three bound of an
+    evaluation in which no cluster differed (`mde_no_difference`, for scores in [0, 1]). The plug-in alone is not
+    monotone: one discordant item of 200 gives 0.014 while none gives 0.024, so an arm that hardly changed would
+    look better powered than one that changed nothing. With the floor, more disagreement never lowers the MDE
+    (up to half the clusters discordant, where the plug-in rises with every discordant item)."""
+    floor = mde_no_difference(p, alpha, power)  # NaN for unbounded scores (log lengths): no floor there
+    if not np.any(p.d):
+        return floor
+    plug = _mde(p, alpha, power)
+    return plug if not math.isfinite(floor) else max(plug, floor)
 
 
 def mde(treat: pd.DataFrame, base: pd.DataFrame, *, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -342,15 +355,24 @@ def holm(p_values: list[float]) -> list[float]:
     return out
 
 
+VERDICTS = ("reproduced", "opposite", "below_paper", "inconclusive", "not_trained")
+KINDS = ("claim", "check", "control")
+
+
 def verdict(result: dict, expect: str = "higher", trained: bool = True, alpha: float = 0.05,
-            p_key: str = "p_holm") -> str:
-    """'not trained' when an arm did not train; else 'reproduced' when the CI excludes 0 on the paper's side and
-    result[p_key] < alpha, 'opposite' when it excludes 0 on the other side and result[p_key] < alpha, else
-    'inconclusive'."""
+            p_key: str = "p_holm", paper_effect: float | None = None) -> str:
+    """The verdict of one paired comparison, in the paper's direction (`expect`):
+        not_trained   an arm did not learn (no test);
+        reproduced    result[p_key] < alpha and the CI excludes 0 on the paper's side;
+        opposite      result[p_key] < alpha and the CI excludes 0 on the other side;
+        below_paper   neither, and the CI's end on the paper's side lies below the paper's own effect
+                      (`paper_effect`, signed as the paper reported it): a paper-sized effect is ruled out;
+        inconclusive  otherwise (the CI holds 0 and, where the paper reports one, the paper's effect).
+    A paper effect of 0 or against `expect` cannot rule anything out: no below_paper then."""
     if expect not in ("higher", "lower"):
         raise ValueError(f"verdict: expect={expect!r}, must be 'higher' or 'lower'")
     if not trained:
-        return "not trained"
+        return "not_trained"
     if p_key not in result:
         raise KeyError(f"verdict: result has no {p_key!r} (Holm-adjust with claims_frame, or pass p_key='p_value')")
     vals = [result["ci_low"], result["ci_high"], result[p_key]]
@@ -363,14 +385,21 @@ def verdict(result: dict, expect: str = "higher", trained: bool = True, alpha: f
         return "reproduced"
     if pv < alpha and hi < 0:
         return "opposite"
+    effect = None if paper_effect is None else float(paper_effect)
+    if effect is not None and math.isfinite(effect) and sign * effect > 0 and hi < sign * effect:
+        return "below_paper"
     return "inconclusive"
 
 
 def claims_frame(claims: list[dict], alpha: float = 0.05) -> pd.DataFrame:
-    """One row per claim: Holm-adjusted p within each paper (p_holm) and the verdict. Claims of arms that did
-    not train ("trained": False) are not tests: they leave the Holm family (p_holm NaN) and read "not trained".
-    Optional fields per claim: expect ("higher" default), trained (True), why. Columns: CLAIM_COLUMNS, then
-    expect, trained, why and any other fields given."""
+    """One row per claim: Holm-adjusted p within each (paper, kind) family (p_holm) and the verdict. Claims of
+    arms that did not learn ("trained": False) are not tests: they leave the Holm family (p_holm NaN) and read
+    "not_trained". A row's kind says what it is: "claim" (a paper's claim), "check" (a reward did what it pays
+    for, or a start that saw the task beats one that did not: never counted as a reproduced claim) or "control"
+    (a null or planted arm of the pipeline); each kind is its own Holm family, so checks and controls neither
+    dilute nor borrow the claims' multiplicity. Optional fields per claim: expect ("higher" default), trained
+    (True), kind ("claim"), paper_effect (the paper's difference, for below_paper), why. Columns: CLAIM_COLUMNS,
+    then expect, trained, why and any other fields given."""
     if not claims:
         return pd.DataFrame(columns=CLAIM_COLUMNS)
     rows = []
@@ -378,13 +407,18 @@ def claims_frame(claims: list[dict], alpha: float = 0.05) -> pd.DataFrame:
         missing = [f for f in ("paper", "claim", "p_value", "ci_low", "ci_high") if f not in c]
         if missing:
             raise ValueError(f"claims_frame: claim {k} ({c.get('claim', '?')!r}) lacks fields {missing}")
-        rows.append({"expect": "higher", "trained": True, **c})
+        if c.get("kind", "claim") not in KINDS:
+            raise ValueError(f"claims_frame: claim {k} ({c['claim']!r}) has kind {c['kind']!r}, expected one of "
+                             f"{KINDS}")
+        rows.append({"expect": "higher", "trained": True, "kind": "claim", "paper_effect": None, **c})
     df = pd.DataFrame(rows)
     df["p_holm"] = float("nan")
-    for _, grp in df.groupby("paper", sort=False):
+    for _, grp in df.groupby(["paper", "kind"], sort=False):
         tested = grp.index[grp["trained"].astype(bool)]
         df.loc[tested, "p_holm"] = holm(df.loc[tested, "p_value"].tolist())
-    df["verdict"] = [verdict(r, r["expect"], bool(r["trained"]), alpha) for r in df.to_dict("records")]
+    df["verdict"] = [verdict(r, r["expect"], bool(r["trained"]), alpha,
+                             paper_effect=None if pd.isna(r["paper_effect"]) else r["paper_effect"])
+                     for r in df.to_dict("records")]
     for col in CLAIM_COLUMNS:
         if col not in df.columns:
             df[col] = None

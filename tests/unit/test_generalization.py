@@ -129,7 +129,7 @@ def test_untrained_arm_gives_not_trained_claim():
            "records": [{"method": "SFT [c]", "seed": None, "trained": True, "why": ""},
                        {"method": "SFT+AAR [c]", "seed": 0, "trained": False, "why": "end KL 0 < 0.01"}]}
     frame = gr.ledger(gr.umed_claims(run))
-    assert list(frame["verdict"]) == ["not trained"] and "end KL" in frame.loc[0, "why"]
+    assert list(frame["verdict"]) == ["not_trained"] and "end KL" in frame.loc[0, "why"]
 
 
 def _mcq(method, seed, label, scores):

@@ -39,8 +39,9 @@ def test_interval_new_old_and_none():
 
 
 @pytest.mark.parametrize("text, cls", [("reproduced", "reproduced"), ("inconclusive (CI contains 0)", "inconclusive"),
-                                       ("Opposite", "opposite"), ("not trained", "not trained"), (None, "unknown"),
-                                       ("weird", "unknown")])
+                                       ("Opposite", "opposite"), ("not trained", "not_trained"),
+                                       ("not_trained", "not_trained"), ("below_paper", "below_paper"),
+                                       (None, "unknown"), ("weird", "unknown")])
 def test_verdict_class(text, cls):
     assert ledger.verdict_class(text) == cls
 
@@ -87,14 +88,18 @@ def test_build_rejects_bad_claims():
 
 
 def test_counts_by_verdict():
-    df = ledger.build({"04_rl": record([NEW, OLD, UNTRAINED, {**NEW, "claim": "x", "verdict": "inconclusive"}])})
-    c = ledger.counts(df)
-    assert list(c.columns) == ["reproduced", "opposite", "inconclusive", "not trained", "total"]
-    assert c.loc["all"].tolist() == [1, 1, 1, 1, 4]
-    assert c.loc["umed"].tolist() == [1, 0, 1, 0, 2]
+    check = {**NEW, "claim": "a reward did what it pays for", "kind": "check", "verdict": "reproduced"}
+    df = ledger.build({"04_rl": record([NEW, OLD, UNTRAINED, {**NEW, "claim": "x", "verdict": "inconclusive"},
+                                        {**NEW, "claim": "y", "verdict": "below_paper"}, check])})
+    c = ledger.counts(df)  # the check is never counted as a claim
+    assert list(c.columns) == ["reproduced", "opposite", "below_paper", "inconclusive", "not_trained", "total"]
+    assert c.loc["all"].tolist() == [1, 1, 1, 1, 1, 5]
+    assert c.loc["umed"].tolist() == [1, 0, 1, 1, 0, 3]
     assert ledger.counts(ledger.build({})).empty
-    assert ledger.summary(df, {"05_ablations": "x"}) == ("4 claims: 1 reproduced, 1 opposite, 1 inconclusive, "
-                                                         "1 not trained; stages without results: 05_ablations")
+    assert ledger.summary(df, {"05_ablations": "x"}) == (
+        "5 claims: 1 reproduced, 1 opposite, 1 below_paper, 1 inconclusive, 1 not_trained (and 1 checks and "
+        "controls, not counted); stages without results: 05_ablations")
+    assert df["kind"].tolist() == ["claim"] * 5 + ["check"]
 
 
 def test_load_results_names_missing_and_broken_stages(tmp_path):

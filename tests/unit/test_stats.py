@@ -213,13 +213,59 @@ def test_verdicts():
     assert S.verdict({"ci_low": -0.09, "ci_high": -0.01, "p_holm": 0.01}) == "opposite"
     assert S.verdict({"ci_low": -0.09, "ci_high": -0.01, "p_holm": 0.01}, expect="lower") == "reproduced"
     assert S.verdict({"ci_low": -0.01, "ci_high": 0.09, "p_holm": 0.01}) == "inconclusive"
-    assert S.verdict(base, trained=False) == "not trained"
+    assert S.verdict(base, trained=False) == "not_trained"
     assert S.verdict({**base, "p_holm": None}) == "inconclusive"
     assert S.verdict({"ci_low": 0.01, "ci_high": 0.09, "p_value": 0.01}, p_key="p_value") == "reproduced"
     with pytest.raises(KeyError, match="p_holm"):
         S.verdict({"ci_low": 0.01, "ci_high": 0.09, "p_value": 0.01})
     with pytest.raises(ValueError, match="expect"):
         S.verdict(base, expect="up")
+
+
+@pytest.mark.parametrize("ci, p, effect, expect, want", [
+    ((-0.02, 0.03), 0.4, 0.06, "higher", "below_paper"),    # the CI's top (0.03) rules out the paper's +0.06
+    ((-0.02, 0.08), 0.4, 0.06, "higher", "inconclusive"),   # holds both 0 and +0.06
+    ((-0.02, 0.06), 0.4, 0.06, "higher", "inconclusive"),   # the top reaches the paper's effect: not ruled out
+    ((-0.03, 0.02), 0.4, -0.05, "lower", "below_paper"),    # paper: lower by 0.05; our lowest -0.03 is above it
+    ((-0.06, 0.02), 0.4, -0.05, "lower", "inconclusive"),
+    ((0.01, 0.03), 0.01, 0.06, "higher", "reproduced"),     # significant in the paper's direction, smaller effect
+    ((0.01, 0.03), 0.2, 0.06, "higher", "below_paper"),     # excludes 0 but not after Holm, below the paper's
+    ((-0.05, -0.01), 0.01, 0.06, "higher", "opposite"),
+    ((-0.02, 0.03), 0.4, None, "higher", "inconclusive"),   # the paper reports no number: nothing ruled out
+    ((-0.02, 0.03), 0.4, -0.06, "higher", "inconclusive"),  # paper's number against its own claim: no ruling
+    ((-0.02, 0.03), 0.4, float("nan"), "higher", "inconclusive"),
+])
+def test_verdict_below_paper(ci, p, effect, expect, want):
+    assert S.verdict({"ci_low": ci[0], "ci_high": ci[1], "p_holm": p}, expect, paper_effect=effect) == want
+
+
+def test_observed_mde_is_monotone_in_disagreement():
+    """One discordant item of 200 must not look better powered than none (the plug-in alone gave 0.014 < 0.024);
+    up to half the items discordant, every extra discordant item keeps or raises the MDE (flips both ways)."""
+    n, z = 200, S._z(0.05, 0.8)
+    base = np.zeros(n)
+    got = []
+    for k in range(0, n // 2 + 1, 1):
+        treat = base.copy()
+        treat[:k] = [1.0 if j % 2 == 0 else 0.0 for j in range(k)]
+        b = base.copy()
+        b[:k] = [0.0 if j % 2 == 0 else 1.0 for j in range(k)]
+        got.append(S.observed_mde(S.pair(frame([treat]), frame([b]))))
+    assert got[0] == pytest.approx(z * math.sqrt(3) / n)
+    assert all(y >= x - 1e-12 for x, y in zip(got, got[1:]))
+    assert got[-1] > got[0]
+    one = np.zeros(n)
+    one[0] = 1.0
+    r = S.compare(frame([one]), frame([base]), n_boot=200)
+    assert r["mde"] == pytest.approx(z * math.sqrt(3) / n)  # the floor, not the plug-in's z / n
+
+
+def test_compare_lists_per_seed_differences():
+    t = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "item": list("abab" + "ab"), "cluster": list("abab" + "ab"),
+                      "score": [1, 1, 1, 0, 0, 0]})
+    b = t.assign(score=[0, 0, 0, 0, 0, 0])
+    r = S.compare(t, b, n_boot=100)
+    assert r["per_seed"] == pytest.approx([1.0, 0.5, 0.0]) and r["seeds"] == 3
 
 
 def test_claims_frame_holm_within_paper():
@@ -235,16 +281,33 @@ def test_claims_frame_holm_within_paper():
          "expect": "higher"},
     ]
     df = S.claims_frame(claims)
-    assert list(df.columns[:13]) == S.CLAIM_COLUMNS and {"expect", "trained", "why"} <= set(df.columns)
+    assert list(df.columns[:len(S.CLAIM_COLUMNS)]) == S.CLAIM_COLUMNS
+    assert {"expect", "trained", "why"} <= set(df.columns)
     got = df.set_index("claim")
     # paper a: 0.001, 0.02, 0.03 -> 0.003, 0.04, 0.04; paper b: only b1 tested -> 0.03
     assert got.loc[["a3", "a1", "a2", "b1"], "p_holm"].tolist() == pytest.approx([0.003, 0.04, 0.04, 0.03])
     assert math.isnan(got.loc["b2", "p_holm"])
     assert got["verdict"].to_dict() == {"a1": "reproduced", "a2": "reproduced", "b1": "reproduced",
-                                        "b2": "not trained", "a3": "opposite"}
+                                        "b2": "not_trained", "a3": "opposite"}
     assert df["claim"].tolist() == ["a1", "a2", "b1", "b2", "a3"]  # input order kept
     with pytest.raises(ValueError, match="lacks fields"):
         S.claims_frame([{"paper": "a", "claim": "x"}])
+
+
+def test_claims_frame_kinds_are_their_own_holm_family_and_paper_effect_gives_below_paper():
+    row = {"paper": "a", "difference": 0.005, "ci_low": -0.01, "ci_high": 0.02, "p_value": 0.3}
+    claims = [{**row, "claim": "c1", "p_value": 0.01, "ci_low": 0.001},
+              {**row, "claim": "c2", "paper_effect": 0.06},
+              {**row, "claim": "k1", "kind": "check", "p_value": 0.04, "ci_low": 0.001},
+              {**row, "claim": "n1", "kind": "control"}]
+    got = S.claims_frame(claims).set_index("claim")
+    # claims a: 0.01, 0.3 -> 0.02, 0.3; the check alone in its family keeps 0.04 (not 3 x 0.04)
+    assert got.loc[["c1", "c2", "k1", "n1"], "p_holm"].tolist() == pytest.approx([0.02, 0.3, 0.04, 0.3])
+    assert got["verdict"].to_dict() == {"c1": "reproduced", "c2": "below_paper", "k1": "reproduced",
+                                        "n1": "inconclusive"}
+    assert got["kind"].tolist() == ["claim", "claim", "check", "control"]
+    with pytest.raises(ValueError, match="kind 'side'"):
+        S.claims_frame([{**row, "claim": "x", "kind": "side"}])
 
 
 def test_ci95_t_interval_over_seeds():

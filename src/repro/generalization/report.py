@@ -24,7 +24,8 @@ PAPER_LABEL = "paper (UMed-LVLM text, docs/methods.md §4(f))"
 
 # ----------------------------------------------------------------------------------------------- claims
 def pair_claim(run: dict, paper: str, claim: str, treat: str, base: str, metric: str, *, treat_variant=None,
-               base_variant=None, sources=None, treat_scores=None, base_scores=None, n_boot: int = 2000) -> dict | None:
+               base_variant=None, sources=None, treat_scores=None, base_scores=None, n_boot: int = 2000,
+               kind: str = "claim") -> dict | None:
     """One claim dict (papers.claims.judge's shape) comparing two arms of `run` on `metric`; None when an arm
     was not run or has no rows. treat_scores / base_scores: precomputed stats inputs (Dr-LLaVA's drops)."""
     methods = {r["method"] for r in run["records"]}
@@ -48,8 +49,8 @@ def pair_claim(run: dict, paper: str, claim: str, treat: str, base: str, metric:
     else:
         seeds = sorted({r["seed"] for r in run["records"] if r["method"] in (treat, base)} - {None})
         result = {**dict.fromkeys(NUMBERS, float("nan")), "n_items": 0, "n_clusters": 0, "seeds": seeds, "test": None}
-    return {"paper": paper, "claim": claim, "metric": metric, "comparison": f"{treat} - {base}", "expect": "higher",
-            "trained": ok, "not_trained_why": why, **result}
+    return {"paper": paper, "claim": claim, "kind": kind, "metric": metric, "comparison": f"{treat} - {base}",
+            "expect": "higher", "trained": ok, "not_trained_why": why, **result}
 
 
 def ledger(items: list[dict | None]) -> pd.DataFrame:
@@ -272,5 +273,5 @@ def mmedpo_claims(run: dict, labels: list[str]) -> list[dict | None]:
                            f"{start} [{lab}]", "closed_correct")]
         if lab == "base start":
             out.append(pair_claim(run, "mmedpo", "SFT start beats base start (MMedPO, closed VQA)", "MMedPO",
-                                  "MMedPO [base start]", "closed_correct"))
+                                  "MMedPO [base start]", "closed_correct", kind="check"))
     return out

@@ -59,12 +59,13 @@ def paper_claims() -> list[tuple[Claim, float | None, str]]:
                     "ablation table, mean of SLAKE and VQA-RAD"))
         out.append((Claim("mmedpo", f"{text} (report ROUGE-L)", treat, base, "rouge_l"),
                     _paper_diff("ablation", "mmedpo", prow_t, prow_b, ["IU-Xray"], 100), "ablation table, IU-Xray"))
-    out.append((Claim("zhu", "init study: SFT start beats base start (GRPO)", "SFT+grpo", "base+grpo", "accuracy"),
+    out.append((Claim("zhu", "init study: SFT start beats base start (GRPO)", "SFT+grpo", "base+grpo", "accuracy",
+                      kind="check"),
                 None, "init study: perplexity 14.16 -> 13.28 only (no accuracy)"))
     # One claim per observation: path consistency and conversation accuracy are read off the same 200 standard
     # conversations, so only the quantity the term pays for is tested; the table shows the other levels.
     out.append((Claim("drllava", "the path-consistency term raises path consistency", DR,
-                      L("drllava", "w/o path term"), "path_consistency", variant="standard"),
+                      L("drllava", "w/o path term"), "path_consistency", variant="standard", kind="check"),
                 None, "the paper's design (its tables were not retrieved)"))
     return out
 
@@ -101,6 +102,7 @@ def judge(runs: dict, items: list, n_boot: int, exploratory: bool = False) -> pd
     extra = {(c.paper, c.claim): (v, s) for c, v, s in items}
     for f in found:
         f["paper_value"], f["paper_source"] = extra[(f["paper"], f["claim"])]
+        f["paper_effect"] = f["paper_value"]  # the ablation table's difference: below_paper is judged against it
     frame = stats.claims_frame(found)
     if len(frame):  # stage 04's one-line why (an untrained claim names the arm and its reason)
         frame = frame.reset_index() if "paper" not in frame.columns else frame.copy()

@@ -1,11 +1,12 @@
 """The papers' headline claims, each judged by a paired test on items (repro.stats): per-row scores of the two
 arms, paired by seed and item, clustered by image; Holm across the claims of a paper; verdicts reproduced /
-opposite / inconclusive / not trained.
+opposite / below_paper / inconclusive / not_trained (repro.stats.verdict). Rows that only check that a reward did
+what it pays for are kind "check", shown apart from the papers' claims and never counted as reproduced.
 
 One claim per independent observation: Dr-LLaVA's standard question order is its headline claim and each
 robustness variant (different conversations) a claim of its own; diagnosis accuracy and path consistency of the
 same standard conversations are shown in its table, not counted again. A comparison whose arms did not train (see
-common.arm_status) is "not trained", whatever its difference.
+common.arm_status) is "not_trained", whatever its difference.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Claim:
     expect: str = "higher"
     variant: str | None = None          # Dr-LLaVA: which conversations (question order / hints)
     sources: tuple[str, ...] | None = None
+    kind: str = "claim"                 # claim | check (a reward did what it pays for) | control (stats.KINDS)
 
     @property
     def comparison(self) -> str:
@@ -45,11 +47,11 @@ CLAIMS = [
     Claim("umed", "AAR beats SFT on MAU accuracy", "SFT+AAR", "SFT", "mau_correct", sources=MAU),
     Claim("umed", "AAR beats plain PPO (relevance only)", "SFT+AAR", "SFT+PPO", "mau_correct", sources=MAU),
     Claim("zhu", "GRPO beats SFT on accuracy", "SFT+grpo", "SFT", "accuracy"),
-    Claim("zhu", "semantic reward raises similarity", "SFT+grpo_semantic", "SFT+grpo", "similarity"),
+    Claim("zhu", "semantic reward raises similarity", "SFT+grpo_semantic", "SFT+grpo", "similarity", kind="check"),
     Claim("zhu", "Dr.GRPO beats GRPO on accuracy", "SFT+dr_grpo", "SFT+grpo", "accuracy"),
     Claim("zhu", "CWR beats ECR on accuracy", "SFT+cwr", "SFT+ecr", "accuracy"),
-    Claim("zhu", "ECR lengthens responses", "SFT+ecr", "SFT+grpo", "log_length"),
-    Claim("zhu", "SFT start beats base start (GRPO)", "SFT+grpo", "base+grpo", "accuracy"),
+    Claim("zhu", "ECR lengthens responses", "SFT+ecr", "SFT+grpo", "log_length", kind="check"),
+    Claim("zhu", "SFT start beats base start (GRPO)", "SFT+grpo", "base+grpo", "accuracy", kind="check"),
     Claim("mmedpo", "DPO beats SFT on closed VQA", "DPO", "SFT", "closed_correct"),
     Claim("mmedpo", "MMedPO beats DPO on closed VQA", "MMedPO", "DPO", "closed_correct"),
     Claim("mmedpo", "MMedPO beats DPO on open VQA", "MMedPO", "DPO", "open_recall"),
@@ -101,12 +103,13 @@ def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0) -> l
             if not len(treat) or not len(base):
                 continue
             result = stats.compare(treat, base, n_boot=n_boot, rng_seed=rng_seed, binary=c.metric in BINARY)
-        else:  # an untrained arm is not evaluated: nothing to test, the verdict is "not trained"
+        else:  # an untrained arm is not evaluated: nothing to test, the verdict is "not_trained"
             seeds = sorted({r["seed"] for r in run["records"] if r["method"] in (c.treat, c.base)} - {None})
             result = {**dict.fromkeys(NUMBERS, float("nan")), "n_items": 0, "n_clusters": 0, "seeds": seeds,
                       "test": None}
-        out.append({"paper": c.paper, "claim": c.claim, "metric": c.metric, "comparison": c.comparison,
-                    "expect": c.expect, "trained": ok, "not_trained_why": why, **result})
+        row = {"paper": c.paper, "claim": c.claim, "kind": c.kind, "metric": c.metric, "comparison": c.comparison,
+               "expect": c.expect, "trained": ok, "not_trained_why": why, **result}
+        out.append({**row, "paper_effect": paper_effect(row)})
     return out
 
 
@@ -114,22 +117,37 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(float(x))
 
 
+def paper_effect(claim: dict) -> float | None:
+    """The paper's own difference for this comparison in our units (the mean over the paper's columns, e.g.
+    SLAKE and VQA-RAD closed), or None where the paper does not report both arms (repro.ledger)."""
+    from repro import ledger
+
+    diffs, _ = ledger.paper_differences(claim)
+    return sum(diffs) / len(diffs) if diffs else None
+
+
 def why(row: dict, reason: str = "") -> str:
-    """A short reason for a claim's verdict, from its numbers (the ledger's "why" column)."""
+    """A short reason for a claim's verdict, from its numbers (the ledger's "why" column). A CI that excludes 0
+    is never called undetectable: only a CI that holds 0 is compared with the MDE."""
     v = row.get("verdict")
-    if v == "not trained":
+    if v in ("not_trained", "not trained"):
         return f"not trained: {reason}" if reason else "not trained"
     d, lo, hi, p, mde = (row.get(k) for k in ("difference", "ci_low", "ci_high", "p_holm", "mde"))
     if not all(_finite(x) for x in (d, lo, hi, p)):
         return "no test (missing numbers)"
     ci = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-    if v == "inconclusive" and d == lo == hi == 0:  # stats.compare: no item differs
-        bound = f" (mde {mde:.3f}: the rule-of-three bound, stats.mde_no_difference)" if _finite(mde) else ""
-        return f"the two arms score the same on every item: the method changed none of these answers{bound}"
     if v == "reproduced":
         return f"{ci} in the paper's direction, p_holm {p:.2g}"
     if v == "opposite":
         return f"{ci} against the paper's direction, p_holm {p:.2g}"
+    if v == "below_paper":
+        eff = row.get("paper_effect")
+        return f"{ci}: the CI rules out the paper's effect ({eff:+.3f})" if _finite(eff) else f"{ci}: below_paper"
+    if d == lo == hi == 0:  # stats.compare: no item differs
+        bound = f" (mde {mde:.3f}: the rule-of-three bound, stats.mde_no_difference)" if _finite(mde) else ""
+        return f"the two arms score the same on every item: the method changed none of these answers{bound}"
+    if lo > 0 or hi < 0:
+        return f"{ci}: the CI excludes 0, but not significant after Holm (p_holm {p:.2g})"
     if _finite(mde) and abs(d) < mde:
         return f"{ci}: smaller than this evaluation can detect (mde {mde:.3f})"
     return f"{ci}: not significant after Holm (p_holm {p:.2g})"

@@ -33,7 +33,7 @@ def tmp_repo(tmp_path, monkeypatch):
 
 
 CLAIM_FIELDS = set(stats.CLAIM_COLUMNS) | {"why"}  # every saved claim's fields (04, 05, 06: one ledger)
-VERDICTS = {"reproduced", "opposite", "inconclusive", "not trained"}
+VERDICTS = set(stats.VERDICTS)
 
 
 def run_stages(*args: str, timeout: int = 900):

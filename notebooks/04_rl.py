@@ -38,6 +38,7 @@ import repro.results
 import repro.stats
 from repro import papers, report
 from repro.papers import claims as claims_lib
+from repro.papers import plan as papers_plan  # planned MDEs from the sweep (python -m repro.papers.plan)
 from repro.papers import sweep as papers_sweep  # the validation sweep (python -m repro.papers.sweep)
 
 cfg, started = repro.config.start(globals(), "04_rl")
@@ -342,7 +343,12 @@ arms
 # (ECR lengthens answers) or that a start which saw the task beats one that did not: shown, never counted.
 
 # %%
-ledger = claims_lib.ledger(runs)
+# The planned MDE (`repro.papers.plan`): from the validation sweep's spread over items and seeds at the chosen knobs,
+# for this test's size and seeds — fixed before any test item is read; `mde` beside it is what the test had.
+plan = papers_plan.load(cfg.profile)
+plan_table = papers_plan.table(plan, papers_plan.test_images(vars(cfg)), len(cfg.seeds))
+repro.results.save_table(plan_table, cfg, "plan")
+ledger = claims_lib.ledger(runs, plan=plan)
 repro.results.save_table(ledger, cfg, "claims")
 with pd.option_context("display.max_colwidth", 120):
     display(ledger)
@@ -354,6 +360,7 @@ metrics = {
     "start": papers.start_points(papers.configs_from(cfg), stage),  # read back from the start arms' files
     "arms": arms.to_dict(orient="records"),
     "sweep": papers_sweep.load(cfg.profile),  # the validation sweep that chose the knobs
+    "plan": plan_table.to_dict(orient="records"),  # the planned MDE per paper (validation only)
     "claims": claims_out[[c for c in CLAIM_FIELDS if c in claims_out.columns]].to_dict(orient="records"),
     "runs": {p: [{k: v for k, v in r.items() if k not in ("curve", "log")} for r in run["records"]]
              for p, run in runs.items()},

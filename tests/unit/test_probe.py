@@ -122,3 +122,18 @@ def test_summary_of_a_dpo_table_has_the_preference_accuracy():
     assert s["reward"].tolist() == pytest.approx([0.0, 0.15]) and s["target_pass1"].tolist() == [0.5, 0.75]
     r = probe.learned({0: t})
     assert r["n_items"] == 2 and r["difference"] == pytest.approx(0.15)  # the pairs only
+
+
+def test_sweep_publish_keeps_one_record_per_command(tmp_repo):
+    """A sweep re-published from its cached cells at a later commit replaces its own run record, and the plan's
+    probe size comes from the latest one."""
+    rows = pd.DataFrame([{"paper": "zhu", "lr": 1e-4, "batch_size": 8, "step": 60, "seed": 0, "probe_gain": 0.3,
+                          "reward": 1.6, "reward_start": 1.3, "val_metric": 0.7, "val_metric_start": 0.65,
+                          "val_pass1": 0.6, "val_ci_low": -0.05, "val_ci_high": 0.16, "seconds": 1.0}],
+                        columns=sweep.COLUMNS)
+    run = {"command": "python -m repro.papers.sweep --papers zhu", "papers": ["zhu"], "grid": {"probe_rows": 64}}
+    sweep.publish("cpu", rows, [{**run, "provenance": {"sha": "a"}}])
+    rec = sweep.publish("cpu", rows, [{**run, "provenance": {"sha": "b"}}])
+    assert [r["provenance"]["sha"] for r in rec["runs"]] == ["b"]
+    other = sweep.publish("cpu", rows, [{**run, "command": "python -m repro.papers.sweep --papers zhu --lrs 1e-4"}])
+    assert len(other["runs"]) == 2

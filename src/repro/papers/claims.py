@@ -82,11 +82,13 @@ def trained(run: dict, *methods: str) -> tuple[bool, str]:
     return not why, "; ".join(why)
 
 
-def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0) -> list[dict]:
+def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0, plan: dict | None = None) -> list[dict]:
     """One dict per claim whose two arms were run, the input of stats.claims_frame: {paper, claim, metric,
     comparison, expect ("higher"), trained (bool), not_trained_why, **stats.compare(...)} (compare's keys:
-    difference, ci_low, ci_high, p_value, mde, n_items, n_clusters, seeds, test; NaN / 0 when not trained)."""
+    difference, ci_low, ci_high, p_value, mde, n_items, n_clusters, seeds, test; NaN / 0 when not trained), and
+    mde_planned from `plan` (repro.papers.plan: the validation sweep's variance at the claim's design size)."""
     from repro import stats
+    from repro.papers import plan as plan_lib
 
     out = []
     for c in claims:
@@ -109,7 +111,9 @@ def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0) -> l
                       "test": None}
         row = {"paper": c.paper, "claim": c.claim, "kind": c.kind, "metric": c.metric, "comparison": c.comparison,
                "expect": c.expect, "trained": ok, "not_trained_why": why, **result}
-        out.append({**row, "paper_effect": paper_effect(row)})
+        n_seeds = result["seeds"] if isinstance(result["seeds"], int) else len(result["seeds"])
+        mde_planned = plan_lib.planned(plan, c.paper, c.metric, c.comparison, result["n_clusters"], n_seeds)
+        out.append({**row, "paper_effect": paper_effect(row), "mde_planned": mde_planned})
     return out
 
 

@@ -190,9 +190,9 @@ def publish(profile: str, rows: pd.DataFrame, runs: list[dict]) -> dict:
     out = paths.RESULTS / profile / "04_rl_sweep.json"
     old = json.loads(out.read_text()) if out.exists() else {"rows": [], "choice": {}, "runs": []}
     rows = merge(pd.DataFrame(old["rows"], columns=COLUMNS), rows)
-    known = old.get("runs", [])
-    record = {"choice": choose(rows), "rows": rows.to_dict(orient="records"),
-              "runs": known + [r for r in runs if r not in known]}  # a file merged twice lists its runs once
+    # a command run again (or re-published from its cached cells at a later commit) replaces its older record
+    latest = {r.get("command"): r for r in [*old.get("runs", []), *runs]}
+    record = {"choice": choose(rows), "rows": rows.to_dict(orient="records"), "runs": list(latest.values())}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results.clean(record), indent=1) + "\n")

@@ -1,0 +1,130 @@
+"""The planned minimum detectable effect of each claim (issue 26): what the test could detect, fixed from the
+validation sweep before any test item is read.
+
+Run as: python -m repro.papers.plan --profile cpu      (prints the plan for the params' test sizes and seeds)
+
+Inputs (all from validation, results/<profile>/04_rl_sweep.json): at each paper's chosen knobs (`sweep.choose`),
+    - the per-seed change of the greedy target metric from step 0 (`val_metric - val_metric_start`),
+    - the 95% CI of that change pooled over the probe's items and the sweep's seeds (`val_ci_low/high`),
+    - the probe's size n_val (the sweep run's `--probe-rows`).
+Two variance components come out of them:
+    seed_sd   the standard deviation over seeds of the mean change (ddof 1);
+    item_sd   the per-image standard deviation of the paired change: the CI's standard error
+              SE = (hi - lo) / (2 * 1.96) holds both parts, SE^2 = item_sd^2 / n_val + seed_sd^2 / S, so
+              item_sd = sqrt(max(SE^2 - seed_sd^2 / S, 0) * n_val).
+The plan for a test of C images and S' seeds is `stats.mde_planned(item_sd, C, seed_sd=seed_sd, n_seeds=S')`.
+A claim between two trained arms (e.g. Dr.GRPO vs GRPO) moves on both sides, so its item_sd is taken sqrt(2)
+larger than an arm-vs-start claim's (two independent changes from one start). Only claims on the paper's target
+metric (the one the sweep measured) get a plan; the others (similarity, lengths, ROUGE) and papers without a sweep
+(MMedPO keeps an earlier validation choice) get None.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pandas as pd
+
+Z95 = 1.959963984540054  # the two-sided 95% normal quantile of the sweep's percentile CI
+TARGET = {"zhu": "accuracy", "umed": "mau_correct", "drllava": "conversation_correct"}  # what the sweep measured
+PLAN_COLUMNS = ["paper", "metric", "item_sd", "seed_sd", "n_val", "sweep_seeds", "test_images", "seeds",
+                "mde_vs_start", "mde_between_arms"]
+STARTS = {"SFT", "base"}  # arms that are a start, not a trained arm (a claim against one moves on one side only)
+
+
+def components(rows: pd.DataFrame, choice: dict, n_val: int) -> dict | None:
+    """{item_sd, seed_sd, n_val, n_seeds, val_change} of one paper at its chosen (lr, batch, steps), or None when the
+    sweep has no such rows or no CI there."""
+    if not choice or "lr" not in choice:
+        return None
+    d = rows[(rows["lr"] == choice["lr"]) & (rows["batch_size"] == choice["batch_size"])
+             & (rows["step"] == choice["steps"])]
+    if not len(d) or d["val_ci_low"].isna().all() or n_val < 1:
+        return None
+    change = (d["val_metric"] - d["val_metric_start"]).to_numpy(dtype=float)
+    seed_sd = float(pd.Series(change).std(ddof=1)) if len(change) > 1 else 0.0
+    se = float(d["val_ci_high"].iloc[0] - d["val_ci_low"].iloc[0]) / (2 * Z95)
+    item_var = max(se**2 - seed_sd**2 / len(change), 0.0) * n_val
+    return {"item_sd": math.sqrt(item_var), "seed_sd": seed_sd, "n_val": int(n_val), "n_seeds": len(change),
+            "val_change": float(change.mean())}
+
+
+def probe_rows(runs: list[dict], paper: str) -> int:
+    """The probe size of the sweep run(s) that covered `paper` (their `--probe-rows`; the last one wins)."""
+    sizes = [r.get("grid", {}).get("probe_rows") for r in runs if paper in r.get("papers", [])]
+    sizes = [s for s in sizes if s]
+    return int(sizes[-1]) if sizes else 0
+
+
+def plans(sweep_record: dict) -> dict[str, dict]:
+    """{paper: components} from the sweep file's record (rows, choice, runs)."""
+    from repro.papers import sweep
+
+    rows = sweep._with_ci(pd.DataFrame(sweep_record.get("rows", []), columns=sweep.COLUMNS))
+    out = {}
+    for paper, choice in (sweep_record.get("choice") or {}).items():
+        c = components(rows[rows["paper"] == paper], choice, probe_rows(sweep_record.get("runs", []), paper))
+        if c is not None:
+            out[paper] = c
+    return out
+
+
+def planned(plan: dict | None, paper: str, metric: str, comparison: str, n_clusters: int, n_seeds: int) -> float | None:
+    """The planned MDE of one claim (None without a plan for this paper and metric). comparison: "treat - base"."""
+    from repro import stats
+
+    c = (plan or {}).get(paper)
+    if c is None or TARGET.get(paper) != metric or n_clusters < 1 or n_seeds < 1:
+        return None
+    base = comparison.partition(" - ")[2]
+    both_trained = base not in STARTS
+    sd = c["item_sd"] * (math.sqrt(2) if both_trained else 1.0)
+    seed_sd = c["seed_sd"] * (math.sqrt(2) if both_trained else 1.0)
+    return stats.mde_planned(sd, n_clusters, seed_sd=seed_sd, n_seeds=n_seeds)
+
+
+def load(profile: str) -> dict[str, dict]:
+    """plans() of results/<profile>/04_rl_sweep.json ({} when the profile has no sweep)."""
+    import json
+
+    from repro import paths
+
+    f = paths.RESULTS / profile / "04_rl_sweep.json"
+    return plans(json.loads(f.read_text())) if f.exists() else {}
+
+
+def table(plan: dict, sizes: dict[str, int], n_seeds: int) -> pd.DataFrame:
+    """One row per paper: the components and the planned MDE against the start and between two trained arms for a
+    test of sizes[paper] images and n_seeds seeds."""
+    out = []
+    for paper, c in plan.items():
+        n = sizes.get(paper, 0)
+        out.append({"paper": paper, "metric": TARGET[paper], "item_sd": c["item_sd"], "seed_sd": c["seed_sd"],
+                    "n_val": c["n_val"], "sweep_seeds": c["n_seeds"], "test_images": n, "seeds": n_seeds,
+                    "mde_vs_start": planned(plan, paper, TARGET[paper], "x - SFT", n, n_seeds),
+                    "mde_between_arms": planned(plan, paper, TARGET[paper], "x - y", n, n_seeds)})
+    return pd.DataFrame(out, columns=PLAN_COLUMNS)
+
+
+def test_images(params: dict) -> dict[str, int]:
+    """Test images per claim of each planned paper under these stage-04 params (a claim's clusters)."""
+    return {"zhu": int(params.get("zhu_eval_limit", 0)), "umed": int(params.get("umed_eval_limit", 0)),
+            "drllava": int(params.get("drllava_eval_limit", 0)) // 7}  # 7 conversation variants per image
+
+
+def main(argv=None) -> int:
+    from repro.config import load_params
+    from repro.results import to_markdown
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="cpu")
+    a = ap.parse_args(argv)
+    params = load_params(a.profile, "04_rl")
+    seeds = len(params.get("seeds", [params.get("seed", 0)]))
+    print(to_markdown(table(load(a.profile), test_images(params), seeds).round(4)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

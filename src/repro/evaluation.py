@@ -219,7 +219,8 @@ ROW_METRICS = {
     "mcq": {"correct": "accuracy"},
     # iou / category_correct (NaN on normal images): stage 05 recomputes accuracy at other IoU thresholds per row
     "instruct": {"mau_correct": "mau_correct", "detection_correct": "detection_correct",
-                 "category_correct": "category_correct", "iou": "iou"},
+                 "category_correct": "category_correct", "iou": "iou",
+                 "called_normal": "called_normal"},  # the answer says "no abnormality" (any image)
     "conv": {"conversation_correct": "conversation_correct", "diagnosis_correct": "diagnosis_correct",
              "consistent": "path_consistency", "question_acc": "question_acc"},
     "report": {"rouge_l": "rouge_l"},

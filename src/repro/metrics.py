@@ -249,7 +249,8 @@ def instruct_item(pred, abnormal: bool, category: str, bboxes, width: int, heigh
     detection = p["abnormal"] is not None and p["abnormal"] == abnormal
     if not abnormal:
         return {"detected": p["abnormal"], "detection_correct": float(detection), "category_correct": float("nan"),
-                "iou": float("nan"), "mau_correct": float(p["abnormal"] is False), "pred_category": p["category"]}
+                "iou": float("nan"), "mau_correct": float(p["abnormal"] is False), "pred_category": p["category"],
+                "called_normal": float(p["abnormal"] is False)}
     truths = [schema.bbox_to_percent(b, width, height) for b in (bboxes or [])]
     if p["bbox"] is None:
         best = 0.0 if truths else float("nan")
@@ -258,7 +259,8 @@ def instruct_item(pred, abnormal: bool, category: str, bboxes, width: int, heigh
     cat_ok = p["category"] is not None and p["category"] == category
     box_ok = math.isnan(best) or best >= IOU_THRESHOLD  # no true box: the IoU condition is dropped
     return {"detected": p["abnormal"], "detection_correct": float(detection), "category_correct": float(cat_ok),
-            "iou": best, "mau_correct": float(detection and cat_ok and box_ok), "pred_category": p["category"]}
+            "iou": best, "mau_correct": float(detection and cat_ok and box_ok), "pred_category": p["category"],
+            "called_normal": float(p["abnormal"] is False)}
 
 
 def _size(r: dict) -> tuple[int, int]:
@@ -269,7 +271,7 @@ def _size(r: dict) -> tuple[int, int]:
 
 
 _INSTRUCT_COLUMNS = ["id", "source", "abnormal", "category", "prediction", "detected", "detection_correct",
-                     "category_correct", "iou", "mau_correct", "pred_category"]
+                     "category_correct", "iou", "mau_correct", "pred_category", "called_normal"]
 
 
 def score_instruct(preds: Sequence[str], rows: Sequence[dict]) -> pd.DataFrame:

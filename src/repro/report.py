@@ -194,18 +194,19 @@ def starts_table(starts: dict) -> pd.DataFrame:
 
 
 ARM_COLUMNS = ["paper", "method", "seed", "learned", "probe", "pass1", "greedy_val", "kl_end", "reward_first",
-               "reward_last", "moved", "trained", "why"]
+               "reward_last", "moved", "trained", "control", "why"]
 
 
 def arms_table(runs: dict) -> pd.DataFrame:
     """metrics.arms[]: one row per trained arm: learned (its probe reward rose, repro.papers.probe.learned) with
     the probe's {reward_start, reward_end, ci_low, ci_high, ...}, the target metric sampled (pass1) and greedy on
     the probe at step 0 and at the end, end KL, first / last training reward, moved (end KL > min_kl), trained
-    (= moved and learned; an arm without a probe: moved) and why not."""
+    (= moved and learned; an arm without a probe: moved), control (null / positive, else None) and why not."""
     rows = [{"paper": p, "method": r["method"], "seed": r["seed"], "learned": r.get("learned"),
              "probe": r.get("probe"), "pass1": r.get("pass1"), "greedy_val": r.get("greedy_val"),
              "kl_end": r["kl_end"], "reward_first": r["reward_first"], "reward_last": r["reward_last"],
-             "moved": bool(r.get("moved", r["trained"])), "trained": bool(r["trained"]), "why": r["why"]}
+             "moved": bool(r.get("moved", r["trained"])), "trained": bool(r["trained"]),
+             "control": r.get("control"), "why": r["why"]}  # control: null / positive (repro.papers.controls)
             for p, run in runs.items() for r in run["records"] if r["seed"] is not None]
     return pd.DataFrame(rows, columns=ARM_COLUMNS)
 

@@ -134,7 +134,7 @@ def fake_stats(monkeypatch):
     def claims_frame(items):
         rows = []
         for c in items:
-            verdict = "not trained" if not c["trained"] else ("reproduced" if c["difference"] > 0 else "inconclusive")
+            verdict = "not_trained" if not c["trained"] else ("reproduced" if c["difference"] > 0 else "inconclusive")
             rows.append({**{k: c.get(k) for k in CLAIM_FIELDS if k not in ("p_holm", "verdict")},
                          "p_holm": c["p_value"], "verdict": verdict, "why": "fake"})
         return pd.DataFrame(rows)
@@ -178,7 +178,7 @@ def test_untrained_arm_makes_the_claim_not_trained_with_its_reason(fake_stats):
     rows = pd.concat([rows_of("SFT", None, [0.0, 1.0]), rows_of("DPO", 0, [1.0, 1.0])])
     run = {"records": [rec("SFT", None), rec("DPO", 0, trained=False, why="end KL 0.001 < 0.01")], "rows": rows}
     led = claims.ledger({"mmedpo": run}, claims=[claims.CLAIMS[8]])
-    assert list(led["verdict"]) == ["not trained"] and "end KL" in led["why"].iloc[0]
+    assert list(led["verdict"]) == ["not_trained"] and "end KL" in led["why"].iloc[0]
     assert math.isnan(led["difference"].iloc[0])
     assert all(f in led.columns for f in CLAIM_FIELDS)
 

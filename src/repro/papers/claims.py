@@ -17,12 +17,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from repro.data import schema
+from repro.papers import controls
 
 MAU = tuple(schema.MAU_SOURCES)
 DR_VARIANTS = ("shuffled", "reversed", "hint_correct", "hint_wrong", "confirm_correct", "confirm_wrong")
 NUMBERS = ("difference", "ci_low", "ci_high", "p_value", "mde")
 BINARY = {"mau_correct", "accuracy", "closed_correct", "conversation_correct",
-          "diagnosis_correct", "format"}
+          "diagnosis_correct", "format", "called_normal"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,13 @@ CLAIMS = [
     Claim("drllava", "rule-reward PPO raises conversation accuracy (standard order)", DR, "SFT",
           "conversation_correct", variant="standard"),
 ] + [Claim("drllava", f"robustness: rule-reward PPO raises conversation accuracy ({v})", DR, "SFT",
-           "conversation_correct", variant=v) for v in DR_VARIANTS]
+           "conversation_correct", variant=v) for v in DR_VARIANTS] + [
+    # the pipeline's controls (repro.papers.controls): judged like claims, never counted as claims
+    Claim("umed", "null control: AAR at lr 0 beats SFT on MAU accuracy (must not reproduce)", controls.NULL, "SFT",
+          "mau_correct", sources=MAU, kind="control"),
+    Claim("umed", "positive control: a reward paying 'normal' raises the normal-call rate (must reproduce)",
+          controls.POSITIVE, "SFT", "called_normal", kind="control"),
+]
 
 
 def scores(run: dict, method: str, metric: str, variant: str | None = None, sources=None) -> pd.DataFrame:
@@ -99,6 +106,8 @@ def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0, plan
         if c.treat not in methods or c.base not in methods:
             continue
         ok, why = trained(run, c.treat, c.base)
+        if not ok and c.kind == "control":  # the null control is evaluated although it did not learn: judge it
+            ok = True
         if ok:
             treat = scores(run, c.treat, c.metric, c.variant, c.sources)
             base = scores(run, c.base, c.metric, c.variant, c.sources)

@@ -197,6 +197,8 @@ class Job:
             for k, d in getattr(self.cfg, "KEY_IF_SET", {}).items():
                 if cfg.get(k) == d:
                     cfg.pop(k)
+            for k in getattr(self.cfg, "NOT_IN_KEY", ()):  # knobs that add jobs but change no arm's result
+                cfg.pop(k, None)
         blob = json.dumps({"paper": self.paper, "method": self.method, "seed": self.seed, "fn": self.fn,
                            "cfg": cfg,
                            "eval_batch_size": self.stage.eval_batch_size, "eval_split": self.stage.eval_split,

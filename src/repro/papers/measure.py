@@ -205,7 +205,10 @@ def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=()
     images). The per-step training log (`log`, every logged field) and the probe table are written beside the arm
     as log.csv and probe.csv."""
     rec = training_record(job, curve, min_kl, probe_table, log)
-    if not rec["trained"] or job.extra.get("probe_only"):  # a sweep cell (repro.papers.sweep) reads no test
+    if job.extra.get("control"):
+        rec["control"] = job.extra["control"]
+    null = job.extra.get("control") == "null"  # evaluated although it did not learn (repro.papers.controls)
+    if (not rec["trained"] and not null) or job.extra.get("probe_only"):  # a sweep cell reads no test
         return {"metrics": {}, **rec}, pd.DataFrame(columns=ROW_COLUMNS[3:])
     if evaluate_fn is not None:
         flat, rows = evaluate_fn(final_dir)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from repro import evaluation as ev
-from repro.papers import common, measure, probe
+from repro.papers import common, controls, measure, probe
 
 PAPER = "umed"
 PREFIX = "umed_"
@@ -45,8 +45,10 @@ class UMedConfig:
     probe_k: int = 4            # sampled answers per probe item (training temperature)
     probe_points: int = 3       # probe points after step 0 (repro.papers.probe.points)
     external_test: str = "none"  # none | medmnist: an extra test set, one more column, no claim (repro.data.protocols)
+    controls: bool = False      # also run the pipeline's null and positive control arms (repro.papers.controls)
 
     KEY_IF_SET: ClassVar[dict] = {"external_test": "none"}  # in an arm's cache key only when not the default
+    NOT_IN_KEY: ClassVar[tuple] = ("controls",)  # adds the control arms; changes no arm's result
 
     @classmethod
     def from_params(cls, params) -> UMedConfig:
@@ -57,8 +59,9 @@ def jobs(cfg: UMedConfig, stage: common.Stage) -> list[common.Job]:
     ext = common.protocol_extra("external_test", cfg.external_test, "umed_external_test")
     start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
                        {"model": "sft", "tasks": ["instruct"], "limit": cfg.eval_limit, **ext})
-    return [start] + [common.Job(PAPER, m, s, "repro.papers.umed:arm", cfg, stage, dict(ext))
-                      for s in stage.seeds for m in METHODS]
+    arms = [common.Job(PAPER, m, s, "repro.papers.umed:arm", cfg, stage, dict(ext))
+            for s in stage.seeds for m in METHODS]
+    return [start] + arms + (controls.jobs(cfg, stage) if cfg.controls else [])
 
 
 def start_job(cfg: UMedConfig, stage: common.Stage) -> common.Job:

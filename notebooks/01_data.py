@@ -40,6 +40,7 @@ heldout_categories = ["deeplesion:mass", "nih_cxr:effusion"]   # unseen-category
 heldout_wording_tasks = ["conv"]   # tasks whose val/test questions use wordings never seen in training
 conv_answer_paraphrases = 0        # conversation answers use the first n paraphrases of each label, 0 means all
 mcq_test_questions = 1     # MCQ rows per test image (1-3: finding, region, modality), for the power of stage 04's tests
+test_seed = -1             # 0 or more draws the test images from this seed (a sealed split no knob choice read), -1 the seed
 vqa_rad_dir = ""           # real data folders (gpu profile), empty means not used
 slake_dir = ""
 pmc_vqa_dir = ""
@@ -113,7 +114,8 @@ manifest = build.build(
     split_fractions=cfg.split_fractions,
     conv_train_variants=cfg.conv_train_variants, conv_eval_variants=cfg.conv_eval_variants,
     heldout_categories=cfg.heldout_categories, heldout_wording_tasks=cfg.heldout_wording_tasks,
-    conv_answer_paraphrases=cfg.conv_answer_paraphrases, mcq_test_questions=cfg.mcq_test_questions, progress=print,
+    conv_answer_paraphrases=cfg.conv_answer_paraphrases, mcq_test_questions=cfg.mcq_test_questions,
+    test_seed=cfg.test_seed, progress=print,
     real_sources={"vqa_rad_dir": cfg.vqa_rad_dir, "slake_dir": cfg.slake_dir, "pmc_vqa_dir": cfg.pmc_vqa_dir,
                   "iu_xray_dir": cfg.iu_xray_dir, "medmnist_path": cfg.medmnist_path},
     real_max_rows=cfg.real_max_rows,

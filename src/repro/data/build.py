@@ -114,7 +114,7 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
           yes_share: float, split_fractions, conv_train_variants, conv_eval_variants, heldout_categories,
           heldout_wording_tasks=TASKS, conv_answer_paraphrases: int = 0, min_lesion_px: float | None = None,
           mcq_test_questions: int = 1, real_sources: dict[str, str] | None = None, real_max_rows: int = 0,
-          progress=None) -> dict:
+          test_seed: int = -1, progress=None) -> dict:
     from datasets import DatasetDict
 
     t0 = time.time()
@@ -126,7 +126,12 @@ def _build(out_dir: Path, tmp: Path, *, seed: int, n_per_class: int, n_normal: i
     gen_s = time.time() - t0
     say(f"generated {len(records)} images in {gen_s:.1f}s")
     by_split = splits.assign_splits(records, seed, tuple(split_fractions))
-    manifest = {"seed": seed, "image_size": image_size, "difficulty": difficulty,
+    if test_seed >= 0 and test_seed != seed:
+        # a sealed test split: the test slots drawn again from a seed no knob choice ever read (issue 26); the
+        # assignment of slots to splits, and so train and val, are unchanged
+        by_split["test"] = synthmed.redraw(by_split["test"], test_seed, image_size, difficulty, min_lesion_px)
+    manifest = {"seed": seed, "test_seed": test_seed if test_seed >= 0 else seed, "image_size": image_size,
+                "difficulty": difficulty,
                 "min_lesion_px": synthmed.MIN_LESION_PX if min_lesion_px is None else min_lesion_px,
                 "yes_share": yes_share,
                 "heldout_wording_tasks": list(heldout_wording_tasks),

@@ -140,6 +140,22 @@ def generate(seed: int, counts: dict[str, dict[str, int]], image_size: int = 64,
     return records
 
 
+def redraw(records: list[dict], seed: int, image_size: int = 64, difficulty: float = 0.5,
+           min_lesion_px: float | None = None) -> list[dict]:
+    """The same slots drawn again from another seed: record "<source>-<category>-<i>" becomes image i of
+    (source, category) as `generate(seed, ...)` draws it. Ids, sources, categories and order are kept, the pixels,
+    lesions and boxes are new: a split redrawn from a seed nobody has read is a sealed split."""
+    out = []
+    for r in records:
+        i = int(str(r["id"]).rsplit("-", 1)[1])
+        rec = {"id": r["id"]}
+        rec.update(render(r["source"], r["category"], np.random.default_rng(_stream_key(seed, r["source"],
+                                                                                       r["category"], i)),
+                          image_size, difficulty, min_lesion_px=min_lesion_px))
+        out.append(rec)
+    return out
+
+
 def default_counts(n_per_class: int, n_normal: int | None = None, sources=None) -> dict[str, dict[str, int]]:
     """{source: {"normal": n_normal, category: n_per_class, ...}} for every (or the given) source."""
     n_normal = n_per_class if n_normal is None else n_normal

@@ -92,10 +92,12 @@ def verdict_class(verdict) -> str:
 
 # Where the paper reports both arms of a comparison: our arm name -> the paper's row, and our metric's family ->
 # the paper's table and columns (docs/methods.md §1(f)-§4(f)). The paper's number is the difference of its rows.
+# "SFT (continued)" (repro.papers.continued) stands for the paper's SFT row where the paper's SFT saw the RL data
 PAPER_ARMS = {
-    "umed": ("umed_lvlm", {"SFT": "MedVInt (SFT)", "SFT+PPO": "MedVInt (SFT+PPO)", "SFT+AAR": "UMed-LVLM"}),
+    "umed": ("umed_lvlm", {"SFT": "MedVInt (SFT)", "SFT (continued)": "MedVInt (SFT)", "SFT+PPO": "MedVInt (SFT+PPO)",
+                           "SFT+AAR": "UMed-LVLM"}),
     "mmedpo": ("mmedpo", {"SFT": "LLaVA-Med v1.5", "DPO": "+DPO", "MMedPO": "+MMedPO"}),
-    "zhu": ("zhu2025", {"SFT": "best SFT", "SFT+grpo": "GRPO (base)",
+    "zhu": ("zhu2025", {"SFT": "best SFT", "SFT (continued)": "best SFT", "SFT+grpo": "GRPO (base)",
                         "SFT+grpo_semantic": "+ semantic-alignment reward",
                         "SFT+dr_grpo": "Dr.GRPO", "SFT+ecr": "ECR", "SFT+cwr": "CWR"}),
 }

@@ -15,7 +15,7 @@ import pytest
 
 from repro import config, evaluation, papers, paths
 from repro.config import ConfigError
-from repro.papers import claims, common, measure
+from repro.papers import claims, common, continued, measure
 
 CLAIM_FIELDS = ["paper", "claim", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value", "p_holm",
                 "mde", "n_items", "seeds", "verdict"]
@@ -193,8 +193,12 @@ def test_why_known_answers():
 
 
 def test_claims_list_one_per_observation():
-    dr = [c for c in claims.CLAIMS if c.paper == "drllava"]
+    dr = [c for c in claims.CLAIMS if c.paper == "drllava" and c.base == "SFT"]
     assert [c.variant for c in dr] == ["standard", *claims.DR_VARIANTS]  # headline first, variants separate
+    # every paper's "beats SFT" claim has its compute-matched continued-SFT twin (repro.papers.continued)
+    beats_start = {c.paper for c in claims.CLAIMS if c.base == "SFT" and c.kind == "claim"}
+    beats_cont = {c.paper for c in claims.CLAIMS if c.base == continued.METHOD}
+    assert beats_start == beats_cont == {"umed", "zhu", "mmedpo", "drllava"}
     assert len({(c.paper, c.treat, c.base, c.metric, c.variant) for c in claims.CLAIMS}) == len(claims.CLAIMS)
     assert any(c.paper == "mmedpo" and c.metric == "rouge_l" for c in claims.CLAIMS)  # report-generation claim
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from repro.data import schema
-from repro.papers import controls
+from repro.papers import continued, controls
 
 MAU = tuple(schema.MAU_SOURCES)
 DR_VARIANTS = ("shuffled", "reversed", "hint_correct", "hint_wrong", "confirm_correct", "confirm_wrong")
@@ -61,6 +61,16 @@ CLAIMS = [
           "conversation_correct", variant="standard"),
 ] + [Claim("drllava", f"robustness: rule-reward PPO raises conversation accuracy ({v})", DR, "SFT",
            "conversation_correct", variant=v) for v in DR_VARIANTS] + [
+    # RL against compute-matched continued SFT on the same prompts (repro.papers.continued): is it the method, or
+    # simply more training on the task? (Zhu et al. compare GRPO with SFT on the same data.)
+    Claim("umed", "AAR beats compute-matched continued SFT on MAU accuracy", "SFT+AAR", continued.METHOD,
+          "mau_correct", sources=MAU),
+    Claim("zhu", "GRPO beats SFT on the same data (compute-matched continued SFT)", "SFT+grpo", continued.METHOD,
+          "accuracy"),
+    Claim("mmedpo", "DPO beats compute-matched continued SFT on closed VQA", "DPO", continued.METHOD,
+          "closed_correct"),
+    Claim("drllava", "rule-reward PPO beats compute-matched continued SFT (standard order)", DR, continued.METHOD,
+          "conversation_correct", variant="standard"),
     # the pipeline's controls (repro.papers.controls): judged like claims, never counted as claims
     Claim("umed", "null control: AAR at lr 0 beats SFT on MAU accuracy (must not reproduce)", controls.NULL, "SFT",
           "mau_correct", sources=MAU, kind="control"),
@@ -106,8 +116,8 @@ def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0, plan
         if c.treat not in methods or c.base not in methods:
             continue
         ok, why = trained(run, c.treat, c.base)
-        if not ok and c.kind == "control":  # the null control is evaluated although it did not learn: judge it
-            ok = True
+        if not ok and c.kind == "control" and len(scores(run, c.treat, c.metric, c.variant, c.sources)):
+            ok = True  # the null control is evaluated although it did not learn: judge it
         if ok:
             treat = scores(run, c.treat, c.metric, c.variant, c.sources)
             base = scores(run, c.base, c.metric, c.variant, c.sources)

@@ -302,7 +302,7 @@ def _stop_pool(ex) -> None:
 # other runs a long arm it picked up last (longest-processing-time-first scheduling).
 SECONDS = {"repro.papers.drllava:arm": 500, "repro.papers.zhu:arm": 180, "repro.papers.umed:arm": 150,
            "repro.generalization.arms:umed_arm": 140, "repro.generalization.arms:zhu_arm": 130,
-           "repro.papers.mmedpo:arm": 120, "repro.generalization.arms:dpo_arm": 90,
+           "repro.papers.mmedpo:arm": 120, "repro.papers.continued:arm": 100, "repro.generalization.arms:dpo_arm": 90,
            "repro.generalization.arms:sft_arm": 90, "repro.papers.measure:start_arm": 80}
 CONVERSATION_EVAL_SECONDS = 250  # a Dr-LLaVA evaluation: 1,400 five-turn conversations
 

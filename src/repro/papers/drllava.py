@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from repro import evaluation as ev
-from repro.papers import common, measure, probe
+from repro.papers import common, continued, measure, probe
 
 PAPER = "drllava"
 PREFIX = "drllava_"
@@ -51,8 +51,10 @@ class DrLLaVAConfig:
     probe_k: int = 4            # sampled conversations per probe item (training temperature)
     probe_points: int = 3       # probe points after step 0 (repro.papers.probe.points)
     external_test: str = "none"  # none | medmnist: an extra test set, one more column, no claim (repro.data.protocols)
+    continued_sft: bool = False  # also run the compute-matched continued-SFT arm (repro.papers.continued)
 
     KEY_IF_SET: ClassVar[dict] = {"external_test": "none"}  # in an arm's cache key only when not the default
+    NOT_IN_KEY: ClassVar[tuple] = ("continued_sft",)  # adds an arm; changes no arm's result
 
     @classmethod
     def from_params(cls, params) -> DrLLaVAConfig:
@@ -64,7 +66,7 @@ def jobs(cfg: DrLLaVAConfig, stage: common.Stage) -> list[common.Job]:
     start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
                        {"model": "sft", "tasks": ["conv"], "limit": cfg.eval_limit, **ext})
     return [start] + [common.Job(PAPER, METHOD, s, "repro.papers.drllava:arm", cfg, stage, dict(ext))
-                      for s in stage.seeds]
+                      for s in stage.seeds] + continued.jobs(PAPER, cfg, stage, ext)
 
 
 def start_job(cfg: DrLLaVAConfig, stage: common.Stage) -> common.Job:

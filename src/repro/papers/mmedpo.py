@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from repro.papers import common, measure, probe
+from repro.papers import common, continued, measure, probe
 
 PAPER = "mmedpo"
 PREFIX = "mmedpo_"
@@ -39,8 +39,10 @@ class MMedPOConfig:
     probe_k: int = 4            # sampled answers per target row
     probe_points: int = 3       # probe points after step 0 (repro.papers.probe.points)
     data: str = "synthmed"      # synthmed | real: the test data (repro.data.protocols knob mmedpo_data)
+    continued_sft: bool = False  # also run the compute-matched continued-SFT arm (repro.papers.continued)
 
     KEY_IF_SET: ClassVar[dict] = {"data": "synthmed"}  # in an arm's cache key only when not the default
+    NOT_IN_KEY: ClassVar[tuple] = ("continued_sft",)  # adds an arm; changes no arm's result
 
     @classmethod
     def from_params(cls, params) -> MMedPOConfig:
@@ -52,7 +54,7 @@ def jobs(cfg: MMedPOConfig, stage: common.Stage) -> list[common.Job]:
     start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
                        {"model": "sft", "tasks": ["vqa", "report"], "limit": cfg.eval_limit, **d})
     return [start] + [common.Job(PAPER, m, s, "repro.papers.mmedpo:arm", cfg, stage, dict(d))
-                      for s in stage.seeds for m in METHODS]
+                      for s in stage.seeds for m in METHODS] + continued.jobs(PAPER, cfg, stage, d)
 
 
 def start_job(cfg: MMedPOConfig, stage: common.Stage) -> common.Job:

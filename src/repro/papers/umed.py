@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from repro import evaluation as ev
-from repro.papers import common, controls, measure, probe
+from repro.papers import common, continued, controls, measure, probe
 
 PAPER = "umed"
 PREFIX = "umed_"
@@ -46,9 +46,10 @@ class UMedConfig:
     probe_points: int = 3       # probe points after step 0 (repro.papers.probe.points)
     external_test: str = "none"  # none | medmnist: an extra test set, one more column, no claim (repro.data.protocols)
     controls: bool = False      # also run the pipeline's null and positive control arms (repro.papers.controls)
+    continued_sft: bool = False  # also run the compute-matched continued-SFT arm (repro.papers.continued)
 
     KEY_IF_SET: ClassVar[dict] = {"external_test": "none"}  # in an arm's cache key only when not the default
-    NOT_IN_KEY: ClassVar[tuple] = ("controls",)  # adds the control arms; changes no arm's result
+    NOT_IN_KEY: ClassVar[tuple] = ("controls", "continued_sft")  # add arms; change no arm's result
 
     @classmethod
     def from_params(cls, params) -> UMedConfig:
@@ -61,7 +62,8 @@ def jobs(cfg: UMedConfig, stage: common.Stage) -> list[common.Job]:
                        {"model": "sft", "tasks": ["instruct"], "limit": cfg.eval_limit, **ext})
     arms = [common.Job(PAPER, m, s, "repro.papers.umed:arm", cfg, stage, dict(ext))
             for s in stage.seeds for m in METHODS]
-    return [start] + arms + (controls.jobs(cfg, stage) if cfg.controls else [])
+    return [start] + arms + (controls.jobs(cfg, stage) if cfg.controls else []) + continued.jobs(PAPER, cfg, stage,
+                                                                                                   ext)
 
 
 def start_job(cfg: UMedConfig, stage: common.Stage) -> common.Job:

@@ -25,7 +25,7 @@ from typing import ClassVar
 import pandas as pd
 
 from repro.config import ConfigError
-from repro.papers import common, measure, probe
+from repro.papers import common, continued, measure, probe
 
 PAPER = "zhu"
 PREFIX = "zhu_"
@@ -59,9 +59,11 @@ class ZhuConfig:
     probe_k: int = 4            # sampled completions per probe item (training temperature)
     probe_points: int = 3       # probe points after step 0 (repro.papers.probe.points)
     data: str = "synthmed"      # synthmed | pmc_vqa (repro.data.protocols knob zhu_data)
+    continued_sft: bool = False  # also run the compute-matched continued-SFT arm (repro.papers.continued)
 
     # in an arm's cache key only when not the default
     KEY_IF_SET: ClassVar[dict] = {"data": "synthmed", "base_variants": None}
+    NOT_IN_KEY: ClassVar[tuple] = ("continued_sft",)  # adds an arm; changes no arm's result
 
     @classmethod
     def from_params(cls, params) -> ZhuConfig:
@@ -92,7 +94,8 @@ def jobs(cfg: ZhuConfig, stage: common.Stage) -> list[common.Job]:
     d = common.protocol_extra("zhu_data", cfg.data)
     return start_jobs(cfg, stage) + [common.Job(PAPER, method(i, v), s, "repro.papers.zhu:arm", cfg, stage,
                                                 {"init": i, "variant": v, **d})
-                                     for s in stage.seeds for i, v in arm_grid(cfg)]
+                                     for s in stage.seeds for i, v in arm_grid(cfg)] + continued.jobs(PAPER, cfg,
+                                                                                                      stage, d)
 
 
 def start_job(cfg: ZhuConfig, stage: common.Stage) -> common.Job:

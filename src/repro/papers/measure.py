@@ -19,8 +19,10 @@ def flat_metrics(task: str, m: dict) -> dict:
     if task == "instruct":
         out = {f"mau_{s}": v.get("mau_acc", float("nan")) for s, v in m.get("by_source", {}).items() if s != "all"}
         vals = [v for k, v in out.items() if k != "mau_bone_marrow"]
+        # normal and abnormal images apart: a normal/abnormal threshold flip shows as one rising and one falling
         out.update(mau_avg=float(np.nanmean(vals)) if vals else float("nan"), mean_iou=m["mean_iou"],
-                   detection_acc=m["detection_acc"], category_acc=m["category_acc"])
+                   detection_acc=m["detection_acc"], category_acc=m["category_acc"],
+                   normal_acc=m.get("normal_acc", float("nan")), abnormal_acc=m.get("abnormal_acc", float("nan")))
         return out
     if task == "vqa":
         return {"closed_acc": m["closed_acc"], "open_recall": m["open_recall"]}

@@ -152,8 +152,9 @@ def umed_table(run: dict) -> pd.DataFrame:
     # normals and abnormals apart beside MAU: a threshold flip (normals called normal up, abnormals down) shows here
     extra = [c for c in ("normal_acc", "abnormal_acc") if any(c in r.get("metrics", {}) for r in run["records"])]
     cols = list(MAU_NAMES) + ["mau_avg", "mean_iou"] + extra + external_columns(run["records"])
-    ours = table(run["records"], cols).rename(columns={**MAU_NAMES, "mau_avg": "Avg", "mean_iou": "mean IoU",
-                                                       "normal_acc": "normal images", "abnormal_acc": "abnormal images"})
+    names = {**MAU_NAMES, "mau_avg": "Avg", "mean_iou": "mean IoU", "normal_acc": "normal images",
+             "abnormal_acc": "abnormal images"}
+    ours = table(run["records"], cols).rename(columns=names)
     paper = results.paper_table("umed_lvlm", "table2_mau").loc[["MedVInt (SFT)", "MedVInt (SFT+PPO)", "UMed-LVLM"]]
     paper.index.name = "method"
     return side_by_side(ours, paper, f"paper UMed-LVLM ({_source('umed_lvlm', 'table2_mau')}; UMed-LVLM = SFT+AAR)")

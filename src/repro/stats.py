@@ -239,8 +239,11 @@ def compare(treat: pd.DataFrame, base: pd.DataFrame, *, n_boot: int = 2000, rng_
         p_value = (1 + round(hits * n_boot)) / (1 + n_boot) if n_boot > 0 else min(1.0, hits)
         test = TEST_BOOT
     per_seed = [float(x) for x in p.d.mean(axis=1)]  # each seed's mean difference over all items
+    both = (p.treat_scores, p.base_scores)
+    floor, ceiling = (float(np.mean((both[0] == v) & (both[1] == v))) if is_bin else None for v in (0.0, 1.0))
     return {"difference": est, "ci_low": lo, "ci_high": hi, "p_value": float(p_value), "mde": observed_mde(p),
             "n_items": len(p.items), "n_clusters": len(p.clusters), "seeds": len(p.seeds), "per_seed": per_seed,
+            "floor": floor, "ceiling": ceiling,
             "test": test, "seed_ids": list(p.seeds), "n_boot": n_boot}
 
 
@@ -357,6 +360,7 @@ def holm(p_values: list[float]) -> list[float]:
 
 VERDICTS = ("reproduced", "opposite", "below_paper", "inconclusive", "not_trained")
 KINDS = ("claim", "check", "control")
+FLOOR_SHARE = 0.95  # a claim whose two arms both score 0 (or both 1) on this share of items becomes a check
 
 
 def verdict(result: dict, expect: str = "higher", trained: bool = True, alpha: float = 0.05,
@@ -397,9 +401,11 @@ def claims_frame(claims: list[dict], alpha: float = 0.05) -> pd.DataFrame:
     "not_trained". A row's kind says what it is: "claim" (a paper's claim), "check" (a reward did what it pays
     for, or a start that saw the task beats one that did not: never counted as a reproduced claim) or "control"
     (a null or planted arm of the pipeline); each kind is its own Holm family, so checks and controls neither
-    dilute nor borrow the claims' multiplicity. Optional fields per claim: expect ("higher" default), trained
-    (True), kind ("claim"), paper_effect (the paper's difference, for below_paper), why. Columns: CLAIM_COLUMNS,
-    then expect, trained, why and any other fields given."""
+    dilute nor borrow the claims' multiplicity. A claim whose two arms both sit at the floor (or the ceiling) on
+    FLOOR_SHARE of the items (compare's floor / ceiling) becomes a check: a difference there is no evidence either
+    way (stage 06's held-out abnormal images where both arms score 0); its `pinned` says why. Optional fields per
+    claim: expect ("higher" default), trained (True), kind ("claim"), paper_effect (the paper's difference, for
+    below_paper), why. Columns: CLAIM_COLUMNS, then expect, trained, why and any other fields given."""
     if not claims:
         return pd.DataFrame(columns=CLAIM_COLUMNS)
     rows = []
@@ -410,7 +416,12 @@ def claims_frame(claims: list[dict], alpha: float = 0.05) -> pd.DataFrame:
         if c.get("kind", "claim") not in KINDS:
             raise ValueError(f"claims_frame: claim {k} ({c['claim']!r}) has kind {c['kind']!r}, expected one of "
                              f"{KINDS}")
-        rows.append({"expect": "higher", "trained": True, "kind": "claim", "paper_effect": None, **c})
+        rows.append({"expect": "higher", "trained": True, "kind": "claim", "paper_effect": None, "pinned": None, **c})
+        for side in ("floor", "ceiling"):  # both arms pinned at 0 (or 1) on nearly every item: nothing to compare
+            share = c.get(side)
+            if rows[-1]["kind"] == "claim" and share is not None and math.isfinite(share) and share >= FLOOR_SHARE:
+                rows[-1]["kind"], rows[-1]["pinned"] = "check", f"{side}: both arms score {side == 'ceiling':d} " \
+                                                                f"on {share:.0%} of the items"
     df = pd.DataFrame(rows)
     df["p_holm"] = float("nan")
     for _, grp in df.groupby(["paper", "kind"], sort=False):

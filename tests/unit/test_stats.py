@@ -342,3 +342,22 @@ def test_property_holm(ps):
     finite = [(p, a) for p, a in zip(ps, adj) if not math.isnan(p)]
     for p1, a1 in finite:  # monotone: a smaller raw p never gets a larger adjusted p
         assert all(a1 <= a2 + 1e-15 for p2, a2 in finite if p1 <= p2)
+
+
+def test_a_claim_whose_arms_both_sit_at_the_floor_becomes_a_check():
+    """Stage 06's held-out abnormal images: both arms score 0 on nearly every item, so a difference (even a
+    'significant' one from a few items) says nothing about the method: kind check, with the reason."""
+    n = 100
+    treat = np.zeros(n)
+    treat[:3] = 1.0  # 97 % of items: both 0
+    r = S.compare(frame([treat]), frame([np.zeros(n)]), n_boot=200)
+    assert r["floor"] == pytest.approx(0.97) and r["ceiling"] == 0.0
+    row = {"paper": "a", "claim": "x", **r}
+    got = S.claims_frame([row, {**row, "claim": "ctl", "kind": "control"}]).set_index("claim")
+    assert got.loc["x", "kind"] == "check" and got.loc["x", "pinned"].startswith("floor: both arms score 0 on 97%")
+    assert got.loc["ctl", "kind"] == "control"  # a control keeps its kind
+    half = np.zeros(n)
+    half[:10] = 1.0  # 90 % at the floor: still a claim
+    r2 = S.compare(frame([half]), frame([np.zeros(n)]), n_boot=200)
+    assert S.claims_frame([{"paper": "a", "claim": "y", **r2}]).loc[0, "kind"] == "claim"
+    assert S.compare(frame([np.linspace(0, 1, 5)]), frame([np.zeros(5)]), n_boot=50)["floor"] is None

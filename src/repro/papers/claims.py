@@ -172,6 +172,8 @@ def why(row: dict, reason: str = "") -> str:
     if v == "below_paper":
         eff = row.get("paper_effect")
         return f"{ci}: the CI rules out the paper's effect ({eff:+.3f})" if _finite(eff) else f"{ci}: below_paper"
+    if isinstance(row.get("pinned"), str):  # stats.claims_frame: a claim at a floor or ceiling became a check
+        return f"{ci}: {row['pinned']} (a check, not a claim)"
     if d == lo == hi == 0:  # stats.compare: no item differs
         bound = f" (mde {mde:.3f}: the rule-of-three bound, stats.mde_no_difference)" if _finite(mde) else ""
         return f"the two arms score the same on every item: the method changed none of these answers{bound}"

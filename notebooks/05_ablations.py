@@ -31,6 +31,7 @@ import repro.plots
 import repro.results
 from repro.papers import ablation_report as rep
 from repro.papers import ablations as ab
+from repro.papers import plan as papers_plan
 
 cfg, started = repro.config.start(globals(), "05_ablations")
 acfg = ab.AblationConfig.from_params(cfg)          # which ablations, which seeds, bootstrap size
@@ -239,8 +240,9 @@ drllava_table
 # significant — read `mde`; **not_trained**: an arm did not learn. `kind: check` rows are not counted as claims.
 
 # %%
-claims = rep.judge(runs, rep.paper_claims(), acfg.n_boot)
-exploratory = rep.judge(runs, rep.exploratory_claims(acfg), acfg.n_boot, exploratory=True)
+plan = papers_plan.load(cfg.profile)  # planned MDEs from stage 04's validation sweep (repro.papers.plan)
+claims = rep.judge(runs, rep.paper_claims(), acfg.n_boot, plan=plan)
+exploratory = rep.judge(runs, rep.exploratory_claims(acfg), acfg.n_boot, exploratory=True, plan=plan)
 repro.results.save_table(claims, cfg, "claims")
 repro.results.save_table(exploratory, cfg, "exploratory")
 with pd.option_context("display.max_colwidth", 100):

@@ -92,13 +92,13 @@ def exploratory_claims(acfg: ab.AblationConfig) -> list[tuple[Claim, None, str]]
     return [(c, None, "not reported by the paper") for c in out]
 
 
-def judge(runs: dict, items: list, n_boot: int, exploratory: bool = False) -> pd.DataFrame:
+def judge(runs: dict, items: list, n_boot: int, exploratory: bool = False, plan: dict | None = None) -> pd.DataFrame:
     """claims.judge + stats.claims_frame (Holm per paper) of `items` [(Claim, paper difference, source)], with the
     paper's difference (paper_value, our units) and where the paper says it (paper_source)."""
     from repro import stats
     from repro.papers import claims as claims_lib
 
-    found = claims_lib.judge(runs, [c for c, _, _ in items], n_boot=n_boot)
+    found = claims_lib.judge(runs, [c for c, _, _ in items], n_boot=n_boot, plan=plan)
     extra = {(c.paper, c.claim): (v, s) for c, v, s in items}
     for f in found:
         f["paper_value"], f["paper_source"] = extra[(f["paper"], f["claim"])]

@@ -209,3 +209,32 @@ def test_qwen25vl_code_path(tmp_path):
     alone = [attention.vrr_scores(model, processor, [r], [c])[0] for r, c in zip(rows, comps)]
     assert together == pytest.approx(alone, abs=1e-6) and all(0.0 <= v <= 1.0 for v in together)
     assert attention.attention_map(model, processor, ROW, GOOD).shape == (8, 8)
+
+
+def test_policy_vrr_reads_the_bound_model_with_eager_attention_and_restores_it(tiny):
+    """UMed's mechanism (issue 27): VRR from the attention of the model being trained. Bound to an sdpa model (as
+    the policy trains), the reward equals the frozen-copy reward of the same weights, switches the model back to
+    sdpa afterwards, and follows the model when its weights change."""
+    from repro.models import load_vlm
+
+    eager, processor, path = tiny
+    policy, _ = load_vlm(path, attn_implementation="sdpa", device="cpu")
+    f = attention.make_policy_vrr_reward()
+    cols = {k: [ROW[k]] * 2 for k in ("image", "bboxes", "abnormal", "category")}
+    comps = [GOOD, GOOD.replace("nodule", "nodule nodule")]
+    with pytest.raises(RuntimeError, match="bind_policy"):
+        f(prompts=[CORPUS[0]] * 2, completions=comps, **cols)
+    f.bind_policy(policy, processor)
+    got = f(prompts=[CORPUS[0]] * 2, completions=comps, **cols)
+    want = attention.make_vrr_reward(eager, processor)(prompts=[CORPUS[0]] * 2, completions=comps, **cols)
+    assert got == pytest.approx(want, abs=1e-6) and f.source == "policy"
+    assert attention._attn_impl(policy) == "sdpa"  # restored for training
+    with torch.no_grad():  # the policy moves: the reward reads the new weights, not a copy
+        for name, p in policy.named_parameters():
+            if "q_proj.weight" in name:
+                p.mul_(4.0)
+    assert f(prompts=[CORPUS[0]] * 2, completions=comps, **cols) != pytest.approx(got, abs=1e-6)
+    aar = localization.make_aar_reward(group_size=2, vrr_fn=attention.make_policy_vrr_reward(), scale="sum")
+    aar.bind_policy(policy, processor)  # the trainer binds through AAR
+    assert len(aar(prompts=[CORPUS[0]] * 2, completions=comps, **cols, image_size=[64, 64], region=["lung"] * 2,
+                   modality=["CT"] * 2)) == 2

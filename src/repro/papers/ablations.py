@@ -92,15 +92,16 @@ def base_configs(profile: str, acfg: AblationConfig):
 
 
 # ----------------------------------------------------------------------------------------------- UMed rewards
-def aar_variant(variant: str, vrr_fn=None, group_key: str = "query_id"):
+def aar_variant(variant: str, vrr_fn=None, group_key: str = "query_id", scale: str = "mean"):
     """The AAR reward without one component (TRL signature; groups = equal `group_key` values, i.e. the k
     candidates of one query). "w/o VRR": localization.make_aar_reward itself without vrr_fn; "w/o ALR":
     relevance + VRR/max; "w/o max-norm": relevance + raw ALR + raw VRR (None terms add 0, as in aar_total). Every
-    variant is on the full method's scale: divided by the number of terms that apply to the query (scale="mean")."""
+    variant is on the full method's scale (`scale`: "sum" as the paper, or "mean", divided by the number of terms
+    that apply to the query)."""
     from repro.rewards import localization as loc
 
     if variant == "w/o VRR":
-        return loc.make_aar_reward(group_key=group_key, vrr_fn=None, name="aar_wo_vrr")
+        return loc.make_aar_reward(group_key=group_key, vrr_fn=None, name="aar_wo_vrr", scale=scale)
     if variant not in UMED:
         raise ValueError(f"unknown UMed ablation {variant!r}; expected one of {list(UMED)}")
     relevance = loc.make_relevance_reward()
@@ -112,26 +113,23 @@ def aar_variant(variant: str, vrr_fn=None, group_key: str = "query_id"):
         ids = kw.get(group_key)
         ids = ids if isinstance(ids, list | tuple) else None
         if variant == "w/o ALR":
-            return loc.aar_total(rel, None, vrr, ids, scale="mean")
+            return loc.aar_total(rel, None, vrr, ids, scale=scale)
         alr = loc.alr_reward(prompts, comps, **kw)
-        return loc.aar_total(rel, alr, vrr, ids, scale="mean", normalize=False)
+        return loc.aar_total(rel, alr, vrr, ids, scale=scale, normalize=False)
 
     reward.__name__ = reward.__qualname__ = "aar_" + variant.replace("/", "").replace(" ", "_").replace("-", "_")
+    if hasattr(vrr_fn, "bind_policy"):  # VRR from the policy's attention: the trainer binds it through here
+        reward.bind_policy = vrr_fn.bind_policy
     return reward
 
 
 def umed_rewards(job: common.Job, sft) -> list:
-    """Hook of umed.arm: the ablation's reward, with VRR read exactly as the full method reads it."""
-    from repro.rewards import attention
+    """Hook of umed.arm: the ablation's reward, with VRR read and AAR combined exactly as the full method does
+    (umed.vrr_reward, cfg.aar_scale)."""
+    from repro.papers import umed
 
-    vrr = None
-    if job.extra["ablation"] != "w/o VRR":
-        from repro.models import load_vlm
-
-        model, proc = load_vlm(sft, attn_implementation="eager")
-        vrr = attention.make_vrr_reward(model, proc, **common.supported_kwargs(
-            attention.make_vrr_reward, fallback=job.cfg.vrr_fallback))
-    return [aar_variant(job.extra["ablation"], vrr)]
+    vrr = None if job.extra["ablation"] == "w/o VRR" else umed.vrr_reward(job.cfg, sft)
+    return [aar_variant(job.extra["ablation"], vrr, scale=job.cfg.aar_scale)]
 
 
 # ----------------------------------------------------------------------------------------------- MMedPO data

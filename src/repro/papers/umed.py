@@ -40,6 +40,8 @@ class UMedConfig:
     value_lr: float = 1e-4
     value_warmup_steps: int = 0
     vrr_fallback: str = "zero"  # an answer naming no abnormality earns VRR 0 (the paper's sum over an empty set)
+    vrr_source: str = "policy"  # policy: the attention of the model being trained (the paper); frozen: the SFT copy's
+    aar_scale: str = "sum"      # sum: relevance + ALR/max + VRR/max (the paper); mean: divided by the terms that apply
     min_kl: float = 0.01        # nats per sequence: below this end KL the arm counts as "not trained"
     probe_rows: int = 16        # validation instructions of the probe (0 = the whole split)
     probe_k: int = 4            # sampled answers per probe item (training temperature)
@@ -48,7 +50,8 @@ class UMedConfig:
     controls: bool = False      # also run the pipeline's null and positive control arms (repro.papers.controls)
     continued_sft: bool = False  # also run the compute-matched continued-SFT arm (repro.papers.continued)
 
-    KEY_IF_SET: ClassVar[dict] = {"external_test": "none"}  # in an arm's cache key only when not the default
+    # in an arm's cache key only when not these values (the ones that ran before the knob existed)
+    KEY_IF_SET: ClassVar[dict] = {"external_test": "none", "vrr_source": "frozen", "aar_scale": "mean"}
     NOT_IN_KEY: ClassVar[tuple] = ("controls", "continued_sft")  # add arms; change no arm's result
 
     @classmethod
@@ -73,15 +76,27 @@ def start_job(cfg: UMedConfig, stage: common.Stage) -> common.Job:
 
 
 def aar_reward(cfg: UMedConfig, start_dir):
-    """AAR (relevance + ALR + VRR, per-query normalised) with VRR read from the attention of the model at
-    `start_dir` (the frozen start, eager attention)."""
-    from repro.models import load_vlm
-    from repro.rewards import attention, localization
+    """AAR (relevance + ALR/max + VRR/max per query, combined by cfg.aar_scale) with VRR read from the attention of
+    the policy being trained (vrr_source "policy": the trainer binds it) or of a frozen eager copy of the model at
+    `start_dir` ("frozen", an ablation)."""
+    from repro.rewards import localization
 
+    return localization.make_aar_reward(group_key="query_id", vrr_fn=vrr_reward(cfg, start_dir), scale=cfg.aar_scale)
+
+
+def vrr_reward(cfg: UMedConfig, start_dir):
+    """VRR as the method reads it (cfg.vrr_source): from the policy being trained (bound by the trainer) or from a
+    frozen eager copy of the model at `start_dir`. Stage 05's ablations read it through here too."""
+    from repro.models import load_vlm
+    from repro.rewards import attention
+
+    if cfg.vrr_source not in ("policy", "frozen"):
+        raise ValueError(f"umed_vrr_source: {cfg.vrr_source!r}, expected 'policy' or 'frozen'")
+    if cfg.vrr_source == "policy":
+        return attention.make_policy_vrr_reward(fallback=cfg.vrr_fallback)
     vrr_model, vrr_proc = load_vlm(start_dir, attn_implementation="eager")
-    vrr = attention.make_vrr_reward(vrr_model, vrr_proc,
-                                    **common.supported_kwargs(attention.make_vrr_reward, fallback=cfg.vrr_fallback))
-    return localization.make_aar_reward(group_key="query_id", vrr_fn=vrr)
+    return attention.make_vrr_reward(vrr_model, vrr_proc, **common.supported_kwargs(
+        attention.make_vrr_reward, fallback=cfg.vrr_fallback))
 
 
 def ppo_config(cfg: UMedConfig, seed):
@@ -110,8 +125,11 @@ def arm(job: common.Job):
     rec = probe.Recorder(probe_spec(job, fns), probe.points(cfg.steps, cfg.probe_points), job.folder / "probe.csv")
     info = ppo.train(sft, job.folder / "train", rows, fns, ppo_config(cfg, job.seed), progress=False, callback=rec)
     curve = common.ppo_curve(info["log_history"])
-    return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["instruct"], cfg.eval_limit,
-                              probe_table=rec.table(), log=info["log_history"])
+    rec_arm, rows_arm = measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["instruct"], cfg.eval_limit,
+                                           probe_table=rec.table(), log=info["log_history"])
+    if job.method == "SFT+AAR" and not job.extra.get("rewards"):
+        rec_arm.update(vrr_source=cfg.vrr_source, aar_scale=cfg.aar_scale)
+    return rec_arm, rows_arm
 
 
 def probe_spec(job: common.Job, fns: list) -> probe.Spec:

@@ -140,8 +140,7 @@ def prompt_messages(prompt=None, row: dict | None = None) -> list[dict]:
 # ---------------------------------------------------------------- the forward pass
 def check_eager(model) -> None:
     """Raise a clear error for a model whose attention implementation returns no weights (sdpa, flash)."""
-    cfg = getattr(model, "config", None)
-    impl = getattr(getattr(cfg, "text_config", None) or cfg, "_attn_implementation", None)
+    impl = _attn_impl(model)
     if impl not in (None, "eager"):
         raise ValueError(f"VRR needs attention weights, but the model uses attn_implementation={impl!r}; load it "
                          "with repro.models.load_vlm(path, attn_implementation='eager')")
@@ -364,5 +363,62 @@ def make_vrr_reward(model, processor, layers=DEFAULT_LAYERS, min_cover: float = 
     return reward
 
 
-__all__ = ["DEFAULT_LAYERS", "anchor_spans", "attention_map", "check_eager", "image_attention", "make_vrr_reward",
-           "patch_mask", "prompt_messages", "vrr_details", "vrr_scores"]
+def _attn_impl(model) -> str | None:
+    cfg = getattr(model, "config", None)
+    return getattr(getattr(cfg, "text_config", None) or cfg, "_attn_implementation", None)
+
+
+class eager_attention:
+    """Context: the model computes eager attention inside (VRR needs the weights), its own implementation after
+    (the policy trains with sdpa). transformers' set_attn_implementation switches every sub-model."""
+
+    def __init__(self, model):
+        self.model, self.old = model, _attn_impl(model)
+
+    def __enter__(self):
+        if self.old not in (None, "eager"):
+            self.model.set_attn_implementation("eager")
+        return self.model
+
+    def __exit__(self, *exc):
+        if self.old not in (None, "eager"):
+            self.model.set_attn_implementation(self.old)
+        return False
+
+
+def make_policy_vrr_reward(name: str = "vrr_reward", **opts):
+    """VRR read from the attention of the model being trained (the paper's mechanism: the reward looks at where the
+    *policy* attends while it writes the answer), not from a frozen copy. The trainer binds its policy before the
+    first rollout (`reward.bind_policy(model, processor)`, repro.train.ppo); each call then runs one teacher-forced
+    forward pass of the current weights with eager attention (`eager_attention`). opts: make_vrr_reward's."""
+    state: dict = {}
+
+    def bind_policy(model, processor):
+        state.update(model=model, processor=processor)
+
+    def _bound():
+        if "model" not in state:
+            raise RuntimeError(f"{name}: no policy bound; the trainer calls bind_policy(model, processor) first "
+                               "(repro.train.ppo does)")
+        return state["model"], state["processor"]
+
+    def reward(prompts=None, completions=None, **kwargs):
+        model, processor = _bound()
+        with eager_attention(model):
+            return make_vrr_reward(model, processor, name=name, **opts)(prompts=prompts, completions=completions,
+                                                                        **kwargs)
+
+    def explain(completion, prompt=None, **row):
+        model, processor = _bound()
+        with eager_attention(model):
+            return make_vrr_reward(model, processor, name=name, **opts).explain(completion, prompt=prompt, **row)
+
+    reward.__name__ = reward.__qualname__ = name
+    reward.__doc__ = make_policy_vrr_reward.__doc__
+    reward.explain, reward.bind_policy = explain, bind_policy
+    reward.columns, reward.range, reward.source = _COLUMNS, (0.0, 1.0), "policy"
+    return reward
+
+
+__all__ = ["DEFAULT_LAYERS", "anchor_spans", "attention_map", "check_eager", "eager_attention", "image_attention",
+           "make_policy_vrr_reward", "make_vrr_reward", "patch_mask", "prompt_messages", "vrr_details", "vrr_scores"]

@@ -223,6 +223,8 @@ def make_aar_reward(group_size: int | None = None, group_key: str | None = "id",
 
     aar.explain = explain
     aar.range = (0.0, 1.0) if scale == "mean" else (0.0, 3.0)
+    if hasattr(vrr_fn, "bind_policy"):  # VRR read from the policy's attention: the trainer binds it through AAR
+        aar.bind_policy = vrr_fn.bind_policy
     return aar
 
 

@@ -403,6 +403,9 @@ def _train(init_dir, out_dir: Path, ckpt_dir: Path, rows, fns, weights, cfg: PPO
         policy, head, opt = dist.prepare(policy, head, opt)
         rank, main = dist.rank, dist.is_main
         progress = progress and main
+    for f in fns:  # rewards that read the model being trained (UMed's VRR from the policy's own attention)
+        if hasattr(f, "bind_policy"):
+            f.bind_policy(dist.unwrap(policy) if dist else policy, processor)
     t0 = time.time()
     timing = {"rollout_seconds": 0.0, "update_seconds": 0.0}
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="ppo", disable=not progress)

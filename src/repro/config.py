@@ -87,11 +87,13 @@ def declared_parameters(stem: str) -> dict[str, tuple[str, object]]:
 
         module, fn = SCHEMAS[stem].split(":")
         schema = getattr(importlib.import_module(module), fn)()
-        clash = [k for k in out if k in schema and out[k][1] != schema[k][1]]
+        # A schema knob the parameters cell lists as None is shown to the reader (to change in JupyterLab), not
+        # redefined: it keeps the schema's type and default (from_namespace reads None as "not set").
+        clash = [k for k in out if k in schema and out[k][1] is not None and out[k][1] != schema[k][1]]
         if clash:
             raise ConfigError(f"notebooks/{stem}.py: parameters cell redefines {clash} with another default than "
                               f"{SCHEMAS[stem]} (one default per knob)")
-        out = {**schema, **out}
+        out = {**schema, **{k: v for k, v in out.items() if not (k in schema and v[1] is None)}}
     return out
 
 
@@ -161,13 +163,20 @@ def from_namespace(ns: dict, stem: str) -> SimpleNamespace:
     from repro import hub
 
     declared = {**COMMON_KEYS, **declared_parameters(stem)}
-    values = {k: ns[k] for k in declared if k in ns}
+    # None in the notebook's globals means "not set" for a stage whose knobs live in config dataclasses (SCHEMAS):
+    # the parameters cell lists the knobs its exercises name as None, and the reader sets one to a value.
+    values = {k: ns[k] for k in declared if k in ns and not (stem in SCHEMAS and ns[k] is None)}
     validate(values, stem, f"notebooks/{stem}.ipynb parameters")
-    # knobs the notebook does not assign (SCHEMAS) take their one default unless papermill injected them
-    values.update({k: d for k, (_, d) in declared.items() if k not in values})
     if values.get("profile") not in paths.PROFILES:
         raise ConfigError(f"notebooks/{stem}.ipynb: key 'profile' has value {values.get('profile')!r}, "
                           f"expected one of {paths.PROFILES}")
+    # Knobs still unset take the profile's params file, as a headless run does (papermill injects that file's keys,
+    # so there this adds nothing): a notebook opened in JupyterLab then trains the arms a headless run trains, under
+    # the same cache keys, and stages 05/06 read them back. Then each knob's one default.
+    if stem in SCHEMAS and paths.params_file(values["profile"], stem).exists():
+        from_file = load_params(values["profile"], stem, check_paths=False)
+        values.update({k: v for k, v in from_file.items() if k not in values})
+    values.update({k: d for k, (_, d) in declared.items() if k not in values})
     hub.apply(values["profile"], values.get("allow_hub", False))
     return SimpleNamespace(**values, stem=stem)
 

@@ -94,3 +94,26 @@ def test_markdown_tables_leave_out_a_plain_row_number_index():
     assert md.splitlines()[0] == "| condition | acc |" and md.splitlines()[2] == "| a | 0.500 |"
     named = to_markdown(pd.DataFrame({"acc": [0.5]}, index=pd.Index([3], name="step")))
     assert named.splitlines()[0] == "| step | acc |" and named.splitlines()[2] == "| 3 | 0.500 |"
+
+
+def test_schema_knobs_listed_as_none_take_the_params_file_then_the_default(tmp_repo):
+    """04-06 list the knobs their exercises name as None in the parameters cell: unset, a knob takes the profile's
+    params file (as a headless run, so JupyterLab trains the same arms), set by the reader it wins; its type is the
+    config dataclass's."""
+    from repro import papers
+
+    write_notebook(tmp_repo / "notebooks" / "04_rl.ipynb", 'profile = "smoke"\numed_k = None\n', ["pass"])
+    (tmp_repo / "params" / "smoke").mkdir(parents=True)
+    (tmp_repo / "params" / "smoke" / "04_rl.yaml").write_text("profile: smoke\nseed: 0\numed_k: 3\numed_steps: 5\n")
+    default = papers.declared()["umed_lr"][1]
+    cfg = config.from_namespace({"profile": "smoke", "umed_k": None}, "04_rl")
+    assert (cfg.umed_k, cfg.umed_steps, cfg.umed_lr) == (3, 5, default)
+    cfg = config.from_namespace({"profile": "smoke", "umed_k": 2}, "04_rl")
+    assert (cfg.umed_k, cfg.umed_steps) == (2, 5)
+    assert config.declared_parameters("04_rl")["umed_k"][0] == "int"
+    with pytest.raises(config.ConfigError, match="umed_k"):
+        config.from_namespace({"profile": "smoke", "umed_k": "two"}, "04_rl")
+    # a value other than None in the cell would be a second default: refused
+    write_notebook(tmp_repo / "notebooks" / "04_rl.ipynb", 'profile = "smoke"\numed_k = 7\n', ["pass"])
+    with pytest.raises(config.ConfigError, match="redefines"):
+        config.declared_parameters("04_rl")

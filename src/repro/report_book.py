@@ -8,6 +8,8 @@ Run as: python -m repro.report_book export --profile cpu
 
 from __future__ import annotations
 
+import base64
+import functools
 import html
 import json
 import re
@@ -145,8 +147,79 @@ def md_to_html(text: str, title: str, img_prefix: str = "../") -> str:
     return _page(title, body)
 
 
+# ----------------------------------------------------------------------------------------------- offline math
+# The site must read offline: nbconvert's template loads MathJax (and require.js, mermaid) from a CDN, so without a
+# network its formulas showed as raw LaTeX. Instead every formula of a markdown cell is drawn once here by
+# matplotlib's mathtext into an inline SVG (<img> with the LaTeX as alt text), and every remote <script> is removed.
+# mathtext knows a subset of LaTeX: _tex_compat rewrites the constructs the notebooks use into it; a formula it
+# still cannot draw (\begin{cases}, \underbrace) is shown as its LaTeX source in <code>.
+_MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)  # code fences and spans keep their dollars
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.S | re.I)
+_REMOTE = re.compile(r"https?://|\bsrc=[\"']?//", re.I)  # a script that names another host loads from it
+
+
+def _tex_compat(tex: str) -> str:
+    """LaTeX as the notebooks write it -> the subset matplotlib's mathtext parses (same meaning, plainer sizes)."""
+    t = re.sub(r"\\(?:[Bb]ig{1,2}|[Bb]igg)[lr]?(?![a-zA-Z])", "", tex)         # \Big( -> (
+    t = re.sub(r"\\(?:textstyle|displaystyle)(?![a-zA-Z])", "", t)
+    t = re.sub(r"\\[td]frac(?![a-zA-Z])", r"\\frac", t)
+    t = re.sub(r"\\operatorname\*?\{([^}]*)\}", r"\\mathrm{\1}", t)
+    t = re.sub(r"\\text\{([^}]*)\}", lambda m: r"\mathrm{" + m[1].replace(" ", r"\ ") + "}", t)
+    t = re.sub(r"\\(mathcal|mathbb|mathbf|mathrm)\s*([A-Za-z0-9])", r"\\\1{\2}", t)  # \mathbb 1 -> \mathbb{1}
+    t = re.sub(r"\\frac\s*([A-Za-z0-9])\s*([A-Za-z0-9])", r"\\frac{\1}{\2}", t)  # \frac1n -> \frac{1}{n}
+    t = re.sub(r"\\frac\s*([A-Za-z0-9])\s*\{", r"\\frac{\1}{", t)
+    t = re.sub(r"\\(le|ge)(?![a-zA-Z])", r"\\\1q", t)
+    t = re.sub(r"\\iff(?![a-zA-Z])", r"\\Leftrightarrow", t)
+    return " ".join(t.split())
+
+
+@functools.lru_cache(maxsize=4096)
+def math_svg(tex: str) -> str | None:
+    """The formula drawn by matplotlib's mathtext as an SVG document (text as paths: no font needed to read it);
+    None when mathtext cannot parse it."""
+    import io
+
+    import matplotlib
+    from matplotlib import mathtext
+    from matplotlib.font_manager import FontProperties
+
+    buf = io.BytesIO()
+    try:
+        with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "repro"}):
+            mathtext.math_to_image(f"${_tex_compat(tex)}$", buf, prop=FontProperties(size=12), dpi=96, format="svg")
+    except Exception:  # mathtext raises pyparsing's and its own errors for LaTeX it does not know
+        return None
+    return buf.getvalue().decode()
+
+
+def _math_html(tex: str, display: bool) -> str:
+    svg = math_svg(tex.strip())
+    if svg is None:
+        inner = f"<code class='tex'>{html.escape(tex.strip())}</code>"
+    else:
+        src = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+        alt = html.escape(tex.strip(), quote=True)
+        inner = f"<img class='math' src='{src}' alt='{alt}' style='vertical-align:middle'>"
+    return f"<div style='text-align:center;margin:0.6em 0'>{inner}</div>" if display else inner
+
+
+def offline_markdown(text: str) -> str:
+    """A markdown cell with every $...$ / $$...$$ formula replaced by its drawn image (code spans untouched)."""
+    parts = _CODE.split(text)
+    for i in range(0, len(parts), 2):  # even parts are outside code
+        parts[i] = _MATH.sub(lambda m: _math_html(m[1] if m[1] is not None else m[2], m[1] is not None), parts[i])
+    return "".join(parts)
+
+
+def offline_html(page: str) -> str:
+    """An exported page without any script loaded from another host (MathJax, require.js, mermaid)."""
+    return _SCRIPT.sub(lambda m: "" if _REMOTE.search(m[0]) else m[0], page)
+
+
 def export_notebooks(nb_dir: Path, out_dir: Path, skip: tuple[str, ...] = ()) -> list[str]:
-    """HTML of every executed notebook NN_*.ipynb in nb_dir (no execution); returns the stems written."""
+    """HTML of every executed notebook NN_*.ipynb in nb_dir (no execution), readable offline (offline_markdown,
+    offline_html); returns the stems written."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -154,8 +227,12 @@ def export_notebooks(nb_dir: Path, out_dir: Path, skip: tuple[str, ...] = ()) ->
     for nb in sorted(Path(nb_dir).glob("[0-9][0-9]_*.ipynb")) if Path(nb_dir).exists() else []:
         if nb.stem in skip:
             continue
-        body, _ = exporter.from_notebook_node(nbformat.read(nb, as_version=4))
-        (out_dir / f"{nb.stem}.html").write_text(body)
+        node = nbformat.read(nb, as_version=4)
+        for cell in node.cells:
+            if cell.cell_type == "markdown":
+                cell.source = offline_markdown(cell.source)
+        body, _ = exporter.from_notebook_node(node)
+        (out_dir / f"{nb.stem}.html").write_text(offline_html(body))
         done.append(nb.stem)
     return done
 

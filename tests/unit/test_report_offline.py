@@ -1,0 +1,41 @@
+"""The report site reads offline: formulas drawn into inline images, no script from another host."""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+
+from repro import report_book
+
+
+def test_offline_markdown_draws_math_and_leaves_code_alone():
+    out = report_book.offline_markdown("cost $x^2$, run `echo $HOME $PATH`, then $$\\frac1n\\sum_i \\mathbb 1[y_i]$$")
+    imgs = re.findall(r"<img class='math' src='data:image/svg\+xml;base64,[^']+' alt='([^']*)'", out)
+    assert imgs == ["x^2", "\\frac1n\\sum_i \\mathbb 1[y_i]"]
+    assert "`echo $HOME $PATH`" in out                      # a code span keeps its dollars
+    assert "$" not in out.replace("`echo $HOME $PATH`", "")  # every formula was replaced
+    # what mathtext cannot draw is shown as its source, escaped
+    cases = report_book.offline_markdown("$c=\\begin{cases}1 & a<b\\\\0\\end{cases}$")
+    assert "<code class='tex'>c=\\begin{cases}1 &amp; a&lt;b" in cases
+
+
+def test_offline_html_drops_remote_scripts_only():
+    page = ('<script src="https://cdn.example/mathjax.js"></script><script>var a = 1;</script>'
+            '<script type="module">const m = await import("https://cdn.example/mermaid.mjs");</script>'
+            '<script src="//cdn.example/require.js"></script>')
+    assert report_book.offline_html(page) == "<script>var a = 1;</script>"
+
+
+def test_exported_notebook_has_no_remote_script(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T\n\n$$A_i = r_i - \\bar r$$"),
+                                         nbformat.v4.new_code_cell("1 + 1")])
+    nb_dir, out = tmp_path / "nb", tmp_path / "site"
+    nb_dir.mkdir()
+    out.mkdir()
+    nbformat.write(nb, nb_dir / "04_demo.ipynb")
+    assert report_book.export_notebooks(nb_dir, out) == ["04_demo"]
+    page = (out / "04_demo.html").read_text()
+    scripts = re.findall(r"<script\b[^>]*>.*?</script>", page, re.S | re.I)
+    assert scripts and not [s for s in scripts if re.search(r"https?://|src=[\"']?//", s)]
+    assert re.search(r"<img[^>]*alt=[\"']A_i = r_i - \\bar r[\"']", page)  # the formula, drawn

@@ -22,6 +22,10 @@
 
 # %% tags=["parameters"]
 profile = "smoke"          # smoke | cpu | gpu; every other knob is a field of papers.ablations.AblationConfig
+# The knobs the exercises name. None keeps the value of params/PROFILE/05_ablations.yaml (else the default)
+iou_thresholds = None          # list, IoU thresholds of the accuracy curve (no training: recomputed from the rows)
+umed = None                    # list, UMed ablations to train, a subset of papers.ablations.UMED
+zhu_small_generations = None   # int, G of Zhu's small-group arm
 
 # %%
 import pandas as pd
@@ -53,12 +57,14 @@ runs = ab.run_all(configs, stage, acfg)  # {paper: {"records", "rows"}}; only th
 # **Idea.** AAR adds two terms to the relevance reward, each divided by its maximum over the $k$ candidates of the
 # same query (docs/methods.md §4):
 #
-# $$r = r^{LLM} + \frac{r^{loc}}{\max_k r^{loc}} + \frac{r^{att}}{\max_k r^{att}},\qquad
-#   r^{loc} = \mathrm{IoU}(\hat b, b)\ \text{(ALR)},\qquad r^{att} = \text{attention mass on the lesion (VRR)}.$$
+# $$r = \frac{1}{n_{terms}}\Big(r^{LLM} + \frac{r^{loc}}{\max_k r^{loc}} + \frac{r^{att}}{\max_k r^{att}}\Big),\qquad
+#   r^{loc} = \mathrm{IoU}(\hat b, b)\ \text{(ALR)},\qquad r^{att} = \text{attention share on the lesion (VRR)},$$
 #
-# The ablations drop one term (w/o VRR: $r^{LLM} + r^{loc}/\max$; w/o ALR: $r^{LLM} + r^{att}/\max$), both
-# (w/o AAR = stage 04's SFT+PPO, relevance only) or the normalisation (w/o max-norm: $r^{LLM} + r^{loc} + r^{att}$
-# raw, so VRR's scale, not its rank among the candidates, decides its weight). Everything else — PPO knobs, the
+# with $n_{terms}$ the number of terms that apply to the query (the paper adds them: $n_{terms} = 1$; stage 04,
+# section 1 works the reward through on a hand batch). The ablations drop one term (w/o VRR:
+# $r^{LLM} + r^{loc}/\max$; w/o ALR: $r^{LLM} + r^{att}/\max$), both (w/o AAR = stage 04's SFT+PPO, relevance
+# only) or the normalisation (w/o max-norm: $r^{LLM} + r^{loc} + r^{att}$ raw, so VRR's scale, not its rank among
+# the candidates, decides its weight); every variant keeps the division by $n_{terms}$. Everything else — PPO knobs, the
 # frozen attention model that reads VRR, the data — is the full method's (`papers.umed.arm` with a reward hook).
 
 # %%
@@ -96,11 +102,12 @@ iou.groupby(["method", "threshold"], sort=False)["accuracy"].mean().unstack().ro
 # 3. "w/o max-normalisation" is our ablation (not in the paper): it shows what the normalisation does.
 # 4. Synthetic MAU look-alike sources, a tiny model, far fewer PPO steps.
 #
-# **Exercises**
-# 1. In the curve, where does each method's accuracy start to fall, and is that near the paper's 0.6?
+# **Exercises** (knobs in the parameters cell at the top; then run the notebook from the top)
+# 1. Set `iou_thresholds = [0.3, 0.6]` (nothing retrains: the curve is recomputed from the saved per-row IoUs):
+#    between the two thresholds, how much accuracy does each method lose, and is the fall near the paper's 0.6?
 # 2. Without max-normalisation VRR enters on its raw scale: look up its range in stage 03 and say which term
 #    dominates the reward then.
-# 3. Add `umed: ["w/o VRR"]` with `seeds: [0]` to the params file: which claims remain, and how does Holm change?
+# 3. Set `umed = ["w/o VRR"]`: which claims remain, and how does Holm change with fewer claims in the family?
 
 # %% [markdown]
 # ## 2 · MMedPO: which component of the preference set matters?
@@ -185,7 +192,8 @@ zhu_table
 #
 # **Exercises**
 # 1. Without the KL penalty, does the format rate or the length drift further from the SFT start?
-# 2. With $G = 2$, what share of groups has zero reward variance when the start's pass@1 is $p$? ($p^2 + (1-p)^2$)
+# 2. Set `zhu_small_generations = 2`: what share of groups has zero reward variance when the start's pass@1 is
+#    $p$ ($p^2 + (1-p)^2$)? Compare with the `frac_reward_zero_std` the arm logged.
 # 3. Is the init-study difference larger than its `mde`? What evaluation size would detect half of it?
 
 # %% [markdown]

@@ -22,6 +22,14 @@
 
 # %% tags=["parameters"]
 profile = "smoke"          # smoke | cpu | gpu; every other knob is a config dataclass field (see below)
+# The knobs the exercises name. None keeps the value of params/PROFILE/06_generalization.yaml (else the default)
+ood_umed_loso = None               # list, sources left out one at a time
+ood_umed_full_from_04 = None       # bool, the 100% data point is stage 04's SFT and SFT+AAR
+ood_umed_sft_tasks = None          # list, the short SFT's task mixture
+ood_mmedpo_qwen_sft_steps = None   # int, SFT steps of the tiny Qwen2.5-VL start
+mmedpo_equal_text_exposure = None  # bool, MMedPO sees as many text pairs as DPO
+ood_zhu_heldout_kind = None        # str, finding / region / modality
+ood_zhu_variant = None             # str, grpo / dr_grpo / ...
 
 # %%
 import pandas as pd
@@ -119,11 +127,11 @@ scale
 #    scale does not shrink until a share is smaller than the cap.
 # 5. All of 04's differences (rule judge for relevance, VRR from a frozen eager copy, our MAU accuracy).
 #
-# **Exercises**
-# 1. Add `kvasir` to `ood_umed_loso`: with a single endoscopy source left out, what can the model know about
-#    polyps?
-# 2. Set `ood_umed_full_from_04: false`: how far is the short recipe's 100% point from stage 04's?
-# 3. Set `ood_umed_sft_tasks: [instruct, vqa]`: does the extra data help the unseen categories?
+# **Exercises** (knobs in the parameters cell at the top; then run the notebook from the top)
+# 1. Set `ood_umed_loso = ["tbx11k"]` (one study fewer, nothing new to train), then `["kvasir"]`: with the only
+#    endoscopy source left out, what can the model know about polyps?
+# 2. Set `ood_umed_full_from_04 = False`: how far is the short recipe's 100% point from stage 04's?
+# 3. Set `ood_umed_sft_tasks = ["instruct", "vqa"]`: does the extra data help the unseen categories?
 
 # %% [markdown]
 # ## 2 · Dr-LLaVA: robustness to question order and misleading hints
@@ -159,7 +167,8 @@ dr_frame
 #
 # **Exercises**
 # 1. Which variant has the largest SFT drop, and is PPO's Δ there larger than its `mde`?
-# 2. In stage 01 set `conv_train_variants = ["standard"]` and rerun 02–06: does PPO still help on `shuffled`?
+# 2. Which variants did the PPO arm train on (stage 01's parameter `conv_train_variants`), and does PPO help
+#    more on those than on the variants it never saw?
 
 # %% [markdown]
 # ## 3 · MMedPO: another architecture, another start
@@ -195,11 +204,13 @@ mmedpo_table
 # 1. The second architecture is a randomly initialised tiny Qwen2.5-VL with a short SFT (no vision pretraining),
 #    not LLaVA-Med++; its tokenizer is trained on the same corpus.
 # 2. The "SFT start" comparison reuses stage 04's MMedPO arms: same knobs, same test rows.
-# 3. All of 04's differences (templated dispreferred answers, rule clinical scores, full fine-tuning).
+# 3. All of 04's differences (dispreferred answers sampled from the SFT model or templated, rule clinical scores,
+#    full fine-tuning).
 #
 # **Exercises**
-# 1. Raise `ood_mmedpo_qwen_sft_steps`: does the Qwen start's closed VQA accuracy change the DPO − SFT gap?
-# 2. Set `mmedpo_equal_text_exposure: false`: does the base-start comparison change?
+# 1. Raise `ood_mmedpo_qwen_sft_steps` (e.g. to twice the profile's value): does the Qwen start's closed VQA
+#    accuracy change the DPO − SFT gap?
+# 2. Set `mmedpo_equal_text_exposure = False`: does the base-start comparison change?
 
 # %% [markdown]
 # ## 4 · Zhu et al.: over training steps, and on a question kind never trained
@@ -238,8 +249,8 @@ zhu_frame
 # 3. A step-0 point is the start's greedy accuracy (the SFT model), the same rows as every checkpoint.
 #
 # **Exercises**
-# 1. Set `ood_zhu_heldout_kind: finding`: is the finding question harder to transfer to than the modality one?
-# 2. Set `ood_zhu_variant: dr_grpo`: does the length curve change?
+# 1. Set `ood_zhu_heldout_kind = "finding"`: is the finding question harder to transfer to than the modality one?
+# 2. Set `ood_zhu_variant = "dr_grpo"`: does the length curve change?
 
 # %% [markdown]
 # ## Claims ledger

@@ -332,6 +332,14 @@ pd.DataFrame({"answer": conversation, "parsed": explained["parsed"], "label": ex
              index=[decision_tree.CATEGORY_NAMES[c] for c in turn_categories])
 
 # %% [markdown]
+# The same conversation on the tree: each answer a node of its category's row, the red walk the policy's path.
+
+# %%
+from repro.data import viz  # noqa: E402
+
+repro.plots.save_figure(viz.tree_figure(explained["parsed"]), cfg, "drllava_tree")
+
+# %% [markdown]
 # $R$ = 4 right answers + 3 consistent pairs = 7 of 9. Turn 4 is wrong ($c_4 = 0$); the pair (abnormal, plasma
 # cells) lies on MM's path, so $a_4 = 1$, but (plasma cells, AML) lies on no path, so $a_5 = 0$. Consistency is
 # judged on the *parsed* answers, not against the truth: a coherent but wrong path

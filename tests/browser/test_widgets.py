@@ -1,7 +1,7 @@
-"""The notebooks' ipywidgets in a real browser: headless Chromium (the system package, driven by playwright) opens
-JupyterLab, runs each notebook that builds widgets at its default (interactive) parameters, moves the widget's
-dropdown and slider, and checks that the widget's output area changes each time. Screenshots and timings go to
-runs/browser/.
+"""The notebooks in a real browser: headless Chromium (the system package, driven by playwright) opens JupyterLab,
+runs each notebook that builds widgets at its default (interactive) parameters, moves the widget's dropdown and
+slider, and checks that the widget's output area changes each time; and runs notebook 04's first section (the
+methods in steps) as a learner would. Screenshots and timings go to runs/browser/.
 
 Off by default: runs only with REPRO_BROWSER=1 and a Chromium at $CHROMIUM (default /usr/bin/chromium).
 Run as: make test-browser   (installs Debian's chromium if missing)
@@ -81,13 +81,14 @@ def _errors(page) -> str:
     return "\n".join(t for t in texts if "Error" in t)[-3000:]
 
 
-def _run_all(page) -> None:
-    """Run > Run All Cells, as a learner would (the widget cell needs what the cells above it computed). Waits until
-    the status bar shows the kernel idle: before its session exists, Lab answers Run All with a kernel dialog."""
+def _run_all(page, item: str = "Run All Cells") -> None:
+    """Run > Run All Cells (or another item of the Run menu), as a learner would (the widget cell needs what the
+    cells above it computed). Waits until the status bar shows the kernel idle: before its session exists, Lab
+    answers Run All with a kernel dialog."""
     page.locator("#jp-main-statusbar", has_text=re.compile(r"\(repro\) \| Idle")).wait_for(timeout=180_000)
     for _ in range(2):
         page.locator(".lm-MenuBar-item", has=page.get_by_text("Run", exact=True)).click()
-        page.locator(".lm-Menu-item", has=page.get_by_text("Run All Cells", exact=True)).click()
+        page.locator(".lm-Menu-item", has=page.get_by_text(item, exact=True)).click()
         try:  # a queued or finished cell shows [*] or [n]
             page.locator(".jp-InputArea-prompt", has_text=re.compile(r"\[[*\d]+\]")).first.wait_for(timeout=30_000)
             return
@@ -155,3 +156,39 @@ def test_widget_reacts_in_jupyterlab(browser, lab, stem):  # browser first: skip
         page.close()
         lab.shutdown_kernels()
 
+
+
+def test_04_first_section_runs_in_jupyterlab(browser, lab):
+    """04 as a learner opens it: select the cell that ends section 1 (UMed's rewards and PPO in steps, on hand
+    batches), Run > Run All Above Selected Cell, then that cell; the hand batch's tables and PPO's five steps must
+    be on the page and no cell may fail. Section 1 needs no earlier stage's artefacts."""
+    stem = "04_rl"
+    t0 = time.time()
+    (OUT / f"{stem}-failed.png").unlink(missing_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(lab.notebook_url(stem))
+        page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=120_000)
+        end = page.locator(".jp-Notebook .jp-CodeCell").filter(
+            has=page.locator(".cm-content", has_text=re.compile(r"^umed_cfg$")))
+        end.locator(".jp-InputArea-prompt").first.click()  # select the cell (command mode), as a mouse click does
+        _run_all(page, "Run All Above Selected Cell")
+        page.locator("#jp-main-statusbar", has_text=re.compile(r"\(repro\) \| Idle")).wait_for(timeout=CELL_TIMEOUT_MS)
+        end.locator(".jp-InputArea-prompt").first.click()
+        page.keyboard.press("Shift+Enter")
+        end.locator(".jp-OutputArea-output", has_text="UMedConfig(").wait_for(timeout=REACT_TIMEOUT_MS)
+        notebook = page.locator(".jp-Notebook")
+        for text in ("ours: / n_terms", "centred (step 1)", "clipped loss (step 5)"):
+            assert notebook.get_by_text(text).count() > 0, f"{stem}: no {text!r} on the page; errors:\n{_errors(page)}"
+        assert not _errors(page), _errors(page)
+        end.scroll_into_view_if_needed()
+        OUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(OUT / f"{stem}.png"))
+        TIMINGS[f"{stem} first section"] = time.time() - t0
+    except BaseException:
+        OUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(OUT / f"{stem}-failed.png"))
+        raise
+    finally:
+        page.close()
+        lab.shutdown_kernels()

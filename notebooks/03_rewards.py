@@ -170,9 +170,11 @@ vars(cfg)
 #
 # A rule **relevance** judge $r^{\text{LLM}}\in[0,1]$ (structure, detection, category, no contradiction) stands in for
 # the paper's LLM. ALR and VRR are then **max-normalised over the $K$ candidates of the same query** and added
-# (AAR):
+# (AAR); the paper stops at the sum, we divide it by the number of terms that apply to the query, $n_{\text{terms}}$
+# (3 on an abnormal image, 1 on a normal one, where ALR and VRR do not exist), so every reward lies in $[0,1]$
+# (`docs/methods.md §4(a)`):
 #
-# $$r_t=r^{\text{LLM}}_t+\frac{r^{\text{loc}}_t}{\max_{k\le K} r^{\text{loc}}_k}+\frac{r^{\text{att}}_t}{\max_{k\le K} r^{\text{att}}_k}\qquad(0\ \text{when the maximum is}\le 0).$$
+# $$r_t=\frac{1}{n_{\text{terms}}}\Big(r^{\text{LLM}}_t+\frac{r^{\text{loc}}_t}{\max_{k\le K} r^{\text{loc}}_k}+\frac{r^{\text{att}}_t}{\max_{k\le K} r^{\text{att}}_k}\Big)\qquad(\text{a quotient is 0 when its maximum is}\le 0).$$
 #
 # Here the candidates are the `samples_per_row` samples of one test row (column `id`). The list of how we differ
 # and the exercises follow the VRR figure below.
@@ -345,11 +347,12 @@ print(f"VRR of the SFT model's own answers on {len(scored)} abnormal samples: me
 # $$\mathcal L_{\text{MMedPO}}=\frac1B\sum_{i=1}^{B}s'_i\cdot\big(-\log\sigma(\beta\,\Delta_i)\big),\qquad
 # \Delta_i=\log\frac{\pi_\theta(y_w\mid x)}{\pi_{\text{ref}}(y_w\mid x)}-\log\frac{\pi_\theta(y_l\mid x^*)}{\pi_{\text{ref}}(y_l\mid x^*)}.$$
 #
-# The paper prints $s'=\operatorname{clip}((s-\mu)/\sigma,\alpha,\beta)$ with $\alpha=0.75,\beta=1.25,\mu=1,\sigma^2=0.1$, which
+# The paper prints $s'=\operatorname{clip}((s-\mu)/\sigma,s_{\min},s_{\max})$ with $s_{\min}=0.75,s_{\max}=1.25,\mu=1,\sigma^2=0.1$ (it
+# names the bounds $\alpha,\beta$; $\beta$ here is DPO's temperature only), which
 # is the constant 0.75 for every $s\in[0,1]$. `pref_weight_mode` chooses how text scores become weights:
 #
-# $$\mathtt{normalize}:\ s'_i=\operatorname{clip}\Big(\mu+\sigma\,\frac{s_i-\operatorname{mean}(s)}{\operatorname{std}(s)},\ \alpha,\ \beta\Big),\qquad
-# \mathtt{minmax}:\ s'_i=\alpha+(\beta-\alpha)\,s_i,\qquad \mathtt{raw}:\ s'_i=s_i,\qquad \mathtt{literal}:\ 0.75 .$$
+# $$\mathtt{normalize}:\ s'_i=\operatorname{clip}\Big(\mu+\sigma\,\frac{s_i-\operatorname{mean}(s)}{\operatorname{std}(s)},\ s_{\min},\ s_{\max}\Big),\qquad
+# \mathtt{minmax}:\ s'_i=s_{\min}+(s_{\max}-s_{\min})\,s_i,\qquad \mathtt{raw}:\ s'_i=s_i,\qquad \mathtt{literal}:\ 0.75 .$$
 #
 # A visual pair's score is the SFT model's $P(\text{yes})/(P(\text{yes})+P(\text{no}))$ for "Is there an abnormality?" on
 # the original image, mapped by `pref_visual_weight_mode` (default `minmax`). The call, with every knob by name:

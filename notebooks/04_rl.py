@@ -426,7 +426,10 @@ umed_table
 # +0.02 (plain PPO) in average MAU accuracy (Table 2). Our numbers are on SynthMed with a tiny model, so only
 # the *direction* is comparable; whether it reproduced is decided in the claims ledger at the end, by a paired
 # test on the same test images. A method labelled "(not trained)" did not learn: its probe reward did not rise
-# (section "Arms").
+# (section "Arms"). In the curves, `reward` is the training batch's mean reward (a few prompts: mostly batch noise;
+# the probe of section "Arms" is the measurement) and `kl` the per-sequence sum of step 2's $k_1$ estimate
+# $\log\pi_\theta - \log\pi_{ref}$ over the sampled tokens, averaged over the batch: an estimate that can dip below 0
+# on one batch, although the KL itself cannot.
 #
 # **How we differ from the paper**
 # 1. The relevance reward is a rule judge of the answer's structure and facts, not an LLM.

@@ -81,6 +81,49 @@ def _paper_tables(paper: str) -> list[tuple[str, pd.DataFrame]]:
     return [(t.get("source", name), results.paper_table(key, name)) for name, t in tables.items()]
 
 
+DEVIATIONS = {"drllava": "6(a)", "zhu": "6(b)", "mmedpo": "6(c)", "umed": "6(d)"}  # docs/methods.md sections
+
+
+def reproducibility_summary(paper: str, led: pd.DataFrame) -> str:
+    """The opening of a paper's page, in the shape reproduction studies use (scope; what reproduced; what did not,
+    with the ledger's reason; what was hard; the deviations), generated from the ledger rows of `paper`: no
+    hand-written number. Only rows of kind "claim" are counted; checks and controls are named, not counted."""
+    mine = led[led["paper"] == paper]
+    kind = mine["kind"].fillna("claim") if "kind" in mine else pd.Series("claim", index=mine.index)
+    claims, others = mine[kind == "claim"], mine[kind != "claim"]
+    out = ["## Reproducibility summary\n"]
+    if not len(mine):
+        return out[0] + "\nNo claims of this paper in the results.\n"
+    stages = ", ".join(sorted({str(s) for s in mine["stage"]}))
+    extra = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in others["kind"].value_counts().items())
+    out.append(f"- **Scope.** {len(claims)} of the paper's claims tested by paired tests on test items "
+               f"(stages {stages})" + (f", besides {extra} (not counted)" if extra else "") + ".")
+    by = {v: claims[claims["verdict"] == v] for v in ledger.VERDICTS}
+
+    def names(df: pd.DataFrame, why: bool = False) -> str:
+        return "; ".join(f"*{c}*" + (f" ({w})" if why and isinstance(w, str) and w else "")
+                         for c, w in zip(df["claim"], df["why"]))
+
+    out.append(f"- **Reproduced ({len(by['reproduced'])} of {len(claims)}).** " + (names(by["reproduced"]) or "none")
+               + ".")
+    missed = [(v, by[v]) for v in ("opposite", "below_paper", "inconclusive", "not_trained") if len(by[v])]
+    if missed:
+        out.append("- **Not reproduced.** " + " ".join(
+            f"{v.replace('_', ' ')} ({len(df)}): {names(df, why=v != 'inconclusive')}." for v, df in missed))
+    if len(by["inconclusive"]):
+        mde = pd.to_numeric(by["inconclusive"]["mde"], errors="coerce").dropna()
+        span = f" (minimum detectable effects {mde.min():.3f} to {mde.max():.3f})" if len(mde) else ""
+        out.append(f"- **What was hard.** {len(by['inconclusive'])} claim(s) inconclusive: this evaluation's test "
+                   f"items could not tell the difference from 0 or from the paper's{span}."
+                   + (f" {len(by['not_trained'])} claim(s) had an arm that did not learn." if len(by["not_trained"])
+                      else ""))
+    elif len(by["not_trained"]):
+        out.append(f"- **What was hard.** {len(by['not_trained'])} claim(s) had an arm that did not learn.")
+    out.append(f"- **Deviations that could matter.** docs/methods.md §{DEVIATIONS.get(paper, '6')} lists every one; "
+               "the largest are the synthetic data and the tiny model, so only directions compare.")
+    return "\n".join(out) + "\n"
+
+
 def paper_page(paper: str, led: pd.DataFrame, fig_dir: Path, notes: dict[str, str], prefix: str | None = "") -> str:
     """Markdown page of one paper: its claims, then per stage (04 main, 05 ablations, 06 generalization) the tables
     and figures that stage wrote for this paper, then the paper's own reported tables. `prefix` is put before
@@ -89,7 +132,7 @@ def paper_page(paper: str, led: pd.DataFrame, fig_dir: Path, notes: dict[str, st
     title = ledger.PAPER_TITLES.get(paper, paper)
     key = PAPER_KEYS.get(paper)
     cite = results.paper_numbers(key).get("citation", "") if key in results.paper_numbers() else ""
-    out = [f"# {title}\n", f"{cite}\n" if cite else ""]
+    out = [f"# {title}\n", f"{cite}\n" if cite else "", reproducibility_summary(paper, led)]
     mine = led[led["paper"] == paper]
     out.append(f"## Claims ({len(mine)})\n")
     none = "No claims of this paper in the results.\n"

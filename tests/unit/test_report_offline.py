@@ -39,3 +39,19 @@ def test_exported_notebook_has_no_remote_script(tmp_path):
     scripts = re.findall(r"<script\b[^>]*>.*?</script>", page, re.S | re.I)
     assert scripts and not [s for s in scripts if re.search(r"https?://|src=[\"']?//", s)]
     assert re.search(r"<img[^>]*alt=[\"']A_i = r_i - \\bar r[\"']", page)  # the formula, drawn
+
+
+def test_reproducibility_summary_counts_claims_only_and_gives_reasons():
+    import pandas as pd
+
+    rows = [("claim", "A beats B", "reproduced", "", 0.02), ("claim", "C beats D", "opposite", "CI below 0", 0.03),
+            ("claim", "E beats F", "inconclusive", "", 0.05), ("check", "ECR lengthens", "reproduced", "", 0.01),
+            ("claim", "G beats H", "not_trained", "G did not learn", None)]
+    led = pd.DataFrame([{"stage": "04_rl", "paper": "zhu", "kind": k, "claim": c, "verdict": v, "why": w, "mde": m}
+                        for k, c, v, w, m in rows])
+    text = report_book.reproducibility_summary("zhu", led)
+    assert "4 of the paper's claims" in text and "besides 1 check (not counted)" in text
+    assert "**Reproduced (1 of 4).** *A beats B*." in text and "ECR lengthens" not in text
+    assert "opposite (1): *C beats D* (CI below 0)" in text and "not trained (1): *G beats H* (G did not learn)" in text
+    assert "minimum detectable effects 0.050 to 0.050" in text and "docs/methods.md §6(b)" in text
+    assert "No claims" in report_book.reproducibility_summary("umed", led)

@@ -64,7 +64,7 @@ def test_04_exercise_vrr_fallback_all(smoke_04, tmp_path, monkeypatch):
     keys = {}
     for fallback in ("all", "zero"):
         cfg = papers.umed.UMedConfig.from_params({**p04, "umed_vrr_fallback": fallback})
-        keys[fallback] = {j.method: j.key for j in papers.umed.jobs(cfg, stage)}
+        keys[fallback] = {j.method: j.key() for j in papers.umed.jobs(cfg, stage)}
     aar = next(r for r in records if r["method"] == "SFT+AAR")
     assert aar["key"] == keys["all"]["SFT+AAR"] != keys["zero"]["SFT+AAR"]
 

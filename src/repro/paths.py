@@ -11,7 +11,10 @@ NOTEBOOKS = ROOT / "notebooks"
 PARAMS = ROOT / "params"
 FIGURES = ROOT / "figures"
 RESULTS = ROOT / "results"
-RUNS = ROOT / "runs"
+# REPRO_RUNS: the working area elsewhere (tests/notebooks/test_exercises.py runs a notebook with its results and
+# figures in a scratch root but its arms in this checkout's runs/: an arm records its folder's absolute path, which
+# must stay valid after the scratch root is gone).
+RUNS = Path(os.environ["REPRO_RUNS"]).resolve() if os.environ.get("REPRO_RUNS") else ROOT / "runs"
 PROFILES = ("smoke", "cpu", "gpu", "gpu-dryrun")
 
 

@@ -2,9 +2,10 @@
 the parameters cell (here papermill injects it beside the smoke params, as the runner does), the notebook runs top
 to bottom, and the knob is checked to have taken effect, in the hand-batch maths or in what the run wrote.
 
-Each run goes to a scratch repository root (REPRO_ROOT) whose notebooks, params and runs are this checkout's, so
-the arms it trains land in the shared arm cache under their own keys, while its results and figures go to the
-scratch root and never overwrite the smoke run's."""
+Each run goes to a scratch repository root (REPRO_ROOT) whose notebooks and params are this checkout's and whose
+working area is this checkout's runs/ (REPRO_RUNS), so the arms it trains land in the shared arm cache under their
+own keys and real paths, while its results and figures go to the scratch root and never overwrite the smoke
+run's."""
 
 from __future__ import annotations
 
@@ -31,9 +32,12 @@ def run_exercise(tmp_path, monkeypatch, stem: str, knobs: dict):
 
     root = tmp_path / "root"
     root.mkdir()
-    for d in ("notebooks", "params", "runs"):
+    for d in ("notebooks", "params"):
         (root / d).symlink_to(paths.ROOT / d)
-    monkeypatch.setenv("REPRO_ROOT", str(root))  # the kernel (and the arm workers it starts) inherit it
+    # the kernel (and the arm workers it starts) inherit both; the arms' folders are the checkout's real ones
+    # (an arm records its absolute path: a path through the scratch root would dangle once the root is gone)
+    monkeypatch.setenv("REPRO_ROOT", str(root))
+    monkeypatch.setenv("REPRO_RUNS", str(paths.RUNS.resolve()))
     out = tmp_path / f"{stem}.ipynb"
     params = {**config.load_params("smoke", stem), **knobs}
     papermill.execute_notebook(str(paths.notebook(stem)), str(out), parameters=params, kernel_name="python3",

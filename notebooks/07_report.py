@@ -93,7 +93,7 @@ for note in notes.values():
 
 # %%
 claims = ledger.build(records)
-shown = ledger.display_frame(claims)
+shown = report_book.display_claims(claims)  # ledger.display_frame, the paper's number rounded as ours
 claims.to_csv(pending / f"{cfg.stem}_claims.csv", index=False)
 (pending / f"{cfg.stem}_claims.md").write_text(
     "# Claims ledger\n\n" + "".join(f"- {n}\n" for n in notes.values()) + "\n" + ledger.markdown(shown))

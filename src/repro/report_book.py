@@ -81,6 +81,20 @@ def _paper_tables(paper: str) -> list[tuple[str, pd.DataFrame]]:
     return [(t.get("source", name), results.paper_table(key, name)) for name, t in tables.items()]
 
 
+_PLAIN_NUMBER = re.compile(r"^[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?$")
+
+
+def display_claims(led: pd.DataFrame) -> pd.DataFrame:
+    """ledger.display_frame with the paper's number rounded like ours (+0.040, not 0.040000000000000036) when a
+    stage gave it as a bare number (05's `paper_value`); a cited text ("+0.080 (Avg: ...) [Table 2]") is kept."""
+    shown = ledger.display_frame(led)
+    col = "paper's number"
+    if col in shown:
+        shown[col] = [f"{float(v):+.3f}" if isinstance(v, str) and _PLAIN_NUMBER.match(v.strip()) else v
+                      for v in shown[col]]
+    return shown
+
+
 DEVIATIONS = {"drllava": "6(a)", "zhu": "6(b)", "mmedpo": "6(c)", "umed": "6(d)"}  # docs/methods.md sections
 
 
@@ -136,7 +150,7 @@ def paper_page(paper: str, led: pd.DataFrame, fig_dir: Path, notes: dict[str, st
     mine = led[led["paper"] == paper]
     out.append(f"## Claims ({len(mine)})\n")
     none = "No claims of this paper in the results.\n"
-    out.append(ledger.markdown(ledger.display_frame(mine)) if len(mine) else none)
+    out.append(ledger.markdown(display_claims(mine)) if len(mine) else none)
     files = sorted(p.name for p in fig_dir.glob("*")) if fig_dir.exists() else []
     for stage, heading in SECTIONS:
         out.append(f"\n## {heading}\n")

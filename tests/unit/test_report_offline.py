@@ -55,3 +55,14 @@ def test_reproducibility_summary_counts_claims_only_and_gives_reasons():
     assert "opposite (1): *C beats D* (CI below 0)" in text and "not trained (1): *G beats H* (G did not learn)" in text
     assert "minimum detectable effects 0.050 to 0.050" in text and "docs/methods.md §6(b)" in text
     assert "No claims" in report_book.reproducibility_summary("umed", led)
+
+
+def test_display_claims_rounds_a_bare_paper_number():
+    from repro import ledger
+
+    claims = [{"paper": "umed", "claim": "full AAR beats w/o VRR", "comparison": "SFT+AAR - w/o VRR",
+               "metric": "mau", "difference": 0.01, "ci_low": -0.02, "ci_high": 0.04, "verdict": "inconclusive",
+               "paper_value": 0.75 - 0.71}]
+    led = ledger.build({"05_ablations": {"metrics": {"claims": claims}}})
+    assert report_book.display_claims(led)["paper's number"][0] == "+0.040"
+    assert report_book._PLAIN_NUMBER.match("+0.080 (Avg: 0.75 vs 0.67)") is None  # a cited text is kept

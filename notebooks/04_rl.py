@@ -170,6 +170,7 @@ print(f"ratios rho_t:\n{(p_new / logp.exp()).numpy().round(2)}\nclipped loss (st
 
 # %%
 umed_cfg
+
 # %% [markdown]
 # ## 2 · Zhu et al.: GRPO for medical VQA, and what matters in it
 #
@@ -228,6 +229,7 @@ print("k3 KL where pi_theta = 0.5, pi_ref = 0.25:",
 # %%
 zhu_cfg = papers.zhu.ZhuConfig.from_params(cfg)
 zhu_cfg
+
 # %% [markdown]
 # ## 3 · MMedPO: clinically weighted multimodal preference optimisation
 #
@@ -296,6 +298,7 @@ repro.plots.save_figure(fig, cfg, "preference_pairs")
 
 # %%
 mmedpo_cfg
+
 # %% [markdown]
 # ## 4 · Dr-LLaVA: rule-based rewards for multi-turn clinical conversations
 #

@@ -11,6 +11,7 @@ and names the notebooks whose `.ipynb` disagrees with its source (a hand-edited 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -60,7 +61,19 @@ def main(argv: list[str]) -> int:
     for target in todo:
         target.write_text(build(target.with_suffix(".py")))
         print(f"wrote notebooks/{target.name}")
+    for source in sources():
+        keep_source_newer(source)
     return 0
+
+
+def keep_source_newer(source: Path) -> None:
+    """Give the .py an mtime no older than its .ipynb. JupyterLab's jupytext pairs the two (the `formats`
+    metadata) and refuses to open a notebook whose .ipynb is more than a second newer than its .py and reads
+    differently (our .py has no jupytext header): "File Load Error ... is more recent than ...". Written just now,
+    the .ipynb would be the newer one; a newer .py is simply read as the source."""
+    target = source.with_suffix(".ipynb")
+    if target.exists() and target.stat().st_mtime_ns > source.stat().st_mtime_ns:
+        os.utime(source, ns=(source.stat().st_atime_ns, target.stat().st_mtime_ns))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ def prepare_root(repo: Path, root: Path) -> Path:
     for sub in ("notebooks", "params"):
         shutil.rmtree(root / sub, ignore_errors=True)
         shutil.copytree(repo / sub, root / sub, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    # jupytext in Lab refuses an .ipynb more than a second newer than its paired .py (tools/sync_notebooks.py)
+    for nb in (root / "notebooks").glob("*.ipynb"):
+        src = nb.with_suffix(".py")
+        if src.exists() and nb.stat().st_mtime_ns > src.stat().st_mtime_ns:
+            os.utime(src, ns=(src.stat().st_atime_ns, nb.stat().st_mtime_ns))
     return root
 
 

@@ -41,3 +41,16 @@ def test_notebooks_are_stripped_and_keep_the_parameters_tag():
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert all(not c["outputs"] and c["execution_count"] is None for c in code), p.name
         assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1, p.name
+
+
+def test_sync_leaves_the_source_no_older_than_its_notebook(tmp_path):
+    """JupyterLab's jupytext refuses to open an .ipynb more than a second newer than its paired .py: after a sync
+    the .py must not be the older one."""
+    import os
+
+    src, nb = tmp_path / "09_x.py", tmp_path / "09_x.ipynb"
+    src.write_text("# %%\n1\n")
+    nb.write_text("{}")
+    os.utime(src, ns=(0, 1_000_000_000))  # the source edited long before the notebook was written
+    sync.keep_source_newer(src)
+    assert src.stat().st_mtime_ns >= nb.stat().st_mtime_ns

@@ -75,12 +75,17 @@ stage
 #   r^{att} = \frac{1}{|N|}\sum_{i \in N} \sum_{j \in B} p_{ij},\quad p_{ij} = \frac{A_{ij}}{\sum_{l \in I} A_{il}} .$$
 #
 # ALR and VRR are divided by their maximum over the $K$ candidates of the same query (`umed_k`), so each lies on
-# one scale. The paper then adds the three terms; **we divide the sum by the number of terms that apply** to the
-# query (3 on an abnormal image, 1 on a normal one, where ALR and VRR do not exist), so every prompt's reward is
-# in $[0, 1]$ and a batch is not ranked by which kind of image a sample came from (docs/methods.md §4(a)):
+# one scale, and the three terms are added, the paper's reward (`umed_aar_scale = "sum"`, the default). With
+# `umed_aar_scale = "mean"` (the cpu profile's choice so far, docs/decisions.md) the sum is divided by the number of
+# terms that apply to the query (3 on an abnormal image, 1 on a normal one, where ALR and VRR do not exist), so
+# every prompt's reward is in $[0, 1]$ and a batch is not ranked by which kind of image a sample came from
+# (docs/methods.md §4(a), §6(d) 6):
 #
 # $$r = \frac{1}{n_{terms}}\Big(r^{LLM} + \frac{r^{loc}}{\max_{K} r^{loc}} + \frac{r^{att}}{\max_{K} r^{att}}\Big)
-#   \qquad (\text{paper: } n_{terms} = 1).$$
+#   \qquad (\text{sum: } n_{terms} = 1).$$
+#
+# VRR's attention is the policy's own (`umed_vrr_source = "policy"`, the paper's and the default) or a frozen eager
+# copy of the SFT model's (`"frozen"`, the cpu profile's so far).
 #
 # **On a hand batch.** One query on a 64-pixel CT with a nodule at pixels [16, 16, 32, 32] (= [25, 25, 50, 50] in
 # percent of the image); four candidate answers. The relevance and ALR are the training code's functions; VRR's
@@ -110,7 +115,7 @@ vrr = [teach.vrr_from_attention(torch.stack(looks[i]) if looks[i] else torch.zer
 umed_hand = pd.DataFrame({"answer": [a[:48] + "…" for a in answers], "relevance": relevance, "ALR": alr,
                           "VRR": vrr,
                           "paper: sum": localization.aar_total(relevance, alr, vrr, scale="sum"),
-                          "ours: / n_terms": localization.aar_total(relevance, alr, vrr, scale="mean")})
+                          "mean: / n_terms": localization.aar_total(relevance, alr, vrr, scale="mean")})
 umed_hand.round(3)
 
 # %% [markdown]
@@ -137,7 +142,7 @@ umed_hand.round(3)
 # The four answers above, as one prompt's group, with three answer tokens each:
 
 # %%
-scores = torch.tensor(umed_hand["ours: / n_terms"].tolist())
+scores = torch.tensor(localization.aar_total(relevance, alr, vrr, scale=umed_cfg.aar_scale))  # as this run trains
 centred = ppo_math.loo_baseline(scores, groups=torch.zeros(4, dtype=torch.long))             # step 1
 mask = torch.ones(4, 3)
 logp = torch.log(torch.tensor([[0.9, 0.8, 0.9], [0.7, 0.8, 0.6], [0.5, 0.6, 0.7], [0.4, 0.5, 0.5]]))
@@ -436,12 +441,13 @@ umed_table
 #
 # **How we differ from the paper**
 # 1. The relevance reward is a rule judge of the answer's structure and facts, not an LLM.
-# 2. VRR reads the attention of a frozen eager copy of the SFT model, not the policy's own attention.
+# 2. With `umed_vrr_source = "frozen"` VRR reads the attention of a frozen eager copy of the SFT model, not the
+#    policy's own (`"policy"`, the paper's).
 # 3. MAU-style accuracy is our definition (correct class and IoU ≥ 0.5): the paper's formula was not retrieved.
 # 4. The start is our stage-02 SFT model on synthetic images, not MedVInt on the MAU data set; the five MAU
 #    sources are synthetic look-alikes.
-# 5. VRR is the mean over the class-name tokens (the paper sums), and the total is divided by the number of terms
-#    that apply to the query (the paper adds them), so every prompt's reward is in [0, 1].
+# 5. VRR is the mean over the class-name tokens (the paper sums); with `umed_aar_scale = "mean"` the total is
+#    divided by the number of terms that apply to the query (the paper adds them), so every reward is in [0, 1].
 # 6. PPO uses $\gamma = \lambda = 1$ with a leave-one-out baseline and no whitening; the paper's $c_1 r_t$ term in
 #    $L^{CLIP+ENT}$ is dropped (the reward enters only through the advantage), $c_3 = 0$ (no entropy bonus); the
 #    paper's epochs are unknown. The value head and the per-token KL make the advantage differ from token to token.

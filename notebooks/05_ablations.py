@@ -60,12 +60,13 @@ runs = ab.run_all(configs, stage, acfg)  # {paper: {"records", "rows"}}; only th
 # $$r = \frac{1}{n_{terms}}\Big(r^{LLM} + \frac{r^{loc}}{\max_k r^{loc}} + \frac{r^{att}}{\max_k r^{att}}\Big),\qquad
 #   r^{loc} = \mathrm{IoU}(\hat b, b)\ \text{(ALR)},\qquad r^{att} = \text{attention share on the lesion (VRR)},$$
 #
-# with $n_{terms}$ the number of terms that apply to the query (the paper adds them: $n_{terms} = 1$; stage 04,
-# section 1 works the reward through on a hand batch). The ablations drop one term (w/o VRR:
-# $r^{LLM} + r^{loc}/\max$; w/o ALR: $r^{LLM} + r^{att}/\max$), both (w/o AAR = stage 04's SFT+PPO, relevance
-# only) or the normalisation (w/o max-norm: $r^{LLM} + r^{loc} + r^{att}$ raw, so VRR's scale, not its rank among
-# the candidates, decides its weight); every variant keeps the division by $n_{terms}$. Everything else — PPO knobs, the
-# frozen attention model that reads VRR, the data — is the full method's (`papers.umed.arm` with a reward hook).
+# with $n_{terms} = 1$ under `umed_aar_scale = "sum"` (the paper's) and the number of terms that apply to the
+# query under `"mean"` (stage 04, section 1 works the reward through on a hand batch). The ablations drop one term
+# (w/o VRR: $r^{LLM} + r^{loc}/\max$; w/o ALR: $r^{LLM} + r^{att}/\max$), both (w/o AAR = stage 04's SFT+PPO,
+# relevance only) or the normalisation (w/o max-norm: $r^{LLM} + r^{loc} + r^{att}$ raw, so VRR's scale, not its
+# rank among the candidates, decides its weight); every variant keeps the full method's $n_{terms}$. Everything
+# else — PPO knobs, the
+# attention model that reads VRR (`umed_vrr_source`), the data — is the full method's (`papers.umed.arm` with a reward hook).
 
 # %%
 umed_cfg = configs["umed"]  # stage 04's UMedConfig: the ablations change only the reward

@@ -178,7 +178,7 @@ def test_04_first_section_runs_in_jupyterlab(browser, lab):
         page.keyboard.press("Shift+Enter")
         end.locator(".jp-OutputArea-output", has_text="UMedConfig(").wait_for(timeout=REACT_TIMEOUT_MS)
         notebook = page.locator(".jp-Notebook")
-        for text in ("ours: / n_terms", "centred (step 1)", "clipped loss (step 5)"):
+        for text in ("mean: / n_terms", "centred (step 1)", "clipped loss (step 5)"):
             assert notebook.get_by_text(text).count() > 0, f"{stem}: no {text!r} on the page; errors:\n{_errors(page)}"
         assert not _errors(page), _errors(page)
         end.scroll_into_view_if_needed()

@@ -65,8 +65,8 @@ runs = ab.run_all(configs, stage, acfg)  # {paper: {"records", "rows"}}; only th
 # (w/o VRR: $r^{LLM} + r^{loc}/\max$; w/o ALR: $r^{LLM} + r^{att}/\max$), both (w/o AAR = stage 04's SFT+PPO,
 # relevance only) or the normalisation (w/o max-norm: $r^{LLM} + r^{loc} + r^{att}$ raw, so VRR's scale, not its
 # rank among the candidates, decides its weight); every variant keeps the full method's $n_{terms}$. Everything
-# else — PPO knobs, the
-# attention model that reads VRR (`umed_vrr_source`), the data — is the full method's (`papers.umed.arm` with a reward hook).
+# else — PPO knobs, the attention model that reads VRR (`umed_vrr_source`), the data — is the full method's
+# (`papers.umed.arm` with a reward hook).
 
 # %%
 umed_cfg = configs["umed"]  # stage 04's UMedConfig: the ablations change only the reward

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from repro import paths
+from repro.papers import continued, controls
 from tests.conftest import CLAIM_FIELDS, VERDICTS, run_stages
 
 pytestmark = pytest.mark.slow
@@ -30,10 +31,18 @@ def test_04_rl_smoke_fields(result):
         assert {"metric", "greedy", "pass1", "passk", "k"} <= set(s), paper
         assert 0 <= s["greedy"] <= 1 and 0 <= s["pass1"] <= s["passk"] <= 1, (paper, s)
     methods = {p: {r["method"] for r in recs} for p, recs in m["runs"].items()}
-    assert methods["umed"] == {"SFT", "SFT+PPO", "SFT+AAR"}
-    assert methods["mmedpo"] == {"SFT", "DPO", "MMedPO"}
-    assert {"base", "SFT", "SFT+grpo", "base+dr_grpo", "SFT+cwr", "SFT+ecr", "SFT+grpo_semantic"} <= methods["zhu"]
-    assert methods["drllava"] == {"SFT", "SFT+PPO (rule reward)"}
+    cont = continued.METHOD  # every paper's compute-matched continued SFT (smoke sets <paper>_continued_sft)
+    assert methods["umed"] == {"SFT", "SFT+PPO", "SFT+AAR", cont, controls.NULL, controls.POSITIVE}
+    assert methods["mmedpo"] == {"SFT", "DPO", "MMedPO", cont}
+    zhu = {"base", "SFT", "SFT+grpo", "base+dr_grpo", "SFT+cwr", "SFT+ecr", "SFT+grpo_semantic", cont}
+    assert zhu <= methods["zhu"]
+    assert methods["drllava"] == {"SFT", "SFT+PPO (rule reward)", cont}
+    kinds = {c["kind"] for c in m["claims"]}
+    assert kinds <= {"claim", "check", "control"} and "control" in kinds  # the null control is judged at smoke
+    null = next(c for c in m["claims"] if c["comparison"].startswith(controls.NULL))
+    assert null["verdict"] != "reproduced"  # lr 0 cannot reproduce anything
+    assert {a["control"] for a in m["arms"] if a["method"] == controls.NULL} == {"null"}
+    assert not any(a["learned"] for a in m["arms"] if a["method"] == controls.NULL)
     assert m["arms"] and all(ARM_FIELDS <= set(a) and isinstance(a["trained"], bool) for a in m["arms"])
     assert all(a["trained"] or a["why"] for a in m["arms"])  # an untrained arm says why
     assert m["claims"] and all(CLAIM_FIELDS <= set(c) for c in m["claims"])

@@ -112,14 +112,24 @@ def _wait_changed(page, output, before: str, what: str) -> str:
     raise AssertionError(f"{what}: the widget's output area did not change within {REACT_TIMEOUT_MS / 1000:.0f} s")
 
 
+def _open(browser, stem: str):
+    """A new page for the notebook (a stale failure shot of it removed)."""
+    (OUT / f"{stem}-failed.png").unlink(missing_ok=True)
+    return browser.new_page(viewport={"width": 1400, "height": 1000})
+
+
+def _load(page, lab, stem: str) -> None:
+    """The notebook open in JupyterLab, its first code cell rendered (inside the caller's try: a failure is shot)."""
+    page.goto(lab.notebook_url(stem))
+    page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=120_000)
+
+
 @pytest.mark.parametrize("stem", NOTEBOOKS)
 def test_widget_reacts_in_jupyterlab(browser, lab, stem):  # browser first: skip before any smoke run
     t0 = time.time()
-    (OUT / f"{stem}-failed.png").unlink(missing_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = _open(browser, stem)
     try:
-        page.goto(lab.notebook_url(stem))
-        page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=120_000)
+        _load(page, lab, stem)
         _run_all(page)
 
         cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has_text=re.compile(r"widgets\.\w+\("))
@@ -164,11 +174,9 @@ def test_04_first_section_runs_in_jupyterlab(browser, lab):
     be on the page and no cell may fail. Section 1 needs no earlier stage's artefacts."""
     stem = "04_rl"
     t0 = time.time()
-    (OUT / f"{stem}-failed.png").unlink(missing_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = _open(browser, stem)
     try:
-        page.goto(lab.notebook_url(stem))
-        page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=120_000)
+        _load(page, lab, stem)
         end = page.locator(".jp-Notebook .jp-CodeCell").filter(
             has=page.locator(".cm-content", has_text=re.compile(r"^umed_cfg$")))
         end.locator(".jp-InputArea-prompt").first.click()  # select the cell (command mode), as a mouse click does

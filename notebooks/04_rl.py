@@ -592,6 +592,24 @@ if fig is not None:
 arms
 
 # %% [markdown]
+# ## Before and after: the same test examples answered by the start and by each arm
+#
+# Numbers hide *what* changed. Below, per paper, the first test rows of its evaluation (the same rows for every
+# model: the evaluation reads the test split in a fixed order), with the reference answer, the SFT start's greedy
+# answer and each arm's (seed 0). Read them against the claims: does GRPO's answer keep its format while the letter
+# changes? Does the Dr-LLaVA policy now walk the decision tree's path to the right diagnosis? Did AAR move the box?
+# An arm that did not learn has no column (it was not evaluated).
+
+# %%
+for paper, run in runs.items():
+    examples = report.before_after(run)
+    if len(examples):
+        repro.results.save_table(examples, cfg, f"before_after_{paper}")
+        print(paper)
+        with pd.option_context("display.max_colwidth", 160):
+            display(examples)
+
+# %% [markdown]
 # ## Claims ledger
 #
 # One row per independent observation. `difference` is treatment − baseline on the test items (paired by seed and

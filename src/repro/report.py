@@ -215,6 +215,29 @@ def arms_table(runs: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ARM_COLUMNS)
 
 
+def before_after(run: dict, seed: int = 0, width: int = 160) -> pd.DataFrame:
+    """The same first test rows answered by the start and by every arm of one paper (seed `seed`): one row per
+    (task, item) with the prompt, the reference answer and each method's greedy answer (a conversation's turns
+    joined by " / "), from the records' `samples` (papers.measure.evaluate). Empty when no record has samples
+    (results written before they were kept)."""
+    def text(x) -> str:
+        t = " / ".join(map(str, x)) if isinstance(x, (list, tuple)) else str(x)
+        t = " ".join(t.split())
+        return t if len(t) <= width else t[:width - 3] + "..."
+
+    cols, rows = [], {}
+    for r in run["records"]:
+        if r.get("seed") not in (None, seed) or not r.get("samples"):
+            continue
+        cols.append(r["method"])
+        for task, items in r["samples"].items():
+            for k, it in enumerate(items):
+                row = rows.setdefault((task, k), {"task": task, "item": k, "prompt": text(it.get("prompt", "")),
+                                                  "reference": text(it.get("truth", ""))})
+                row[r["method"]] = text(it.get("prediction", ""))
+    return pd.DataFrame(list(rows.values()), columns=["task", "item", "prompt", "reference", *cols])
+
+
 def probe_long(runs: dict) -> pd.DataFrame:
     """Every arm's probe points: paper, method, seed, step, reward, target_pass1, target_greedy (means over items)."""
     parts = [pd.DataFrame(r["probe_points"]).assign(paper=p, method=r["method"], seed=r["seed"])

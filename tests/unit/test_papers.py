@@ -399,3 +399,24 @@ def test_zhu_mcq_extra_scores_length_in_words_and_on_the_log_scale():
     assert out["length"] == [6.0, 0.0, 3.0]  # whitespace words of the whole answer
     assert out["log_length"] == pytest.approx([math.log(7), 0.0, math.log(4)])  # ln(1 + words)
     assert out["format"] == [1.0, 0.0, 0.0]
+
+
+def test_before_after_lines_up_the_same_rows_of_start_and_arms():
+    from repro import report
+
+    def sample(pred):
+        return {"prompt": "Which finding?", "truth": "B", "prediction": pred}
+
+    run = {"records": [
+        {"method": "SFT", "seed": None, "samples": {"mcq": [sample("A"), sample("B")]}},
+        {"method": "SFT+grpo", "seed": 0, "samples": {"mcq": [sample("B"), sample("B")]}},
+        {"method": "SFT+grpo", "seed": 1, "samples": {"mcq": [sample("C"), sample("C")]}},  # another seed: not shown
+        {"method": "SFT+ecr", "seed": 0, "samples": {}},  # not evaluated (did not learn): no column
+        {"method": "conv arm", "seed": 0, "samples": {"conv": [sample(["yes", "no"])]}},
+    ]}
+    t = report.before_after(run)
+    assert list(t.columns) == ["task", "item", "prompt", "reference", "SFT", "SFT+grpo", "conv arm"]
+    mcq = t[t["task"] == "mcq"]
+    assert mcq["SFT"].tolist() == ["A", "B"] and mcq["SFT+grpo"].tolist() == ["B", "B"]
+    assert t[t["task"] == "conv"]["conv arm"].tolist() == ["yes / no"]
+    assert report.before_after({"records": [{"method": "SFT", "seed": None}]}).empty

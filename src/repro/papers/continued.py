@@ -55,16 +55,17 @@ def arm(job: common.Job):
                      lr=float(cfg.lr), seed=job.seed, sequential=True, freeze_vision=True, save_steps=max(n, 1),
                      logging_steps=1)
     curve = sft.loss_curve(info["log_history"])
+    samples: dict = {}
     if paper == "zhu":
-        flat, rows = MODULES["zhu"].evaluate(job, info["final_dir"])
+        flat, rows = MODULES["zhu"].evaluate(job, info["final_dir"], samples)
     else:
         flat, rows = measure.evaluate(info["final_dir"], job.stage, TASKS[paper], cfg.eval_limit,
-                                      data=measure.job_data_dir(job))
+                                      data=measure.job_data_dir(job), samples=samples)
     job.folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(info["log_history"]).to_csv(job.folder / "log.csv", index=False)
     loss = [float(x) for x in curve["loss"]] if len(curve) else []
     rec = {"metrics": flat, "curve": pd.DataFrame(curve).to_dict(orient="records"), "kl_end": None,
            "reward_first": None, "reward_last": None, "loss_first": loss[0] if loss else None,
            "loss_last": loss[-1] if loss else None, "updates": n, "trained": True, "moved": True, "learned": None,
-           "control": "continued_sft", "why": "", "log": info["log_history"]}
+           "control": "continued_sft", "why": "", "log": info["log_history"], "samples": samples}
     return rec, rows

@@ -62,11 +62,13 @@ def add_metrics(flat: dict, long: pd.DataFrame, more: dict) -> pd.DataFrame:
 
 
 def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = None, extra=None, data=None,
-             loaded=None):
+             loaded=None, samples: dict | None = None):
     """Greedy evaluation of the model at `model_dir` -> (flat metrics, per-row scores in long form).
     extra(task, rows_df, rows) -> {metric: per-row list} adds metrics computed from the predictions and the data
     rows (Zhu's columns). data: the data dir to read (default: the stage's SynthMed dir). loaded: (model,
-    processor) already loaded from model_dir, when one model is evaluated on several splits."""
+    processor) already loaded from model_dir, when one model is evaluated on several splits. samples: a dict that
+    receives {task: the first test rows' prompt, truth and prediction} (the same rows for every model: the
+    before / after RL examples of stage 04)."""
     from repro.models import load_vlm
 
     split = split or stage.eval_split
@@ -82,6 +84,8 @@ def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = Non
         if extra is not None:
             long = add_metrics(flat, long, extra(task, df, ev.load_rows(data, task, split, limit or None)))
         parts.append(long)
+    if samples is not None:
+        samples.update(out.get("samples", {}))
     return flat, pd.concat(parts, ignore_index=True)
 
 
@@ -108,17 +112,19 @@ def eval_arm(job: Job):
         module, fn = e["extra_fn"].split(":")
         extra = getattr(importlib.import_module(module), fn)
     start = model_dir(job.stage, e["model"])
-    flat, rows = evaluate(start, job.stage, e["tasks"], e["limit"], extra=extra, data=job_data_dir(job))
+    samples: dict = {}
+    flat, rows = evaluate(start, job.stage, e["tasks"], e["limit"], extra=extra, data=job_data_dir(job),
+                          samples=samples)
     ext_flat, ext_rows = external(start, job, e["limit"])
     flat.update(ext_flat)
     rows = pd.concat([rows, ext_rows], ignore_index=True) if len(ext_rows) else rows
-    return start_record(flat), rows
+    return start_record(flat, samples), rows
 
 
-def start_record(flat: dict) -> dict:
-    """The record of a start's evaluation (no training, so no curve)."""
+def start_record(flat: dict, samples: dict | None = None) -> dict:
+    """The record of a start's evaluation (no training, so no curve); samples: its first test answers."""
     return {"metrics": flat, "curve": [], "kl_end": None, "reward_first": None, "reward_last": None,
-            "trained": True, "why": "starting point (not trained here)"}
+            "trained": True, "why": "starting point (not trained here)", "samples": samples or {}}
 
 
 # ----------------------------------------------------------------------------------------------- starting points
@@ -203,19 +209,21 @@ def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=()
     """An arm's record after training: curve summary, the "moved" rule (end KL above min_kl) and, with a probe
     table (repro.papers.probe), the "learned" rule; `trained` = moved and learned. A trained arm is evaluated on
     the test split, an untrained one is not (its numbers would describe its start, not the method).
-    evaluate_fn(final_dir) -> (flat, rows) replaces the evaluation of `tasks` (Zhu's, over every MCQ row of the test
-    images). The per-step training log (`log`, every logged field) and the probe table are written beside the arm
-    as log.csv and probe.csv."""
+    evaluate_fn(final_dir, samples) -> (flat, rows) replaces the evaluation of `tasks` (Zhu's, over every MCQ row of
+    the test images; `samples` as in `evaluate`). The per-step training log (`log`, every logged field) and the
+    probe table are written beside the arm as log.csv and probe.csv."""
     rec = training_record(job, curve, min_kl, probe_table, log)
     if job.extra.get("control"):
         rec["control"] = job.extra["control"]
     null = job.extra.get("control") == "null"  # evaluated although it did not learn (repro.papers.controls)
     if (not rec["trained"] and not null) or job.extra.get("probe_only"):  # a sweep cell reads no test
         return {"metrics": {}, **rec}, pd.DataFrame(columns=ROW_COLUMNS[3:])
+    samples: dict = {}
     if evaluate_fn is not None:
-        flat, rows = evaluate_fn(final_dir)
+        flat, rows = evaluate_fn(final_dir, samples)
     else:
-        flat, rows = evaluate(final_dir, job.stage, tasks, limit, data=job_data_dir(job))
+        flat, rows = evaluate(final_dir, job.stage, tasks, limit, data=job_data_dir(job), samples=samples)
+    rec["samples"] = samples  # the first test rows' answers, beside the start's (report.before_after)
     ext_flat, ext_rows = external(final_dir, job, limit)
     flat.update(ext_flat)
     rows = pd.concat([rows, ext_rows], ignore_index=True) if len(ext_rows) else rows

@@ -155,8 +155,8 @@ def arm(job: common.Job):
     kw = grpo_kwargs(cfg, job.seed, cfg.steps, callbacks=[rec.trl(AutoProcessor.from_pretrained(str(start)))])
     info = grpo.train(start, job.folder / "train", ds, job.extra["variant"], **kw)
     return measure.finish_arm(job, info["final_dir"], grpo_curve(info["log_history"]), cfg.min_kl,
-                              evaluate_fn=lambda final: evaluate(job, final), probe_table=rec.table(),
-                              log=info["log_history"])
+                              evaluate_fn=lambda final, samples: evaluate(job, final, samples),
+                              probe_table=rec.table(), log=info["log_history"])
 
 
 def probe_spec(job: common.Job, variant: str) -> probe.Spec:
@@ -177,11 +177,12 @@ def probe_spec(job: common.Job, variant: str) -> probe.Spec:
 
 def eval_start(job: common.Job):
     """A start (no training): `evaluate` of stage 02's job.extra["model"]."""
-    flat, rows = evaluate(job, common.model_dir(job.stage, job.extra["model"]))
-    return measure.start_record(flat), rows
+    samples: dict = {}
+    flat, rows = evaluate(job, common.model_dir(job.stage, job.extra["model"]), samples)
+    return measure.start_record(flat, samples), rows
 
 
-def evaluate(job: common.Job, model_dir) -> tuple[dict, pd.DataFrame]:
+def evaluate(job: common.Job, model_dir, samples: dict | None = None) -> tuple[dict, pd.DataFrame]:
     """Greedy MCQ evaluation with Zhu's columns (mcq_extra) -> (flat metrics, per-row scores). On the test split the
     rows are every MCQ question of the test images: the split's one per image plus, when stage 01 wrote
     build.EXTRA_MCQ_SPLIT, the same images' other question kinds (items "mcq_extra:<id>:<n>", clustered by image
@@ -194,7 +195,7 @@ def evaluate(job: common.Job, model_dir) -> tuple[dict, pd.DataFrame]:
     data = measure.job_data_dir(job)
     loaded = models.load_vlm(model_dir)  # once for both splits
     flat, rows = measure.evaluate(model_dir, job.stage, ["mcq"], cfg.eval_limit, extra=mcq_extra, data=data,
-                                  loaded=loaded)
+                                  loaded=loaded, samples=samples)
     dd = build.load_task(data, "mcq")
     if job.stage.eval_split != "test" or build.EXTRA_MCQ_SPLIT not in dd:
         return flat, rows

@@ -26,14 +26,21 @@ def _without(cls, names):
                                           (umed, umed.UMedConfig, "external_test"),
                                           (drllava, drllava.DrLLaVAConfig, "external_test")])
 def test_defaults_keep_the_run_keys_and_a_set_knob_changes_them(mod, cls, knob):
+    """A knob added later keeps the old arms' keys at the value that ran before it existed (KEY_IF_SET; UMed's
+    vrr_source / aar_scale changed the default method, so their old values are set here), and a knob that only adds
+    arms (NOT_IN_KEY) never enters a key; a set protocol knob changes every key."""
     stage = common.Stage(profile="no-such-profile")
-    new = mod.jobs(cls(), stage)
-    old = [dataclasses.replace(j, cfg=_without(cls, {knob, *getattr(cls, "KEY_IF_SET", {})})()) for j in new]
-    assert [j.key() for j in new] == [j.key() for j in old]  # the default adds nothing to any key
+    before = dict(getattr(cls, "KEY_IF_SET", {}))
+    new = mod.jobs(cls(**before), stage)
+    gone = {knob, *before, *getattr(cls, "NOT_IN_KEY", ())}
+    old = [dataclasses.replace(j, cfg=_without(cls, gone)()) for j in new]
+    assert [j.key() for j in new] == [j.key() for j in old]  # the old values add nothing to any key
     assert all("data" not in j.extra and "external_test" not in j.extra for j in new)
     other = {"data": "pmc_vqa" if mod is zhu else "real", "external_test": "medmnist"}[knob]
-    changed = mod.jobs(cls(**{knob: other}), stage)
+    changed = mod.jobs(cls(**{**before, knob: other}), stage)
     assert all(a.key() != b.key() for a, b in zip(new, changed))
+    with_arms = mod.jobs(cls(**before, continued_sft=True), stage)  # adds its arms, changes no other key
+    assert [j.key() for j in with_arms[:len(new)]] == [j.key() for j in new] and len(with_arms) > len(new)
 
 
 def test_set_knobs_name_their_folders_in_every_job():

@@ -67,6 +67,23 @@ def test_without_vrr_ignores_attention_and_without_alr_ignores_the_box():
 def test_unknown_umed_ablation_is_an_error():
     with pytest.raises(ValueError, match="unknown UMed ablation"):
         ab.aar_variant("w/o everything")
+    with pytest.raises(ValueError, match="unknown UMed ablation"):  # a knob row is the full reward, not a variant
+        ab.aar_variant("AAR mean")
+
+
+def test_umed_sensitivity_rows_are_the_full_reward_with_one_knob_flipped():
+    """Issue 27: the paper's AAR (policy VRR, sum) is the method; the mean of the terms is a sensitivity row. Its
+    reward is the full AAR on the [0, 1] scale and still reads the policy (the trainer binds it)."""
+    from types import SimpleNamespace
+
+    from repro.papers import umed
+
+    job = SimpleNamespace(extra={"ablation": "AAR mean"}, cfg=umed.UMedConfig())
+    (mean,) = ab.umed_rewards(job, "no model is loaded for the policy's VRR")
+    (full,) = [umed.aar_reward(umed.UMedConfig(), "unused")]
+    assert mean.range == (0.0, 1.0) and full.range == (0.0, 3.0)
+    assert hasattr(mean, "bind_policy") and hasattr(full, "bind_policy")
+    assert set(ab.UMED_KNOBS) <= set(ab.UMED)
 
 
 # ----------------------------------------------------------------------------------------------- Dr-LLaVA rewards

@@ -75,6 +75,10 @@ def exploratory_claims(acfg: ab.AblationConfig) -> list[tuple[Claim, None, str]]
     if "w/o max-norm" in acfg.umed:
         out.append(Claim("umed", "full AAR beats w/o max-normalisation", ab.UMED_FULL, L("umed", "w/o max-norm"),
                          "mau_correct", sources=MAU))
+    for a, text in (("VRR frozen copy", "VRR from the policy's own attention beats a frozen copy's"),
+                    ("AAR mean", "AAR as the paper's sum beats the mean of its terms")):
+        if a in acfg.umed:  # sensitivity rows of the full method's two knobs (issue 27)
+            out.append(Claim("umed", text, ab.UMED_FULL, L("umed", a), "mau_correct", sources=MAU))
     for a in ("weights literal", "weights raw"):
         if a in acfg.mmedpo:
             out += [Claim("mmedpo", f"set-normalised weights beat {a.split()[1]} weights ({m})", "MMedPO",

@@ -22,7 +22,11 @@ from repro.papers import common, drllava, mmedpo, umed, zhu
 HERE = "repro.papers.ablations"
 UMED_FULL, UMED_PPO = "SFT+AAR", "SFT+PPO"
 UMED = {"w/o VRR": "relevance + ALR/max", "w/o ALR": "relevance + VRR/max",
-        "w/o max-norm": "relevance + ALR + VRR (raw, no per-query max)"}
+        "w/o max-norm": "relevance + ALR + VRR (raw, no per-query max)",
+        "VRR frozen copy": "the full AAR with VRR read from a frozen SFT copy's attention, not the policy's",
+        "AAR mean": "the full AAR divided by the terms that apply, not the paper's sum"}
+# UMed's sensitivity rows (issue 27): the full reward with one knob of umed.UMedConfig set the other way
+UMED_KNOBS = {"VRR frozen copy": {"vrr_source": "frozen"}, "AAR mean": {"aar_scale": "mean"}}
 MMEDPO = {"text w/ weights": "DPO on text pairs, weighted by clinical relevance",
           "visual w/o weights": "MMedPO's pairs, every weight 1",
           "single judge": "text weights from one judge instead of the panel's consensus",
@@ -102,8 +106,9 @@ def aar_variant(variant: str, vrr_fn=None, group_key: str = "query_id", scale: s
 
     if variant == "w/o VRR":
         return loc.make_aar_reward(group_key=group_key, vrr_fn=None, name="aar_wo_vrr", scale=scale)
-    if variant not in UMED:
-        raise ValueError(f"unknown UMed ablation {variant!r}; expected one of {list(UMED)}")
+    if variant not in UMED or variant in UMED_KNOBS:  # a knob row is the full reward: umed_rewards builds it
+        raise ValueError(f"unknown UMed ablation {variant!r} for aar_variant; expected one of "
+                         f"{[v for v in UMED if v not in UMED_KNOBS]}")
     relevance = loc.make_relevance_reward()
 
     def reward(prompts=None, completions=None, **kw):
@@ -128,6 +133,8 @@ def umed_rewards(job: common.Job, sft) -> list:
     (umed.vrr_reward, cfg.aar_scale)."""
     from repro.papers import umed
 
+    if job.extra["ablation"] in UMED_KNOBS:  # the full AAR with one knob the other way (a sensitivity row)
+        return [umed.aar_reward(dataclasses.replace(job.cfg, **UMED_KNOBS[job.extra["ablation"]]), sft)]
     vrr = None if job.extra["ablation"] == "w/o VRR" else umed.vrr_reward(job.cfg, sft)
     return [aar_variant(job.extra["ablation"], vrr, scale=job.cfg.aar_scale)]
 

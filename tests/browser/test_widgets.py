@@ -118,6 +118,12 @@ def _open(browser, stem: str):
     return browser.new_page(viewport={"width": 1400, "height": 1000})
 
 
+def _shot(page, name: str) -> None:
+    """runs/browser/<name>.png of the page as it is."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUT / f"{name}.png"))
+
+
 def _load(page, lab, stem: str) -> None:
     """The notebook open in JupyterLab, its first code cell rendered (inside the caller's try: a failure is shot)."""
     page.goto(lab.notebook_url(stem))
@@ -155,12 +161,10 @@ def test_widget_reacts_in_jupyterlab(browser, lab, stem):  # browser first: skip
         assert cell.locator(".widget-readout").first.inner_text().strip() == "1"
 
         cell.scroll_into_view_if_needed()
-        OUT.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(OUT / f"{stem}.png"))
+        _shot(page, stem)
         TIMINGS[f"{stem} total"] = time.time() - t0
     except BaseException:
-        OUT.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(OUT / f"{stem}-failed.png"))  # what the page showed when it went wrong
+        _shot(page, f"{stem}-failed")  # what the page showed when it went wrong
         raise
     finally:
         page.close()
@@ -190,12 +194,10 @@ def test_04_first_section_runs_in_jupyterlab(browser, lab):
             assert notebook.get_by_text(text).count() > 0, f"{stem}: no {text!r} on the page; errors:\n{_errors(page)}"
         assert not _errors(page), _errors(page)
         end.scroll_into_view_if_needed()
-        OUT.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(OUT / f"{stem}.png"))
+        _shot(page, stem)
         TIMINGS[f"{stem} first section"] = time.time() - t0
     except BaseException:
-        OUT.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(OUT / f"{stem}-failed.png"))
+        _shot(page, f"{stem}-failed")
         raise
     finally:
         page.close()

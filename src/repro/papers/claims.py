@@ -122,10 +122,10 @@ def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0, plan
         if c.treat not in methods or c.base not in methods:
             continue
         ok, why = trained(run, c.treat, c.base)
-        if not ok and c.kind == "control" and len(scores(run, c.treat, c.metric, c.variant, c.sources)):
+        treat = scores(run, c.treat, c.metric, c.variant, c.sources)
+        if not ok and c.kind == "control" and len(treat):
             ok = True  # the null control is evaluated although it did not learn: judge it
         if ok:
-            treat = scores(run, c.treat, c.metric, c.variant, c.sources)
             base = scores(run, c.base, c.metric, c.variant, c.sources)
             if not len(treat) or not len(base):
                 continue

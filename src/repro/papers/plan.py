@@ -1,7 +1,8 @@
 """The planned minimum detectable effect of each claim (issue 26): what the test could detect, fixed from the
 validation sweep before any test item is read.
 
-Run as: python -m repro.papers.plan --profile cpu      (prints the plan for the params' test sizes and seeds)
+Run as: python -m repro.papers.plan --profile cpu      (prints the plan for the params' test sizes and seeds and
+        writes it to figures/<profile>/04_rl_plan.md: committed with the sweep, before any test item is read)
 
 Inputs (all from validation, results/<profile>/04_rl_sweep.json): at each paper's chosen knobs (`sweep.choose`),
     - the per-seed change of the greedy target metric from step 0 (`val_metric - val_metric_start`),
@@ -114,6 +115,7 @@ def test_images(params: dict) -> dict[str, int]:
 
 
 def main(argv=None) -> int:
+    from repro import paths
     from repro.config import load_params
     from repro.results import to_markdown
 
@@ -122,7 +124,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     params = load_params(a.profile, "04_rl")
     seeds = len(params.get("seeds", [params.get("seed", 0)]))
-    print(to_markdown(table(load(a.profile), test_images(params), seeds).round(4)))
+    md = to_markdown(table(load(a.profile), test_images(params), seeds).round(4))
+    out = paths.figures_dir(a.profile) / "04_rl_plan.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md + "\n")
+    print(md)
+    print(f"written: {out}")
     return 0
 
 

@@ -80,7 +80,6 @@ def fixture_data(tmp_path, monkeypatch):
 def _run_base(exclude, monkeypatch):
     """bases.base_arm with vision.pretrain and sft.train stubbed (they would train for minutes): what they were
     given is returned beside the job, so the test sees which images reached each trainer."""
-    from repro.generalization import UMedStudy
     from repro.train import sft, vision
 
     seen = {}
@@ -95,10 +94,9 @@ def _run_base(exclude, monkeypatch):
 
     monkeypatch.setattr(vision, "pretrain", pretrain)
     monkeypatch.setattr(sft, "train", train)
-    recipe = {"model_name_or_path": "", "vision_steps": 2, "base_tasks": ["vqa"], "base_steps": 2, "batch_size": 2,
-              "lr": 1e-3, "seed": 0, "freeze_vision": False, "lora_r": 0}
-    job = common.Job("ood_umed_base", "base [x]", None, "repro.generalization.bases:base_arm", UMedStudy(),
-                     common.Stage(profile="smoke"), {"recipe": recipe, "exclude": exclude})
+    recipe = bases.Recipe(vision_steps=2, base_tasks=["vqa"], base_steps=2, batch_size=2)
+    job = common.Job("ood_umed_base", "base [x]", None, "repro.generalization.bases:base_arm", recipe,
+                     common.Stage(profile="smoke"), {"exclude": exclude})
     rec, _ = bases.base_arm(job)
     return job, rec, seen
 
@@ -122,3 +120,13 @@ def test_saw_heldout_needs_every_record():
     assert bases.saw_heldout([{"a"}, None], {"b"}) is None
     assert bases.saw_heldout([{"a"}, {"b"}], {"b"}) is True
     assert bases.saw_heldout([{"a"}], {"b"}) is False
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_the_bases_recipe_is_stage_02s(profile):
+    from repro import config
+
+    p02 = config.load_params(profile, "02_sft", check_paths=False)
+    r = bases.recipe02(profile)
+    assert {k: getattr(r, k) for k in bases.RECIPE_KEYS if k in p02} == {k: p02[k] for k in bases.RECIPE_KEYS
+                                                                           if k in p02}

@@ -16,6 +16,7 @@ recorded by the jobs that trained the start (base and SFT), so `base_saw_heldout
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -31,11 +32,27 @@ RECIPE_KEYS = ("model_name_or_path", "vision_steps", "base_tasks", "base_steps",
                "freeze_vision", "lora_r")
 
 
-def recipe02(profile: str) -> dict:
+@dataclasses.dataclass
+class Recipe:
+    """A base job's config (what enters its cache key): stage 02's vision + base knobs and nothing of the study,
+    so a change of a UMed knob (SFT steps, PPO lr) reuses the bases."""
+
+    model_name_or_path: str = ""
+    vision_steps: int = 0
+    base_tasks: list = dataclasses.field(default_factory=list)
+    base_steps: int = 0
+    batch_size: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    freeze_vision: bool = False
+    lora_r: int = 0
+
+
+def recipe02(profile: str) -> Recipe:
     """Stage 02's vision + base knobs for `profile`: its notebook's defaults overridden by its params file."""
     declared = {k: d for k, (_, d) in config.declared_parameters("02_sft").items()}
     params = {**declared, **config.load_params(profile, "02_sft", check_paths=False)}
-    return {k: params[k] for k in RECIPE_KEYS}
+    return Recipe(**{k: params[k] for k in RECIPE_KEYS})
 
 
 def heldout_spec(train: dict, test: dict) -> dict | None:
@@ -73,13 +90,14 @@ def _meta(ds) -> list[dict]:
 
 
 def base_arm(job: common.Job):
-    """Vision pretraining + base training (stage 02's recipe, job.extra["recipe"]) on the train rows left after
-    job.extra["exclude"]; writes the ids of every image it trained on to <folder>/train_ids.json."""
+    """Vision pretraining + base training (stage 02's recipe: job.cfg, a Recipe) on the train rows left after
+    job.extra["exclude"]; writes the ids of every image it trained on to <folder>/train_ids.json (a superset:
+    every row the filter kept, whether or not a batch drew it)."""
     from repro.data import build
     from repro.train import sft, vision
 
     e, data = job.extra, common.data_dir(job.stage)
-    r, ids = e["recipe"], set()
+    r, ids = dataclasses.asdict(job.cfg), set()
     if r["model_name_or_path"]:  # a real checkpoint is already pretrained elsewhere (no SynthMed image in it)
         init = paths.model_ref(r["model_name_or_path"])
     else:  # stage 02's freshly built model: random weights, tokenizer only (its corpus: sft.corpus says why)

@@ -68,8 +68,8 @@ def umed_conditions(study: UMedStudy, stage: common.Stage) -> dict[str, tuple[di
 def base_jobs(study: UMedStudy, stage: common.Stage) -> dict[str, common.Job]:
     """{base name: its job}: stage 02's vision + base recipe on the train rows without its held-out specs."""
     recipe = bases.recipe02(stage.profile)
-    return {b: common.Job("ood_umed_base", f"base [{b}]", None, "repro.generalization.bases:base_arm", study, stage,
-                          {"recipe": recipe, "exclude": exclude})
+    return {b: common.Job("ood_umed_base", f"base [{b}]", None, "repro.generalization.bases:base_arm", recipe, stage,
+                          {"exclude": exclude})
             for b, exclude in bases.exclusions(umed_conditions(study, stage)).items()}
 
 

@@ -229,8 +229,8 @@ def zhu_heldout(study: ZhuStudy, stage: common.Stage) -> bool:
     the whole train split of its tasks, so any train row of those tasks with that kind counts as seen."""
     from repro.data import build
 
-    r = {**bases.recipe02(stage.profile), **_sft02(stage.profile)}
-    tasks = set(r["base_tasks"]) | (set(r["sft_tasks"]) if study.init == "sft" else set())
+    tasks = set(bases.recipe02(stage.profile).base_tasks)
+    tasks |= set(_sft02(stage.profile)["sft_tasks"]) if study.init == "sft" else set()
     for t in sorted(tasks):
         ds = build.load_task(common.data_dir(stage), t)["train"]
         if "question_kind" in ds.column_names and study.heldout_kind in set(ds["question_kind"]):

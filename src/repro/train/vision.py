@@ -94,6 +94,9 @@ def pretrain(init_dir, out_dir, data_dir, *, steps: int = 600, batch_size: int =
         train = train.select(train_indices)
     classes = sorted({f"{s}/{c}" for s, c in zip(train["source"], train["category"])})
     regions = sorted(set(train["region"]))
+    if train_indices is not None:  # the val check scores the classes the heads know (held-out ones cannot be named)
+        val = val.select([i for i, (s, c, r) in enumerate(zip(val["source"], val["category"], val["region"]))
+                          if f"{s}/{c}" in classes and r in regions])
     y_cls, y_reg, y_les, y_box = _targets(train, classes, regions, grid)
     pix = processor.image_processor(list(train["image"]), return_tensors="pt")["pixel_values"]
     hidden = tower.config.hidden_size

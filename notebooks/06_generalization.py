@@ -8,7 +8,7 @@
 #
 # | paper | study | new training here | reused |
 # |---|---|---|---|
-# | UMed-LVLM | unseen categories, leave-one-source-out, CT → X-ray/endoscopy, data scale | one short SFT + SFT+AAR per condition | 04's SFT and SFT+AAR (100% point) |
+# | UMed-LVLM | unseen categories, leave-one-source-out, CT → X-ray/endoscopy, data scale | two held-out-free bases (02's recipe without the held-out rows); one short SFT + SFT+AAR per condition | none (02's models saw the held-out images) |
 # | Dr-LLaVA | question order and hints | none | 04's SFT and rule-reward PPO |
 # | MMedPO | tiny Qwen2.5-VL, base start | Qwen SFT; DPO and MMedPO on Qwen and on the base | 04's SFT-start arms |
 # | Zhu et al. | accuracy and length over steps; held-out question kind | one longer GRPO run with checkpoints | 02's SFT |
@@ -24,7 +24,6 @@
 profile = "smoke"          # smoke | cpu | gpu; every other knob is a config dataclass field (see below)
 # The knobs the exercises name. None keeps the value of params/PROFILE/06_generalization.yaml (else the default)
 ood_umed_loso = None               # list, sources left out one at a time
-ood_umed_full_from_04 = None       # bool, the 100% data point is stage 04's SFT and SFT+AAR
 ood_umed_sft_tasks = None          # list, the short SFT's task mixture
 ood_mmedpo_qwen_sft_steps = None   # int, SFT steps of the tiny Qwen2.5-VL start
 mmedpo_equal_text_exposure = None  # bool, MMedPO sees as many text pairs as DPO
@@ -77,9 +76,21 @@ print(f"{n_jobs} jobs on disk (trained now or read back)")
 # | CT only | CT sources | X-ray and endoscopy sources |
 # | *f*% data | a nested random share *f* of the train rows | all test rows |
 #
-# For each condition we train **one short SFT** from the stage-02 base on its train rows (shorter than stage 02,
+# **No start has seen what a condition holds out.** Stage 02's base and SFT were trained on every train image, the
+# held-out sources and categories included (a "without TBX11K" model built on them named tuberculosis on most
+# abnormal TBX11K images). So this stage reruns stage 02's recipe — vision pretraining and base training, with
+# 02's knobs (`vision_steps`, `base_tasks`, `base_steps`, `lr`, `batch_size`, read from
+# `params/<profile>/02_sft.yaml`) — from 02's untrained `init` on the train rows **without the held-out parts**
+# (`repro.generalization.bases`). Two bases, shared by every seed: **held-out-free** (no held category, no
+# left-out source) for the unseen categories, each left-out source and every data fraction, and **CT only** for the
+# cross-modal condition (removing X-ray and endoscopy from the shared base would leave it one source to learn from).
+#
+# For each condition we then train **one short SFT** from its base on its train rows (shorter than stage 02,
 # instruction rows only: `ood_umed_sft_steps`, `ood_umed_sft_tasks`), then PPO with the abnormal-aware reward from
-# that SFT on the same rows (04's UMed arm and knobs), and test both on the condition's test rows. The reward is
+# that SFT on the same rows (04's UMed arm and knobs), and test both on the condition's test rows. The column
+# `start saw held-out` (`base_saw_heldout` in the results) is **measured**: the image ids the base and the SFT
+# recorded training on, intersected with the condition's held-out images (its test images and, for a condition
+# that holds out labels, every image of any split carrying them); it must read False. The reward is
 # 04's: $r = r^{LLM} + r^{loc}/\max_k r^{loc} + r^{att}/\max_k r^{att}$. Accuracy is MAU accuracy (correct class
 # and IoU ≥ 0.5) on the five MAU sources. The claim per condition: SFT+AAR − SFT > 0 on the same test items.
 
@@ -95,14 +106,15 @@ repro.results.save_table(umed_table, cfg, "umed_conditions")
 umed_table
 
 # %% [markdown]
-# **Data scale.** The same recipe at 20 … 80% of the training rows (nested: each share contains the smaller
-# ones); the 100% point is stage 04's SFT and SFT+AAR (`ood_umed_full_from_04: true`), i.e. the *full* stage-02
-# SFT, not the short one — set it to false to train the 100% point with the short recipe too. The paper: accuracy
-# "rises steadily with data from 20% to 100%" (no numbers retrieved).
+# **Data scale.** The same recipe at every share of the training rows, 100 % included (nested: each share
+# contains the smaller ones), all from the held-out-free base: the shares vary the fine-tuning data of one start,
+# as the paper varies its instruction data on one pretrained model. (Stage 04's SFT is no longer the 100 % point:
+# it saw every held-out image, and a longer recipe.) The paper: accuracy "rises steadily with data from 20% to
+# 100%" (no numbers retrieved).
 
 # %%
-run04 = {p: studies.run04(p, cfg.profile) for p in ("umed", "drllava", "mmedpo")}  # 04's arms, read back
-scale = gr.scale_frame(umed_run, run04["umed"] if umed_study.full_from_04 else None)
+run04 = {p: studies.run04(p, cfg.profile) for p in ("drllava", "mmedpo")}  # 04's arms, read back
+scale = gr.scale_frame(umed_run)
 repro.results.save_table(scale, cfg, "umed_scale")
 repro.plots.save_figure(gr.scale_figure(scale), cfg, "umed_scale")
 scale
@@ -115,11 +127,12 @@ scale
 # The verdicts are in the claims ledger at the end.
 #
 # **How we differ from the paper**
-# 1. The SFT of each condition is a short run on instruction rows only from the stage-02 base (the paper
-#    retrains its whole pipeline). Runs are shared where the rows allow: one SFT per condition serves its SFT row
-#    and every SFT+AAR seed; the 100% data point is stage 04's longer SFT and its SFT+AAR arms, trained with 04's
-#    PPO knobs (a different recipe: read the curve's last step with that in mind). The unseen-category SFT cannot
-#    serve the cross-modal study: the two train on different rows.
+# 1. The SFT of each condition is a short run on instruction rows only from a held-out-free base (the paper
+#    starts from a general pretrained model that never saw its held-out data). Runs are shared where the rows
+#    allow: one base serves several conditions, one SFT per condition serves its SFT row and every SFT+AAR seed.
+#    The bases are weaker than stage 02's (fewer images; the CT-only base never saw an X-ray), so compare SFT+AAR
+#    with SFT within a condition, not with stage 04. The tokenizer is stage 02's, fitted on every text (it learns
+#    how to split words, not answers: `repro.train.sft.corpus`).
 # 2. Held-out categories are `source:category` pairs of SynthMed (stage 01's `heldout_categories`), not the
 #    paper's Abdomen/Lung/Pelvis groups.
 # 3. "Cross-modal" tests X-ray and endoscopy sources; the paper tests X-ray and gross pathology.
@@ -130,7 +143,8 @@ scale
 # **Exercises** (knobs in the parameters cell at the top; then run the notebook from the top)
 # 1. Set `ood_umed_loso = ["tbx11k"]` (one study fewer, nothing new to train), then `["kvasir"]`: with the only
 #    endoscopy source left out, what can the model know about polyps?
-# 2. Set `ood_umed_full_from_04 = False`: how far is the short recipe's 100% point from stage 04's?
+# 2. Read `start saw held-out` in the table: what would it say for a start from stage 02's base
+#    (`repro.generalization.bases.heldout_ids` against every train image id)?
 # 3. Set `ood_umed_sft_tasks = ["instruct", "vqa"]`: does the extra data help the unseen categories?
 
 # %% [markdown]
@@ -247,6 +261,8 @@ zhu_frame
 # 2. The held-out "type" is a question kind of our templates; the paper has no held-out-type experiment (its
 #    PMC-VQA test is in-distribution), so this study is ours.
 # 3. A step-0 point is the start's greedy accuracy (the SFT model), the same rows as every checkpoint.
+# 4. The start is stage 02's SFT, which trained on MCQ rows of every question kind, the held-out one included: the
+#    kind is held out of GRPO only (`base_saw_heldout: true` for these arms in `metrics.arms`).
 #
 # **Exercises**
 # 1. Set `ood_zhu_heldout_kind = "finding"`: is the finding question harder to transfer to than the modality one?
@@ -259,7 +275,10 @@ zhu_frame
 # seed and item, clustered by image), `p_holm` Holm-corrected within each paper's claims of this stage, `mde` the
 # smallest detectable difference. **reproduced** / **opposite**: significant in / against the paper's direction;
 # **below_paper**: not significant and the CI rules out the paper's effect; **inconclusive**: not significant;
-# **not_trained**: an arm did not learn (`why` says which); `kind: check` rows are shown, not counted.
+# **not_trained**: an arm did not learn (`why` says which); `kind: check` rows are shown, not counted. A claim
+# whose two arms both score 0 (or both 1) on at least 95 % of the items is turned into a check by
+# `repro.stats.claims_frame` (its `pinned` says which side): at a floor or a ceiling a difference is no evidence
+# either way (e.g. held-out abnormal images that neither arm names).
 
 # %%
 items = gr.umed_claims(umed_run)
@@ -277,7 +296,9 @@ with pd.option_context("display.max_colwidth", 120):
 CLAIM_FIELDS = repro.stats.CLAIM_COLUMNS + ["why"]  # the fields every stage's claims carry (07 reads them)
 runs = {"umed": umed_run, "drllava": run04["drllava"], "mmedpo": mmedpo_new, "zhu": zhu_run}
 metrics = {
-    "claims": ledger[[c for c in CLAIM_FIELDS if c in ledger.columns]].to_dict(orient="records"),
+    "claims": ledger[[c for c in CLAIM_FIELDS + ["pinned"] if c in ledger.columns]].to_dict(orient="records"),
+    # every arm of this stage; base_saw_heldout: did its start train on its condition's held-out images or labels
+    "arms": studies.arms_summary({p: runs[p] for p in ("umed", "mmedpo", "zhu")}, studies.zhu_heldout(zhu_study, stage)),
     "tables": {"umed_conditions": umed_table.to_dict(orient="records"), "umed_scale": scale.to_dict(orient="records"),
                "drllava_robustness": dr_frame.to_dict(orient="records"),
                "mmedpo_compat": mmedpo_table.to_dict(orient="records"), "zhu_steps": zhu_frame.to_dict(orient="records")},

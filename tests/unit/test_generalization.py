@@ -55,7 +55,9 @@ def test_fractions_are_nested_and_sized():
 
 def test_conditions_and_bad_specs():
     conds = subsets.conditions(HELD, ["tbx11k", "deeplesion"], "CT", [0.2, 1.0])
-    assert list(conds) == ["unseen categories", "without tbx11k", "without deeplesion", "CT only", "20% data"]
+    # 100 % is trained here with the same recipe as the other shares (no stage-04 shortcut: 04 saw every image)
+    assert list(conds) == ["unseen categories", "without tbx11k", "without deeplesion", "CT only", "20% data",
+                           "100% data"]
     with pytest.raises(ValueError, match="'kind' has value 'nope'"):
         subsets.select(ROWS, {"kind": "nope"})
     with pytest.raises(ValueError, match="train rows only"):
@@ -130,6 +132,23 @@ def test_untrained_arm_gives_not_trained_claim():
                        {"method": "SFT+AAR [c]", "seed": 0, "trained": False, "why": "end KL 0 < 0.01"}]}
     frame = gr.ledger(gr.umed_claims(run))
     assert list(frame["verdict"]) == ["not_trained"] and "end KL" in frame.loc[0, "why"]
+
+
+def test_umed_claim_with_both_arms_at_the_floor_is_a_check():
+    # held-out abnormal images that neither arm names (MAU 0 on 39 of 40): a difference there is no evidence
+    def rows(method, seed, scores):
+        return [{"paper": "umed", "method": method, "seed": seed, "task": "instruct", "source": "tbx11k",
+                 "variant": "", "item": f"instruct:i{k}:0", "cluster": f"i{k}", "metric": "mau_correct",
+                 "score": v} for k, v in enumerate(scores)]
+
+    c = "without tbx11k"
+    run = {"paper": "umed", "rows": pd.DataFrame(rows(f"SFT [{c}]", None, [0.0] * 40)
+                                                 + rows(f"SFT+AAR [{c}]", 0, [1.0] + [0.0] * 39)),
+           "records": [{"method": f"SFT [{c}]", "seed": None, "trained": True, "why": ""},
+                       {"method": f"SFT+AAR [{c}]", "seed": 0, "trained": True, "why": ""}]}
+    frame = gr.ledger(gr.umed_claims(run))
+    assert frame.loc[0, "kind"] == "check" and frame.loc[0, "pinned"].startswith("floor: both arms score 0 on 98%")
+    assert "not a claim" in frame.loc[0, "why"]
 
 
 def _mcq(method, seed, label, scores):

@@ -21,15 +21,15 @@ from repro.papers import common
 
 @dataclass
 class UMedStudy:
-    """UMed-LVLM's four studies (params keys: ood_umed_<name>). Each condition trains a short SFT from the stage-02
-    base on its train rows (`sft_tasks`), then PPO with AAR from that SFT on the same rows, and tests both on the
-    condition's test rows."""
+    """UMed-LVLM's four studies (params keys: ood_umed_<name>). Each condition trains a short SFT from a
+    held-out-free base (repro.generalization.bases: stage 02's vision + base recipe without the held-out rows) on
+    its train rows (`sft_tasks`), then PPO with AAR from that SFT on the same rows, and tests both on the
+    condition's test rows. Every data fraction, 100 % included, is trained here with the same recipe."""
 
     heldout: list = field(default_factory=list)   # "source:category" pairs; [] = stage 01's manifest split
     loso: list = field(default_factory=lambda: ["tbx11k", "deeplesion"])  # the paper's two held-out data sets
     modality: str = "CT"                           # train on this modality only ("" = skip the study)
     fractions: list = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0])
-    full_from_04: bool = True   # the 100% point is stage 04's SFT and SFT+AAR (no new run); False trains it here
     sft_tasks: list = field(default_factory=lambda: ["instruct"])  # the short SFT's mixture (filtered alike)
     sft_steps: int = 60
     sft_batch_size: int = 8

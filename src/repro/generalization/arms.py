@@ -1,7 +1,8 @@
 """Stage 06's arm functions, each called in a worker with a `papers.common.Job` (see papers.common.run_job: one
 thread, result cached in the arm's folder by its key) and returning (record, per-row scores).
 
-job.extra carries what decides the arm: the start ("base" / "sft" = stage 02's checkpoints, else a folder), the
+job.extra carries what decides the arm: the start ("base" / "sft" = stage 02's checkpoints, else a folder: a
+short SFT or one of repro.generalization.bases' held-out-free bases), the
 train and test row specs (repro.generalization.subsets) and the evaluation size. The trainers and their knobs are
 stage 04's (job.cfg is the paper's 04 config); only the rows and the start differ.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from repro import evaluation as ev
-from repro.generalization import subsets
+from repro.generalization import bases, subsets
 from repro.papers import common, measure, probe
 
 EMPTY = pd.DataFrame(columns=common.ROW_COLUMNS)
@@ -70,8 +71,9 @@ def eval_rows(model_dir, job: common.Job, task: str, rows: list[dict], label: st
 
 # ----------------------------------------------------------------------------------------------- arms
 def sft_arm(job: common.Job):
-    """A short SFT on the train rows of extra["train"] from extra["init"] ("base", or "qwen": a freshly built tiny
-    Qwen2.5-VL with the suite's tokenizer corpus). Not evaluated here: eval_arm measures it on each test set."""
+    """A short SFT on the train rows of extra["train"] from extra["init"] ("base", a folder such as a held-out-free
+    base, or "qwen": a freshly built tiny Qwen2.5-VL with the suite's tokenizer corpus). Not evaluated here:
+    eval_arm measures it on each test set. Writes the image ids it trained on (<folder>/train_ids.json)."""
     from datasets import concatenate_datasets
 
     from repro.data import build
@@ -86,18 +88,21 @@ def sft_arm(job: common.Job):
             build_tiny_qwen25vl(init, sft.corpus(data), seed=job.seed or 0)
     else:
         init = start_dir(job, e["init"])
-    parts = []
+    parts, ids = [], set()
     for task in e["tasks"]:
         ds = build.load_task(data, task)["train"]
         ds = ds.select(spec_indices(ds, e["train"]))
+        ids.update(ds["id"])  # bases.saw_heldout reads them: the start's chain never trained on a held-out image
         parts.append(ds.map(sft.to_sft_row, remove_columns=ds.column_names))
     mix = concatenate_datasets(parts).shuffle(seed=job.seed or 0)
     info = sft.train(init, job.folder / "train", mix, max_steps=e["steps"], batch_size=e["batch_size"], lr=e["lr"],
                      seed=job.seed or 0, save_steps=max(e["steps"], 1), run_key={"train": e["train"]})
+    bases.write_ids(job.folder, ids)
     losses = [h["loss"] for h in info["log_history"] if "loss" in h]
     return {"metrics": {"train_rows": len(mix), "loss_last": losses[-1] if losses else None},
             "curve": [], "kl_end": None, "reward_first": None, "reward_last": None, "trained": True,
-            "why": "supervised start (the trained rule is for RL arms)", "final_dir": str(info["final_dir"])}, EMPTY
+            "why": "supervised start (the trained rule is for RL arms)", "final_dir": str(info["final_dir"]),
+            "folder": str(job.folder)}, EMPTY
 
 
 def eval_arm(job: common.Job):

@@ -97,12 +97,15 @@ def umed_conditions(run: dict) -> list[str]:
 
 
 def umed_table(run: dict, sft_records: list[dict]) -> pd.DataFrame:
-    """One row per condition: its SFT's train rows, MAU accuracy of SFT and SFT+AAR on its test rows (± 95%)."""
+    """One row per condition: its SFT's train rows, whether its start (held-out-free base + short SFT) trained on a
+    held-out image or label (studies.umed_heldout), MAU accuracy of SFT and SFT+AAR on its test rows (± 95%)."""
     n_train = {r["method"][len("SFT ["):-1]: r["metrics"].get("train_rows") for r in sft_records}
+    saw = {r["method"][len("SFT ["):-1]: r.get("base_saw_heldout") for r in sft_records}
     rows = []
     for c in umed_conditions(run):
         test = claims_lib.scores(run, f"SFT [{c}]", "mau_correct", sources=MAU)
-        rows.append({"condition": c, "SFT train rows": n_train.get(c), "test items": test["item"].nunique(),
+        rows.append({"condition": c, "SFT train rows": n_train.get(c), "start saw held-out": saw.get(c),
+                     "test items": test["item"].nunique(),
                      "SFT": _cell(run, f"SFT [{c}]", "mau_correct", sources=MAU),
                      "SFT+AAR": _cell(run, f"SFT+AAR [{c}]", "mau_correct", sources=MAU),
                      PAPER_LABEL: PAPER_UMED.get(c, "")})
@@ -114,8 +117,9 @@ def umed_claims(run: dict) -> list[dict | None]:
                        "mau_correct", sources=MAU) for c in umed_conditions(run)]
 
 
-def scale_frame(run: dict, run04: dict | None) -> pd.DataFrame:
-    """fraction, method (SFT / SFT+AAR), mean, half-width: the data-scale curve (100% from stage 04's run)."""
+def scale_frame(run: dict) -> pd.DataFrame:
+    """fraction, method (SFT / SFT+AAR), mean, half-width: the data-scale curve, every point (100 % included) the
+    same recipe from the same held-out-free base."""
     out = []
     for c in umed_conditions(run):
         if c.endswith("% data"):
@@ -123,10 +127,6 @@ def scale_frame(run: dict, run04: dict | None) -> pd.DataFrame:
             for m in ("SFT", "SFT+AAR"):
                 mean, half, _ = mean_ci(claims_lib.scores(run, f"{m} [{c}]", "mau_correct", sources=MAU))
                 out.append({"fraction": f, "method": m, "mean": mean, "half": half, "source": "06"})
-    if run04 is not None and not any(r["fraction"] == 1.0 for r in out):
-        for m in ("SFT", "SFT+AAR"):
-            mean, half, _ = mean_ci(claims_lib.scores(run04, m, "mau_correct", sources=MAU))
-            out.append({"fraction": 1.0, "method": m, "mean": mean, "half": half, "source": "04"})
     return pd.DataFrame(out, columns=["fraction", "method", "mean", "half", "source"]).sort_values(
         ["method", "fraction"]).reset_index(drop=True)
 
@@ -140,7 +140,7 @@ def scale_figure(frame: pd.DataFrame):
     ax.set_xlabel("share of the training data (%)")
     ax.set_ylabel("MAU accuracy (test, ± 95%)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("UMed-LVLM: data scale (100% = stage 04's models)")
+    ax.set_title("UMed-LVLM: data scale (held-out-free base, one recipe)")
     ax.legend()
     fig.tight_layout()
     return fig

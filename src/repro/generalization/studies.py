@@ -2,8 +2,10 @@
 "rows"}, the shape of a stage-04 run, so papers.claims.scores / trained read them). Arms run through
 papers.common.run_jobs (parallel workers, one cached result file per arm).
 
-UMed: phase 1 trains one short SFT per condition (seed 0: the start every RL seed shares), phase 2 evaluates each
-SFT on its condition's test rows and trains + evaluates SFT+AAR per seed. The 100% data point is stage 04's run.
+UMed: phase 0 trains the held-out-free bases (repro.generalization.bases: stage 02's vision + base recipe without
+the held-out rows; shared by every seed), phase 1 one short SFT per condition from its base (seed 0: the start
+every RL seed shares), phase 2 evaluates each SFT on its condition's test rows and trains + evaluates SFT+AAR per
+seed. Every data fraction, 100 % included, runs this recipe (no stage-04 model: it saw every held-out image).
 Zhu: the SFT start on both question parts, then one longer GRPO run per seed with checkpoints.
 MMedPO: a short SFT of the tiny Qwen2.5-VL, then its start and DPO / MMedPO arms on it and on the stage-02 base.
 """
@@ -16,7 +18,7 @@ import pandas as pd
 
 from repro import config, papers
 from repro.data import build
-from repro.generalization import MMedPOStudy, UMedStudy, ZhuStudy, arms, subsets
+from repro.generalization import MMedPOStudy, UMedStudy, ZhuStudy, arms, bases, subsets
 from repro.papers import common
 
 FN = "repro.generalization.arms:"
@@ -60,18 +62,30 @@ def heldout_of(study: UMedStudy, stage: common.Stage) -> list[str]:
 
 def umed_conditions(study: UMedStudy, stage: common.Stage) -> dict[str, tuple[dict, dict]]:
     fractions = subsets.check_fractions(study.fractions)
-    if not study.full_from_04 and 1.0 in fractions:
-        fractions = [f for f in fractions if f < 1.0]
-        conds = subsets.conditions(heldout_of(study, stage), study.loso, study.modality, fractions, stage.seed)
-        return {**conds, "100% data": subsets.pair("fraction", 1.0, stage.seed)}
     return subsets.conditions(heldout_of(study, stage), study.loso, study.modality, fractions, stage.seed)
 
 
-def umed_sft_jobs(study: UMedStudy, stage: common.Stage) -> dict[str, common.Job]:
+def base_jobs(study: UMedStudy, stage: common.Stage) -> dict[str, common.Job]:
+    """{base name: its job}: stage 02's vision + base recipe on the train rows without its held-out specs."""
+    recipe = bases.recipe02(stage.profile)
+    return {b: common.Job("ood_umed_base", f"base [{b}]", None, "repro.generalization.bases:base_arm", recipe, stage,
+                          {"exclude": exclude})
+            for b, exclude in bases.exclusions(umed_conditions(study, stage)).items()}
+
+
+def umed_bases(study: UMedStudy, stage: common.Stage, only_cached: bool = False) -> tuple[dict, dict[str, str]]:
+    """The held-out-free bases (trained unless on disk) -> (their run, {base name: its folder or ""})."""
+    run = _run("umed", list(base_jobs(study, stage).values()), stage, only_cached)
+    return run, {r["method"][len("base ["):-1]: r.get("final_dir") or "" for r in run["records"]}
+
+
+def umed_sft_jobs(study: UMedStudy, stage: common.Stage, base_dirs: dict[str, str]) -> dict[str, common.Job]:
+    conds, of = umed_conditions(study, stage), bases.base_of(umed_conditions(study, stage))
     return {c: common.Job("ood_umed_sft", f"SFT [{c}]", None, FN + "sft_arm", study, stage,
-                          {"init": "base", "tasks": list(study.sft_tasks), "train": train, "steps": study.sft_steps,
-                           "batch_size": study.sft_batch_size, "lr": study.sft_lr})
-            for c, (train, _) in umed_conditions(study, stage).items()}
+                          {"init": base_dirs[of[c]], "stamp": _stamp(base_dirs[of[c]]), "tasks": list(study.sft_tasks),
+                           "train": train, "steps": study.sft_steps, "batch_size": study.sft_batch_size,
+                           "lr": study.sft_lr})
+            for c, (train, _) in conds.items() if base_dirs.get(of[c])}
 
 
 def umed_jobs(study: UMedStudy, ppo_cfg, stage: common.Stage, sft_dirs: dict[str, str]) -> list[common.Job]:
@@ -86,20 +100,46 @@ def umed_jobs(study: UMedStudy, ppo_cfg, stage: common.Stage, sft_dirs: dict[str
     return out
 
 
+def umed_phase1(study: UMedStudy, stage: common.Stage, only_cached: bool = False) -> tuple[dict, dict]:
+    """Phase 0 and 1 (the bases, then the short SFT per condition; each run unless on disk) -> (bases' run,
+    SFTs' run)."""
+    base_run, base_dirs = umed_bases(study, stage, only_cached)
+    return base_run, _run("umed", list(umed_sft_jobs(study, stage, base_dirs).values()), stage, only_cached)
+
+
 def umed_phase2(study: UMedStudy, ppo_cfg, stage: common.Stage, only_cached: bool = False):
-    """Phase 1 (the short SFT per condition; run unless on disk) -> (its run, phase 2's jobs: each SFT's
-    evaluation and its SFT+AAR arms)."""
-    sft = _run("umed", list(umed_sft_jobs(study, stage).values()), stage, only_cached)
+    """Phases 0-1 -> (bases' run, SFTs' run, phase 2's jobs: each SFT's evaluation and its SFT+AAR arms)."""
+    base_run, sft = umed_phase1(study, stage, only_cached)
     dirs = {r["method"][len("SFT ["):-1]: r.get("final_dir") for r in sft["records"]}
     jobs = [j for j in umed_jobs(study, ppo_cfg, stage, {c: dirs.get(c) or "" for c in umed_conditions(study, stage)})
             if j.extra["init"]]
-    return sft, jobs
+    return base_run, sft, jobs
+
+
+def umed_heldout(study: UMedStudy, stage: common.Stage, base_run: dict, sft_run: dict) -> dict[str, bool | None]:
+    """{condition: did its start (base, then short SFT) train on a held-out image or label?, base name: did it
+    train on one of any condition it serves?}, from the image ids the jobs recorded (bases.saw_heldout; None when
+    one recorded none)."""
+    conds, of = umed_conditions(study, stage), bases.base_of(umed_conditions(study, stage))
+    folders = {**{r["method"][len("base ["):-1]: r.get("folder") for r in base_run["records"]},
+               **{r["method"]: r.get("folder") for r in sft_run["records"]}}
+    ids = {k: bases.read_ids(f) if f else None for k, f in folders.items()}
+    out, held_by_base = {}, {}
+    for c, (train, test) in conds.items():
+        held = bases.heldout_ids(common.data_dir(stage), train, test, stage.eval_split)
+        held_by_base.setdefault(of[c], set()).update(held)
+        out[c] = bases.saw_heldout([ids.get(of[c]), ids.get(f"SFT [{c}]")], held)
+    out.update({b: bases.saw_heldout([ids.get(b)], held) for b, held in held_by_base.items()})
+    return out
 
 
 def umed_run(study: UMedStudy, ppo_cfg, stage: common.Stage, only_cached: bool = False) -> dict:
-    sft, jobs = umed_phase2(study, ppo_cfg, stage, only_cached)
+    base_run, sft, jobs = umed_phase2(study, ppo_cfg, stage, only_cached)
     run = _run("umed", jobs, stage, only_cached)
-    run["sft"] = sft["records"]
+    run["bases"], run["sft"] = base_run["records"], sft["records"]
+    saw = umed_heldout(study, stage, base_run, sft)
+    for r in run["records"] + run["sft"] + run["bases"]:
+        r["base_saw_heldout"] = saw.get(r["method"].split(" [", 1)[-1][:-1])
     return run
 
 
@@ -165,17 +205,52 @@ def mmedpo_run(study: MMedPOStudy, dpo_cfg, stage: common.Stage, only_cached: bo
 # ----------------------------------------------------------------------------------------------- all at once
 def run_all(umed: tuple[UMedStudy, object], mmedpo: tuple[MMedPOStudy, object], zhu: tuple[ZhuStudy, object],
             stage: common.Stage) -> int:
-    """Every study's jobs in two pools instead of five: (1) the short SFTs with every arm that needs none of them
-    (Zhu's run, MMedPO from the stage-02 base), (2) the arms that start from those SFTs. Longest first in each, so
+    """Every study's jobs in three pools instead of six: (1) the held-out-free bases with every arm that needs
+    none of them (Zhu's run, MMedPO from the stage-02 base, the Qwen SFT), (2) the short SFTs from those bases with
+    the arms that start from the Qwen SFT, (3) the arms that start from the short SFTs. Longest first in each, so
     the workers finish together. The notebook's sections then read their arms back. Returns the number of jobs.
     (study, its trainer config) pairs: (UMedStudy, UMedConfig), (MMedPOStudy, MMedPOConfig), (ZhuStudy, ZhuConfig)."""
     (us, uc), (ms, mc), (zs, zc) = umed, mmedpo, zhu
-    first = list(umed_sft_jobs(us, stage).values()) + mmedpo_sft_jobs(ms, stage) + zhu_jobs(zs, zc, stage)
+    first = list(base_jobs(us, stage).values()) + mmedpo_sft_jobs(ms, stage) + zhu_jobs(zs, zc, stage)
     first += mmedpo_jobs(ms, mc, stage, None)  # without the Qwen folder: the base-start arms only
     common.run_jobs(first, stage.n_workers())
-    _, then = umed_phase2(us, uc, stage, only_cached=True)
     done = {j.folder for j in first}
-    then += [j for j in mmedpo_jobs(ms, mc, stage, mmedpo_qwen(ms, stage, only_cached=True)[1])
-             if j.folder not in done]  # the base-start arms ran in the first pool
-    common.run_jobs(then, stage.n_workers())
-    return len(first) + len(then)
+    second = list(umed_sft_jobs(us, stage, umed_bases(us, stage, only_cached=True)[1]).values())
+    second += [j for j in mmedpo_jobs(ms, mc, stage, mmedpo_qwen(ms, stage, only_cached=True)[1])
+               if j.folder not in done]  # the base-start arms ran in the first pool
+    common.run_jobs(second, stage.n_workers())
+    third = umed_phase2(us, uc, stage, only_cached=True)[2]
+    common.run_jobs(third, stage.n_workers())
+    return len(first) + len(second) + len(third)
+
+
+def zhu_heldout(study: ZhuStudy, stage: common.Stage) -> bool:
+    """Did Zhu's start (stage 02's base or SFT) train on the held-out question kind? Stage 02 drew its rows from
+    the whole train split of its tasks, so any train row of those tasks with that kind counts as seen."""
+    from repro.data import build
+
+    tasks = set(bases.recipe02(stage.profile).base_tasks)
+    tasks |= set(_sft02(stage.profile)["sft_tasks"]) if study.init == "sft" else set()
+    for t in sorted(tasks):
+        ds = build.load_task(common.data_dir(stage), t)["train"]
+        if "question_kind" in ds.column_names and study.heldout_kind in set(ds["question_kind"]):
+            return True
+    return False
+
+
+def _sft02(profile: str) -> dict:
+    declared = {k: d for k, (_, d) in config.declared_parameters("02_sft").items()}
+    return {"sft_tasks": {**declared, **config.load_params(profile, "02_sft", check_paths=False)}["sft_tasks"]}
+
+
+def arms_summary(runs: dict[str, dict | None], zhu_saw: bool | None) -> list[dict]:
+    """One row per arm of this stage: what it is and whether its start trained on its condition's held-out images
+    or labels (`base_saw_heldout`: UMed from the recorded image ids, Zhu from stage 02's task mixture, None where
+    a study holds nothing out: MMedPO's compatibility arms)."""
+    out = []
+    for paper, run in runs.items():
+        for r in (run or {}).get("records", []) + (run or {}).get("bases", []):
+            saw = r.get("base_saw_heldout") if paper == "umed" else zhu_saw if paper == "zhu" else None
+            out.append({"paper": paper, "method": r["method"], "seed": r["seed"], "trained": r["trained"],
+                        "why": r.get("why", ""), "base_saw_heldout": saw})
+    return out

@@ -57,12 +57,12 @@ def pair(kind: str, value, seed: int = 0) -> tuple[dict, dict]:
 def conditions(heldout: list[str], loso: list[str], modality: str, fractions: list[float], seed: int = 0
                ) -> dict[str, tuple[dict, dict]]:
     """UMed's conditions {name: (train spec, test spec)}: the unseen categories, each left-out source, the
-    single-modality transfer and each data fraction below 1 (1.0 is stage 04's model: no new run)."""
+    single-modality transfer and each data fraction (1.0 too: the same recipe as the smaller shares)."""
     out = {"unseen categories": pair("categories", list(heldout), seed)}
     out.update({f"without {s}": pair("source", s, seed) for s in loso})
     if modality:
         out[f"{modality} only"] = pair("modality", modality, seed)
-    out.update({f"{round(100 * f)}% data": pair("fraction", float(f), seed) for f in fractions if f < 1.0})
+    out.update({f"{round(100 * f)}% data": pair("fraction", float(f), seed) for f in fractions})
     return out
 
 

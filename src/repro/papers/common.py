@@ -300,7 +300,8 @@ def _stop_pool(ex) -> None:
 # Rough seconds of one job on one cpu thread (the cpu profile, 2026-12), by its function; only the ORDER of
 # submission uses them: the longest go first, so the workers finish together instead of one idling while the
 # other runs a long arm it picked up last (longest-processing-time-first scheduling).
-SECONDS = {"repro.papers.drllava:arm": 500, "repro.papers.zhu:arm": 180, "repro.papers.umed:arm": 150,
+SECONDS = {"repro.papers.drllava:arm": 500, "repro.generalization.bases:base_arm": 400,  # vision + base training
+           "repro.papers.zhu:arm": 180, "repro.papers.umed:arm": 150,
            "repro.generalization.arms:umed_arm": 140, "repro.generalization.arms:zhu_arm": 130,
            "repro.papers.mmedpo:arm": 120, "repro.papers.continued:arm": 100, "repro.generalization.arms:dpo_arm": 90,
            "repro.generalization.arms:sft_arm": 90, "repro.papers.measure:start_arm": 80}

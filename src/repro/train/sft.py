@@ -46,7 +46,7 @@ def to_sft_row(row: dict) -> dict:
 
 
 def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: int | None = None, seed: int = 0,
-                batch_size: int | None = None, steps: int | None = None):
+                batch_size: int | None = None, steps: int | None = None, row_filter=None):
     """The mixture of `tasks` (at most `max_rows_per_task` rows each) as a datasets.Dataset.
 
     A task listed k times gets k parts (k times its share of the batches); with max_rows_per_task each part draws its
@@ -55,6 +55,8 @@ def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: 
     in random order, epoch after epoch (a new shuffle each epoch) until steps * batch_size rows; train() then
     reads them sequentially. Why: a conversation row is ~4x longer than a VQA row, and mixed batches pad every
     row to the longest, which made half of the compute padding on CPU.
+    row_filter: (task, split dataset) -> the row indices to keep, applied before anything else (stage 06's
+    held-out-free base drops the held-out images' rows); None keeps every row, as in stage 02.
     """
     import numpy as np
     from datasets import concatenate_datasets
@@ -62,6 +64,8 @@ def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: 
     parts = []
     for i, task in enumerate(tasks):
         ds = build.load_task(data_dir, task)[split]
+        if row_filter is not None:
+            ds = ds.select(row_filter(task, ds))
         if max_rows_per_task and len(ds) > max_rows_per_task:
             occurrence = list(tasks[:i]).count(task)
             ds = ds.shuffle(seed=seed + occurrence).select(range(max_rows_per_task))

@@ -72,8 +72,10 @@ def match_image_scale(model, pixel_values) -> float:
 
 
 def pretrain(init_dir, out_dir, data_dir, *, steps: int = 600, batch_size: int = 32, lr: float = 2e-3,
-             seed: int = 0, progress: bool = True) -> dict:
-    """Train the vision tower of the VLM at `init_dir`; save the whole VLM to `out_dir`. Returns metrics."""
+             seed: int = 0, progress: bool = True, train_indices: list[int] | None = None) -> dict:
+    """Train the vision tower of the VLM at `init_dir`; save the whole VLM to `out_dir`. Returns metrics.
+    train_indices: only these rows of the train images (stage 06's held-out-free bases must never see the
+    held-out images); None = all, as in stage 02."""
     import torch
     from torch import nn
     from tqdm.auto import tqdm
@@ -88,8 +90,13 @@ def pretrain(init_dir, out_dir, data_dir, *, steps: int = 600, batch_size: int =
     grid = int(round(model.config.image_seq_length ** 0.5)) if hasattr(model.config, "image_seq_length") else 8
     images = load_task(data_dir, "images")
     train, val = images["train"], images["val"]
+    if train_indices is not None:
+        train = train.select(train_indices)
     classes = sorted({f"{s}/{c}" for s, c in zip(train["source"], train["category"])})
     regions = sorted(set(train["region"]))
+    if train_indices is not None:  # the val check scores the classes the heads know (held-out ones cannot be named)
+        val = val.select([i for i, (s, c, r) in enumerate(zip(val["source"], val["category"], val["region"]))
+                          if f"{s}/{c}" in classes and r in regions])
     y_cls, y_reg, y_les, y_box = _targets(train, classes, regions, grid)
     pix = processor.image_processor(list(train["image"]), return_tensors="pt")["pixel_values"]
     hidden = tower.config.hidden_size
@@ -164,6 +171,6 @@ def pretrain(init_dir, out_dir, data_dir, *, steps: int = 600, batch_size: int =
     info = {"final_dir": str(out_dir), "seconds": round(seconds, 1), "steps": steps, "classes": len(classes),
             "val_class_acc": acc, "val_class_acc_by_source": by_source, "val_lesion_patch_recall": hit,
             "val_box_probe_iou50": box_rate,
-            "projector_scale": scale, "history": history}
+            "projector_scale": scale, "history": history, "train_images": len(train)}
     (out_dir / "vision_pretraining.json").write_text(json.dumps(info, indent=1))
     return info

@@ -315,5 +315,9 @@ def test_matched_kl_claim_reports_both_arms_kl():
     assert len(out) == 1 and out[0]["kl_treated"] == pytest.approx(0.53) and out[0]["kl_control"] == 0.55
     assert "at matched KL" in out[0]["claim"] and out[0]["difference"] == pytest.approx(0.25)
     assert rep.arm_kl(run, "SFT") is None
+    assert "KL not matched" not in out[0]["why"]
+    run["records"][1]["matched_kl"] = {"target": 0.53, "reached": False, "step": None, "kl": 0.2, "planned_steps": 3}
+    why = rep.records(rep.judge({"mmedpo": run}, items, n_boot=50))[0]["why"]
+    assert why.endswith("; KL not matched: 0.2 < target 0.53 after all 3 steps")
     table = rep.mmedpo_table(run).xs(report.OURS, level="who")
     assert list(table["KL (nats)"]) == ["0.53", "0.55"]

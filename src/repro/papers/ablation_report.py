@@ -119,6 +119,7 @@ def judge(runs: dict, items: list, n_boot: int, exploratory: bool = False, plan:
         frame = frame.reset_index() if "paper" not in frame.columns else frame.copy()
         reasons = {(f["paper"], f["claim"]): f["not_trained_why"] for f in found}
         frame["why"] = [claims_lib.why(r, reasons.get((r["paper"], r["claim"]), "")) for r in frame.to_dict("records")]
+        frame["why"] = [w + unmatched(runs, r) for w, r in zip(frame["why"], frame.to_dict("records"))]
         if exploratory:  # no paper direction: the hypothesis is "with the component > without it"
             frame["why"] = [w.replace("in the paper's direction", "in favour of the component").replace(
                 "against the paper's direction", "against the component") for w in frame["why"]]
@@ -129,6 +130,16 @@ def arm_kl(run: dict, method: str) -> float | None:
     """An arm's end KL to its start (record kl_end, nats per sequence), the mean over its seeds; None for a start."""
     vals = [r["kl_end"] for r in run["records"] if r["method"] == method and r.get("kl_end") is not None]
     return float(sum(vals) / len(vals)) if vals else None
+
+
+def unmatched(runs: dict, row: dict) -> str:
+    """"; KL not matched ..." when the claim's control is the matched-KL arm and a seed never reached its target
+    (the global arm moved less than the full one: stopping early cannot match that), else ""."""
+    base = str(row.get("comparison", "")).split(" - ", 1)[-1]
+    miss = [r["matched_kl"] for r in runs.get(row.get("paper"), {}).get("records", [])
+            if r.get("method") == base and r.get("matched_kl") and not r["matched_kl"]["reached"]]
+    return "".join(f"; KL not matched: {m['kl']:.3g} < target {m['target']:.3g} after all {m['planned_steps']} steps"
+                   for m in miss[:1])
 
 
 def records(frame: pd.DataFrame) -> list[dict]:

@@ -16,7 +16,7 @@ DPO's arm (unweighted) keeps its key when the mode changes.
 
 Matched update size (stage 05's "global noise (matched KL)"): Job.extra["match_kl"] names a finished arm; training
 stops at the first logged step where this arm's KL, as its record will report it (common.summarize_curve's kl_end
-over the curve so far), reaches that arm's kl_end (`matched_step`, `KLStop`).
+over the curve so far), reaches that arm's kl_end (`matched_step`, `kl_stop`).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ pref_heatmap = "attention" # visual tool, attention (the SFT model) or oracle (t
 pref_noise = "released"    # released (replace by noise) or blend (the paper's formula)
 pref_threshold = "mean"    # released-rule threshold, mean or released (mean - std, often global)
 pref_noise_step = 500      # diffusion step k of the blend (xi is xi_bar_k)
-pref_weight_mode = "normalize"   # text pairs, normalize, literal (constant 0.75), raw (released) or minmax
+pref_weight_mode = "raw"         # text pairs, raw (released; MMedPO trains on it), normalize, literal (0.75) or minmax
 pref_visual_weight_mode = "minmax" # visual pairs (tool probability), minmax or raw (released)
 pref_out = ""              # empty means runs/<profile>/data/preference
 mmedpo_data = "synthmed"   # preference set from synthmed, or real (VQA-RAD, SLAKE and IU-Xray train; gpu profile)
@@ -348,8 +348,21 @@ print(f"VRR of the SFT model's own answers on {len(scored)} abnormal samples: me
 # \Delta_i=\log\frac{\pi_\theta(y_w\mid x)}{\pi_{\text{ref}}(y_w\mid x)}-\log\frac{\pi_\theta(y_l\mid x^*)}{\pi_{\text{ref}}(y_l\mid x^*)}.$$
 #
 # The paper prints $s'=\operatorname{clip}((s-\mu)/\sigma,s_{\min},s_{\max})$ with $s_{\min}=0.75,s_{\max}=1.25,\mu=1,\sigma^2=0.1$ (it
-# names the bounds $\alpha,\beta$; $\beta$ here is DPO's temperature only), which
-# is the constant 0.75 for every $s\in[0,1]$. `pref_weight_mode` chooses how text scores become weights:
+# names the bounds $\alpha,\beta$; $\beta$ here is DPO's temperature only). For a score $s\in[0,1]$,
+# $(s-1)/\sqrt{0.1}\le 0<0.75$, so the clip returns its lower bound: the printed rule is the **constant 0.75**.
+# The package function on a hand batch of the release's scores, every mode side by side:
+
+# %%
+from repro.rewards import clinical  # noqa: E402
+
+clinical.derivation([0.0, 0.2, 0.5, 0.8, 1.0]).round(3)
+
+# %% [markdown]
+# **Which weights MMedPO trains on.** A constant weight makes MMedPO's text pairs plain DPO with the loss scaled by
+# 0.75, so it cannot test "clinical weights help"; the release's training code passes the raw score $s$, which is
+# what the authors trained with. So stage 04's MMedPO arm uses `raw` (knob `mmedpo_weight_mode`, recomputed from
+# each pair's stored `score`; a pair with $s=0$ is switched off), and our set normalisation `normalize` is a
+# sensitivity row of stage 05 (docs/decisions.md, 2026-12-06). `pref_weight_mode` chooses the weights stored here:
 #
 # $$\mathtt{normalize}:\ s'_i=\operatorname{clip}\Big(\mu+\sigma\,\frac{s_i-\operatorname{mean}(s)}{\operatorname{std}(s)},\ s_{\min},\ s_{\max}\Big),\qquad
 # \mathtt{minmax}:\ s'_i=s_{\min}+(s_{\max}-s_{\min})\,s_i,\qquad \mathtt{raw}:\ s'_i=s_i,\qquad \mathtt{literal}:\ 0.75 .$$
@@ -388,14 +401,14 @@ pairs[["kind", "source", "prompt", "chosen", "rejected", "score", "weight"]].gro
 # 1. The dispreferred text is the most relevant *conflicting* SFT sample as judged by our rule panel, or a templated
 #    hallucination, instead of GPT-4o's pick.
 # 2. The panel is three rule judges with the consensus loop, not Med42 / BioMistral.
-# 3. Weights: the default `normalize` reads $\mu,\sigma^2$ as the target mean and variance of the weights (the printed
-#    formula is a constant); `raw` reproduces the release, `literal` the printed formula.
+# 3. Weights: the default `raw` is the release's (the printed formula is a constant, `literal`); `normalize` reads
+#    $\mu,\sigma^2$ as the target mean and variance of the weights (stage 05's sensitivity row).
 # 4. The visual tool is the SFT model's attention (or the true mask), not MedKLIP; the noising threshold defaults to
 #    the mean of the blurred map, not the released mean − std.
 #
 # **Exercises.**
-# 1. Set `pref_weight_mode = "raw"` (the released behaviour) and rerun this section: which text pairs now have
-#    weight 0 and drop out of the loss (`pairs[pairs.weight == 0]`), and what do their `rejected` answers look like?
+# 1. Which text pairs have weight 0 and drop out of the loss (`pairs[pairs.weight == 0]`), and what do their
+#    `rejected` answers look like? Set `pref_weight_mode = "normalize"`: what weight do they get now?
 # 2. In the noising figure, read the share of pixels changed under `t=mean-std` and `t=mean`. Then set
 #    `pref_threshold = "released"`: the visual pairs now use the first. Which MMedPO ablation (local lesion noise
 #    vs global noise, `docs/methods.md §3(f)`) does this quietly turn into?

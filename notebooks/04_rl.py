@@ -37,6 +37,7 @@ zhu_beta = None                    # float, GRPO's k3 KL coefficient
 zhu_generations = None             # int, the group size G
 mmedpo_beta = None                 # float, the DPO temperature
 mmedpo_equal_text_exposure = None  # bool, MMedPO gets more steps so it sees as many text pairs as DPO
+mmedpo_weight_mode = None          # str, MMedPO's text weights from the clinical score: raw (the release) or normalize
 drllava_turn_credit = None         # bool, each turn's reward at its own last token
 drllava_missing_eos_penalty = None  # float, reward of an answer cut by the token budget
 
@@ -517,7 +518,8 @@ mmedpo_table
 # **How we differ from the paper**
 # 1. A text pair's dispreferred answer is the most clinically relevant conflicting sample of the SFT model (else a
 #    templated contradiction), not GPT-4o's pick; clinical scores come from three rule judges with a consensus
-#    loop, not Med-LLMs; weights are normalised to a target mean and variance (docs/methods.md §6(c) 3).
+#    loop, not Med-LLMs; the text weights are the raw scores as the release trains (`mmedpo_weight_mode`; the
+#    printed clip rule is a constant 0.75, docs/methods.md §6(c) 3).
 # 2. The lesion map for visual pairs is the SFT model's own attention (`pref_heatmap: attention`; the true mask is
 #    an option), not MedKLIP.
 # 3. Full fine-tuning of a tiny model instead of LoRA on LLaVA-Med 1.5; far fewer steps.
@@ -533,6 +535,7 @@ mmedpo_table
 #    pair's loss alone?
 # 3. Set `mmedpo_equal_text_exposure = False`: how many steps does the MMedPO arm take now (its `steps` in the
 #    arms table), and how many text pairs does each arm see?
+# 4. Set `mmedpo_weight_mode = "normalize"`: which arms retrain (their keys change) and which are read back?
 
 # %% [markdown]
 # ## 4 · Dr-LLaVA: results

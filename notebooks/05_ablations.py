@@ -10,7 +10,7 @@
 # | paper | full method (stage 04) | ablations here |
 # |---|---|---|
 # | UMed-LVLM | SFT+AAR | w/o VRR, w/o ALR, w/o AAR (= SFT+PPO), w/o per-query max-normalisation; accuracy vs IoU threshold |
-# | MMedPO | MMedPO (DPO) | text pairs with weights, visual pairs without weights, one judge, global noise, weight modes |
+# | MMedPO | MMedPO (DPO) | text pairs with weights, visual pairs without weights, one judge, global noise (also at matched KL), weight modes |
 # | Zhu et al. | SFT+grpo | base vs SFT start, KL coefficient 0, a smaller group $G$ |
 # | Dr-LLaVA | SFT+PPO (rule reward) | gated reward, the released code's reward, no path-consistency term |
 #
@@ -121,9 +121,17 @@ iou.groupby(["method", "threshold"], sort=False)["accuracy"].mean().unstack().ro
 #
 # Each ablation changes the preference set stage 03 built, nothing else (`papers.mmedpo.arm` with a data hook):
 # text pairs with weights (vs DPO's $s' = 1$), all pairs with $s' = 1$, text weights from one judge instead of
-# the panel's consensus, visual pairs noised over the **whole** image instead of the lesion, and the weight modes
-# of stage 03 (`literal`: the paper's clip formula as printed, constant on $[0, 1]$; `raw`: $s$ itself as in the
-# released code; the full method uses stage 03's `pref_weight_mode`, set-normalised).
+# the panel's consensus, visual pairs noised over the **whole** image instead of the lesion. The full method's
+# text weights are the raw clinical scores $s$ (the release); two **sensitivity rows** set that one knob
+# (`mmedpo_weight_mode`) the other way, judged as exploratory: `weights normalize` (our set normalisation, mean 1
+# in $[0.75, 1.25]$) and `weights literal` (the printed clip rule, the constant 0.75).
+#
+# **Local vs global noise at matched update size.** Global noise makes a visual pair easy to win, so at the same
+# lr and steps that arm moves much further from its start (cpu: KL 3.06 vs 0.53 nats), and "local beats global"
+# would be confounded with how far each moved. `global noise (matched KL)` trains the same global-noise arm but
+# stops at the first logged step where its KL (the `kl_end` its record reports: the mean of the last few logged
+# steps) reaches the full MMedPO arm's final KL (`papers.mmedpo.matched_step`), and is evaluated there. The
+# claim rows carry both KLs (`kl_treated`, `kl_control`) and the table a KL column.
 
 # %%
 mmedpo_cfg = configs["mmedpo"]
@@ -134,6 +142,10 @@ mmedpo_run = runs["mmedpo"]  # = ab.run_paper("mmedpo", mmedpo_cfg, stage, acfg)
 mmedpo_table = rep.mmedpo_table(mmedpo_run)
 repro.results.save_table(mmedpo_table, cfg, "mmedpo_ablation")
 mmedpo_table
+
+# %%
+# where the matched-KL arm stopped: the full arm's KL (target), its own, and the step of its planned steps
+pd.DataFrame([{"seed": r["seed"], **r["matched_kl"]} for r in mmedpo_run["records"] if r.get("matched_kl")])
 
 # %% [markdown]
 # **What it means.** The paper's table gives averages per data set (SLAKE and VQA-RAD: open and closed together;
@@ -147,13 +159,17 @@ mmedpo_table
 # 2. Global noise uses the same noise rule as the lesion noise (`pref_noise` of stage 03) over the whole image.
 # 3. Both arms of every comparison see the same number of text pairs (`mmedpo_equal_text_exposure`), so MMedPO's
 #    visual pairs come on top rather than in place of text pairs.
-# 4. A tiny model, a small preference set and far fewer steps; the paper uses LoRA on LLaVA-Med 1.5.
+# 4. The matched-KL arm stops part-way through its cosine schedule (a snapshot, not a shorter schedule), and its KL
+#    is DPO's training-batch |log-ratio|, which for visual pairs includes the noised image's side.
+# 5. A tiny model, a small preference set and far fewer steps; the paper uses LoRA on LLaVA-Med 1.5.
 #
 # **Exercises**
 # 1. With `weights literal` every text pair gets the same weight: which other arm is it then equivalent to, up to
 #    the loss scale?
 # 2. Why can global noise make a visual pair *easier* than lesion noise, and what would that do to its margin?
 # 3. Compare the `kl` of `MMedPO (visual without weights)` and `MMedPO` in stage 04's curves: which moves more?
+# 4. At which step did `MMedPO (global noise, matched KL)` stop (`matched_kl` in its record, below), and does the
+#    local-vs-global difference keep its sign once the two KLs match?
 
 # %% [markdown]
 # ## 3 · Zhu et al.: start, KL penalty and group size in GRPO

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from repro import report
 from repro.config import ConfigError
 from repro.data import decision_tree as dt
 from repro.papers import ablation_report as rep
@@ -137,17 +138,26 @@ def test_mmedpo_ablations_rewrite_only_their_component():
     assert weighted and text["kind"] == ["text", "text"] and text["weight"] == pytest.approx([0.7, 0.9])
     ones, weighted = ab.mmedpo_pref(pref, _job("visual w/o weights"))
     assert weighted and ones["weight"] == [1.0, 1.0, 1.0] and ones["kind"] == pref["kind"]
-    raw, _ = ab.mmedpo_pref(pref, _job("weights raw"))
-    assert raw["weight"] == pytest.approx([0.8, 0.3, 0.5])  # text: s itself; visual unchanged
-    lit, _ = ab.mmedpo_pref(pref, _job("weights literal"))
-    assert lit["weight"][:2] == pytest.approx(weights_for([0.8, 0.3], "literal")) and lit["weight"][2] == 0.5
-    single, _ = ab.mmedpo_pref(pref, _job("single judge"))
+    single, _ = ab.mmedpo_pref(pref, _job("single judge"))  # rescored with the full method's mode (raw)
     from repro.rewards import clinical
 
     judge = clinical.DEFAULT_PANEL[0]
     want = weights_for([judge("a mass in the lung", "a cyst in the liver"), judge("a cyst in the lung", "a cyst")],
-                       ab.stage03_knob("smoke", "pref_weight_mode", "normalize"))
+                       "raw")
     assert single["weight"][:2] == pytest.approx(want) and single["weight"][2] == 0.5
+    with pytest.raises(ValueError, match="unknown MMedPO ablation 'weights raw'"):
+        ab.mmedpo_pref(pref, _job("weights raw"))  # the full method now: no ablation of that name
+
+
+def test_mmedpo_weight_modes_from_the_stored_score():
+    """The arm's text weights come from `score` (0.8, 0.3); the visual pair keeps its 0.5."""
+    pref = _pref()
+    assert mmedpo.text_scores(pref) == pytest.approx([0.8, 0.3])
+    assert mmedpo.reweight_text(pref, [0.8, 0.3], "raw")["weight"] == pytest.approx([0.8, 0.3, 0.5])
+    assert mmedpo.reweight_text(pref, [0.8, 0.3], "literal")["weight"] == pytest.approx([0.75, 0.75, 0.5])
+    # normalize: mean 0.55, std 0.25 -> z = +1, -1 -> 1 +- sqrt(0.1) = 1.316 / 0.684, clipped to [0.75, 1.25]
+    assert mmedpo.reweight_text(pref, [0.8, 0.3], "normalize")["weight"] == pytest.approx([1.25, 0.75, 0.5])
+    assert mmedpo.reweight_text(pref, [0.0, 1.0], "raw")["weight"][0] == 0.0  # s = 0 switches the pair off
 
 
 def test_global_noise_changes_only_visual_rejected_images():
@@ -181,6 +191,58 @@ def test_full_method_jobs_are_stage_04s(tmp_path, monkeypatch):
         assert len(abl) == len(getattr(acfg, paper)) * len(stage.seeds), paper
         assert not {j.key() for j in abl} & set(keys04), paper
         assert all("/" not in j.name for j in abl) and len({j.folder for j in abl}) == len(abl), paper
+
+
+def test_mmedpo_knob_rows_and_the_matched_arm(tmp_path, monkeypatch):
+    stage, cfg = _stage(tmp_path, monkeypatch), mmedpo.MMedPOConfig()
+    jobs = {(j.method, j.seed): j for j in ab.jobs("mmedpo", cfg, stage, ab.AblationConfig())}
+    full, dpo = jobs[("MMedPO", 0)], jobs[("DPO", 0)]
+    assert full.extra == {"weights": "raw"} and "weights" not in dpo.extra  # DPO is unweighted
+    norm = jobs[(ab.label("mmedpo", "weights normalize"), 0)]
+    assert norm.cfg.weight_mode == "normalize" and norm.extra == {"ablation": "weights normalize",
+                                                                  "weights": "normalize"}  # no data hook
+    lit = jobs[(ab.label("mmedpo", "weights literal"), 0)]
+    assert lit.extra["weights"] == "literal" and "pref" not in lit.extra
+    for seed in (0, 1):  # the matched arm names the full MMedPO arm of ITS seed
+        m = jobs[("MMedPO (global noise, matched KL)", seed)]
+        target = jobs[("MMedPO", seed)]
+        assert m.extra["match_kl"] == {"arm": target.folder.name, "key": target.key()}
+        assert m.extra["weights"] == "raw" and m.extra["pref"].endswith(":mmedpo_pref")
+    # the weight mode is the weighted arms' knob: DPO's key stays, MMedPO's changes
+    other = {(j.method, j.seed): j.key() for j in mmedpo.jobs(mmedpo.MMedPOConfig(weight_mode="normalize"), stage)}
+    assert other[("DPO", 0)] == dpo.key() and other[("MMedPO", 0)] != full.key()
+    with pytest.raises(ConfigError, match="mmedpo_weight_mode"):
+        mmedpo.MMedPOConfig(weight_mode="clip")
+
+
+def test_matched_step_on_a_hand_kl_curve():
+    """kl_end is the mean of the last min(3, n // 2) logged KLs (common.summarize_curve); the matched step is the
+    first step where that running value reaches the target."""
+    curve = [(1, 0.0), (2, 0.1), (3, 0.3), (4, 0.6), (5, 0.9), (6, 1.2), (7, 1.5)]
+    # n=1..3: window 1 -> 0.0, 0.1, 0.3; n=4: mean(0.3, 0.6) = 0.45; n=5: 0.75; n=6: mean(.6, .9, 1.2) = 0.9
+    assert mmedpo.matched_step(curve, 0.3) == (3, pytest.approx(0.3))
+    assert mmedpo.matched_step(curve, 0.5) == (5, pytest.approx(0.75))
+    assert mmedpo.matched_step(curve, 0.8) == (6, pytest.approx(0.9))
+    assert mmedpo.matched_step(curve, 5.0) is None  # never reached: the arm runs its planned steps
+    assert mmedpo.matched_step(pd.DataFrame(curve, columns=["step", "kl"]), 0.5)[0] == 5
+    # a target above 0 is never met by the first logged step (policy = reference there)
+    assert mmedpo.matched_step([(1, 0.0)], 1e-9) is None
+
+
+def test_run_waves_runs_the_matched_arm_after_its_target(monkeypatch, tmp_path):
+    stage, cfg = _stage(tmp_path, monkeypatch), mmedpo.MMedPOConfig()
+    jobs = ab.jobs("mmedpo", cfg, stage, ab.AblationConfig(mmedpo=[ab.MATCHED]))
+    calls = []
+
+    def run_jobs(js, workers, only_cached=False):
+        calls.append([j.method for j in js])
+        return [{"method": j.method, "seed": j.seed} for j in js], pd.DataFrame({"x": [len(js)]})
+
+    monkeypatch.setattr(common, "run_jobs", run_jobs)
+    recs, rows = ab.run_waves(jobs, 2)
+    assert calls[1] == ["MMedPO (global noise, matched KL)"] * 2 and "MMedPO" in calls[0]
+    assert [(r["method"], r["seed"]) for r in recs] == [(j.method, j.seed) for j in jobs]  # job order kept
+    assert len(rows) == 2
 
 
 def test_zhu_ablations_change_one_knob(tmp_path, monkeypatch):
@@ -228,3 +290,34 @@ def test_one_claim_per_observation_for_the_path_term():
     """Path consistency and conversation accuracy come from the same conversations: one claim, not two."""
     dr = [c for c, _, _ in rep.paper_claims() if c.paper == "drllava"]
     assert [(c.metric, c.variant) for c in dr] == [("path_consistency", "standard")]
+
+
+def test_matched_kl_claim_reports_both_arms_kl():
+    """The matched-KL claim row carries kl_treated / kl_control (each arm's kl_end, mean over seeds), and so does
+    the 05 table."""
+    matched = ab.label("mmedpo", ab.MATCHED)
+
+    def rows(method, scores, metric):
+        return pd.DataFrame({"paper": "mmedpo", "method": method, "seed": 0, "task": "vqa", "source": "s",
+                             "variant": "", "item": [f"vqa:i{i}:0" for i in range(len(scores))],
+                             "cluster": [f"i{i}" for i in range(len(scores))], "metric": metric, "score": scores})
+
+    def rec(method, kl):
+        return {"paper": "mmedpo", "method": method, "seed": 0, "metrics": {"closed_acc": 0.5}, "curve": [],
+                "trained": True, "why": "", "kl_end": kl}
+
+    run = {"records": [rec("MMedPO", 0.53), rec(matched, 0.55)],
+           "rows": pd.concat([rows("MMedPO", [1.0, 0.0, 1.0, 1.0], "closed_correct"),
+                              rows(matched, [1.0, 0.0, 0.0, 1.0], "closed_correct")])}
+    items = [i for i in rep.paper_claims() if i[0].base == matched and i[0].metric == "closed_correct"]
+    frame = rep.judge({"mmedpo": run}, items, n_boot=50)
+    out = rep.records(frame)
+    assert len(out) == 1 and out[0]["kl_treated"] == pytest.approx(0.53) and out[0]["kl_control"] == 0.55
+    assert "at matched KL" in out[0]["claim"] and out[0]["difference"] == pytest.approx(0.25)
+    assert rep.arm_kl(run, "SFT") is None
+    assert "KL not matched" not in out[0]["why"]
+    run["records"][1]["matched_kl"] = {"target": 0.53, "reached": False, "step": None, "kl": 0.2, "planned_steps": 3}
+    why = rep.records(rep.judge({"mmedpo": run}, items, n_boot=50))[0]["why"]
+    assert why.endswith("; KL not matched: 0.2 < target 0.53 after all 3 steps")
+    table = rep.mmedpo_table(run).xs(report.OURS, level="who")
+    assert list(table["KL (nats)"]) == ["0.53", "0.55"]

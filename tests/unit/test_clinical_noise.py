@@ -149,3 +149,39 @@ def test_resize_and_blur():
     flat = noise.gaussian_blur(np.full((20, 20), 2.0))
     assert np.allclose(flat, 2.0)  # the kernel sums to 1
     assert noise.gaussian_kernel().sum() == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- weight modes (issue 27 item 3)
+def test_weight_modes_on_hand_scores():
+    s = [0.0, 0.2, 0.8, 1.0]  # mean 0.5, population std sqrt(0.17) = 0.412
+    assert cl.dpo_weights(s, "raw") == [0.0, 0.2, 0.8, 1.0]  # the release: s = 0 switches the pair off
+    assert cl.dpo_weights(s) == cl.dpo_weights(s, cl.MMEDPO_MODE) == cl.dpo_weights(s, "raw")  # the arm's default
+    assert cl.dpo_weights(s, "literal") == [0.75] * 4  # the printed rule: constant
+    z = (np.array(s) - 0.5) / math.sqrt(0.17)
+    assert cl.dpo_weights(s, "normalize") == pytest.approx(list(np.clip(1 + math.sqrt(0.1) * z, 0.75, 1.25)))
+    assert np.mean(cl.dpo_weights([0.4, 0.6], "normalize")) == pytest.approx(1.0)  # centred on 1 when unclipped
+
+
+def test_derivation_shows_the_printed_rule_is_constant():
+    d = cl.derivation([0.0, 0.2, 0.5, 1.0])
+    assert list(d["z = (s - mu)/sigma"]) == pytest.approx([-1 / math.sqrt(0.1), -0.8 / math.sqrt(0.1),
+                                                           -0.5 / math.sqrt(0.1), 0.0])
+    assert (d["z = (s - mu)/sigma"] <= 0).all() and list(d["literal"]) == [0.75] * 4
+    assert list(d["raw"]) == [0.0, 0.2, 0.5, 1.0] and set(cl.WEIGHT_MODES) <= set(d.columns)
+
+
+_score = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none(), st.integers(-5, 5))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_score, max_size=30), st.sampled_from(cl.WEIGHT_MODES))
+def test_weights_are_finite_and_in_range_per_mode(scores, mode):
+    from repro.data.preference import weights_for
+
+    w = weights_for(scores, mode)
+    assert len(w) == len(scores) and all(isinstance(x, float) and math.isfinite(x) for x in w)
+    lo, hi = (0.0, 1.0) if mode == "raw" else (0.75, 1.25)
+    assert all(lo <= x <= hi for x in w)
+    if mode == "literal":
+        finite01 = [i for i, s in enumerate(scores) if isinstance(s, (int, float)) and 0 <= s <= 1]
+        assert all(w[i] == 0.75 for i in finite01)  # constant on [0, 1], whatever the batch

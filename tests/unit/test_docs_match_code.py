@@ -51,3 +51,13 @@ def test_the_papers_ppo_knobs_are_the_ones_the_deviations_name():
     assert cap == ev.MAX_NEW_TOKENS["conv"]
     # Dr-LLaVA's -2 missing-end-token penalty "as released"
     assert d.missing_eos_penalty == -2.0 and "−2 missing-end-token penalty as released" in DOC
+
+
+def test_mmedpo_weight_deviation_names_the_mode_that_runs():
+    """§6(c) 3 names the MMedPO arm's weight mode and its sensitivity rows (issue 27 item 3)."""
+    from repro.papers import ablations, mmedpo
+
+    mode = re.search(r"`mmedpo_weight_mode: (\w+)`, the default", DOC)
+    assert mode and mode.group(1) == mmedpo.MMedPOConfig().weight_mode
+    for row in ("weights normalize", "weights literal"):
+        assert row in ablations.MMEDPO_KNOBS and f"`{row}`" in DOC

@@ -190,3 +190,17 @@ def test_text_exposure_steps_rejects_no_text_pairs():
     for n_text, n_pairs in ((0, 8), (9, 8)):
         with pytest.raises(ValueError, match="n_text"):
             dpo.text_exposure_steps(10, n_text, n_pairs)
+
+
+def test_kl_stop_ends_training_at_the_matched_step(setup):
+    """Stage 05's matched-KL arm: the callback stops the run at the first step whose kl_end reaches the target;
+    the saved log ends there, so the record's kl_end is the matched one."""
+    from repro.papers import mmedpo
+
+    root, init, pref = setup
+    stop = mmedpo.kl_stop(1e-6, 0.1)  # step 1 has KL 0 (policy = reference); one update of lr 1e-3 passes 1e-6
+    info = dpo.train(init, root / "run_stop", pref, weighted=True, max_steps=4, batch_size=2, lr=1e-3, use_cpu=True,
+                     run_key={"stop": 1}, callbacks=[stop], equal_text_exposure=False)
+    curve = mmedpo.dpo_curve(info["log_history"], 0.1)
+    assert stop.hit is not None and 1 < stop.hit[0] < 4 and int(curve["step"].iloc[-1]) == stop.hit[0]
+    assert mmedpo.matched_step(curve, 1e-6) == stop.hit

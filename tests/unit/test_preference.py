@@ -59,7 +59,11 @@ def test_columns_and_types(built):
         assert isinstance(r["rejected"], str) and r["rejected"]
         assert len(r["images"]) == 1 and len(r["rejected_images"]) == 1
         assert r["images"][0].size == (64, 64) and r["rejected_images"][0].mode == "RGB"
-        assert isinstance(r["weight"], float) and math.isfinite(r["weight"]) and 0.75 <= r["weight"] <= 1.25
+        assert isinstance(r["weight"], float) and math.isfinite(r["weight"])
+        if r["kind"] == "text":  # default text mode raw (the release): the weight is the score itself
+            assert r["weight"] == r["score"]
+        else:  # visual: minmax of the tool's probability
+            assert 0.75 <= r["weight"] <= 1.25
         assert isinstance(r["score"], float) and 0.0 <= r["score"] <= 1.0
         assert isinstance(r["id"], str) and isinstance(r["source"], str) and isinstance(r["category"], str)
         same_image = np.array_equal(np.asarray(r["images"][0]), np.asarray(r["rejected_images"][0]))

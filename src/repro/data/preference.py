@@ -39,10 +39,11 @@ noise" silently becomes the global-noise ablation, so the default keeps the regi
 
 Weights: clinical.dpo_weights(scores, mode), separately for text and visual pairs (a panel score and a classifier
 probability are on different scales).
-    text pairs    weight_mode, default "normalize": s' = clip(1 + sqrt(0.1) (s - mean) / std, 0.75, 1.25) over the
-                  text pairs, which keeps every pair in play with weights centred on 1. "literal" gives the constant
-                  0.75 of the formula as printed, "raw" the released behaviour (s itself; s = 0 switches a pair off),
-                  "minmax" 0.75 + 0.5 s.
+    text pairs    weight_mode, default "raw" (clinical.MMEDPO_MODE): s itself, as the release trains (s = 0
+                  switches a pair off). "literal" gives the constant 0.75 of the formula as printed (so it cannot
+                  test the weights), "normalize" s' = clip(1 + sqrt(0.1) (s - mean) / std, 0.75, 1.25) over the
+                  text pairs (centred on 1, every pair in play; stage 05's sensitivity row), "minmax" 0.75 + 0.5 s.
+                  Stage 04's MMedPO arm recomputes these from `score` with its own knob (mmedpo_weight_mode).
     visual pairs  visual_weight_mode, default "minmax": 0.75 + 0.5 p for the tool's probability p. A probability is
                   already on an absolute scale; z-scoring it over the set ("normalize") would stretch confidences of
                   0.62 +- 0.01 (a weak tool) over the whole 0.75-1.25 range. "raw" is the release (p itself).
@@ -364,7 +365,7 @@ def visual_pairs(model, processor, rows: list[dict], data_dir, *, heatmap: str, 
 def build_preference(model, processor, data_dir, out_dir=None, *, seed: int = 0, task_names: tuple = TASKS,
                      max_rows_per_task: int = 0, n_samples: int = 4, temperature: float = 1.0,
                      kinds: tuple = KINDS, heatmap: str = "attention", noise_method: str = "released",
-                     noise_threshold="mean", noise_step: int = NOISE_STEP, weight_mode: str = "normalize",
+                     noise_threshold="mean", noise_step: int = NOISE_STEP, weight_mode: str = clinical.MMEDPO_MODE,
                      visual_weight_mode: str = "minmax", drop_zero_weight: bool = False, batch_size: int = 32,
                      progress: bool = True) -> dict:
     """Curate the MMedPO preference set from the train split and save it (module docstring).

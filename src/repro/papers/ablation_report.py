@@ -48,7 +48,10 @@ def paper_claims() -> list[tuple[Claim, float | None, str]]:
           ("single judge", "a judge panel beats a single judge", "multi Med-LLM", "single Med-LLM", "MMedPO",
            L("mmedpo", "single judge")),
           ("global noise", "lesion-local noise beats global noise", "local lesion noise", "global noise", "MMedPO",
-           L("mmedpo", "global noise"))]
+           L("mmedpo", "global noise")),
+          # the same claim with the global arm stopped at the local arm's KL: not confounded by how far each moved
+          (ab.MATCHED, "lesion-local noise beats global noise at matched KL", "local lesion noise", "global noise",
+           "MMedPO", L("mmedpo", ab.MATCHED))]
     out = [(Claim("umed", f"full AAR beats {a}", ab.UMED_FULL, L("umed", a), "mau_correct", sources=MAU),
             _umed_full_minus(a), "Table 6 (Avg), full = UMed-LVLM of Table 2") for a in ("w/o VRR", "w/o ALR")]
     out.append((Claim("umed", "full AAR beats w/o AAR (SFT+PPO)", ab.UMED_FULL, ab.UMED_PPO, "mau_correct",
@@ -79,10 +82,11 @@ def exploratory_claims(acfg: ab.AblationConfig) -> list[tuple[Claim, None, str]]
                     ("AAR mean", "AAR as the paper's sum beats the mean of its terms")):
         if a in acfg.umed:  # sensitivity rows of the full method's two knobs (issue 27)
             out.append(Claim("umed", text, ab.UMED_FULL, L("umed", a), "mau_correct", sources=MAU))
-    for a in ("weights literal", "weights raw"):
-        if a in acfg.mmedpo:
-            out += [Claim("mmedpo", f"set-normalised weights beat {a.split()[1]} weights ({m})", "MMedPO",
-                          L("mmedpo", a), m) for m in ("closed_correct", "rouge_l")]
+    for a, text in (("weights literal", "raw weights beat the printed rule's constant 0.75"),
+                    ("weights normalize", "raw weights beat set-normalised weights")):
+        if a in acfg.mmedpo:  # sensitivity rows of the full method's weight mode (ab.MMEDPO_KNOBS)
+            out += [Claim("mmedpo", f"{text} ({m})", "MMedPO", L("mmedpo", a), m)
+                    for m in ("closed_correct", "rouge_l")]
     if "beta 0" in acfg.zhu:
         out += [Claim("zhu", f"KL penalty (default beta) vs beta 0: {m}", "SFT+grpo", L("zhu", "beta 0"), m)
                 for m in ("accuracy", "format")]
@@ -107,22 +111,43 @@ def judge(runs: dict, items: list, n_boot: int, exploratory: bool = False, plan:
     for f in found:
         f["paper_value"], f["paper_source"] = extra[(f["paper"], f["claim"])]
         f["paper_effect"] = f["paper_value"]  # the ablation table's difference: below_paper is judged against it
+        # how far each arm moved from its start: a difference between arms of very unequal KL is partly the step size
+        treat, base = f["comparison"].split(" - ", 1)
+        f["kl_treated"], f["kl_control"] = (arm_kl(runs[f["paper"]], m) for m in (treat, base))
     frame = stats.claims_frame(found)
     if len(frame):  # stage 04's one-line why (an untrained claim names the arm and its reason)
         frame = frame.reset_index() if "paper" not in frame.columns else frame.copy()
         reasons = {(f["paper"], f["claim"]): f["not_trained_why"] for f in found}
         frame["why"] = [claims_lib.why(r, reasons.get((r["paper"], r["claim"]), "")) for r in frame.to_dict("records")]
+        frame["why"] = [w + unmatched(runs, r) for w, r in zip(frame["why"], frame.to_dict("records"))]
         if exploratory:  # no paper direction: the hypothesis is "with the component > without it"
             frame["why"] = [w.replace("in the paper's direction", "in favour of the component").replace(
                 "against the paper's direction", "against the component") for w in frame["why"]]
     return frame
 
 
+def arm_kl(run: dict, method: str) -> float | None:
+    """An arm's end KL to its start (record kl_end, nats per sequence), the mean over its seeds; None for a start."""
+    vals = [r["kl_end"] for r in run["records"] if r["method"] == method and r.get("kl_end") is not None]
+    return float(sum(vals) / len(vals)) if vals else None
+
+
+def unmatched(runs: dict, row: dict) -> str:
+    """"; KL not matched ..." when the claim's control is the matched-KL arm and a seed never reached its target
+    (the global arm moved less than the full one: stopping early cannot match that), else ""."""
+    base = str(row.get("comparison", "")).split(" - ", 1)[-1]
+    miss = [r["matched_kl"] for r in runs.get(row.get("paper"), {}).get("records", [])
+            if r.get("method") == base and r.get("matched_kl") and not r["matched_kl"]["reached"]]
+    return "".join(f"; KL not matched: {m['kl']:.3g} < target {m['target']:.3g} after all {m['planned_steps']} steps"
+                   for m in miss[:1])
+
+
 def records(frame: pd.DataFrame) -> list[dict]:
-    """The claims in the saved form: CLAIM_FIELDS (as stage 04) plus paper_value and paper_source."""
+    """The claims in the saved form: CLAIM_FIELDS (as stage 04) plus paper_value, paper_source and both arms' KL."""
     if not len(frame):
         return []
-    keep = [c for c in CLAIM_FIELDS + ["paper_value", "paper_source"] if c in frame.columns]
+    keep = [c for c in CLAIM_FIELDS + ["paper_value", "paper_source", "kl_treated", "kl_control"]
+            if c in frame.columns]
     out = frame[keep].to_dict(orient="records")
     return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in out]
 
@@ -148,9 +173,14 @@ def umed_table(run: dict) -> pd.DataFrame:
 
 
 def mmedpo_table(run: dict) -> pd.DataFrame:
+    """Our arms' test metrics and their end KL (how far each moved: local vs global noise is compared at matched
+    KL too), beside the paper's ablation table."""
     cols = ["closed_acc", "open_recall", "bleu", "rouge_l"]
-    names = {"closed_acc": "closed (%)", "open_recall": "open recall (%)", "bleu": "BLEU (%)", "rouge_l": "ROUGE-L (%)"}
-    ours = report.table(run["records"], cols, digits=1, percent=tuple(cols)).rename(columns=names)
+    names = {"closed_acc": "closed (%)", "open_recall": "open recall (%)", "bleu": "BLEU (%)", "rouge_l": "ROUGE-L (%)",
+             "kl_end": "KL (nats)"}
+    recs = [{**r, "metrics": {**r.get("metrics", {}), "kl_end": r.get("kl_end")}} for r in run["records"]]
+    ours = report.table(recs, cols, digits=1, percent=tuple(cols)).rename(columns=names)
+    ours.insert(len(cols), "KL (nats)", report.table(recs, ["kl_end"], digits=2)["kl_end"])
     paper = results.paper_table("mmedpo", "ablation").rename(columns=lambda c: f"{c} avg (%)")
     paper.index.name = "method"
     return report.side_by_side(ours, paper, f"paper MMedPO ({_source('mmedpo', 'ablation')}; percent)")

@@ -31,8 +31,14 @@ MMEDPO = {"text w/ weights": "DPO on text pairs, weighted by clinical relevance"
           "visual w/o weights": "MMedPO's pairs, every weight 1",
           "single judge": "text weights from one judge instead of the panel's consensus",
           "global noise": "visual pairs noised over the whole image instead of the lesion",
+          "global noise (matched KL)": "global noise, stopped where its KL first reaches the full MMedPO arm's "
+                                       "final KL (local vs global at matched update size)",
           "weights literal": "text weights by the paper's formula as printed (clip((s - mu)/sigma): constant)",
-          "weights raw": "text weights = the raw score s (the released code)"}
+          "weights normalize": "the full method with text weights normalised over the set (mean 1, in [0.75, "
+                               "1.25]) instead of the raw score s"}
+# MMedPO's sensitivity rows: the full method with one knob of mmedpo.MMedPOConfig the other way (as UMED_KNOBS)
+MMEDPO_KNOBS = {"weights literal": {"weight_mode": "literal"}, "weights normalize": {"weight_mode": "normalize"}}
+MATCHED = "global noise (matched KL)"
 ZHU = {"beta 0": "GRPO without the KL penalty", "small G": "GRPO with a smaller group"}
 DRLLAVA = {"gated": "the older gated reward (quality turn gates the sum; no consistency)",
            "released": "the released code's semantics (keyword labels, 'no match' == 'no match' earns +1)",
@@ -150,41 +156,27 @@ def stage03_knob(profile: str, key: str, default):
     return (yaml.safe_load(f.read_text()) or {}).get(key, default) if f.exists() else default
 
 
-def set_weights(pref, weights: list[float]):
-    """The preference set with its weight column replaced (no image is decoded)."""
-    return pref.remove_columns("weight").add_column("weight", [float(w) for w in weights])
-
-
-def reweight_text(pref, scores: list[float], mode: str):
-    """The text pairs' weights recomputed from `scores` (one per text pair, in set order) with weight mode `mode`
-    (data.preference.weights_for, as stage 03 computes them); visual pairs keep theirs."""
-    from repro.data.preference import weights_for
-
-    new = iter(weights_for(scores, mode))
-    return set_weights(pref, [next(new) if k == "text" else w for k, w in zip(pref["kind"], pref["weight"],
-                                                                               strict=True)])
+set_weights, reweight_text = mmedpo.set_weights, mmedpo.reweight_text  # (moved to mmedpo: the arm reweights too)
 
 
 def mmedpo_pref(pref, job: common.Job):
-    """Hook of mmedpo.arm: (the ablation's preference set, weighted). Text weights follow stage 03's
-    pref_weight_mode unless the ablation changes the mode."""
+    """Hook of mmedpo.arm: (the ablation's preference set, weighted). `pref`'s text weights are already the full
+    method's (mmedpo.arm applies Job.extra["weights"] first); an ablation that rescores uses that same mode."""
     from repro.rewards import clinical
 
     ab, profile = job.extra["ablation"], job.stage.profile
+    mode = job.extra.get("weights", clinical.MMEDPO_MODE)
     if ab == "text w/ weights":
         return pref.filter(lambda k: k == "text", input_columns="kind"), True
     if ab == "visual w/o weights":
         return set_weights(pref, [1.0] * len(pref)), True
-    text = [r for r in pref.select_columns(["kind", "chosen", "rejected", "score"]) if r["kind"] == "text"]
     if ab == "single judge":  # the panel's first judge alone, no consensus rounds
+        text = [r for r in pref.select_columns(["kind", "chosen", "rejected"]) if r["kind"] == "text"]
         judge = clinical.DEFAULT_PANEL[0]
-        return reweight_text(pref, [judge(r["rejected"], r["chosen"]) for r in text],
-                             stage03_knob(profile, "pref_weight_mode", "normalize")), True
-    if ab in ("weights literal", "weights raw"):
-        return reweight_text(pref, [r["score"] for r in text], ab.split()[1]), True
-    if ab == "global noise":
+        return reweight_text(pref, [judge(r["rejected"], r["chosen"]) for r in text], mode), True
+    if ab in ("global noise", MATCHED):  # MATCHED: the same pairs; mmedpo.arm stops it at the matched KL
         return global_noise_pairs(pref, stage03_knob(profile, "pref_noise", "released"), job.seed or 0), True
-    raise ValueError(f"unknown MMedPO ablation {ab!r}; expected one of {list(MMEDPO)}")
+    raise ValueError(f"unknown MMedPO ablation {ab!r}; expected one of {[a for a in MMEDPO if a not in MMEDPO_KNOBS]}")
 
 
 def global_noise_pairs(pref, method: str, seed: int):
@@ -244,6 +236,8 @@ def label(paper: str, ablation: str) -> str:
     full = {"umed": UMED_FULL, "mmedpo": "MMedPO", "zhu": "SFT+grpo", "drllava": drllava.METHOD}[paper]
     if paper == "mmedpo" and ablation == "text w/ weights":
         return "DPO (with weights)"
+    if paper == "mmedpo" and ablation == MATCHED:
+        return "MMedPO (global noise, matched KL)"
     if paper == "drllava":
         if ablation == "w/o path term":
             return "SFT+PPO (rule reward without path term)"
@@ -271,9 +265,7 @@ def jobs(paper: str, cfg, stage: common.Stage, acfg: AblationConfig) -> list[com
                        for s in stage.seeds for a in chosen]
     if paper == "mmedpo":
         full = [j for j in mmedpo.jobs(cfg, stage)]
-        return full + [common.Job("mmedpo", label("mmedpo", a), s, "repro.papers.mmedpo:arm", cfg, stage,
-                                  {"pref": f"{HERE}:mmedpo_pref", "ablation": a, **d})
-                       for s in stage.seeds for a in chosen]
+        return full + [mmedpo_job(cfg, stage, a, s, d, full) for s in stage.seeds for a in chosen]
     if paper == "drllava":
         full = [j for j in drllava.jobs(cfg, stage)]
         return full + [common.Job("drllava", label("drllava", a), s, "repro.papers.drllava:arm", cfg, stage,
@@ -290,9 +282,40 @@ def jobs(paper: str, cfg, stage: common.Stage, acfg: AblationConfig) -> list[com
     raise ValueError(f"unknown paper {paper!r}")
 
 
+def mmedpo_job(cfg, stage: common.Stage, ablation: str, seed: int, d: dict, full: list) -> common.Job:
+    """One MMedPO ablation arm: a knob row (MMEDPO_KNOBS) is mmedpo.arm on the changed config with no hook; the
+    others rewrite the preference set (mmedpo_pref); the matched-KL arm also names the full MMedPO arm of its seed
+    (folder and key), whose final KL it stops at."""
+    if ablation in MMEDPO_KNOBS:
+        c = dataclasses.replace(cfg, **MMEDPO_KNOBS[ablation])
+        return common.Job("mmedpo", label("mmedpo", ablation), seed, "repro.papers.mmedpo:arm", c, stage,
+                          {"ablation": ablation, **mmedpo.weights(c), **d})
+    extra = {"pref": f"{HERE}:mmedpo_pref", "ablation": ablation, **mmedpo.weights(cfg), **d}
+    if ablation == MATCHED:
+        target = next(j for j in full if j.method == "MMedPO" and j.seed == seed)
+        extra["match_kl"] = {"arm": target.folder.name, "key": target.key()}
+    return common.Job("mmedpo", label("mmedpo", ablation), seed, "repro.papers.mmedpo:arm", cfg, stage, extra)
+
+
+def run_waves(jobs_: list[common.Job], workers: int, only_cached: bool = False):
+    """common.run_jobs, with the arms that read another arm's result (the matched-KL arm reads the full MMedPO
+    arm's KL) in a second wave when that arm is not on disk yet -> (records in job order, rows)."""
+    import pandas as pd
+
+    done = {j.key() for j in jobs_ if common._load_cached(j) is not None}
+    later = [i for i, j in enumerate(jobs_) if "match_kl" in j.extra and j.extra["match_kl"]["key"] not in done]
+    if only_cached or not later:
+        return common.run_jobs(jobs_, workers, only_cached)
+    first = [i for i in range(len(jobs_)) if i not in later]
+    r1, rows1 = common.run_jobs([jobs_[i] for i in first], workers)
+    r2, rows2 = common.run_jobs([jobs_[i] for i in later], workers)
+    by_index = dict(zip(first + later, r1 + r2))
+    return [by_index[i] for i in range(len(jobs_))], pd.concat([rows1, rows2], ignore_index=True)
+
+
 def run_paper(paper: str, cfg, stage: common.Stage, acfg: AblationConfig, only_cached: bool = False) -> dict:
     """Run (or read back) the full method's arms and this paper's ablation arms -> {"paper", "records", "rows"}."""
-    recs, rows = common.run_jobs(jobs(paper, cfg, stage, acfg), stage.n_workers(), only_cached)
+    recs, rows = run_waves(jobs(paper, cfg, stage, acfg), stage.n_workers(), only_cached)
     return {"paper": paper, "records": recs, "rows": rows}
 
 
@@ -302,7 +325,7 @@ def run_all(configs: dict, stage: common.Stage, acfg: AblationConfig, only_cache
     import pandas as pd
 
     per = {p: jobs(p, configs[p], stage, acfg) for p in common.PAPERS}
-    recs, rows = common.run_jobs([j for p in common.PAPERS for j in per[p]], stage.n_workers(), only_cached)
+    recs, rows = run_waves([j for p in common.PAPERS for j in per[p]], stage.n_workers(), only_cached)
     out, i = {}, 0
     for p in common.PAPERS:
         mine = recs[i:i + len(per[p])] if not only_cached else [r for r in recs if r["paper"] == p]

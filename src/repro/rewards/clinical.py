@@ -16,7 +16,10 @@ empty scores 0 with every judge. A judge that sees a previous score within one s
 (anchoring, as in a discussion); otherwise it gives its own score.
 
 Normalisation. With mu = 1 and s in [0, 1], (s - 1)/sqrt(0.1) <= 0 < alpha, so the literal formula gives 0.75 for
-every pair (`normalize_literal`): a constant weight, i.e. plain DPO scaled by 0.75. `normalize` reads mu and sigma^2
+every pair (`normalize_literal`; `derivation` tabulates it): a constant weight, i.e. plain DPO scaled by 0.75.
+The MMedPO arm therefore trains on "raw" (MMEDPO_MODE), the release's operational definition: a constant weight
+would make MMedPO = DPO with a scaled loss, which cannot test "clinical weights help", and the raw score is what
+the authors trained with (docs/decisions.md 2026-12-06). `normalize` (a stage-05 sensitivity row) reads mu and sigma^2
 as the *target* mean and variance of the weights: standardise s over the data set, give it mean mu and variance
 sigma^2, clip to [alpha, beta]: s' = clip(mu + sigma * (s - mean(s)) / std(s), alpha, beta). This uses every
 constant, keeps the order of the scores, centres the weights on 1 (so the loss scale matches plain DPO) and keeps
@@ -36,6 +39,8 @@ from repro.rewards import make_reward
 from repro.rewards.vqa import TERM_FACET
 
 ALPHA, BETA, MU, SIGMA2 = 0.75, 1.25, 1.0, 0.1
+WEIGHT_MODES = ("raw", "literal", "normalize", "minmax")
+MMEDPO_MODE = "raw"  # the weights the MMedPO arm trains on (module docstring: why not the printed rule)
 MAX_ROUNDS = 5
 STEP = 0.2
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
@@ -165,11 +170,13 @@ def normalize(scores, mu: float = MU, sigma2: float = SIGMA2, alpha: float = ALP
     finite = [v for v in vals if math.isfinite(v)]
     if not finite:
         return [min(beta, max(alpha, mu))] * len(vals)
-    m = sum(finite) / len(finite)
-    sd = math.sqrt(sum((v - m) ** 2 for v in finite) / len(finite))
+    # z is scale-free: divide by the largest |s| first so squares of huge scores cannot overflow (weights stay total)
+    scale = max(abs(v) for v in finite) or 1.0
+    m = sum(v / scale for v in finite) / len(finite)
+    sd = math.sqrt(sum((v / scale - m) ** 2 for v in finite) / len(finite))
     out = []
     for v in vals:
-        z = (v - m) / sd if sd > 0 and math.isfinite(v) else 0.0
+        z = (v / scale - m) / sd if sd > 0 and math.isfinite(v) else 0.0
         out.append(min(beta, max(alpha, mu + math.sqrt(sigma2) * z)))
     return out
 
@@ -180,7 +187,7 @@ def normalize_minmax(s: float, alpha: float = ALPHA, beta: float = BETA) -> floa
     return alpha + (beta - alpha) * (min(1.0, max(0.0, s)) if math.isfinite(s) else 0.0)
 
 
-def dpo_weights(scores, mode: str = "normalize") -> list[float]:
+def dpo_weights(scores, mode: str = MMEDPO_MODE) -> list[float]:
     """Per-pair DPO weights: "raw" (the released code: s itself), "literal", "normalize" or "minmax"."""
     if mode == "raw":
         return [min(1.0, max(0.0, float(s))) if math.isfinite(float(s)) else 0.0 for s in scores]
@@ -191,3 +198,13 @@ def dpo_weights(scores, mode: str = "normalize") -> list[float]:
     if mode == "normalize":
         return normalize(scores)
     raise ValueError(f"unknown weight mode {mode!r}; expected raw, literal, normalize or minmax")
+
+
+def derivation(scores, mu: float = MU, sigma2: float = SIGMA2):
+    """The printed rule step by step on a batch of scores -> DataFrame[s, z = (s - mu)/sigma, one column per weight
+    mode]: z <= 0 < alpha for every s in [0, 1], so the `literal` column is alpha throughout (notebook 03)."""
+    import pandas as pd
+
+    vals = [float(s) for s in scores]
+    table = {"s": vals, "z = (s - mu)/sigma": [(v - mu) / math.sqrt(sigma2) for v in vals]}
+    return pd.DataFrame({**table, **{m: dpo_weights(vals, m) for m in WEIGHT_MODES}})

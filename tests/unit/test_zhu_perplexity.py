@@ -86,6 +86,10 @@ def test_the_init_study_check_reads_lower_nll_as_the_papers_direction(sft_lower,
     led = claims.ledger({"zhu": run}, claims=only, n_boot=300)
     assert list(led["verdict"]) == [verdict]
     assert led["difference"].iloc[0] == pytest.approx(-0.8 if sft_lower else 0.8)
+    run["records"].append(_rec("SFT (continued)", 0, sft))  # its record is continued.py's: the table reads rows
+    run["rows"] = pd.concat([run["rows"], _rows("SFT (continued)", 0, sft - 0.1)], ignore_index=True)
     table = zhu.perplexity_table(run)
-    assert list(table["start"]) == ["SFT", "base"] and list(table["arm"]) == ["(start)", "(start)"]
-    assert table["perplexity"].tolist() == pytest.approx(np.exp([sft.mean(), base.mean()]).tolist())
+    assert list(table["start"]) == ["SFT", "base", "SFT"]
+    assert list(table["arm"]) == ["(start)", "(start)", "continued SFT"]
+    assert table["perplexity"].tolist() == pytest.approx(np.exp([sft.mean(), base.mean(), sft.mean() - 0.1]).tolist())
+    assert table["n_items"].tolist() == [60, 60, 60]

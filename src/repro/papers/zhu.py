@@ -198,14 +198,27 @@ def with_perplexity(rec: dict, rows: pd.DataFrame) -> dict:
 
 
 def perplexity_table(run: dict) -> pd.DataFrame:
-    """Start / arm, seed, mean NLL, perplexity and items of every record with a `perplexity` (stage 04's init study
-    table: the starts first, then the arms in run order)."""
-    recs = [r for r in run["records"] if r.get("perplexity")]
-    return pd.DataFrame([{"method": r["method"], "start": r["method"].split("+")[0],
-                          "arm": r["method"].partition("+")[2] or "(start)", "seed": r["seed"],
-                          **{k: r["perplexity"][k] for k in ("nll", "perplexity", "n_items")}}
-                         for r in sorted(recs, key=lambda r: r["seed"] is not None)],
-                        columns=["method", "start", "arm", "seed", "nll", "perplexity", "n_items"])
+    """Start / arm, seed, mean NLL, perplexity and items of every evaluated model, in run order (the starts first):
+    stage 04's init study table. Read from the per-item "nll" rows, so an arm whose record is built elsewhere (the
+    continued-SFT arm, repro.papers.continued, evaluated by `evaluate`) is listed too; an untrained arm has none."""
+    cols = ["method", "start", "arm", "seed", "nll", "perplexity", "n_items"]
+    rows = run.get("rows")
+    if rows is None or not len(rows):
+        return pd.DataFrame(columns=cols)
+    nll = rows[rows["metric"] == NLL]
+    out = []
+    for rec in run["records"]:
+        seed = rec["seed"]
+        same = nll["seed"].isna() if seed is None else nll["seed"] == seed
+        v = nll.loc[(nll["method"] == rec["method"]) & same, "score"]
+        if len(v):
+            start, _, arm = rec["method"].partition("+")
+            if rec["method"] == continued.METHOD:  # SFT on GRPO's prompts, from the SFT start
+                start, arm = INIT_LABELS["sft"], "continued SFT"
+            s = perplexity.summary(v)
+            out.append({"method": rec["method"], "start": start, "arm": arm or "(start)", "seed": seed,
+                        **{k: s[k] for k in ("nll", "perplexity", "n_items")}})
+    return pd.DataFrame(out, columns=cols)
 
 
 def evaluate(job: common.Job, model_dir, samples: dict | None = None) -> tuple[dict, pd.DataFrame]:

@@ -218,7 +218,7 @@ def perplexity_table(run: dict) -> pd.DataFrame:
             s = perplexity.summary(v)
             out.append({"method": rec["method"], "start": start, "arm": arm or "(start)", "seed": seed,
                         **{k: s[k] for k in ("nll", "perplexity", "n_items")}})
-    return pd.DataFrame(out, columns=cols)
+    return pd.DataFrame(out, columns=cols).astype({"seed": "Int64"})  # starts have none
 
 
 def evaluate(job: common.Job, model_dir, samples: dict | None = None) -> tuple[dict, pd.DataFrame]:

@@ -502,6 +502,28 @@ zhu_table
 # 3. Compare the length column of `SFT+ecr` and `SFT+cwr`: which one lengthens wrong answers too?
 
 # %% [markdown]
+# ### The initialisation study by perplexity
+#
+# The paper reports its initialisation study as perplexity (14.16 from the base start, 13.28 from the instruct
+# one; which text it scores is not in the summary). Here every evaluated model (both starts and each arm) scores each test item's reference answer — its `<think>…</think><answer>…
+# </answer>` target with the end-of-turn token, after the image and the prompt, built by the very collator SFT
+# trains with — teacher-forced (`papers.perplexity`): `nll` is the mean negative log-likelihood per target token
+# (nats) averaged over items, perplexity $=e^{\text{nll}}$, on the same items as accuracy. The claims ledger
+# compares the two starts (and GRPO from each) item by item on `nll`, lower being the paper's direction.
+
+# %%
+zhu_ppl = papers.zhu.perplexity_table(zhu_run)
+repro.results.save_table(zhu_ppl, cfg, "zhu_perplexity")
+display(repro.results.paper_table("zhu2025", "init_perplexity"))
+zhu_ppl
+
+# %% [markdown]
+# **What it means.** Lower `nll` means the model finds the reference reasoning more likely token by token; our SFT
+# start was trained on this very target format and the base start never saw it, so the start rows are a check of
+# that by construction, whereas the paper's small gap (14.16 vs 13.28 perplexity, −0.064 in `nll`) is between a base
+# and a general instruction-tuned model, neither trained on PMC-VQA's reasoning.
+
+# %% [markdown]
 # ## 3 · MMedPO: results
 
 # %%

@@ -58,6 +58,13 @@ CLAIMS = [
     Claim("zhu", "ECR lowers accuracy vs GRPO", "SFT+ecr", "SFT+grpo", "accuracy", expect="lower"),
     Claim("zhu", "ECR lengthens responses", "SFT+ecr", "SFT+grpo", "log_length", kind="check"),
     Claim("zhu", "SFT start beats base start (GRPO)", "SFT+grpo", "base+grpo", "accuracy", kind="check"),
+    # the paper's init study itself (instruct init: perplexity 14.16 -> 13.28), on the per-item NLL of the reference
+    # reasoning (papers.perplexity). Checks: our SFT start was trained on exactly this target format, the base never
+    # saw it, so a lower NLL is what SFT paid for, not evidence about initialisation
+    Claim("zhu", "init study: the SFT start gives the reference reasoning lower perplexity than the base start",
+          "SFT", "base", "nll", expect="lower", kind="check"),
+    Claim("zhu", "init study: GRPO from the SFT start gives lower reference perplexity than from the base start",
+          "SFT+grpo", "base+grpo", "nll", expect="lower", kind="check"),
     Claim("mmedpo", "DPO beats SFT on closed VQA", "DPO", "SFT", "closed_correct"),
     Claim("mmedpo", "MMedPO beats DPO on closed VQA", "MMedPO", "DPO", "closed_correct"),
     Claim("mmedpo", "MMedPO beats DPO on open VQA", "MMedPO", "DPO", "open_recall"),

@@ -9,6 +9,12 @@ rewarded format gets zero reward variance in every group; its arms are reported 
 results. Every model is scored on all MCQ rows of the test images (`evaluate`: the one-per-image test rows plus the
 images' other question kinds that stage 01 puts in split test_extra), so every claim has about twice the items.
 
+The initialisation study is also measured as the paper measures it: the perplexity of the reference reasoning (each
+test row's `<think>..</think><answer>..</answer>` target) under every evaluated model, teacher-forced
+(repro.papers.perplexity). Per item the mean NLL per target token is a row of metric "nll" beside accuracy (the
+paired claims read it, lower is better); each start's and arm's record carries `perplexity` = {nll, perplexity,
+n_items} (`perplexity_table` lines them up).
+
 Data (`zhu_data`, repro.data.protocols): "synthmed" (default) or "pmc_vqa" — GRPO prompts, the start evaluations
 and the MCQ test then come from the PMC-VQA folder stage 01 writes (its train / test splits; the starting point's
 pass@k reads train rows, as that folder has no validation split). The two starts stay stage 02's base and SFT
@@ -25,12 +31,13 @@ from typing import ClassVar
 import pandas as pd
 
 from repro.config import ConfigError
-from repro.papers import common, continued, measure, probe
+from repro.papers import common, continued, measure, perplexity, probe
 
 PAPER = "zhu"
 PREFIX = "zhu_"
 VARIANTS = ("grpo", "grpo_semantic", "dr_grpo", "ecr", "cwr")
 METRICS = ("accuracy", "length", "similarity", "format")  # the table's columns, one per-row score each
+NLL = "nll"  # per item: mean NLL per token of the reference answer (papers.perplexity); lower is better
 INIT_LABELS = {"base": "base", "sft": "SFT"}
 
 
@@ -154,9 +161,10 @@ def arm(job: common.Job):
     start = common.model_dir(job.stage, job.extra["init"])
     kw = grpo_kwargs(cfg, job.seed, cfg.steps, callbacks=[rec.trl(AutoProcessor.from_pretrained(str(start)))])
     info = grpo.train(start, job.folder / "train", ds, job.extra["variant"], **kw)
-    return measure.finish_arm(job, info["final_dir"], grpo_curve(info["log_history"]), cfg.min_kl,
-                              evaluate_fn=lambda final, samples: evaluate(job, final, samples),
-                              probe_table=rec.table(), log=info["log_history"])
+    out, rows = measure.finish_arm(job, info["final_dir"], grpo_curve(info["log_history"]), cfg.min_kl,
+                                   evaluate_fn=lambda final, samples: evaluate(job, final, samples),
+                                   probe_table=rec.table(), log=info["log_history"])
+    return with_perplexity(out, rows), rows
 
 
 def probe_spec(job: common.Job, variant: str) -> probe.Spec:
@@ -179,11 +187,43 @@ def eval_start(job: common.Job):
     """A start (no training): `evaluate` of stage 02's job.extra["model"]."""
     samples: dict = {}
     flat, rows = evaluate(job, common.model_dir(job.stage, job.extra["model"]), samples)
-    return measure.start_record(flat, samples), rows
+    return with_perplexity(measure.start_record(flat, samples), rows), rows
+
+
+def with_perplexity(rec: dict, rows: pd.DataFrame) -> dict:
+    """`rec` with "perplexity": papers.perplexity.summary of its per-item NLL rows ({nll, perplexity, n_items});
+    nothing added when it has none (an untrained arm is not evaluated)."""
+    v = rows.loc[rows["metric"] == NLL, "score"] if len(rows) else []
+    return {**rec, "perplexity": perplexity.summary(v)} if len(v) else rec
+
+
+def perplexity_table(run: dict) -> pd.DataFrame:
+    """Start / arm, seed, mean NLL, perplexity and items of every evaluated model, in run order (the starts first):
+    stage 04's init study table. Read from the per-item "nll" rows, so an arm whose record is built elsewhere (the
+    continued-SFT arm, repro.papers.continued, evaluated by `evaluate`) is listed too; an untrained arm has none."""
+    cols = ["method", "start", "arm", "seed", "nll", "perplexity", "n_items"]
+    rows = run.get("rows")
+    if rows is None or not len(rows):
+        return pd.DataFrame(columns=cols)
+    nll = rows[rows["metric"] == NLL]
+    out = []
+    for rec in run["records"]:
+        seed = rec["seed"]
+        same = nll["seed"].isna() if seed is None else nll["seed"] == seed
+        v = nll.loc[(nll["method"] == rec["method"]) & same, "score"]
+        if len(v):
+            start, _, arm = rec["method"].partition("+")
+            if rec["method"] == continued.METHOD:  # SFT on GRPO's prompts, from the SFT start
+                start, arm = INIT_LABELS["sft"], "continued SFT"
+            s = perplexity.summary(v)
+            out.append({"method": rec["method"], "start": start, "arm": arm or "(start)", "seed": seed,
+                        **{k: s[k] for k in ("nll", "perplexity", "n_items")}})
+    return pd.DataFrame(out, columns=cols).astype({"seed": "Int64"})  # starts have none
 
 
 def evaluate(job: common.Job, model_dir, samples: dict | None = None) -> tuple[dict, pd.DataFrame]:
-    """Greedy MCQ evaluation with Zhu's columns (mcq_extra) -> (flat metrics, per-row scores). On the test split the
+    """Greedy MCQ evaluation with Zhu's columns (mcq_extra) and the reference answer's NLL per item (metric "nll",
+    papers.perplexity; flat "nll" and "perplexity") -> (flat metrics, per-row scores). On the test split the
     rows are every MCQ question of the test images: the split's one per image plus, when stage 01 wrote
     build.EXTRA_MCQ_SPLIT, the same images' other question kinds (items "mcq_extra:<id>:<n>", clustered by image
     like the rest, so the paired tests resample whole images). Why: two GRPO arms disagree on a quarter to a half of
@@ -194,20 +234,31 @@ def evaluate(job: common.Job, model_dir, samples: dict | None = None) -> tuple[d
     cfg: ZhuConfig = job.cfg
     data = measure.job_data_dir(job)
     loaded = models.load_vlm(model_dir)  # once for both splits
-    flat, rows = measure.evaluate(model_dir, job.stage, ["mcq"], cfg.eval_limit, extra=mcq_extra, data=data,
+
+    def extra(task: str, rows_df, rows) -> dict:  # mcq_extra's columns and the reference answer's NLL per item
+        nll, _ = perplexity.item_nll(*loaded, rows, job.stage.eval_batch_size)
+        return {**mcq_extra(task, rows_df, rows), NLL: nll.tolist()}
+
+    flat, rows = measure.evaluate(model_dir, job.stage, ["mcq"], cfg.eval_limit, extra=extra, data=data,
                                   loaded=loaded, samples=samples)
     dd = build.load_task(data, "mcq")
     if job.stage.eval_split != "test" or build.EXTRA_MCQ_SPLIT not in dd:
-        return flat, rows
+        return _flat_perplexity(flat), rows
     # a limit picks whole images round-robin over the strata in data order, the same images in both splits
     limit = cfg.eval_limit * round(len(dd[build.EXTRA_MCQ_SPLIT]) / len(dd["test"]))
-    _, more = measure.evaluate(model_dir, job.stage, ["mcq"], limit, split=build.EXTRA_MCQ_SPLIT, extra=mcq_extra,
+    _, more = measure.evaluate(model_dir, job.stage, ["mcq"], limit, split=build.EXTRA_MCQ_SPLIT, extra=extra,
                                data=data, loaded=loaded)
     more = more[more["cluster"].isin(set(rows["cluster"]))]
     more = more.assign(item="mcq_extra:" + more["item"].str.split(":", n=1).str[1])
     rows = pd.concat([rows, more], ignore_index=True)
-    flat.update({m: float(rows.loc[rows["metric"] == m, "score"].mean()) for m in METRICS})  # NaN-skipping mean
-    return flat, rows
+    flat.update({m: float(rows.loc[rows["metric"] == m, "score"].mean()) for m in METRICS + (NLL,)})  # skips NaN
+    return _flat_perplexity(flat), rows
+
+
+def _flat_perplexity(flat: dict) -> dict:
+    """flat metrics with "perplexity" = exp(mean per-item NLL) beside "nll" (when the NLL was computed)."""
+    nll = flat.get(NLL)
+    return {**flat, "perplexity": math.exp(nll)} if nll is not None and math.isfinite(nll) else flat
 
 
 def run(cfg: ZhuConfig, stage: common.Stage, only_cached: bool = False) -> dict:

@@ -11,7 +11,7 @@
 # | UMed-LVLM | unseen categories, leave-one-source-out, CT → X-ray/endoscopy, data scale | two held-out-free bases (02's recipe without the held-out rows); one short SFT + SFT+AAR per condition | none (02's models saw the held-out images) |
 # | Dr-LLaVA | question order and hints | none | 04's SFT and rule-reward PPO |
 # | MMedPO | tiny Qwen2.5-VL, base start | Qwen SFT; DPO and MMedPO on Qwen and on the base | 04's SFT-start arms |
-# | Zhu et al. | accuracy and length over steps; held-out question kind | one longer GRPO run with checkpoints | 02's SFT |
+# | Zhu et al. | accuracy and length over steps; held-out question kind | a kind-free base (02's base recipe without the held-out kind); one longer GRPO run with checkpoints | 02's vision tower |
 #
 # The arms are stage 04's: the same trainers and knobs (`umed_*`, `zhu_*`, `mmedpo_*` keys, as in
 # `params/<profile>/04_rl.yaml`), parallel worker processes with one result file per arm, per-row test scores,
@@ -29,6 +29,7 @@ ood_mmedpo_qwen_sft_steps = None   # int, SFT steps of the tiny Qwen2.5-VL start
 mmedpo_equal_text_exposure = None  # bool, MMedPO sees as many text pairs as DPO
 ood_zhu_heldout_kind = None        # str, finding / region / modality
 ood_zhu_variant = None             # str, grpo / dr_grpo / ...
+ood_zhu_init = None                # str, kindfree / base / sft (GRPO's start)
 
 # %%
 import pandas as pd
@@ -260,13 +261,20 @@ zhu_frame
 # 1. Checkpoints are snapshots of one run of `ood_zhu_steps` steps, not the paper's separate training budgets.
 # 2. The held-out "type" is a question kind of our templates; the paper has no held-out-type experiment (its
 #    PMC-VQA test is in-distribution), so this study is ours.
-# 3. A step-0 point is the start's greedy accuracy (the SFT model), the same rows as every checkpoint.
-# 4. The start is stage 02's SFT, which trained on MCQ rows of every question kind, the held-out one included: the
-#    kind is held out of GRPO only (`base_saw_heldout: true` for these arms in `metrics.arms`).
+# 3. A step-0 point is the start's greedy accuracy, the same rows as every checkpoint.
+# 4. The start (`ood_zhu_init = "kindfree"`) is a **kind-free base** trained here: stage 02's base recipe
+#    (`base_tasks`, `base_steps`, `lr`, `batch_size`) from 02's vision-pretrained tower on the train rows whose
+#    `question_kind` is not the held-out one. The tower's pretraining fits heads on images and their class, region
+#    and lesion labels, never on a question, so the held-out kind is new to the whole chain: `base_saw_heldout` in
+#    `metrics.arms` is read from the kinds the base job recorded (false). Reports and instructions ask no question
+#    kind and stay in, so the facts a modality question asks about (e.g. "CT image of the pelvis") still appear
+#    as text. Stage 02's base and SFT (`"base"`, `"sft"`) trained on rows of every kind: their arms read true.
 #
 # **Exercises**
 # 1. Set `ood_zhu_heldout_kind = "finding"`: is the finding question harder to transfer to than the modality one?
 # 2. Set `ood_zhu_variant = "dr_grpo"`: does the length curve change?
+# 3. Set `ood_zhu_init = "sft"` (02's SFT, which trained MCQ of every kind): how much of the held-out accuracy was
+#    the start having seen the kind?
 
 # %% [markdown]
 # ## Claims ledger
@@ -285,8 +293,7 @@ items = gr.umed_claims(umed_run)
 items += gr.drllava_claims(run04["drllava"]) if run04["drllava"] else []
 items += gr.mmedpo_claims(mmedpo_run, [lab for lab, on in ((studies.QWEN, mmedpo_study.qwen),
                                                           ("base start", mmedpo_study.base_start)) if on])
-items += gr.zhu_claims(zhu_run, "SFT" if zhu_study.init == "sft" else "base",
-                       papers.zhu.method(zhu_study.init, zhu_study.variant))
+items += gr.zhu_claims(zhu_run, *studies.zhu_labels(zhu_study))
 ledger = gr.ledger(items)
 repro.results.save_table(ledger, cfg, "claims")
 with pd.option_context("display.max_colwidth", 120):

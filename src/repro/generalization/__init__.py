@@ -44,10 +44,13 @@ class UMedStudy:
 @dataclass
 class ZhuStudy:
     """Zhu et al.: one longer GRPO run (from `init`) on MCQ rows without `heldout_kind`, evaluated at
-    `checkpoints` evenly spaced steps on the trained kinds and on the held-out kind (params keys: ood_zhu_<name>)."""
+    `checkpoints` evenly spaced steps on the trained kinds and on the held-out kind (params keys: ood_zhu_<name>).
+    init "kindfree" (default): a base trained here by stage 02's base recipe on the rows without `heldout_kind`
+    (repro.generalization.bases.kindfree_arm), the only start that never saw the held-out kind; "base" / "sft":
+    stage 02's checkpoints, which trained on rows of every kind (their arms read base_saw_heldout True)."""
 
     heldout_kind: str = "modality"  # one of finding / region / modality
-    init: str = "sft"
+    init: str = "kindfree"          # kindfree / base / sft
     variant: str = "grpo"
     steps: int = 8
     checkpoints: int = 4

@@ -2,7 +2,7 @@
 thread, result cached in the arm's folder by its key) and returning (record, per-row scores).
 
 job.extra carries what decides the arm: the start ("base" / "sft" = stage 02's checkpoints, else a folder: a
-short SFT or one of repro.generalization.bases' held-out-free bases), the
+short SFT, one of repro.generalization.bases' held-out-free bases or Zhu's kind-free base), the
 train and test row specs (repro.generalization.subsets) and the evaluation size. The trainers and their knobs are
 stage 04's (job.cfg is the paper's 04 config); only the rows and the start differ.
 """

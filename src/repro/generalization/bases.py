@@ -12,6 +12,11 @@ Two bases, not one per condition (one base costs ~4-5 min of one core at cpu siz
 A condition's held-out images are its test-split rows plus, for a condition that holds out labels (categories,
 sources, modalities), every image of any split carrying them; `saw_heldout` intersects them with the image ids
 recorded by the jobs that trained the start (base and SFT), so `base_saw_heldout` is measured, not asserted.
+
+Zhu's held-out question kind has a third base, the "kind-free base" (`kindfree_arm`): stage 02's base recipe on the
+train rows of `base_tasks` whose `question_kind` is not the held-out one, started from stage 02's vision-pretrained
+tower (no need to rerun it: that pretraining never sees a question, see kindfree_arm). It records the question kinds
+of the rows it kept (<folder>/train_kinds.json); `saw_kind` reads them, so Zhu's `base_saw_heldout` is measured too.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from repro.papers import common
 
 LABEL_KINDS = ("categories", "source", "modality")  # conditions that hold out labels, not only test images
 SHARED = "held-out-free"
+KINDFREE = "kindfree"  # ZhuStudy.init of the kind-free base (bases.kindfree_arm)
 RECIPE_KEYS = ("model_name_or_path", "vision_steps", "base_tasks", "base_steps", "batch_size", "lr", "seed",
                "freeze_vision", "lora_r")
 
@@ -162,3 +168,85 @@ def saw_heldout(trained_on: list[set[str] | None], held: set[str]) -> bool | Non
     if any(ids is None for ids in trained_on):
         return None
     return any(ids & held for ids in trained_on)
+
+
+# ----------------------------------------------------------------------------------------------- Zhu's kind-free base
+def kind_filter(heldout_kind: str, kinds: dict | None = None):
+    """sft.sft_dataset's row_filter: the rows whose question_kind is not `heldout_kind` (every row of a task without
+    the column: reports and instructions ask no question kind). `kinds`, when given, collects per task the
+    question_kind counts of the kept rows ({task: {kind: n}}, {"": n} for a task without the column)."""
+    def keep(task, ds):
+        if "question_kind" not in ds.column_names:
+            idx, seen = list(range(len(ds))), [""] * len(ds)
+        else:
+            col = ds["question_kind"]
+            idx = [i for i, k in enumerate(col) if k != heldout_kind]
+            seen = [col[i] for i in idx]
+        if kinds is not None:
+            counts = kinds.setdefault(task, {})
+            for k in seen:
+                counts[k] = counts.get(k, 0) + 1
+        return idx
+
+    return keep
+
+
+def vision_start(recipe: Recipe, profile: str) -> str:
+    """Where stage 02's base training started: its vision-pretrained tower (models/<profile>/vision), 02's
+    untrained `init` when vision_steps is 0, or the real checkpoint of model_name_or_path."""
+    if recipe.model_name_or_path:
+        return paths.model_ref(recipe.model_name_or_path)
+    d = paths.models_dir(profile) / ("vision" if recipe.vision_steps else "init")
+    if not (d / "config.json").exists():
+        raise FileNotFoundError(f"{d} not found: run stage 02 first "
+                                f"(python -m repro run --profile {profile} --only 02)")
+    return str(d)
+
+
+def kindfree_arm(job: common.Job):
+    """Zhu's kind-free base: stage 02's base training (job.cfg, a Recipe: base_tasks, base_steps, lr, batch size,
+    ...) on the train rows of every base task without job.extra["heldout_kind"] (kind_filter), from stage 02's
+    vision-pretrained tower. That tower may be reused as is: its pretraining (repro.train.vision) fits heads on the
+    train images and their class / body-region / lesion-box labels, never on a question or an answer text, so it
+    never saw any question kind (it did learn to see what a region or modality question asks about, as any
+    pretrained vision encoder has). Writes the question kinds of every row the filter kept to
+    <folder>/train_kinds.json (a superset of what the batches drew), which saw_kind reads."""
+    from repro.train import sft
+
+    r, e = dataclasses.asdict(job.cfg), job.extra
+    init = vision_start(job.cfg, job.stage.profile)
+    kinds: dict[str, dict[str, int]] = {}
+    mix = sft.sft_dataset(common.data_dir(job.stage), list(r["base_tasks"]), seed=r["seed"],
+                          batch_size=r["batch_size"], steps=r["base_steps"],
+                          row_filter=kind_filter(e["heldout_kind"], kinds))
+    lora = {"r": r["lora_r"], "lora_alpha": 2 * r["lora_r"]} if r["lora_r"] else None
+    info = sft.train(init, job.folder / "base", mix, max_steps=r["base_steps"], batch_size=r["batch_size"],
+                     lr=r["lr"], seed=r["seed"], lora=lora, sequential=True, freeze_vision=r["freeze_vision"],
+                     run_key={"recipe": r, "without_question_kind": e["heldout_kind"]})
+    write_kinds(job.folder, kinds)
+    losses = [h["loss"] for h in info["log_history"] if "loss" in h]
+    return {"metrics": {"train_rows": sum(sum(c.values()) for c in kinds.values()), "base_seconds": info["seconds"],
+                        "loss_last": losses[-1] if losses else None},
+            "curve": [], "kl_end": None, "reward_first": None, "reward_last": None, "trained": True,
+            "why": "start without the held-out question kind (the trained rule is for RL arms)",
+            "final_dir": str(info["final_dir"]), "folder": str(job.folder), "kinds": kinds,
+            "heldout_kind": e["heldout_kind"]}, pd.DataFrame(columns=common.ROW_COLUMNS)
+
+
+def write_kinds(folder: Path, kinds: dict) -> None:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / "train_kinds.json").write_text(json.dumps(kinds, sort_keys=True))
+
+
+def read_kinds(folder) -> dict | None:
+    f = Path(folder) / "train_kinds.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def saw_kind(folder, heldout_kind: str) -> bool | None:
+    """Did the base in `folder` train on a row of `heldout_kind`? From its recorded kinds; None when it recorded
+    none (then nothing can be claimed)."""
+    kinds = read_kinds(folder) if folder else None
+    if kinds is None:
+        return None
+    return any(heldout_kind in counts for counts in kinds.values())

@@ -6,7 +6,9 @@ UMed: phase 0 trains the held-out-free bases (repro.generalization.bases: stage 
 the held-out rows; shared by every seed), phase 1 one short SFT per condition from its base (seed 0: the start
 every RL seed shares), phase 2 evaluates each SFT on its condition's test rows and trains + evaluates SFT+AAR per
 seed. Every data fraction, 100 % included, runs this recipe (no stage-04 model: it saw every held-out image).
-Zhu: the SFT start on both question parts, then one longer GRPO run per seed with checkpoints.
+Zhu: the kind-free base (repro.generalization.bases.kindfree_arm: 02's base recipe without the held-out question
+kind; or 02's base / SFT, which saw it), its evaluation on both question parts, then one longer GRPO run per seed
+with checkpoints.
 MMedPO: a short SFT of the tiny Qwen2.5-VL, then its start and DPO / MMedPO arms on it and on the stage-02 base.
 """
 
@@ -144,21 +146,66 @@ def umed_run(study: UMedStudy, ppo_cfg, stage: common.Stage, only_cached: bool =
 
 
 # ----------------------------------------------------------------------------------------------- Zhu
-def zhu_jobs(study: ZhuStudy, grpo_cfg, stage: common.Stage) -> list[common.Job]:
+def zhu_labels(study: ZhuStudy) -> tuple[str, str]:
+    """(the start's method name, the GRPO arm's method name): "SFT" / "base" as stage 04 names 02's starts, "kind-free
+    base" for bases.kindfree_arm's start."""
+    if study.init == bases.KINDFREE:
+        return "kind-free base", f"kind-free base+{study.variant}"
+    if study.init not in papers.zhu.INIT_LABELS:
+        raise ValueError(f"ood_zhu_init must be {bases.KINDFREE}, base or sft, got {study.init!r}")
+    return papers.zhu.INIT_LABELS[study.init], papers.zhu.method(study.init, study.variant)
+
+
+def zhu_base_jobs(study: ZhuStudy, stage: common.Stage) -> list[common.Job]:
+    """The kind-free base's job (none for the "sft" / "base" starts): stage 02's base recipe without the held-out
+    question kind, from 02's vision tower. One per (recipe, held-out kind, vision weights): every seed shares it."""
+    if study.init != bases.KINDFREE:
+        return []
+    recipe = bases.recipe02(stage.profile)
+    return [common.Job("ood_zhu_base", f"kind-free base [{study.heldout_kind}]", None,
+                       "repro.generalization.bases:kindfree_arm", recipe, stage,
+                       {"heldout_kind": study.heldout_kind,
+                        "stamp": _stamp(bases.vision_start(recipe, stage.profile))})]
+
+
+def zhu_base(study: ZhuStudy, stage: common.Stage, only_cached: bool = False) -> tuple[dict, str | None]:
+    """The kind-free base (trained unless on disk) -> (its run, its folder; None for the "sft" / "base" starts or
+    when it is not on disk)."""
+    run = _run("zhu", zhu_base_jobs(study, stage), stage, only_cached)
+    return run, next((r.get("final_dir") for r in run["records"]), None)
+
+
+def zhu_jobs(study: ZhuStudy, grpo_cfg, stage: common.Stage, base_dir: str | None = None) -> list[common.Job]:
+    """The start's evaluation and one GRPO run per seed. init "sft" / "base": stage 02's checkpoints; "kindfree":
+    `base_dir`, the kind-free base's folder (no job without it)."""
+    init, stamp = study.init, None
+    if init == bases.KINDFREE:
+        if not base_dir:
+            return []
+        init, stamp = base_dir, _stamp(base_dir)
     parts = arms.zhu_parts(study.heldout_kind)
-    start = common.Job("ood_zhu", "SFT" if study.init == "sft" else "base", None, FN + "eval_arm", study, stage,
-                       {"model": study.init, "tasks": ["mcq"], "limit": study.eval_limit,
+    start_name, name = zhu_labels(study)
+    start = common.Job("ood_zhu", start_name, None, FN + "eval_arm", study, stage,
+                       {"model": init, "stamp": stamp, "tasks": ["mcq"], "limit": study.eval_limit,
                         "labels": {f"0:{p}": spec for p, spec in parts.items()},
                         "extra_fn": "repro.papers.zhu:mcq_extra"})
-    name = papers.zhu.method(study.init, study.variant)
-    return [start] + [common.Job("ood_zhu", name, s, FN + "zhu_arm", grpo_cfg, stage,
-                                 {"init": study.init, "variant": study.variant, "heldout_kind": study.heldout_kind,
-                                  "steps": study.steps, "checkpoints": study.checkpoints, "limit": study.eval_limit})
+    if stamp is None:  # as before the kind-free start: the cached arms of the "sft" / "base" starts keep their keys
+        start.extra.pop("stamp")
+    extra = {"init": init, "variant": study.variant, "heldout_kind": study.heldout_kind, "steps": study.steps,
+             "checkpoints": study.checkpoints, "limit": study.eval_limit}
+    if stamp is not None:
+        extra["stamp"] = stamp
+    return [start] + [common.Job("ood_zhu", name, s, FN + "zhu_arm", grpo_cfg, stage, dict(extra))
                       for s in stage.seeds]
 
 
 def zhu_run(study: ZhuStudy, grpo_cfg, stage: common.Stage, only_cached: bool = False) -> dict:
-    return _run("zhu", zhu_jobs(study, grpo_cfg, stage), stage, only_cached)
+    """The kind-free base when init is "kindfree" (trained unless on disk), then the start's evaluation and the
+    GRPO arms; run["bases"] holds the base's record (arms_summary lists it)."""
+    base_run, base_dir = zhu_base(study, stage, only_cached)
+    run = _run("zhu", zhu_jobs(study, grpo_cfg, stage, base_dir), stage, only_cached)
+    run["bases"] = base_run["records"]
+    return run
 
 
 # ----------------------------------------------------------------------------------------------- MMedPO
@@ -205,17 +252,20 @@ def mmedpo_run(study: MMedPOStudy, dpo_cfg, stage: common.Stage, only_cached: bo
 # ----------------------------------------------------------------------------------------------- all at once
 def run_all(umed: tuple[UMedStudy, object], mmedpo: tuple[MMedPOStudy, object], zhu: tuple[ZhuStudy, object],
             stage: common.Stage) -> int:
-    """Every study's jobs in three pools instead of six: (1) the held-out-free bases with every arm that needs
-    none of them (Zhu's run, MMedPO from the stage-02 base, the Qwen SFT), (2) the short SFTs from those bases with
-    the arms that start from the Qwen SFT, (3) the arms that start from the short SFTs. Longest first in each, so
+    """Every study's jobs in three pools instead of six: (1) the held-out-free bases and Zhu's kind-free base with
+    every arm that needs none of them (MMedPO from the stage-02 base, the Qwen SFT; Zhu's run when it starts from a
+    stage-02 model), (2) the short SFTs from those bases with the arms that start from the Qwen SFT or the kind-free
+    base, (3) the arms that start from the short SFTs. Longest first in each, so
     the workers finish together. The notebook's sections then read their arms back. Returns the number of jobs.
     (study, its trainer config) pairs: (UMedStudy, UMedConfig), (MMedPOStudy, MMedPOConfig), (ZhuStudy, ZhuConfig)."""
     (us, uc), (ms, mc), (zs, zc) = umed, mmedpo, zhu
-    first = list(base_jobs(us, stage).values()) + mmedpo_sft_jobs(ms, stage) + zhu_jobs(zs, zc, stage)
+    first = list(base_jobs(us, stage).values()) + mmedpo_sft_jobs(ms, stage) + zhu_base_jobs(zs, stage)
+    first += zhu_jobs(zs, zc, stage)  # none for the kind-free start: its arms wait for its base (second pool)
     first += mmedpo_jobs(ms, mc, stage, None)  # without the Qwen folder: the base-start arms only
     common.run_jobs(first, stage.n_workers())
     done = {j.folder for j in first}
     second = list(umed_sft_jobs(us, stage, umed_bases(us, stage, only_cached=True)[1]).values())
+    second += [j for j in zhu_jobs(zs, zc, stage, zhu_base(zs, stage, only_cached=True)[1]) if j.folder not in done]
     second += [j for j in mmedpo_jobs(ms, mc, stage, mmedpo_qwen(ms, stage, only_cached=True)[1])
                if j.folder not in done]  # the base-start arms ran in the first pool
     common.run_jobs(second, stage.n_workers())
@@ -224,11 +274,14 @@ def run_all(umed: tuple[UMedStudy, object], mmedpo: tuple[MMedPOStudy, object], 
     return len(first) + len(second) + len(third)
 
 
-def zhu_heldout(study: ZhuStudy, stage: common.Stage) -> bool:
-    """Did Zhu's start (stage 02's base or SFT) train on the held-out question kind? Stage 02 drew its rows from
-    the whole train split of its tasks, so any train row of those tasks with that kind counts as seen."""
+def zhu_heldout(study: ZhuStudy, stage: common.Stage) -> bool | None:
+    """Did Zhu's start train on a row of the held-out question kind? The kind-free base: from the question kinds its
+    job recorded (bases.saw_kind; None when it has not run). Stage 02's base or SFT: 02 drew its rows from the whole
+    train split of its tasks, so any train row of those tasks with that kind counts as seen."""
     from repro.data import build
 
+    if study.init == bases.KINDFREE:
+        return bases.saw_kind(zhu_base_jobs(study, stage)[0].folder, study.heldout_kind)
     tasks = set(bases.recipe02(stage.profile).base_tasks)
     tasks |= set(_sft02(stage.profile)["sft_tasks"]) if study.init == "sft" else set()
     for t in sorted(tasks):
@@ -245,8 +298,9 @@ def _sft02(profile: str) -> dict:
 
 def arms_summary(runs: dict[str, dict | None], zhu_saw: bool | None) -> list[dict]:
     """One row per arm of this stage: what it is and whether its start trained on its condition's held-out images
-    or labels (`base_saw_heldout`: UMed from the recorded image ids, Zhu from stage 02's task mixture, None where
-    a study holds nothing out: MMedPO's compatibility arms)."""
+    or labels (`base_saw_heldout`: UMed from the recorded image ids, Zhu from zhu_heldout: its kind-free base's
+    recorded question kinds or stage 02's task mixture; None where a study holds nothing out: MMedPO's
+    compatibility arms)."""
     out = []
     for paper, run in runs.items():
         for r in (run or {}).get("records", []) + (run or {}).get("bases", []):

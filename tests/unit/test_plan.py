@@ -57,3 +57,17 @@ def test_plans_read_the_sweep_record_and_its_probe_size():
     assert set(got) == {"drllava"} and got["drllava"]["n_val"] == 50
     t = plan.table(got, {"drllava": 200}, 3)
     assert t.loc[0, "mde_between_arms"] == pytest.approx(t.loc[0, "mde_vs_start"] * math.sqrt(2))
+
+
+def test_a_sweep_run_at_the_params_probe_size_takes_the_default():
+    # a sweep run without --probe-rows records None: the params' probe size (or the whole validation set) stands in;
+    # without it the paper has no plan
+    rows = sweep_rows([0.1, 0.2], (-0.046, 0.346))
+    record = {"rows": rows.to_dict(orient="records"),
+              "choice": {"drllava": {"lr": 3e-5, "batch_size": 8, "steps": 12}},
+              "runs": [{"papers": ["drllava"], "grid": {"probe_rows": None}}]}
+    assert plan.plans(record) == {}
+    got = plan.plans(record, {"drllava": 100})
+    assert got["drllava"]["n_val"] == 100
+    at_50 = plan.plans({**record, "runs": [{"papers": ["drllava"], "grid": {"probe_rows": 50}}]})
+    assert got["drllava"]["item_sd"] > at_50["drllava"]["item_sd"]  # the same CI over more items: a larger item sd

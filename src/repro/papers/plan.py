@@ -58,14 +58,16 @@ def probe_rows(runs: list[dict], paper: str) -> int:
     return int(sizes[-1]) if sizes else 0
 
 
-def plans(sweep_record: dict) -> dict[str, dict]:
-    """{paper: components} from the sweep file's record (rows, choice, runs)."""
+def plans(sweep_record: dict, default_rows: dict | None = None) -> dict[str, dict]:
+    """{paper: components} from the sweep file's record (rows, choice, runs). default_rows: {paper: probe size} for
+    a paper whose sweep runs left `--probe-rows` at the params' value (their grid records None)."""
     from repro.papers import sweep
 
     rows = sweep._with_ci(pd.DataFrame(sweep_record.get("rows", []), columns=sweep.COLUMNS))
     out = {}
     for paper, choice in (sweep_record.get("choice") or {}).items():
-        c = components(rows[rows["paper"] == paper], choice, probe_rows(sweep_record.get("runs", []), paper))
+        n_val = probe_rows(sweep_record.get("runs", []), paper) or (default_rows or {}).get(paper, 0)
+        c = components(rows[rows["paper"] == paper], choice, n_val)
         if c is not None:
             out[paper] = c
     return out
@@ -92,7 +94,31 @@ def load(profile: str) -> dict[str, dict]:
     from repro import paths
 
     f = paths.RESULTS / profile / "04_rl_sweep.json"
-    return plans(json.loads(f.read_text())) if f.exists() else {}
+    return plans(json.loads(f.read_text()), params_probe_rows(profile)) if f.exists() else {}
+
+
+# the probe's items when <paper>_probe_rows is 0 ("every validation item"): task and conversation variant
+WHOLE_PROBE = {"drllava": ("conv", "standard"), "umed": ("instruct", None), "zhu": ("mcq", None)}
+
+
+def params_probe_rows(profile: str) -> dict[str, int]:
+    """{paper: probe size} from the profile's stage-04 params: <paper>_probe_rows, or, when it is 0, the number of
+    validation rows the probe then reads (counted in the profile's stage-01 data; 0 when there is none)."""
+    from repro import paths
+    from repro.config import load_params
+    from repro.papers import probe
+
+    params = load_params(profile, "04_rl", check_paths=False)
+    out = {}
+    for paper, (task, variant) in WHOLE_PROBE.items():
+        n = int(params.get(f"{paper}_probe_rows", 0) or 0)
+        if not n:
+            try:
+                n = len(probe.val_rows(paths.data_dir(profile), task, 0, variant))
+            except (FileNotFoundError, OSError, ValueError):
+                n = 0
+        out[paper] = n
+    return out
 
 
 def table(plan: dict, sizes: dict[str, int], n_seeds: int) -> pd.DataFrame:

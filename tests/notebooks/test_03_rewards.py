@@ -36,7 +36,8 @@ def test_03_rewards_smoke(result):
     assert "length farming: PAYS MORE" in m["hacking_statement"]
     pref = m["preference"]
     assert pref["text"] > 0 and pref["visual"] > 0 and pref["pairs"] == pref["text"] + pref["visual"]
-    assert 0.75 <= pref["weight_min"] <= pref["weight_mean"] <= pref["weight_max"] <= 1.25
+    # text weights are the release's raw scores in [0, 1], visual ones 0.75 + 0.5 p (preference.py's weight modes)
+    assert 0.0 <= pref["weight_min"] <= pref["weight_mean"] <= pref["weight_max"] <= 1.25
     assert (paths.data_dir("smoke") / "preference" / "dataset_dict.json").exists()
     for name in ("reward_distributions.png", "reward_correlations.png", "hacking_probes.png", "lesion_noising.png",
                  "vrr_attention.png", "reward_examples.md", "reward_summary.csv", "hacking_probes.md",

@@ -602,7 +602,10 @@ drllava_table
 #
 # $$\text{learned} \iff \text{CI}_{95}\Big[\tfrac1n\textstyle\sum_i \big(\bar r_i^{\,\text{end}} - \bar r_i^{\,0}\big)\Big] > 0 .$$
 #
-# An arm that did not learn is "not trained": it is not evaluated on test, and every claim that uses it says so.
+# The table below gives each seed's rule. A claim is about a method, so it asks the same question of the method: its
+# seeds' probes pooled (paired by seed and item, `claims.method_learned`). A method that did not learn over its seeds
+# (or a seed that did not move at all) is "not trained", and every claim that uses it says so. Every seed that moved
+# is evaluated on test, so one flat seed neither voids a method whose reward rose nor hides from the paired test.
 
 # %%
 runs = papers.load_runs(papers.configs_from(cfg), stage)  # every paper's arms, read back from their result files

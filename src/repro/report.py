@@ -115,8 +115,10 @@ def per_source_table(ev: dict) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------------------------- stage 04 tables
 def _label(records: list[dict], method: str) -> str:
-    bad = any(r["method"] == method and r["seed"] is not None and not r["trained"] for r in records)
-    return f"{method} (not trained)" if bad else method
+    from repro.papers import claims
+
+    ok, _ = claims.trained({"records": records}, method)  # the method's rule: moved, and learned over its seeds
+    return method if ok else f"{method} (not trained)"
 
 
 def table(records: list[dict], columns: list[str], digits: int = 3, percent: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -146,7 +146,7 @@ def umed_arm(job: common.Job):
                      callback=recorder)
     rec = measure.training_record(job, common.ppo_curve(info["log_history"]), cfg.min_kl, recorder.table(),
                                   info["log_history"])
-    if not rec["trained"]:
+    if not rec.get("moved", rec["trained"]):  # learned or not, a seed that moved is evaluated (claims.trained)
         return {"metrics": {}, **rec}, EMPTY
     flat, long = eval_rows(info["final_dir"], job, "instruct", test_rows(job, "instruct", e["test"], e["limit"]))
     return {"metrics": flat, **rec}, long
@@ -190,7 +190,7 @@ def zhu_arm(job: common.Job):
     info = grpo.train(init, job.folder / "train", ds, e["variant"], **kw)
     rec = measure.training_record(job, zhu.grpo_curve(info["log_history"]), cfg.min_kl, recorder.table(),
                                   info["log_history"])
-    if not rec["trained"]:
+    if not rec.get("moved", rec["trained"]):  # learned or not, a seed that moved is evaluated (claims.trained)
         return {"metrics": {}, **rec}, EMPTY
     flat, parts = {}, []
     for step in steps:

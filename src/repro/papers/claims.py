@@ -105,10 +105,34 @@ def scores(run: dict, method: str, metric: str, variant: str | None = None, sour
     return out.reset_index(drop=True)
 
 
+def method_learned(run: dict, method: str) -> dict | None:
+    """The learned rule of a METHOD: its seeds' probe tables pooled (repro.papers.probe.learned over {seed: table},
+    paired by seed and item, images resampled): did its own reward rise on the fixed validation probe, across
+    seeds? None when no seed of it has a probe table (starts, arms without a probe)."""
+    from repro.papers import probe
+
+    tables = {r["seed"]: pd.read_csv(r["probe_file"], dtype={"item": str, "cluster": str})
+              for r in run["records"] if r["method"] == method and r["seed"] is not None and r.get("probe_file")}
+    return probe.learned(tables) if tables else None
+
+
 def trained(run: dict, *methods: str) -> tuple[bool, str]:
-    """(all arms of these methods trained, why not) from the run's records (starts count as trained)."""
-    why = [f"{r['method']} seed {r['seed']}: {r['why']}" for r in run["records"]
-           if r["method"] in methods and r["seed"] is not None and not r["trained"]]
+    """(every method trained, why not) from the run's records; starts count as trained. A method trained when every
+    seed moved (end KL above min_kl) and, where its arms have probes, its probe reward rose pooled over its seeds
+    (`method_learned`): a verdict is about the method, so one seed whose own probe stayed flat does not void it,
+    and one seed that rose does not carry it. Without probe tables, every seed's own `trained` decides."""
+    why = []
+    for m in methods:
+        recs = [r for r in run["records"] if r["method"] == m and r["seed"] is not None]
+        if not recs:
+            continue
+        rule = method_learned(run, m)
+        if rule is None:
+            why += [f"{m} seed {r['seed']}: {r['why']}" for r in recs if not r["trained"]]
+            continue
+        why += [f"{m} seed {r['seed']}: {r['why']}" for r in recs if not r.get("moved", r["trained"])]
+        if not rule["learned"]:
+            why.append(f"{m} did not learn over seeds {rule['seeds']}: {rule['why']}")
     return not why, "; ".join(why)
 
 

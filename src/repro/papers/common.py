@@ -229,7 +229,7 @@ def run_job(job: Job):
 
     cached = _load_cached(job)
     if cached is not None:
-        return cached
+        return _with_probe_file(job, *cached)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -245,7 +245,14 @@ def run_job(job: Job):
     # mid-write leaves the arm absent, never half there, and the rerun runs it again.
     results._atomic_write(job.folder / "rows.csv", rows.to_csv(index=False))
     results._atomic_write(job.folder / "arm.json", json.dumps(results.clean(rec), indent=1))
-    return rec, rows
+    return _with_probe_file(job, rec, rows)
+
+
+def _with_probe_file(job: Job, rec: dict, rows):
+    """The record with `probe_file`, the arm's per-item probe table (claims.method_learned pools them over seeds),
+    when the arm has one. Not saved in arm.json: the folder moves with the checkout."""
+    f = job.folder / "probe.csv"
+    return ({**rec, "probe_file": str(f)} if f.exists() else rec), rows
 
 
 def _one_thread():

@@ -207,8 +207,9 @@ def training_record(job: Job, curve: pd.DataFrame, min_kl: float, probe_table: p
 def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=(), limit: int = 0,
                evaluate_fn=None, probe_table: pd.DataFrame | None = None, log: list[dict] | None = None):
     """An arm's record after training: curve summary, the "moved" rule (end KL above min_kl) and, with a probe
-    table (repro.papers.probe), the "learned" rule; `trained` = moved and learned. A trained arm is evaluated on
-    the test split, an untrained one is not (its numbers would describe its start, not the method).
+    table (repro.papers.probe), the "learned" rule of this seed; `trained` = moved and learned. An arm that moved
+    is evaluated on the test split (whether its method learned is decided over its seeds, claims.method_learned);
+    one that did not move is not (its numbers would describe its start).
     evaluate_fn(final_dir, samples) -> (flat, rows) replaces the evaluation of `tasks` (Zhu's, over every MCQ row of
     the test images; `samples` as in `evaluate`). The per-step training log (`log`, every logged field) and the
     probe table are written beside the arm as log.csv and probe.csv."""
@@ -216,7 +217,10 @@ def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=()
     if job.extra.get("control"):
         rec["control"] = job.extra["control"]
     null = job.extra.get("control") == "null"  # evaluated although it did not learn (repro.papers.controls)
-    if (not rec["trained"] and not null) or job.extra.get("probe_only"):  # a sweep cell reads no test
+    # Every arm that moved is evaluated, also a seed whose own probe did not rise: whether the METHOD learned is
+    # decided over all its seeds (claims.method_learned pools their probes), so each seed's test rows must exist.
+    # An arm that did not move is its start again: nothing to evaluate.
+    if (not rec.get("moved", rec["trained"]) and not null) or job.extra.get("probe_only"):  # a sweep cell: no test
         return {"metrics": {}, **rec}, pd.DataFrame(columns=ROW_COLUMNS[3:])
     samples: dict = {}
     if evaluate_fn is not None:

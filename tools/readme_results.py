@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 QUESTIONS = {
     "umed": "does PPO with the localisation and attention rewards beat plain PPO and SFT?",
-    "zhu": "does GRPO beat SFT, and do the semantic reward, Dr.GRPO and the length rewards change it?",
+    "zhu": "does GRPO beat SFT on the same data, and what do the length rewards and the start change?",
     "mmedpo": "does weighted DPO with noised-image pairs beat plain DPO on VQA and reports?",
     "drllava": "does multi-turn PPO with rule rewards raise conversation accuracy and robustness?",
 }

@@ -52,3 +52,20 @@ def test_a_seed_that_did_not_move_voids_the_method_and_without_probes_each_seed_
     plain = [_rec("SFT (continued)", 0, learned=True), _rec("SFT (continued)", 1, learned=False)]
     assert claims.method_learned({"records": plain}, "SFT (continued)") is None
     assert not claims.trained({"records": plain}, "SFT (continued)")[0]
+
+
+def test_an_arm_read_back_from_disk_names_its_probe_table(tmp_repo):
+    # claims pool the seeds' probe tables through the records' probe_file: a record read from the cache (run_jobs
+    # reads finished arms itself, not through run_job) must carry it too, or every method falls back to per seed
+    import json
+
+    from repro.papers import common, umed
+
+    job = umed.jobs(umed.UMedConfig(), common.Stage(profile="smoke", seeds=[0]))[1]
+    job.folder.mkdir(parents=True)
+    (job.folder / "arm.json").write_text(json.dumps({"method": job.method, "seed": 0, "key": job.key()}))
+    pd.DataFrame(columns=common.ROW_COLUMNS).to_csv(job.folder / "rows.csv", index=False)
+    assert "probe_file" not in common.run_jobs([job], only_cached=True, progress=False)[0][0]
+    _probe(job.folder / "probe.csv", 0.3, 0)
+    recs, _ = common.run_jobs([job], only_cached=True, progress=False)
+    assert recs[0]["probe_file"] == str(job.folder / "probe.csv")

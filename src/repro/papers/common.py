@@ -219,7 +219,8 @@ def _load_cached(job: Job):
     rec = json.loads(f.read_text())
     if rec.get("key") != job.key():
         return None
-    return rec, pd.read_csv(rows_f, dtype={"item": str, "cluster": str, "variant": str, "source": str})
+    return _with_probe_file(job, rec, pd.read_csv(rows_f, dtype={"item": str, "cluster": str, "variant": str,
+                                                                 "source": str}))
 
 
 def run_job(job: Job):
@@ -229,7 +230,7 @@ def run_job(job: Job):
 
     cached = _load_cached(job)
     if cached is not None:
-        return _with_probe_file(job, *cached)
+        return cached
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

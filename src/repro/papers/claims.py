@@ -11,7 +11,9 @@ common.arm_status) is "not_trained", whatever its difference.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import dataclass
 
 import pandas as pd
@@ -109,11 +111,19 @@ def method_learned(run: dict, method: str) -> dict | None:
     """The learned rule of a METHOD: its seeds' probe tables pooled (repro.papers.probe.learned over {seed: table},
     paired by seed and item, images resampled): did its own reward rise on the fixed validation probe, across
     seeds? None when no seed of it has a probe table (starts, arms without a probe)."""
+    files = tuple(sorted((r["seed"], r["probe_file"], os.stat(r["probe_file"]).st_mtime_ns) for r in run["records"]
+                         if r["method"] == method and r["seed"] is not None and r.get("probe_file")))
+    return _pooled_rule(files) if files else None
+
+
+@functools.lru_cache(maxsize=256)
+def _pooled_rule(files: tuple[tuple[int, str, int], ...]) -> dict:
+    """probe.learned over these (seed, probe file, its mtime) triples, once per set of files: every claim of a
+    method asks the same question (trained() runs per claim and per table row), so each set is read and
+    bootstrapped once; a rewritten file has a new mtime, so it is never served stale."""
     from repro.papers import probe
 
-    tables = {r["seed"]: pd.read_csv(r["probe_file"], dtype={"item": str, "cluster": str})
-              for r in run["records"] if r["method"] == method and r["seed"] is not None and r.get("probe_file")}
-    return probe.learned(tables) if tables else None
+    return probe.learned({s: pd.read_csv(f, dtype={"item": str, "cluster": str}) for s, f, _ in files})
 
 
 def trained(run: dict, *methods: str) -> tuple[bool, str]:

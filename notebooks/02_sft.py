@@ -39,6 +39,8 @@ lr = 0.001
 sft_lr = 0.0               # learning rate of the SFT stage, 0 means lr
 freeze_vision = False      # keep the pretrained vision tower fixed during base and SFT training (faster steps)
 sft_max_rows_per_task = 0  # SFT draws at most this many rows per task (balances the mixture), 0 means all
+sft_capped_tasks = []      # tasks whose SFT part draws only sft_capped_rows rows (RL's tasks: room left for RL)
+sft_capped_rows = 0        # rows each part of a capped task draws (in place of sft_max_rows_per_task)
 lora_r = 0                 # 0 means full fine-tuning (tiny model); LoRA rank for real models
 eval_limit = 40            # test rows per task, spread over sources and classes; 0 means all
 eval_batch_size = 32
@@ -155,9 +157,12 @@ del m
 # and read in order. The configuration of both runs, then the trainer's own defaults:
 
 # %%
-def mixture(tasks, steps, max_rows=None):  # task-homogeneous batches (less padding), read in order
+task_rows = {t: cfg.sft_capped_rows for t in cfg.sft_capped_tasks} or None
+
+
+def mixture(tasks, steps, max_rows=None, task_rows=None):  # task-homogeneous batches (less padding), read in order
     return sft.sft_dataset(data_dir, tasks, seed=cfg.seed, max_rows_per_task=max_rows, batch_size=cfg.batch_size,
-                           steps=steps)
+                           steps=steps, task_rows=task_rows)
 
 
 train_kw = dict(batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, lora=lora, run_key=run_key, sequential=True,
@@ -168,8 +173,9 @@ print("sft.train", inspect.signature(sft.train))
 # %%
 base = sft.train(init_dir, model_dir / "base", mixture(cfg.base_tasks, cfg.base_steps), max_steps=cfg.base_steps,
                  **train_kw)
-mix = mixture(cfg.sft_tasks, cfg.sft_steps, cfg.sft_max_rows_per_task or None)
-n_rows = sft.mixture_rows(data_dir, cfg.sft_tasks, max_rows_per_task=cfg.sft_max_rows_per_task or None)
+mix = mixture(cfg.sft_tasks, cfg.sft_steps, cfg.sft_max_rows_per_task or None, task_rows)
+n_rows = sft.mixture_rows(data_dir, cfg.sft_tasks, max_rows_per_task=cfg.sft_max_rows_per_task or None,
+                          task_rows=task_rows)
 print(f"SFT: {cfg.sft_steps} steps x {cfg.batch_size} = {len(mix)} rows = {len(mix) / n_rows:.2f} epochs of {n_rows}")
 tuned = sft.train(base["final_dir"], model_dir / "sft", mix, max_steps=cfg.sft_steps, **{**train_kw, "lr": cfg.sft_lr or cfg.lr})
 print(f"base: {base['seconds']} s, SFT: {tuned['seconds']} s")

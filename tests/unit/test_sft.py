@@ -42,6 +42,21 @@ def test_a_repeated_task_doubles_its_share_with_other_rows(setup):
     assert len(once) == 6 and len({r["images"][0].tobytes() for r in twice}) > 6
 
 
+def test_task_rows_caps_only_the_tasks_it_names_and_their_share_of_batches(setup):
+    _, data, _ = setup
+    ds = sft.sft_dataset(data, ("mcq", "conv"), max_rows_per_task=6, seed=0, task_rows={"conv": 2})
+    assert len(ds) == 8 == sft.mixture_rows(data, ("mcq", "conv"), max_rows_per_task=6, task_rows={"conv": 2})
+    # in batches of 2 over 8 steps: mcq gives 3 batches per epoch, the capped conv 1, so conv is 1/4 of the rows
+    batched = sft.sft_dataset(data, ("mcq", "conv"), max_rows_per_task=6, seed=0, task_rows={"conv": 2},
+                              batch_size=2, steps=8)
+    n_turns = [sum(m["role"] == "user" for m in r["messages"]) for r in batched]
+    assert sum(n > 1 for n in n_turns) == 4  # 2 of the 8 batches are conversations (several user turns)
+    with pytest.raises(ValueError, match="report"):
+        sft.sft_dataset(data, ("mcq",), task_rows={"report": 3})
+    with pytest.raises(ValueError, match="positive"):
+        sft.sft_dataset(data, ("mcq",), task_rows={"mcq": 0})
+
+
 def test_short_run_decreases_loss_resumes_and_guards_its_key(setup):
     root, data, init = setup
     ds = sft.sft_dataset(data, ("instruct",), seed=0)

@@ -46,7 +46,8 @@ def to_sft_row(row: dict) -> dict:
 
 
 def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: int | None = None, seed: int = 0,
-                batch_size: int | None = None, steps: int | None = None, row_filter=None):
+                batch_size: int | None = None, steps: int | None = None, row_filter=None,
+                task_rows: dict | None = None):
     """The mixture of `tasks` (at most `max_rows_per_task` rows each) as a datasets.Dataset.
 
     A task listed k times gets k parts (k times its share of the batches); with max_rows_per_task each part draws its
@@ -57,18 +58,25 @@ def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: 
     row to the longest, which made half of the compute padding on CPU.
     row_filter: (task, split dataset) -> the row indices to keep, applied before anything else (stage 06's
     held-out-free base drops the held-out images' rows); None keeps every row, as in stage 02.
+    task_rows: {task: at most this many rows} for the tasks it names, in place of max_rows_per_task (stage 02
+    shows SFT only part of an RL task's rows, so the start keeps room for RL: params/cpu/02_sft.yaml). A smaller
+    part also gets fewer batches per epoch: its share of the mixture shrinks with it.
     """
     import numpy as np
     from datasets import concatenate_datasets
 
+    unknown = sorted(set(task_rows or {}) - set(tasks))
+    if unknown:
+        raise ValueError(f"task_rows names {unknown}, which are not in the mixture's tasks {sorted(set(tasks))}")
     parts = []
     for i, task in enumerate(tasks):
         ds = build.load_task(data_dir, task)[split]
         if row_filter is not None:
             ds = ds.select(row_filter(task, ds))
-        if max_rows_per_task and len(ds) > max_rows_per_task:
+        cap = _cap(task, max_rows_per_task, task_rows)
+        if cap and len(ds) > cap:
             occurrence = list(tasks[:i]).count(task)
-            ds = ds.shuffle(seed=seed + occurrence).select(range(max_rows_per_task))
+            ds = ds.shuffle(seed=seed + occurrence).select(range(cap))
         parts.append(ds.map(to_sft_row, remove_columns=ds.column_names))
     mix = concatenate_datasets(parts)
     if not batch_size:
@@ -89,11 +97,25 @@ def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: 
     return mix.select(order[:need])
 
 
-def mixture_rows(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: int | None = None) -> int:
+def _cap(task: str, max_rows_per_task: int | None, task_rows: dict | None) -> int | None:
+    """The most rows one part of `task` draws: task_rows[task] when named there, else max_rows_per_task."""
+    if task_rows and task in task_rows:
+        n = task_rows[task]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"task_rows[{task!r}] = {n!r}: expected a positive number of rows")
+        return n
+    return max_rows_per_task
+
+
+def mixture_rows(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: int | None = None,
+                 task_rows: dict | None = None) -> int:
     """Rows in one epoch of the mixture sft_dataset draws from (a task listed twice counts twice), without building
     it."""
-    sizes = [len(build.load_task(data_dir, t)[split]) for t in tasks]
-    return sum(min(n, max_rows_per_task) if max_rows_per_task else n for n in sizes)
+    out = 0
+    for t in tasks:
+        n, cap = len(build.load_task(data_dir, t)[split]), _cap(t, max_rows_per_task, task_rows)
+        out += min(n, cap) if cap else n
+    return out
 
 
 def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,

@@ -39,7 +39,7 @@ lr = 0.001
 sft_lr = 0.0               # learning rate of the SFT stage, 0 means lr
 freeze_vision = False      # keep the pretrained vision tower fixed during base and SFT training (faster steps)
 sft_max_rows_per_task = 0  # SFT draws at most this many rows per task (balances the mixture), 0 means all
-sft_capped_tasks = []      # tasks whose SFT part draws only sft_capped_rows rows (RL's tasks: room left for RL)
+sft_capped_tasks = []      # tasks whose SFT part draws only sft_capped_rows rows (an RL-headroom experiment)
 sft_capped_rows = 0        # rows each part of a capped task draws (in place of sft_max_rows_per_task)
 lora_r = 0                 # 0 means full fine-tuning (tiny model); LoRA rank for real models
 eval_limit = 40            # test rows per task, spread over sources and classes; 0 means all
@@ -157,6 +157,9 @@ del m
 # and read in order. The configuration of both runs, then the trainer's own defaults:
 
 # %%
+if cfg.sft_capped_tasks and cfg.sft_capped_rows < 1:
+    raise ValueError(f"params 02_sft: sft_capped_tasks {cfg.sft_capped_tasks} needs sft_capped_rows >= 1, got "
+                     f"{cfg.sft_capped_rows}")
 task_rows = {t: cfg.sft_capped_rows for t in cfg.sft_capped_tasks} or None
 
 

@@ -58,9 +58,9 @@ def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: 
     row to the longest, which made half of the compute padding on CPU.
     row_filter: (task, split dataset) -> the row indices to keep, applied before anything else (stage 06's
     held-out-free base drops the held-out images' rows); None keeps every row, as in stage 02.
-    task_rows: {task: at most this many rows} for the tasks it names, in place of max_rows_per_task (stage 02
-    shows SFT only part of an RL task's rows, so the start keeps room for RL: params/cpu/02_sft.yaml). A smaller
-    part also gets fewer batches per epoch: its share of the mixture shrinks with it.
+    task_rows: {task: at most this many rows} for the tasks it names, in place of max_rows_per_task (stage 02's
+    sft_capped_tasks / sft_capped_rows: SFT sees only part of an RL task's rows; tried for RL headroom and rejected,
+    docs/decisions.md, so off in every profile). A smaller part also gets fewer batches per epoch.
     """
     import numpy as np
     from datasets import concatenate_datasets

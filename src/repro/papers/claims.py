@@ -123,7 +123,7 @@ def _pooled_rule(files: tuple[tuple[int, str, int], ...]) -> dict:
     bootstrapped once; a rewritten file has a new mtime, so it is never served stale."""
     from repro.papers import probe
 
-    return probe.learned({s: pd.read_csv(f, dtype={"item": str, "cluster": str}) for s, f, _ in files})
+    return probe.learned({s: probe.read_table(f) for s, f, _ in files})
 
 
 def trained(run: dict, *methods: str) -> tuple[bool, str]:

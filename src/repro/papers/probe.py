@@ -116,6 +116,11 @@ def score(model, processor, spec: Spec, step: int = 0) -> pd.DataFrame:
                          "target_greedy": greedy})[COLUMNS]
 
 
+def read_table(path) -> pd.DataFrame:
+    """A probe table saved as CSV (item and cluster ids stay strings: "000123" must not become 123)."""
+    return pd.read_csv(path, dtype={"item": str, "cluster": str})
+
+
 def points(steps: int, n: int = 3) -> list[int]:
     """Step 0 and `n` points along a run of `steps` updates, the last one at its end: [0, s/n, 2s/n, ..., s]."""
     if steps <= 0:
@@ -136,7 +141,7 @@ class Recorder:
         self.scorer = scorer or score  # score(model, processor, spec, step) -> a probe table
         self.tables = []
         if self.path is not None and self.path.exists():
-            self.tables = [pd.read_csv(self.path, dtype={"item": str, "cluster": str})]
+            self.tables = [read_table(self.path)]
         self.done: set[int] = {int(s) for t in self.tables for s in t["step"]}
 
     def __call__(self, step: int, model, processor) -> None:

@@ -81,7 +81,7 @@ def val_cis(jobs: list[common.Job]) -> pd.DataFrame:
     for job in jobs:
         f = job.folder / "probe.csv"
         if f.exists():
-            t = pd.read_csv(f, dtype={"item": str, "cluster": str})
+            t = probe.read_table(f)
             tables.setdefault((job.paper, job.cfg.lr, job.cfg.batch_size), {})[job.seed] = t
     out = []
     for (paper, lr, batch), by_seed in tables.items():

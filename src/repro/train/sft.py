@@ -65,15 +65,11 @@ def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: 
     import numpy as np
     from datasets import concatenate_datasets
 
-    unknown = sorted(set(task_rows or {}) - set(tasks))
-    if unknown:
-        raise ValueError(f"task_rows names {unknown}, which are not in the mixture's tasks {sorted(set(tasks))}")
     parts = []
-    for i, task in enumerate(tasks):
+    for i, (task, cap) in enumerate(zip(tasks, _caps(tasks, max_rows_per_task, task_rows))):
         ds = build.load_task(data_dir, task)[split]
         if row_filter is not None:
             ds = ds.select(row_filter(task, ds))
-        cap = _cap(task, max_rows_per_task, task_rows)
         if cap and len(ds) > cap:
             occurrence = list(tasks[:i]).count(task)
             ds = ds.shuffle(seed=seed + occurrence).select(range(cap))
@@ -97,25 +93,26 @@ def sft_dataset(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: 
     return mix.select(order[:need])
 
 
-def _cap(task: str, max_rows_per_task: int | None, task_rows: dict | None) -> int | None:
-    """The most rows one part of `task` draws: task_rows[task] when named there, else max_rows_per_task."""
-    if task_rows and task in task_rows:
-        n = task_rows[task]
+def _caps(tasks, max_rows_per_task: int | None, task_rows: dict | None) -> list[int | None]:
+    """The most rows each part of the mixture draws: task_rows[task] where named there, else max_rows_per_task
+    (None: all). task_rows is checked once here: every task it names is in the mixture, every value is >= 1."""
+    task_rows = task_rows or {}
+    unknown = sorted(set(task_rows) - set(tasks))
+    if unknown:
+        raise ValueError(f"task_rows names {unknown}, which are not in the mixture's tasks {sorted(set(tasks))}")
+    for task, n in task_rows.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"task_rows[{task!r}] = {n!r}: expected a positive number of rows")
-        return n
-    return max_rows_per_task
+    return [task_rows.get(t, max_rows_per_task) for t in tasks]
 
 
 def mixture_rows(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task: int | None = None,
                  task_rows: dict | None = None) -> int:
     """Rows in one epoch of the mixture sft_dataset draws from (a task listed twice counts twice), without building
     it."""
-    out = 0
-    for t in tasks:
-        n, cap = len(build.load_task(data_dir, t)[split]), _cap(t, max_rows_per_task, task_rows)
-        out += min(n, cap) if cap else n
-    return out
+    caps = _caps(tasks, max_rows_per_task, task_rows)
+    sizes = [len(build.load_task(data_dir, t)[split]) for t in tasks]
+    return sum(min(n, cap) if cap else n for n, cap in zip(sizes, caps))
 
 
 def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,

@@ -77,7 +77,7 @@ stage
 #
 # ALR and VRR are divided by their maximum over the $K$ candidates of the same query (`umed_k`), so each lies on
 # one scale, and the three terms are added, the paper's reward (`umed_aar_scale = "sum"`, the default). With
-# `umed_aar_scale = "mean"` (the cpu profile's choice so far, docs/decisions.md) the sum is divided by the number of
+# `umed_aar_scale = "mean"` (a sensitivity row of 05; docs/decisions.md) the sum is divided by the number of
 # terms that apply to the query (3 on an abnormal image, 1 on a normal one, where ALR and VRR do not exist), so
 # every prompt's reward is in $[0, 1]$ and a batch is not ranked by which kind of image a sample came from
 # (docs/methods.md §4(a), §6(d) 6):

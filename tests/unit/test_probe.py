@@ -112,6 +112,25 @@ def test_sweep_merge_replaces_only_the_cells_a_run_redid():
     assert sweep.merge(pd.DataFrame(columns=sweep.COLUMNS), new).equals(new)
 
 
+def test_sweep_merge_keeps_a_scheduled_papers_other_run_lengths():
+    """MMedPO's DPO runs a cosine schedule over its length: a 60-step run does not replace the 30-step run's rows."""
+    row = lambda paper, step, gain: {c: 0.0 for c in sweep.COLUMNS} | {  # noqa: E731
+        "paper": paper, "lr": 2e-5, "batch_size": 8, "step": step, "seed": 0, "probe_gain": gain}
+    old = pd.DataFrame([row("mmedpo", 30, 1.0), row("zhu", 30, 2.0)])
+    out = sweep.merge(old, pd.DataFrame([row("mmedpo", 60, 3.0), row("zhu", 60, 4.0)]))
+    assert sorted(zip(out["paper"], out["step"])) == [("mmedpo", 30), ("mmedpo", 60), ("zhu", 60)]
+
+
+def test_sweep_merge_of_the_same_run_keeps_the_record_already_in_the_file():
+    """--merge of a run already folded in (same command, same finished_at) keeps the file's record and its note;
+    the same command run again (a later finished_at) replaces it."""
+    run = {"command": "python -m repro.papers.sweep --papers zhu", "provenance": {"finished_at": "t1", "sha": None}}
+    filled = {**run, "provenance": {"finished_at": "t1", "sha": "abc"}, "note": "sha filled in by hand"}
+    assert sweep.merge_runs([filled], [run]) == [filled]
+    again = {**run, "provenance": {"finished_at": "t2", "sha": "def"}}
+    assert sweep.merge_runs([filled], [again]) == [again]
+
+
 def test_summary_of_a_dpo_table_has_the_preference_accuracy():
     t = pd.DataFrame({"step": [0, 0, 0, 5, 5, 5], "item": ["pair:0", "pair:1", "vqa:a:0"] * 2,
                       "cluster": ["a", "b", "a"] * 2, "reward": [0.0, 0.0, np.nan, 0.4, -0.1, np.nan],

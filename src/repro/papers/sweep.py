@@ -7,8 +7,10 @@ Run as: python -m repro.papers.sweep --profile cpu [--papers drllava umed zhu] [
 
 Each (paper, lr, batch, seed) is one stage-04 arm trained for the longest `steps` with the probe scored at `points`
 points along it; a shorter run is the same run stopped earlier (constant lr, and each step is a pure function of
-(seed, step, weights)), so every probe point is a row of the sweep: (lr, batch, step, seed). The cells are arms in
-the stage's worker pool (cached by key under runs/<profile>/models/rl, marked probe_only: not evaluated on test).
+(seed, step, weights)), so every probe point is a row of the sweep: (lr, batch, step, seed). Not so for MMedPO:
+its DPO follows a cosine schedule over the run's length, so each `--steps` is its own run (`--points 1`). The
+cells are arms in the stage's worker pool (cached by key under runs/<profile>/models/rl, marked probe_only: not
+evaluated on test).
 
 Choice, per paper: among the (lr, batch, step) settings whose greedy target metric on the probe did not fall (the
 paired CI of its change from step 0, over items and seeds, reaches 0: on a few dozen probe items one answer moves
@@ -31,8 +33,10 @@ import pandas as pd
 
 from repro.papers import common
 
-SWEEPABLE = ("umed", "zhu", "drllava")  # the RL papers (MMedPO's DPO keeps its earlier validation choice)
-METHOD = {"umed": "SFT+AAR", "zhu": "SFT+grpo", "drllava": "SFT+PPO (rule reward)"}  # each paper's method arm
+SWEEPABLE = ("umed", "zhu", "drllava", "mmedpo")
+# each paper's swept arm; MMedPO's is plain DPO: DPO and MMedPO share the knobs, and DPO is the arm that must learn
+# for either comparison to count (MMedPO's weights and visual pairs only add signal)
+METHOD = {"umed": "SFT+AAR", "zhu": "SFT+grpo", "drllava": "SFT+PPO (rule reward)", "mmedpo": "DPO"}
 COLUMNS = ["paper", "lr", "batch_size", "step", "seed", "probe_gain", "reward", "reward_start", "val_metric",
            "val_metric_start", "val_pass1", "val_ci_low", "val_ci_high", "seconds"]
 
@@ -94,13 +98,34 @@ def val_cis(jobs: list[common.Job]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["paper", "lr", "batch_size", "step", "val_ci_low", "val_ci_high"])
 
 
+SCHEDULED = ("mmedpo",)  # papers whose lr schedule spans the run: a run's length is part of its cell
+
+
 def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """The sweep file's rows after a run: `new` plus every row of `old` whose cell (paper, lr, batch, seed) the run
-    did not redo."""
-    cell = ["paper", "lr", "batch_size", "seed"]
-    ran = {tuple(r) for r in new[cell].itertuples(index=False)}
-    keep = [tuple(r) not in ran for r in old[cell].itertuples(index=False)]
+    """The sweep file's rows after a run: `new` plus every row of `old` whose cell the run did not redo. A cell is
+    (paper, lr, batch, seed) (its probe points are one run's), and also the step for SCHEDULED papers."""
+    def cells(d: pd.DataFrame) -> list[tuple]:
+        return [(p, lr, b, s, st if p in SCHEDULED else None)
+                for p, lr, b, s, st in d[["paper", "lr", "batch_size", "seed", "step"]].itertuples(index=False)]
+
+    ran = set(cells(new))
+    keep = [c not in ran for c in cells(old)]
     return pd.concat([old[keep], new], ignore_index=True) if len(old) else new
+
+
+def merge_runs(old: list[dict], new: list[dict]) -> list[dict]:
+    """The sweep file's run records: a command run again replaces its older record, unless it is the same run
+    (same `finished_at`) folded in again by --merge: then the record already in the file stays (it may carry a
+    note or a provenance filled in since)."""
+    def finished(r: dict):
+        return (r.get("provenance") or {}).get("finished_at")
+
+    latest = {r.get("command"): r for r in old}
+    for r in new:
+        same = latest.get(r.get("command"))
+        if same is None or finished(same) is None or finished(same) != finished(r):
+            latest[r.get("command")] = r
+    return list(latest.values())
 
 
 def _with_ci(rows: pd.DataFrame) -> pd.DataFrame:
@@ -190,9 +215,8 @@ def publish(profile: str, rows: pd.DataFrame, runs: list[dict]) -> dict:
     out = paths.RESULTS / profile / "04_rl_sweep.json"
     old = json.loads(out.read_text()) if out.exists() else {"rows": [], "choice": {}, "runs": []}
     rows = merge(pd.DataFrame(old["rows"], columns=COLUMNS), rows)
-    # a command run again (or re-published from its cached cells at a later commit) replaces its older record
-    latest = {r.get("command"): r for r in [*old.get("runs", []), *runs]}
-    record = {"choice": choose(rows), "rows": rows.to_dict(orient="records"), "runs": list(latest.values())}
+    record = {"choice": choose(rows), "rows": rows.to_dict(orient="records"),
+              "runs": merge_runs(old.get("runs", []), runs)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results.clean(record), indent=1) + "\n")

@@ -35,6 +35,7 @@ umed_kl_beta = None                # float, PPO's KL penalty per token
 umed_vrr_fallback = None           # str, zero or all (VRR of an answer naming no abnormality)
 zhu_beta = None                    # float, GRPO's k3 KL coefficient
 zhu_generations = None             # int, the group size G
+zhu_variants = None                # list, Zhu's arms from SFT: grpo, grpo_semantic, dr_grpo, ecr, cwr
 mmedpo_beta = None                 # float, the DPO temperature
 mmedpo_equal_text_exposure = None  # bool, MMedPO gets more steps so it sees as many text pairs as DPO
 mmedpo_weight_mode = None          # str, MMedPO's text weights from the clinical score: raw (the release) or normalize
@@ -46,6 +47,7 @@ import pandas as pd
 import torch
 
 import repro.config
+import repro.paths
 import repro.plots
 import repro.results
 import repro.stats
@@ -432,7 +434,8 @@ umed_table
 
 # %% [markdown]
 # **What it means.** Compare the rows "SFT+AAR" and "SFT+PPO" with "SFT": the paper reports +0.08 (AAR) and
-# +0.02 (plain PPO) in average MAU accuracy (Table 2). Our numbers are on SynthMed with a tiny model, so only
+# +0.02 (plain PPO) in average MAU accuracy (Table 2). (The cpu profile sets `umed_plain_ppo = False`: relevance
+# alone did not learn at its knobs, so the row is left out there.) Our numbers are on SynthMed with a tiny model, so only
 # the *direction* is comparable; whether it reproduced is decided in the claims ledger at the end, by a paired
 # test on the same test images. A method labelled "(not trained)" did not learn: its probe reward did not rise
 # (section "Arms"). In the curves, `reward` is the training batch's mean reward (a few prompts: mostly batch noise;
@@ -499,7 +502,8 @@ zhu_table
 # 2. Set `zhu_generations = 2`: with two answers per prompt, what are GRPO's advantages whenever the two rewards
 #    differ (work it out with `teach.grpo_advantages([2., 1.], 2)`), and how often will a group tie at the start's
 #    pass@1 $p$ ($p^2 + (1-p)^2$)?
-# 3. Compare the length column of `SFT+ecr` and `SFT+cwr`: which one lengthens wrong answers too?
+# 3. Set `zhu_variants = ["grpo", "ecr", "cwr"]` (the cpu profile trains GRPO only: ECR and CWR cost ~7 min per arm
+#    and seed) and compare the length column of `SFT+ecr` and `SFT+cwr`: which one lengthens wrong answers too?
 
 # %% [markdown]
 # ### The initialisation study by perplexity
@@ -654,7 +658,8 @@ for paper, run in runs.items():
 # The planned MDE (`repro.papers.plan`): from the validation sweep's spread over items and seeds at the chosen knobs,
 # for this test's size and seeds — fixed before any test item is read; `mde` beside it is what the test had.
 plan = papers_plan.load(cfg.profile)
-plan_table = papers_plan.table(plan, papers_plan.test_images(vars(cfg)), len(cfg.seeds))
+plan_table = papers_plan.table(plan, papers_plan.test_images(vars(cfg), repro.paths.data_dir(cfg.profile)),
+                               len(cfg.seeds))
 repro.results.save_table(plan_table, cfg, "plan")
 ledger = claims_lib.ledger(runs, plan=plan)
 repro.results.save_table(ledger, cfg, "claims")

@@ -255,6 +255,22 @@ def test_zhu_ablations_change_one_knob(tmp_path, monkeypatch):
     assert beta0.extra == small.extra == {"init": "sft", "variant": "grpo"}
 
 
+def test_breadth_knobs_drop_arms_and_keep_the_others_keys(tmp_path, monkeypatch):
+    """umed_plain_ppo false drops SFT+PPO (and with it 04's and 05's claims against it); zhu_init_study false
+    drops GRPO from the base and its start. Every remaining arm keeps its key: no cached arm is retrained."""
+    stage = _stage(tmp_path, monkeypatch)
+    on, off = umed.UMedConfig(), umed.UMedConfig(plain_ppo=False)
+    keys_on = {(j.method, j.seed): j.key() for j in umed.jobs(on, stage)}
+    keys_off = {(j.method, j.seed): j.key() for j in umed.jobs(off, stage)}
+    assert {m for m, _ in keys_on} - {m for m, _ in keys_off} == {"SFT+PPO"}
+    assert all(keys_on[k] == v for k, v in keys_off.items())
+    cfg = zhu.ZhuConfig()
+    with_init = ab.jobs("zhu", cfg, stage, ab.AblationConfig(zhu=[]))
+    without = ab.jobs("zhu", cfg, stage, ab.AblationConfig(zhu=[], zhu_init_study=False))
+    assert {j.method for j in with_init} - {j.method for j in without} == {"base", "base+grpo"}
+    assert {j.key() for j in without} <= {j.key() for j in with_init}
+
+
 def test_config_rejects_unknown_ablation_and_is_declared():
     with pytest.raises(ConfigError, match="unknown ablation"):
         ab.AblationConfig(umed=["w/o everything"])

@@ -71,3 +71,16 @@ def test_a_sweep_run_at_the_params_probe_size_takes_the_default():
     assert got["drllava"]["n_val"] == 100
     at_50 = plan.plans({**record, "runs": [{"papers": ["drllava"], "grid": {"probe_rows": 50}}]})
     assert got["drllava"]["item_sd"] > at_50["drllava"]["item_sd"]  # the same CI over more items: a larger item sd
+
+
+def test_a_test_limit_of_0_counts_the_test_images(tmp_path, monkeypatch):
+    """drllava_eval_limit 0 means every test conversation: the plan counts the images of the standard order in the
+    data folder (a limit n means n // 7 images: seven variants per image)."""
+    from repro.papers import probe
+
+    rows = [{"id": f"img{i}", "variant": v} for i in range(5) for v in ("standard", "shuffled")]
+    monkeypatch.setattr(probe, "val_rows", lambda folder, task, limit=0, variant=None, split="val", where=None: [
+        r for r in rows if variant is None or r["variant"] == variant] if split == "test" else [])
+    sizes = plan.test_images({"zhu_eval_limit": 300, "umed_eval_limit": 0, "drllava_eval_limit": 0}, tmp_path)
+    assert sizes == {"zhu": 300, "umed": 5, "drllava": 5}  # distinct images, not rows
+    assert plan.test_images({"drllava_eval_limit": 700})["drllava"] == 100

@@ -61,6 +61,7 @@ class AblationConfig:
     zhu: list = field(default_factory=lambda: list(ZHU))
     drllava: list = field(default_factory=lambda: list(DRLLAVA))
     zhu_small_generations: int = 4  # G of the "small G" arm (04's zhu_generations is the full method's G)
+    zhu_init_study: bool = True   # Zhu's init study: GRPO from the base beside 04's GRPO from SFT (a check row)
     iou_thresholds: list = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     n_boot: int = 2000
 
@@ -271,10 +272,11 @@ def jobs(paper: str, cfg, stage: common.Stage, acfg: AblationConfig) -> list[com
         return full + [common.Job("drllava", label("drllava", a), s, "repro.papers.drllava:arm", cfg, stage,
                                   {"reward": f"{HERE}:drllava_reward", "ablation": a, **d})
                        for s in stage.seeds for a in chosen]
-    if paper == "zhu":  # the init study: 04's base+grpo and SFT+grpo arms and both starts (built as zhu.jobs does)
-        out = zhu.start_jobs(cfg, stage, ("base", "sft"))
+    if paper == "zhu":  # the init study: base+grpo beside 04's SFT+grpo, and both starts (built as zhu.jobs does)
+        inits = ("base", "sft") if acfg.zhu_init_study else ("sft",)
+        out = zhu.start_jobs(cfg, stage, inits)
         out += [common.Job("zhu", zhu.method(i, "grpo"), s, "repro.papers.zhu:arm", cfg, stage,
-                           {"init": i, "variant": "grpo", **d}) for s in stage.seeds for i in ("base", "sft")]
+                           {"init": i, "variant": "grpo", **d}) for s in stage.seeds for i in inits]
         change = {"beta 0": {"beta": ZERO_BETA}, "small G": {"generations": acfg.zhu_small_generations}}
         return out + [common.Job("zhu", label("zhu", a), s, "repro.papers.zhu:arm",
                                  dataclasses.replace(cfg, **change[a]), stage, {"init": "sft", "variant": "grpo", **d})

@@ -134,10 +134,25 @@ def table(plan: dict, sizes: dict[str, int], n_seeds: int) -> pd.DataFrame:
     return pd.DataFrame(out, columns=PLAN_COLUMNS)
 
 
-def test_images(params: dict) -> dict[str, int]:
-    """Test images per claim of each planned paper under these stage-04 params (a claim's clusters)."""
-    return {"zhu": int(params.get("zhu_eval_limit", 0)), "umed": int(params.get("umed_eval_limit", 0)),
-            "drllava": int(params.get("drllava_eval_limit", 0)) // 7}  # 7 conversation variants per image
+def test_images(params: dict, data=None) -> dict[str, int]:
+    """Test images per claim of each planned paper under these stage-04 params (a claim's clusters). A limit of 0
+    ("all") counts the test split's images in `data` (stage 01's folder; 0 when it is not given or not there)."""
+    out = {"zhu": int(params.get("zhu_eval_limit", 0)), "umed": int(params.get("umed_eval_limit", 0)),
+           "drllava": int(params.get("drllava_eval_limit", 0)) // 7}  # 7 conversation variants per image
+    for paper, n in out.items():
+        if not n and data is not None:
+            out[paper] = count_images(data, *WHOLE_PROBE[paper])
+    return out
+
+
+def count_images(data, task: str, variant: str | None) -> int:
+    """Distinct test images of `task` (of one conversation variant) in the stage-01 folder `data` (0 when absent)."""
+    from repro.papers import probe
+
+    try:
+        return len({str(r["id"]) for r in probe.val_rows(data, task, 0, variant, split="test")})
+    except (FileNotFoundError, OSError, ValueError):
+        return 0
 
 
 def main(argv=None) -> int:
@@ -150,7 +165,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     params = load_params(a.profile, "04_rl")
     seeds = len(params.get("seeds", [params.get("seed", 0)]))
-    md = to_markdown(table(load(a.profile), test_images(params), seeds).round(4))
+    md = to_markdown(table(load(a.profile), test_images(params, paths.data_dir(a.profile)), seeds).round(4))
     out = paths.figures_dir(a.profile) / "04_rl_plan.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md + "\n")

@@ -49,10 +49,11 @@ class UMedConfig:
     external_test: str = "none"  # none | medmnist: an extra test set, one more column, no claim (repro.data.protocols)
     controls: bool = False      # also run the pipeline's null and positive control arms (repro.papers.controls)
     continued_sft: bool = False  # also run the compute-matched continued-SFT arm (repro.papers.continued)
+    plain_ppo: bool = True      # also run SFT+PPO (relevance only): the claim "AAR beats plain PPO" and 05's w/o AAR
 
     # in an arm's cache key only when not these values (the ones that ran before the knob existed)
     KEY_IF_SET: ClassVar[dict] = {"external_test": "none", "vrr_source": "frozen", "aar_scale": "mean"}
-    NOT_IN_KEY: ClassVar[tuple] = ("controls", "continued_sft")  # add arms; change no arm's result
+    NOT_IN_KEY: ClassVar[tuple] = ("controls", "continued_sft", "plain_ppo")  # add arms; change no arm's result
 
     @classmethod
     def from_params(cls, params) -> UMedConfig:
@@ -64,7 +65,7 @@ def jobs(cfg: UMedConfig, stage: common.Stage) -> list[common.Job]:
     start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
                        {"model": "sft", "tasks": ["instruct"], "limit": cfg.eval_limit, **ext})
     arms = [common.Job(PAPER, m, s, "repro.papers.umed:arm", cfg, stage, dict(ext))
-            for s in stage.seeds for m in METHODS]
+            for s in stage.seeds for m in METHODS if cfg.plain_ppo or m != "SFT+PPO"]
     return [start] + arms + (controls.jobs(cfg, stage) if cfg.controls else []) + continued.jobs(PAPER, cfg, stage,
                                                                                                    ext)
 

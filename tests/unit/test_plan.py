@@ -82,5 +82,10 @@ def test_a_test_limit_of_0_counts_the_test_images(tmp_path, monkeypatch):
     monkeypatch.setattr(probe, "val_rows", lambda folder, task, limit=0, variant=None, split="val", where=None: [
         r for r in rows if variant is None or r["variant"] == variant] if split == "test" else [])
     sizes = plan.test_images({"zhu_eval_limit": 300, "umed_eval_limit": 0, "drllava_eval_limit": 0}, tmp_path)
-    assert sizes == {"zhu": 300, "umed": 5, "drllava": 5}  # distinct images, not rows
+    assert sizes == {"zhu": 300, "umed": 5, "drllava": 5, "mmedpo": 5}  # distinct images, not rows
     assert plan.test_images({"drllava_eval_limit": 700})["drllava"] == 100
+
+
+def test_every_swept_paper_has_a_planned_metric():
+    """The plan reads each swept paper's target metric: a paper added to the sweep without one broke stage 04."""
+    assert set(sweep.SWEEPABLE) <= set(plan.TARGET) and set(plan.TARGET) <= set(plan.WHOLE_PROBE)

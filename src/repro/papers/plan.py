@@ -16,8 +16,7 @@ Two variance components come out of them:
 The plan for a test of C images and S' seeds is `stats.mde_planned(item_sd, C, seed_sd=seed_sd, n_seeds=S')`.
 A claim between two trained arms (e.g. Dr.GRPO vs GRPO) moves on both sides, so its item_sd is taken sqrt(2)
 larger than an arm-vs-start claim's (two independent changes from one start). Only claims on the paper's target
-metric (the one the sweep measured) get a plan; the others (similarity, lengths, ROUGE) and papers without a sweep
-(MMedPO keeps an earlier validation choice) get None.
+metric (the one the sweep measured) get a plan; the others (similarity, lengths, ROUGE) get None.
 """
 
 from __future__ import annotations
@@ -28,7 +27,8 @@ import math
 import pandas as pd
 
 Z95 = 1.959963984540054  # the two-sided 95% normal quantile of the sweep's percentile CI
-TARGET = {"zhu": "accuracy", "umed": "mau_correct", "drllava": "conversation_correct"}  # what the sweep measured
+# what the sweep measured (MMedPO: greedy closed VQA of its DPO arm)
+TARGET = {"zhu": "accuracy", "umed": "mau_correct", "drllava": "conversation_correct", "mmedpo": "closed_correct"}
 PLAN_COLUMNS = ["paper", "metric", "item_sd", "seed_sd", "n_val", "sweep_seeds", "test_images", "seeds",
                 "mde_vs_start", "mde_between_arms"]
 STARTS = {"SFT", "base"}  # arms that are a start, not a trained arm (a claim against one moves on one side only)
@@ -98,7 +98,8 @@ def load(profile: str) -> dict[str, dict]:
 
 
 # the probe's items when <paper>_probe_rows is 0 ("every validation item"): task and conversation variant
-WHOLE_PROBE = {"drllava": ("conv", "standard"), "umed": ("instruct", None), "zhu": ("mcq", None)}
+WHOLE_PROBE = {"drllava": ("conv", "standard"), "umed": ("instruct", None), "zhu": ("mcq", None),
+               "mmedpo": ("vqa", None)}
 
 
 def params_probe_rows(profile: str) -> dict[str, int]:
@@ -138,7 +139,8 @@ def test_images(params: dict, data=None) -> dict[str, int]:
     """Test images per claim of each planned paper under these stage-04 params (a claim's clusters). A limit of 0
     ("all") counts the test split's images in `data` (stage 01's folder; 0 when it is not given or not there)."""
     out = {"zhu": int(params.get("zhu_eval_limit", 0)), "umed": int(params.get("umed_eval_limit", 0)),
-           "drllava": int(params.get("drllava_eval_limit", 0)) // 7}  # 7 conversation variants per image
+           "drllava": int(params.get("drllava_eval_limit", 0)) // 7,  # 7 conversation variants per image
+           "mmedpo": int(params.get("mmedpo_eval_limit", 0))}  # VQA rows (a closed-VQA claim reads its closed ones)
     for paper, n in out.items():
         if not n and data is not None:
             out[paper] = count_images(data, *WHOLE_PROBE[paper])

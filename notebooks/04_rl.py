@@ -614,7 +614,7 @@ drllava_table
 # %%
 runs = papers.load_runs(papers.configs_from(cfg), stage)  # every paper's arms, read back from their result files
 arms = report.arms_table(runs)
-repro.results.save_table(arms, cfg, "arms")
+repro.results.save_table(report.arms_readable(arms), cfg, "arms")
 probe_points = report.probe_long(runs)
 repro.results.save_table(probe_points, cfg, "probe")  # the curves' data: one row per arm and probe point
 repro.results.save_csv(report.train_log(runs), cfg, "train_log")  # every arm's per-step log, one row per step

@@ -217,6 +217,24 @@ def arms_table(runs: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ARM_COLUMNS)
 
 
+def arms_readable(arms: pd.DataFrame) -> pd.DataFrame:
+    """arms_table for reading (the saved .md / .csv): the probe as "change [CI]" and the probe's target metric as
+    "start -> end", instead of the dicts metrics.arms keeps."""
+    def change(p) -> str:
+        if not isinstance(p, dict) or p.get("difference") is None:
+            return ""
+        return f"{p['difference']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]"
+
+    def span(d) -> str:
+        return f"{d['start']:.2f} -> {d['end']:.2f}" if isinstance(d, dict) and None not in (
+            d.get("start"), d.get("end")) else ""
+
+    out = arms.assign(probe=arms["probe"].map(change), pass1=arms["pass1"].map(span),
+                      greedy_val=arms["greedy_val"].map(span))
+    return out.rename(columns={"probe": "probe reward change [95% CI]", "pass1": "probe pass@1",
+                               "greedy_val": "probe greedy"})
+
+
 def before_after(run: dict, seed: int = 0, width: int = 160) -> pd.DataFrame:
     """The same first test rows answered by the start and by every arm of one paper (seed `seed`): one row per
     (task, item) with the prompt, the reference answer and each method's greedy answer (a conversation's turns

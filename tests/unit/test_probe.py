@@ -85,7 +85,7 @@ def test_sweep_chooses_the_largest_gain_that_keeps_the_val_metric():
 def test_arms_table_carries_the_learned_fields():
     rec = {"method": "SFT+PPO", "seed": 0, "kl_end": 0.3, "reward_first": 1.0, "reward_last": 1.2, "trained": False,
            "moved": True, "learned": False, "why": "did not learn: ...",
-           "probe": {"reward_start": 1.0, "reward_end": 1.01, "ci_low": -0.1, "ci_high": 0.12},
+           "probe": {"reward_start": 1.0, "reward_end": 1.01, "ci_low": -0.1, "ci_high": 0.12, "difference": 0.01},
            "pass1": {"start": 0.3, "end": 0.31}, "greedy_val": {"start": 0.5, "end": 0.5},
            "probe_points": [{"step": 0, "reward": 1.0, "target_pass1": 0.3, "target_greedy": 0.5},
                             {"step": 4, "reward": 1.01, "target_pass1": 0.31, "target_greedy": 0.5}],
@@ -98,6 +98,9 @@ def test_arms_table_carries_the_learned_fields():
     a = arms.iloc[0]
     assert not a["learned"] and a["moved"] and not a["trained"] and a["probe"]["ci_low"] == -0.1
     assert list(report.probe_long(runs)["step"]) == [0, 4]
+    shown = report.arms_readable(arms).iloc[0]  # the saved table: text, not dicts
+    assert shown["probe reward change [95% CI]"] == "+0.010 [-0.100, +0.120]"
+    assert (shown["probe pass@1"], shown["probe greedy"]) == ("0.30 -> 0.31", "0.50 -> 0.50")
     assert list(report.train_log(runs).columns[:4]) == ["paper", "method", "seed", "step"]
 
 

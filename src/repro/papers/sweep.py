@@ -1,7 +1,7 @@
 """The validation sweep that chooses each paper's RL knobs (issue 25): lr x prompts per step x steps x seeds, every
 cell judged on the fixed validation probe (repro.papers.probe), never on test.
 
-Run as: python -m repro.papers.sweep --profile cpu [--papers drllava umed zhu] [--lrs 1e-5 3e-5 1e-4]
+Run as: python -m repro.papers.sweep --profile cpu [--papers drllava umed zhu mmedpo] [--lrs 1e-5 3e-5 1e-4]
         [--batches 4 8] [--steps 24] [--seeds 0 1] [--points 4] [--probe-rows 64]
         python -m repro.papers.sweep --profile cpu --merge OTHER/results/cpu/04_rl_sweep.json  (a sweep run elsewhere)
 

@@ -25,6 +25,7 @@ profile = "smoke"          # smoke | cpu | gpu; every other knob is a field of p
 # The knobs the exercises name. None keeps the value of params/PROFILE/05_ablations.yaml (else the default)
 iou_thresholds = None          # list, IoU thresholds of the accuracy curve (no training: recomputed from the rows)
 umed = None                    # list, UMed ablations to train, a subset of papers.ablations.UMED
+mmedpo = None                  # list, MMedPO ablations to train, a subset of papers.ablations.MMEDPO
 zhu_small_generations = None   # int, G of Zhu's small-group arm
 
 # %%
@@ -168,7 +169,8 @@ pd.DataFrame([{"seed": r["seed"], **r["matched_kl"]} for r in mmedpo_run["record
 #    the loss scale?
 # 2. Why can global noise make a visual pair *easier* than lesion noise, and what would that do to its margin?
 # 3. Compare the `kl` of `MMedPO (visual without weights)` and `MMedPO` in stage 04's curves: which moves more?
-# 4. At which step did `MMedPO (global noise, matched KL)` stop (`matched_kl` in its record, below), and does the
+# 4. Add `"global noise (matched KL)"` to `mmedpo` (the cpu profile leaves it out). At which step did
+#    `MMedPO (global noise, matched KL)` stop (`matched_kl` in its record, below), and does the
 #    local-vs-global difference keep its sign once the two KLs match?
 
 # %% [markdown]
@@ -181,7 +183,8 @@ pd.DataFrame([{"seed": r["seed"], **r["matched_kl"]} for r in mmedpo_run["record
 #   J = \mathbb{E}\big[\tfrac{1}{G}\textstyle\sum_i \tfrac{1}{|o_i|}\sum_t \min(\rho_{i,t}A_i,\
 #   \mathrm{clip}(\rho_{i,t})A_i) - \beta\,\mathrm{KL}_{k3}\big].$$
 #
-# The init study compares GRPO from the base model with GRPO from SFT (stage 04's arms, read back). $\beta = 0$
+# The init study compares GRPO from the base model (trained here; `zhu_init_study`, off in the cpu profile: ~9 min
+# per seed) with GRPO from SFT (stage 04's arm, read back). $\beta = 0$
 # removes the pull back to the start; a smaller $G$ gives noisier baselines and more groups with zero variance
 # (no signal). Columns: accuracy, response length (words), similarity of the reasoning to the reference (ROUGE-L)
 # and the format rate.

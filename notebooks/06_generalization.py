@@ -139,11 +139,11 @@ scale
 # 3. "Cross-modal" tests X-ray and endoscopy sources; the paper tests X-ray and gross pathology.
 # 4. PPO prompts are capped at `umed_train_rows` after filtering, so at small profiles the PPO part of the data
 #    scale does not shrink until a share is smaller than the cap.
-# 5. All of 04's differences (rule judge for relevance, VRR from a frozen eager copy, our MAU accuracy).
+# 5. All of 04's differences (rule judge for relevance, VRR as a mean over anchor tokens, our MAU accuracy).
 #
 # **Exercises** (knobs in the parameters cell at the top; then run the notebook from the top)
-# 1. Set `ood_umed_loso = ["tbx11k"]` (one study fewer, nothing new to train), then `["kvasir"]`: with the only
-#    endoscopy source left out, what can the model know about polyps?
+# 1. Set `ood_umed_loso = ["tbx11k"]` (the cpu profile leaves these studies out: ~9 min each), then `["kvasir"]`:
+#    with the only endoscopy source left out, what can the model know about polyps?
 # 2. Read `start saw held-out` in the table: what would it say for a start from stage 02's base
 #    (`repro.generalization.bases.heldout_ids` against every train image id)?
 # 3. Set `ood_umed_sft_tasks = ["instruct", "vqa"]`: does the extra data help the unseen categories?

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from repro import results
+from repro import results, stats
 from repro.data import schema
 
 MAU_COLUMNS = [schema.SOURCES[s]["paper_name"] for s in schema.MAU_SOURCES]  # DeepLesion, KidneyStone, KVASIR, ...
@@ -223,7 +223,7 @@ def arms_readable(arms: pd.DataFrame) -> pd.DataFrame:
     def change(p) -> str:
         if not isinstance(p, dict) or p.get("difference") is None:
             return ""
-        return f"{p['difference']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]"
+        return stats.ci_text(p["difference"], p["ci_low"], p["ci_high"])
 
     def span(d) -> str:
         return f"{d['start']:.2f} -> {d['end']:.2f}" if isinstance(d, dict) and None not in (

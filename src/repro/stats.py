@@ -37,6 +37,11 @@ CLAIM_COLUMNS = ["paper", "claim", "kind", "metric", "comparison", "difference",
 
 
 # ----------------------------------------------------------------------------------------------- seed-level
+def ci_text(difference: float, low: float, high: float) -> str:
+    """A difference with its CI as every table and `why` prints it: "+0.018 [-0.004, +0.040]"."""
+    return f"{difference:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def ci95(values) -> tuple[float, float]:
     """(mean, half-width of the 95% t-interval) of the finite values; half-width nan for fewer than 2.
     Over seeds only: it ignores test-set sampling, so use it to summarise arms, not to judge claims."""

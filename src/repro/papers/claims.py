@@ -199,13 +199,15 @@ def paper_effect(claim: dict) -> float | None:
 def why(row: dict, reason: str = "") -> str:
     """A short reason for a claim's verdict, from its numbers (the ledger's "why" column). A CI that excludes 0
     is never called undetectable: only a CI that holds 0 is compared with the MDE."""
+    from repro import stats
+
     v = row.get("verdict")
     if v in ("not_trained", "not trained"):
         return f"not trained: {reason}" if reason else "not trained"
     d, lo, hi, p, mde = (row.get(k) for k in ("difference", "ci_low", "ci_high", "p_holm", "mde"))
     if not all(_finite(x) for x in (d, lo, hi, p)):
         return "no test (missing numbers)"
-    ci = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    ci = stats.ci_text(d, lo, hi)
     if v == "reproduced":
         return f"{ci} in the paper's direction, p_holm {p:.2g}"
     if v == "opposite":

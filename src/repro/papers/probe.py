@@ -271,7 +271,7 @@ def learned(tables: dict, col: str = "reward", n_boot: int = 2000) -> dict:
     end, start = pd.concat(end_parts, ignore_index=True), pd.concat(start_parts, ignore_index=True)
     r = stats.compare(end, start, n_boot=n_boot, binary=False)
     ok = bool(np.isfinite(r["ci_low"]) and r["ci_low"] > 0)
-    why = "" if ok else (f"probe {col} end - start {r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]: "
+    why = "" if ok else (f"probe {col} end - start {stats.ci_text(r['difference'], r['ci_low'], r['ci_high'])}: "
                          "the CI does not lie above 0")
     return {"learned": ok, "reward_start": float(start["score"].mean()), "reward_end": float(end["score"].mean()),
             "ci_low": float(r["ci_low"]), "ci_high": float(r["ci_high"]), "difference": float(r["difference"]),

@@ -184,11 +184,13 @@ def score(task: str, preds: list, rows: list[dict]) -> tuple[dict, dict]:
 
 
 def evaluate(model, processor, data_dir, split: str = "test", tasks: Sequence[str] = TASKS, limit: int | None = None,
-             max_new_tokens: int | dict | None = None, batch_size: int = 16, progress: bool = True) -> dict:
+             max_new_tokens: int | dict | None = None, batch_size: int = 16, progress: bool = True,
+             variants: Sequence[str] | None = None) -> dict:
     """Generate on `split` of every task and score it. Deterministic (greedy decoding).
 
     max_new_tokens: an int for every task or {task: int} overriding MAX_NEW_TOKENS. `limit` keeps the first rows of
-    each task (conv rows come grouped by image, all variants of one image together).
+    each task (conv rows come grouped by image, all variants of one image together). variants: keep only these
+    conversation variants (question orders / hints) of the images `limit` chose; None = all.
     Returns {"metrics": {task: {...}}, "tables": {name: DataFrame}, "samples": {task: [{prompt, prediction,
     truth, source}]}}.
     """
@@ -203,6 +205,10 @@ def evaluate(model, processor, data_dir, split: str = "test", tasks: Sequence[st
     out: dict = {"metrics": {}, "tables": {}, "samples": {}}
     for task in tasks:
         rows = load_rows(data_dir, task, split, limit)
+        if task == "conv" and variants is not None:
+            rows = [r for r in rows if r.get("variant", "standard") in variants]
+            if not rows:
+                raise ValueError(f"evaluate: no {split} conversation of variant(s) {list(variants)} in {data_dir}")
         if task == "conv":
             preds = generate_conversation(model, processor, rows, budget[task], batch_size, progress=progress)
         else:

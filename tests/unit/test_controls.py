@@ -41,6 +41,15 @@ def test_control_jobs_and_their_knobs(tmp_repo):
     plain = {(j.method, j.seed): j.key() for j in umed.jobs(umed.UMedConfig(lr=3e-5), stage)}
     assert all(plain[(j.method, j.seed)] == j.key() for j in jobs if not j.extra.get("control"))
     assert len(umed.jobs(umed.UMedConfig(lr=3e-5), stage)) == len(jobs) - 4
+    # control_steps shortens the controls only: their steps (and keys) change, no other arm's key does
+    short = umed.jobs(umed.UMedConfig(lr=3e-5, steps=48, controls=True, control_steps=12), stage)
+    full = {(j.method, j.seed): j for j in umed.jobs(umed.UMedConfig(lr=3e-5, steps=48, controls=True), stage)}
+    for j in short:
+        same = full[(j.method, j.seed)]
+        if j.extra.get("control") in ("null", "positive"):
+            assert (j.cfg.steps, same.cfg.steps) == (12, 48) and j.key() != same.key()
+        else:
+            assert j.cfg.steps == 48 and j.key() == same.key()
 
 
 def _rows(method, seed, metric, scores, sources="kvasir"):

@@ -200,6 +200,10 @@ def test_claims_list_one_per_observation():
     beats_start = {c.paper for c in claims.CLAIMS if c.base == "SFT" and c.kind == "claim"}
     beats_cont = {c.paper for c in claims.CLAIMS if c.base == continued.METHOD}
     assert beats_start == beats_cont == {"umed", "zhu", "mmedpo", "drllava"}
+    # the continued-SFT arm scores only the conversation variants its claims read
+    for c in claims.CLAIMS:
+        if c.base == continued.METHOD and c.paper in continued.VARIANTS:
+            assert c.variant in continued.VARIANTS[c.paper]
     assert len({(c.paper, c.treat, c.base, c.metric, c.variant) for c in claims.CLAIMS}) == len(claims.CLAIMS)
     assert any(c.paper == "mmedpo" and c.metric == "rouge_l" for c in claims.CLAIMS)  # report-generation claim
 

@@ -159,3 +159,34 @@ def test_sweep_publish_keeps_one_record_per_command(tmp_repo):
     assert [r["provenance"]["sha"] for r in rec["runs"]] == ["b"]
     other = sweep.publish("cpu", rows, [{**run, "command": "python -m repro.papers.sweep --papers zhu --lrs 1e-4"}])
     assert len(other["runs"]) == 2
+
+
+def test_recorder_shares_step_zero_between_seeds_and_scores_later_points(tmp_path):
+    calls = []
+
+    def scorer(model, processor, spec, step):
+        calls.append((model, step))
+        return pd.DataFrame({"step": step, "item": ["a", "b"], "cluster": ["1", "2"], "reward": [model, model + 1.0],
+                             "target_pass1": 0.5, "target_greedy": 1.0})[probe.COLUMNS]
+
+    shared = tmp_path / "probe0" / "arm.csv"
+    first = probe.Recorder(None, [0, 2], tmp_path / "s0" / "probe.csv", scorer=scorer, shared=shared)
+    first(0, 0.0, None), first(1, 5.0, None), first(2, 1.0, None)
+    second = probe.Recorder(None, [0, 2], tmp_path / "s1" / "probe.csv", scorer=scorer, shared=shared)
+    second(0, 9.0, None), second(2, 3.0, None)  # step 0 is read back: the weights passed in are not scored
+    assert calls == [(0.0, 0), (1.0, 2), (3.0, 2)]
+    a, b = first.table(), second.table()
+    pd.testing.assert_frame_equal(a[a["step"] == 0], b[b["step"] == 0])
+    assert list(b.loc[b["step"] == 2, "reward"]) == [3.0, 4.0]
+    assert probe.read_table(tmp_path / "s1" / "probe.csv").equals(b)  # the arm's own file has both points
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_step0_file_is_one_per_arm_across_seeds(tmp_repo):
+    from repro.papers import common, umed
+
+    stage = common.Stage(profile="smoke", seeds=[0, 1])
+    jobs = [j for j in umed.jobs(umed.UMedConfig(controls=True), stage) if j.fn == "repro.papers.umed:arm"]
+    files = {(j.method, j.seed): common.step0_file(j) for j in jobs}
+    assert files[("SFT+AAR", 0)] == files[("SFT+AAR", 1)] != files[("SFT+PPO", 0)]
+    assert len(set(files.values())) == len({j.method for j in jobs})  # the lr-0 null is an arm of its own

@@ -206,6 +206,13 @@ class Job:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def step0_file(job: Job) -> Path:
+    """The probe's step-0 table shared by the seeds of `job`'s arm (probe.Recorder's `shared`): keyed by the job's
+    key without its seed, i.e. by its start weights, config and extra (what decides step 0 besides the seed)."""
+    seedless = dataclasses.replace(job, seed=None)
+    return out_root(job.stage) / job.paper / "probe0" / f"{seedless.name}-{seedless.key()[:12]}.csv"
+
+
 def resolve(spec: str):
     """The function named by "module:function" (the hooks stage 05's ablation arms pass in Job.extra)."""
     module, fn = spec.split(":")
@@ -305,18 +312,24 @@ def _stop_pool(ex) -> None:
         _signal_group(p, signal.SIGKILL)
 
 
-# Rough seconds of one job on one cpu thread (the cpu profile, 2026-12), by its function; only the ORDER of
-# submission uses them: the longest go first, so the workers finish together instead of one idling while the
-# other runs a long arm it picked up last (longest-processing-time-first scheduling).
-SECONDS = {"repro.papers.drllava:arm": 500, "repro.generalization.bases:base_arm": 400,  # vision + base training
-           "repro.papers.zhu:arm": 180, "repro.papers.umed:arm": 150,
+# Rough seconds of one job on one cpu thread (the cpu profile's measured run, 2026-12-07), by its function; only the
+# ORDER of submission uses them: the longest go first, so the workers finish together instead of one idling while
+# the other runs a long arm it picked up last (longest-processing-time-first scheduling).
+SECONDS = {"repro.papers.drllava:arm": 520, "repro.generalization.bases:base_arm": 400,  # vision + base training
+           "repro.papers.zhu:arm": 390, "repro.papers.umed:arm": 240,
            "repro.generalization.arms:umed_arm": 140, "repro.generalization.arms:zhu_arm": 130,
-           "repro.papers.mmedpo:arm": 120, "repro.papers.continued:arm": 100, "repro.generalization.arms:dpo_arm": 90,
-           "repro.generalization.arms:sft_arm": 90, "repro.papers.measure:start_arm": 80}
-CONVERSATION_EVAL_SECONDS = 250  # a Dr-LLaVA evaluation: 1,400 five-turn conversations
+           "repro.papers.mmedpo:arm": 75, "repro.generalization.arms:dpo_arm": 90,
+           "repro.generalization.arms:sft_arm": 90, "repro.papers.measure:start_arm": 30}
+CONTINUED_SECONDS = {"drllava": 120, "zhu": 85, "umed": 40, "mmedpo": 30}  # continued SFT: its training + evaluation
+CONTROL_SECONDS = 70  # a 12-step control arm (repro.papers.controls)
+CONVERSATION_EVAL_SECONDS = 120  # a Dr-LLaVA evaluation: 2,100 five-turn conversations
 
 
 def est_seconds(job: Job) -> float:
+    if job.extra.get("control") in ("null", "positive"):
+        return CONTROL_SECONDS
+    if job.fn == "repro.papers.continued:arm":
+        return CONTINUED_SECONDS.get(job.paper, 60)
     if job.fn in SECONDS:
         return SECONDS[job.fn]
     return CONVERSATION_EVAL_SECONDS if "conv" in job.extra.get("tasks", ()) else 30

@@ -12,7 +12,9 @@ in stage 02). The claim "RL beats continued SFT" then stands beside "RL beats it
     rows       prompts per step (batch_size): one reference answer each
     lr         the paper's RL lr (its schedule: cosine with 5 % warmup, the SFT trainer's, not RL's constant lr)
 
-Not learned / learned does not apply (its loss is not a reward): the arm is always evaluated on test.
+Not learned / learned does not apply (its loss is not a reward): the arm is always evaluated on test, on what its
+claims read: Dr-LLaVA's continued SFT only on the standard question order ("PPO beats continued SFT" is a
+standard-order claim; the six other orders / hints would be ~85 % of its evaluation and enter no claim).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from repro.papers import common, measure
 
 METHOD = "SFT (continued)"
 TASKS = {"umed": ("instruct",), "zhu": ("mcq",), "mmedpo": ("vqa", "report"), "drllava": ("conv",)}
+VARIANTS = {"drllava": ["standard"]}  # conversation variants scored (in the job's extra: part of its key)
 
 
 def updates(paper: str, cfg) -> int:
@@ -37,8 +40,9 @@ def jobs(paper: str, cfg, stage: common.Stage, extra: dict | None = None) -> lis
     protocol, so the arm reads the same rows as the RL arms)."""
     if not getattr(cfg, "continued_sft", False):
         return []
+    more = {"variants": VARIANTS[paper]} if paper in VARIANTS else {}
     return [common.Job(paper, METHOD, s, "repro.papers.continued:arm", cfg, stage,
-                       {**(extra or {}), "control": "continued_sft"}) for s in stage.seeds]
+                       {**(extra or {}), "control": "continued_sft", **more}) for s in stage.seeds]
 
 
 def arm(job: common.Job):
@@ -60,7 +64,8 @@ def arm(job: common.Job):
         flat, rows = MODULES["zhu"].evaluate(job, info["final_dir"], samples)
     else:
         flat, rows = measure.evaluate(info["final_dir"], job.stage, TASKS[paper], cfg.eval_limit,
-                                      data=measure.job_data_dir(job), samples=samples)
+                                      data=measure.job_data_dir(job), samples=samples,
+                                      variants=job.extra.get("variants"))
     job.folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(info["log_history"]).to_csv(job.folder / "log.csv", index=False)
     loss = [float(x) for x in curve["loss"]] if len(curve) else []

@@ -7,10 +7,15 @@ arms (UMed-LVLM's PPO: our own trainer, single turn, the cheapest RL arm):
     null      UMed's AAR arm at lr 0: same prompts, batches, rollouts and value head, but the policy cannot move.
               It must not learn (its probe reward at the end equals step 0's) and its claim against the SFT start
               must not be reproduced. Unlike other arms that did not learn, it is evaluated on test: the point is
-              that the evaluation and the paired test make no difference out of nothing.
+              that the evaluation and the paired test make no difference out of nothing. Its length changes
+              nothing but its cost (lr 0: every step leaves the policy where it was).
     positive  UMed's PPO with a planted reward that pays one thing only: calling the image normal ("Detection: no
               abnormality"). The effect is known in advance: the share of test answers that call the image normal
-              must rise, and the pipeline must call it reproduced.
+              must rise, and the pipeline must call it reproduced. It saturates early (cpu profile: training
+              reward 0.2-0.4 at step 1, 0.95-0.97 by step 12 in each of three seeds of a 48-step run).
+
+Both run `control_steps` PPO steps (UMed's knob; 0 = its `steps`) on the first batches of the AAR arm's stream:
+the controls check the pipeline, not the method, so they need not pay for the method's length.
 """
 
 from __future__ import annotations
@@ -43,12 +48,13 @@ def planted_rewards(job, sft) -> list:
 
 
 def jobs(cfg, stage: common.Stage) -> list[common.Job]:
-    """The control arms for every seed of the stage (UMed's config: its steps, prompts and probe)."""
+    """The control arms for every seed of the stage (UMed's config: its prompts and probe; `control_steps` steps)."""
+    ctl = dataclasses.replace(cfg, steps=cfg.control_steps or cfg.steps)
     out = []
     for s in stage.seeds:
-        out.append(common.Job("umed", NULL, s, "repro.papers.umed:arm", dataclasses.replace(cfg, lr=0.0), stage,
+        out.append(common.Job("umed", NULL, s, "repro.papers.umed:arm", dataclasses.replace(ctl, lr=0.0), stage,
                               {"control": "null"}))
-        out.append(common.Job("umed", POSITIVE, s, "repro.papers.umed:arm", cfg, stage,
+        out.append(common.Job("umed", POSITIVE, s, "repro.papers.umed:arm", ctl, stage,
                               {"control": "positive", "rewards": "repro.papers.controls:planted_rewards"}))
     return out
 

@@ -91,7 +91,8 @@ def arm(job: common.Job):
                            max_new_tokens=ev.MAX_NEW_TOKENS["conv"], seed=job.seed)
     # a stage-05 ablation names its reward: "module:function"(job) -> the reward function
     reward = common.resolve(job.extra["reward"])(job) if job.extra.get("reward") else rules.drllava_reward
-    rec = probe.Recorder(probe_spec(job, reward), probe.points(cfg.steps, cfg.probe_points), job.folder / "probe.csv")
+    rec = probe.Recorder(probe_spec(job, reward), probe.points(cfg.steps, cfg.probe_points), job.folder / "probe.csv",
+                         shared=common.step0_file(job))
     info = ppo.train(sft, job.folder / "train", rows, [reward], pc, multi_turn=True, progress=False, callback=rec)
     curve = common.ppo_curve(info["log_history"])
     return measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["conv"], cfg.eval_limit,

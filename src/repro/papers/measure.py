@@ -62,20 +62,24 @@ def add_metrics(flat: dict, long: pd.DataFrame, more: dict) -> pd.DataFrame:
 
 
 def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = None, extra=None, data=None,
-             loaded=None, samples: dict | None = None):
+             loaded=None, samples: dict | None = None, variants=None):
     """Greedy evaluation of the model at `model_dir` -> (flat metrics, per-row scores in long form).
     extra(task, rows_df, rows) -> {metric: per-row list} adds metrics computed from the predictions and the data
     rows (Zhu's columns). data: the data dir to read (default: the stage's SynthMed dir). loaded: (model,
     processor) already loaded from model_dir, when one model is evaluated on several splits. samples: a dict that
     receives {task: the first test rows' prompt, truth and prediction} (the same rows for every model: the
-    before / after RL examples of stage 04)."""
+    before / after RL examples of stage 04). variants: the conversation variants to score (None = all; `extra`
+    reads every row, so not both)."""
     from repro.models import load_vlm
+
+    if variants is not None and extra is not None:
+        raise ValueError("measure.evaluate: `variants` and `extra` together (extra reads every row of the task)")
 
     split = split or stage.eval_split
     data = data or data_dir(stage)
     model, processor = loaded or load_vlm(model_dir)
     out = ev.evaluate(model, processor, data, split=split, tasks=list(tasks), limit=limit or None,
-                      batch_size=stage.eval_batch_size, progress=False)
+                      batch_size=stage.eval_batch_size, progress=False, variants=variants)
     flat, parts = {}, []
     for task in tasks:
         flat.update(flat_metrics(task, out["metrics"][task]))

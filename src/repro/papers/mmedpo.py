@@ -238,7 +238,7 @@ def arm(job: common.Job):
         steps = (dpo.text_exposure_steps(cfg.steps, n_text, len(pref)) if weighted and cfg.equal_text_exposure
                  else cfg.steps)
         rec = probe.Recorder(probe_spec(job, held, weighted, ref.eval()), probe.points(steps, cfg.probe_points),
-                             job.folder / "probe.csv", scorer=probe.score_pairs)
+                             job.folder / "probe.csv", scorer=probe.score_pairs, shared=common.step0_file(job))
         callbacks = [rec.trl(processor)]
     stop = None
     if job.extra.get("match_kl"):

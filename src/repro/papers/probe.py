@@ -132,12 +132,16 @@ class Recorder:
     """Scores the probe at the given steps of a run. As our PPO's `callback(step, model, processor)` (step 0 is
     called before the first update) or, via `trl()`, as a transformers TrainerCallback for TRL's trainers."""
 
-    def __init__(self, spec, at: list[int], path=None, scorer=None):
+    def __init__(self, spec, at: list[int], path=None, scorer=None, shared=None):
         """path: a CSV the table is saved to after every point and read back from, so a resumed or cached training
-        run (whose callback is not called again for the steps it already did) keeps its earlier points."""
+        run (whose callback is not called again for the steps it already did) keeps its earlier points.
+        shared: a CSV of the step-0 table shared by runs that start from the same weights with the same spec (the
+        seeds of one arm: the probe samples under its own fixed seed, so their step 0 is the same table). Read when
+        it exists, else scored and written; two runs that score it at once write the same table."""
         from pathlib import Path
 
         self.spec, self.at, self.path = spec, sorted(set(at)), Path(path) if path else None
+        self.shared = Path(shared) if shared else None
         self.scorer = scorer or score  # score(model, processor, spec, step) -> a probe table
         self.tables = []
         if self.path is not None and self.path.exists():
@@ -146,13 +150,16 @@ class Recorder:
 
     def __call__(self, step: int, model, processor) -> None:
         if step in self.at and step not in self.done:
-            self.tables.append(self.scorer(model, processor, self.spec, step))
+            if step == 0 and self.shared is not None and self.shared.exists():
+                table = read_table(self.shared)
+            else:
+                table = self.scorer(model, processor, self.spec, step)
+                if step == 0 and self.shared is not None:
+                    _write(self.shared, table)
+            self.tables.append(table)
             self.done.add(step)
             if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_suffix(".tmp")
-                self.table().to_csv(tmp, index=False)
-                tmp.replace(self.path)
+                _write(self.path, self.table())
 
     def table(self) -> pd.DataFrame:
         return pd.concat(self.tables, ignore_index=True) if self.tables else pd.DataFrame(columns=COLUMNS)
@@ -170,6 +177,16 @@ class Recorder:
                 rec(int(state.global_step), model, processor)
 
         return _Probe()
+
+
+def _write(path, table: pd.DataFrame) -> None:
+    """The table as CSV, whole or not at all (temp file + rename; the temp name is this process's own)."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
 
 
 # ----------------------------------------------------------------------------------------------- DPO's probe

@@ -48,12 +48,14 @@ class UMedConfig:
     probe_points: int = 3       # probe points after step 0 (repro.papers.probe.points)
     external_test: str = "none"  # none | medmnist: an extra test set, one more column, no claim (repro.data.protocols)
     controls: bool = False      # also run the pipeline's null and positive control arms (repro.papers.controls)
+    control_steps: int = 0      # PPO steps of the two controls (0 = steps): their outcome is known before they run
     continued_sft: bool = False  # also run the compute-matched continued-SFT arm (repro.papers.continued)
     plain_ppo: bool = True      # also run SFT+PPO (relevance only): the claim "AAR beats plain PPO" and 05's w/o AAR
 
     # in an arm's cache key only when not these values (the ones that ran before the knob existed)
     KEY_IF_SET: ClassVar[dict] = {"external_test": "none", "vrr_source": "frozen", "aar_scale": "mean"}
-    NOT_IN_KEY: ClassVar[tuple] = ("controls", "continued_sft", "plain_ppo")  # add arms; change no arm's result
+    # add arms, or set the control arms' steps (which enter their keys as `steps`); change no other arm's result
+    NOT_IN_KEY: ClassVar[tuple] = ("controls", "control_steps", "continued_sft", "plain_ppo")
 
     @classmethod
     def from_params(cls, params) -> UMedConfig:
@@ -123,7 +125,8 @@ def arm(job: common.Job):
         fns = [aar_reward(cfg, sft)]
     else:
         fns = [localization.make_relevance_reward()]
-    rec = probe.Recorder(probe_spec(job, fns), probe.points(cfg.steps, cfg.probe_points), job.folder / "probe.csv")
+    rec = probe.Recorder(probe_spec(job, fns), probe.points(cfg.steps, cfg.probe_points), job.folder / "probe.csv",
+                         shared=common.step0_file(job))
     info = ppo.train(sft, job.folder / "train", rows, fns, ppo_config(cfg, job.seed), progress=False, callback=rec)
     curve = common.ppo_curve(info["log_history"])
     rec_arm, rows_arm = measure.finish_arm(job, info["final_dir"], curve, cfg.min_kl, ["instruct"], cfg.eval_limit,

@@ -157,7 +157,7 @@ def arm(job: common.Job):
     cfg: ZhuConfig = job.cfg
     ds = grpo.grpo_dataset(measure.job_data_dir(job), "train", limit=cfg.train_rows or None, seed=job.stage.seed)
     rec = probe.Recorder(probe_spec(job, job.extra["variant"]), probe.points(cfg.steps, cfg.probe_points),
-                         job.folder / "probe.csv")
+                         job.folder / "probe.csv", shared=common.step0_file(job))
     start = common.model_dir(job.stage, job.extra["init"])
     kw = grpo_kwargs(cfg, job.seed, cfg.steps, callbacks=[rec.trl(AutoProcessor.from_pretrained(str(start)))])
     info = grpo.train(start, job.folder / "train", ds, job.extra["variant"], **kw)

@@ -653,6 +653,12 @@ for paper, run in runs.items():
 # **not_trained**: an arm did not learn (its probe reward did not rise above step 0's, or its policy did not
 # move). The `why` column says which. Rows of `kind` **check** only confirm that a reward did what it pays for
 # (ECR lengthens answers) or that a start which saw the task beats one that did not: shown, never counted.
+# Rows of kind **control** test the pipeline, not a paper (`repro.papers.controls`): UMed's AAR arm at lr 0 (the
+# *null*: it cannot move, so its claim must not be reproduced) and a PPO arm paid only for calling the image normal
+# (the *positive*: its planted effect must be reproduced), both `umed_control_steps` long. Every "RL beats SFT" row
+# has a twin against **continued SFT** (`repro.papers.continued`): the start trained further by SFT on the same
+# task's reference answers, as many updates as the RL arm, so a gain over the start is not mistaken for a gain of RL
+# over simply more training (Dr-LLaVA's is scored on the standard order, the one its claim reads).
 
 # %%
 # The planned MDE (`repro.papers.plan`): from the validation sweep's spread over items and seeds at the chosen knobs,

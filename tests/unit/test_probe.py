@@ -46,6 +46,14 @@ def test_not_learned_when_flat_or_falling_and_it_says_why():
     assert not fall["learned"] and fall["ci_high"] < 0
 
 
+def test_float_noise_alone_is_not_learning():
+    """The lr-0 null's end probe differed from another seed's step 0 by ~3e-8 on some items: not a rise."""
+    start = np.linspace(0, 1, 40)
+    noise = probe.learned({0: table(start, start + 3e-8), 1: table(start, start + 1e-8)})
+    assert noise["ci_low"] > 0 and not noise["learned"]
+    assert probe.learned({0: table(start, start + 1e-3)})["learned"]
+
+
 def test_learned_pools_seeds_and_needs_a_point_after_step_zero():
     start = np.linspace(0, 1, 40)
     up, down = table(start, start + 0.3), table(start, start - 0.1)
@@ -190,3 +198,14 @@ def test_step0_file_is_one_per_arm_across_seeds(tmp_repo):
     files = {(j.method, j.seed): common.step0_file(j) for j in jobs}
     assert files[("SFT+AAR", 0)] == files[("SFT+AAR", 1)] != files[("SFT+PPO", 0)]
     assert len(set(files.values())) == len({j.method for j in jobs})  # the lr-0 null is an arm of its own
+
+
+def test_read_table_gives_back_the_floats_written(tmp_path):
+    rng = np.random.default_rng(0)
+    t = pd.DataFrame({"step": 0, "item": [f"{i:06d}" for i in range(500)], "cluster": "000123",
+                      "reward": rng.normal(size=500) / 3, "target_pass1": rng.random(500), "target_greedy": 1.0})
+    t.to_csv(tmp_path / "p.csv", index=False)
+    back = probe.read_table(tmp_path / "p.csv")
+    assert back["item"].iloc[0] == "000000" and back["cluster"].iloc[0] == "000123"
+    assert (back["reward"].to_numpy() == t["reward"].to_numpy()).all()
+    assert (back["target_pass1"].to_numpy() == t["target_pass1"].to_numpy()).all()

@@ -365,6 +365,19 @@ def test_evaluate_end_to_end_on_a_random_tiny_vlm(tiny, data_dir):
     model.eval()
 
 
+def test_evaluate_scores_only_the_conversation_variants_asked(tiny, data_dir):
+    model, processor = tiny
+    every = ev.load_rows(data_dir, "conv", "test", 2)
+    want = [r["id"] for r in every if r.get("variant", "standard") == "standard"]
+    assert 0 < len(want) < len(every)  # the fixture has other orders of the same images
+    out = ev.evaluate(model, processor, data_dir, tasks=["conv"], limit=2, max_new_tokens=4, batch_size=2,
+                      progress=False, variants=["standard"])
+    rows = out["tables"]["conv_rows"]
+    assert len(rows) == len(want) and set(out["metrics"]["conv"]["by_variant"]) <= {"standard", "all"}
+    with pytest.raises(ValueError, match="no test conversation of variant"):
+        ev.evaluate(model, processor, data_dir, tasks=["conv"], limit=2, variants=["sideways"], progress=False)
+
+
 def test_generation_is_greedy_deterministic_and_independent_of_batching(tiny, data_dir):
     # Left padding with an attention mask: a row's answer must not depend on its batch neighbours' lengths.
     model, processor = tiny

@@ -74,7 +74,6 @@ def evaluate(model_dir, stage: Stage, tasks, limit: int, split: str | None = Non
 
     if variants is not None and extra is not None:
         raise ValueError("measure.evaluate: `variants` and `extra` together (extra reads every row of the task)")
-
     split = split or stage.eval_split
     data = data or data_dir(stage)
     model, processor = loaded or load_vlm(model_dir)

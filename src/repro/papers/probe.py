@@ -141,8 +141,9 @@ class Recorder:
         """path: a CSV the table is saved to after every point and read back from, so a resumed or cached training
         run (whose callback is not called again for the steps it already did) keeps its earlier points.
         shared: a CSV of the step-0 table shared by runs that start from the same weights with the same spec (the
-        seeds of one arm: the probe samples under its own fixed seed, so their step 0 is the same table). Read when
-        it exists, else scored and written; two runs that score it at once write the same table."""
+        seeds of one arm: the probe samples under its own fixed seed, so their step 0 is the same table, to float
+        noise across processes: FLOAT_NOISE). Read when it exists, else scored and written (two runs that score it
+        at once write equal tables; the later one stays)."""
         from pathlib import Path
 
         self.spec, self.at, self.path = spec, sorted(set(at)), Path(path) if path else None

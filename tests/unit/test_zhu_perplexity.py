@@ -31,7 +31,7 @@ def test_every_evaluated_item_gets_its_reference_nll(data, monkeypatch):
     monkeypatch.setattr(measure, "job_data_dir", lambda job: data)
     monkeypatch.setattr("repro.models.load_vlm", lambda path: ("model", "processor"))
 
-    def fake_eval(model, processor, data_dir, split, tasks, limit, batch_size, progress):
+    def fake_eval(model, processor, data_dir, split, tasks, limit, batch_size, progress, variants=None):
         rows = evaluation.load_rows(data_dir, "mcq", split, limit)
         df = pd.DataFrame(rows).drop(columns="image").assign(correct=1.0, prediction="<think>x</think><answer>A"
                                                                                        "</answer>")

@@ -171,8 +171,10 @@ def clean(x):
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """`text` to `path`, whole or not at all: a temp file of this process's own (two workers may write one file, e.g.
+    an arm's shared probe step 0) renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 

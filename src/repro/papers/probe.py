@@ -186,13 +186,9 @@ class Recorder:
 
 
 def _write(path, table: pd.DataFrame) -> None:
-    """The table as CSV, whole or not at all (temp file + rename; the temp name is this process's own)."""
-    import os
+    from repro import results
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    results._atomic_write(path, table.to_csv(index=False))
 
 
 # ----------------------------------------------------------------------------------------------- DPO's probe

@@ -119,6 +119,66 @@ fig = ledger.forest_figure(claims)
 repro.plots.save_figure(fig, cfg, "forest")
 
 # %% [markdown]
+# ## How stable is each verdict?
+#
+# A verdict is read off one run: three training seeds on one machine. Another CPU's float kernels make every training
+# run diverge from ours (last-bit differences grow over hundreds of updates), so a rerun there is, in effect, a run
+# with fresh seeds. How often would it give the same verdict? Each claim already carries what is needed: its
+# difference $\hat\Delta$ and its CI, hence $\mathrm{SE} = (\text{ci\_high} - \text{ci\_low}) / (2 \cdot 1.96)$.
+# A rerun's difference, in the paper's direction, is
+# $$u \sim \mathcal N\big(\hat\Delta,\ 2\,\mathrm{SE}^2\big)$$
+# (the truth is uncertain by one SE, and the rerun adds its own). With $c = \mathrm{SE}\cdot z_{1-\alpha/(2m)}$ ($m$ =
+# this claim's Holm factor $p_\text{holm}/p$), the rerun is *reproduced* if $u > c$, *opposite* if $u < -c$,
+# *below_paper* if neither and $u + 1.96\,\mathrm{SE}$ lies below the paper's effect, otherwise *inconclusive*.
+# "A rerun agrees" is the normal probability of the observed verdict's region (`repro.replication`); the sum of
+# $1 - $ agreement is the number of verdicts a rerun is expected to change.
+#
+# The right panel plans: if the effects are what this run measured, how often do two runs of a design with $f$ times
+# the evidence (seeds and test items together, $\mathrm{SE}/\sqrt f$) disagree? "Stable at" in the ledger is the
+# smallest such $f$ at which two runs agree at least 90 % of the time.
+#
+# A hand example first: a claim at $+0.03\ [-0.01, +0.07]$ (SE 0.0204), the paper's effect $+0.08$, one claim in
+# its family ($m = 1$).
+
+# %%
+from repro import replication
+
+se = (0.07 - -0.01) / (2 * 1.96)
+for name, p in replication.verdict_probs(0.03, 2**0.5 * se, se, paper_effect=0.08).items():
+    print(f"{name:13s} {p:.3f}")
+print("its verdict today: inconclusive (the CI holds 0 and +0.08)")
+
+# %% [markdown]
+# The CI holds both 0 and the paper's effect, so the claim reads *inconclusive*, and a rerun keeps that verdict
+# about half the time: as often it rules the paper's effect out (below_paper), now and then it is significant.
+# Now every claim:
+
+# %%
+print(replication.summary_line(claims))
+fig = replication.figure(claims, ledger.COLORS)
+repro.plots.save_figure(fig, cfg, "stability")
+planning = replication.planning_table(claims)
+repro.results.save_table(planning, cfg, "stability_planning")
+display(planning.round(3))
+
+# %% [markdown]
+# **What it means.** A rerun on another CPU changes a verdict about as often as this predicts (docs/results.md
+# compares it with the verdicts measured on the other kernel path): the CPU is not special, the design is. Verdicts
+# near a boundary (0, or the paper's effect) are coin flips at three seeds; the planning panel says how much more
+# evidence would settle them if the effects are what we measured.
+#
+# **How we differ.** The papers report one run and no replication; this is our own planning aid, a normal
+# approximation of the paired bootstrap (its CIs need not be symmetric), and it takes the measured difference for
+# the truth in the planning panel. Whether an arm learns at all is not predicted (not_trained rows): that is the
+# probe's decision, with its own noise.
+#
+# **Exercises.** (1) Which claims would a rerun most likely flip, and where do their CIs sit relative to 0 and the
+# paper's number? (2) `replication.verdict_probs(0.0, 2**0.5 * se, se, paper_effect=p)` for p from 0.01 to 0.1: at
+# what paper effect does "below_paper" become a stable verdict for a method that truly does nothing? Compare with
+# the claim's planned MDE. (3) After `make verify ONLY=04 ISA=avx2`, count the changed verdicts and compare with the
+# sum of (1 - agreement) of 04's rows.
+
+# %% [markdown]
 # ## A page per paper
 #
 # Written to `figures/<profile>/07_report_paper_<paper>.md` (and as HTML in the report site).
@@ -159,6 +219,10 @@ metrics = {
     "summary": ledger.summary(claims, notes),
     "counts": {v: int(n) for v, n in verdict_counts.loc["all"].items()} if len(claims) else {},
     "claims": claims.to_dict(orient="records"),
+    "replication": {"summary": replication.summary_line(claims),
+                    "expected_changes": {str(st): replication.expected_changes(g) for st, g in claims.groupby("stage")}
+                    | {"all": replication.expected_changes(claims)},
+                    "planning": {str(k): v for k, v in planning.to_dict(orient="index").items()}},
 }
 print(repro.results.save(cfg, metrics, started=started))
 if cfg.export_html:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from repro import results
+from repro import replication, results
 
 STAGES = ("01_data", "02_sft", "03_rewards", "04_rl", "05_ablations", "06_generalization")
 PAPERS = ("umed", "zhu", "mmedpo", "drllava")
@@ -27,7 +27,7 @@ COLORS = {"reproduced": "#1b9e77", "opposite": "#d95f02", "below_paper": "#7570b
           "not_trained": "#c7c7c7", "unknown": "#e7298a"}
 LEDGER_COLUMNS = ["stage", "paper", "claim", "kind", "metric", "comparison", "paper_number", "paper_difference",
                   "difference", "ci_low", "ci_high", "p_value", "p_holm", "mde", "mde_planned", "n_items", "seeds",
-                  "verdict", "why"]
+                  "verdict", "why", "agreement", "stable_at"]
 DASH = "—"
 
 
@@ -170,7 +170,8 @@ def _observation(c: dict) -> tuple | None:
 def build(records: dict[str, dict], numbers: dict | None = None) -> pd.DataFrame:
     """One row per claim of every stage (in stage order), LEDGER_COLUMNS; absent numbers are NaN. One row per
     independent observation: a claim that repeats an earlier stage's observation (`_observation`) is not counted
-    again."""
+    again. agreement / stable_at: how likely a rerun keeps the verdict, and the evidence multiple at which two
+    runs would agree 90 % of the time (repro.replication; NaN where not predicted)."""
     rows, seen = [], set()  # seen: the observations of the stages before this one
     for stem in sorted(records):
         claims = records[stem].get("metrics", {}).get("claims") or []
@@ -196,10 +197,10 @@ def build(records: dict[str, dict], numbers: dict | None = None) -> pd.DataFrame
                          "mde_planned": _num(c.get("mde_planned")), "n_items": c.get("n_items"),
                          "seeds": _seeds(c.get("seeds")), "verdict": c.get("verdict") or DASH, "why": _why(c)})
         seen |= mine
-    df = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+    df = pd.DataFrame(rows, columns=LEDGER_COLUMNS[:-2])
     for col in ("paper_difference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "mde", "mde_planned"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df
+    return replication.annotate(df)[LEDGER_COLUMNS]
 
 
 def _fmt(x, spec: str) -> str:
@@ -214,6 +215,17 @@ def _p(x) -> str:
     return "<0.001" if v < 0.001 else f"{v:.3f}"
 
 
+def _scale_text(f) -> str:
+    """stable_at as read: "x8" (8 times this run's evidence), ">x32" (none of replication.SCALES), "—" (none)."""
+    try:
+        f = float(f)
+    except (TypeError, ValueError):
+        return DASH
+    if math.isinf(f):
+        return f">x{replication.SCALES[-1]}"
+    return DASH if math.isnan(f) else f"x{f:g}"
+
+
 def display_frame(ledger: pd.DataFrame) -> pd.DataFrame:
     """The ledger for reading: ours as "diff [lo, hi]", p's to 3 places, "—" for anything not known."""
     out = pd.DataFrame({
@@ -226,6 +238,9 @@ def display_frame(ledger: pd.DataFrame) -> pd.DataFrame:
                                    for a, b in zip(ledger["mde_planned"], ledger["mde"])],
         "verdict": ledger["verdict"], "why": [w or DASH for w in ledger["why"]],
     })
+    if "agreement" in ledger:  # repro.replication: how likely a rerun keeps the verdict
+        out["a rerun agrees"] = [_fmt(a, ".2f") for a in ledger["agreement"]]
+        out["stable at"] = [_scale_text(f) for f in ledger["stable_at"]]
     return out.reset_index(drop=True)
 
 

@@ -1,0 +1,116 @@
+"""repro.replication: the chance that a rerun gives the same verdict, with hand-computed answers, its agreement
+with stats.verdict's rules (simulated reruns), and what it refuses to predict."""
+
+import math
+import statistics
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from repro import replication as R
+from repro import stats
+
+PHI = statistics.NormalDist().cdf
+Z = statistics.NormalDist().inv_cdf(0.975)
+
+
+def row(d, se, verdict, *, p=0.5, p_holm=None, paper=None, kind="claim", why="", stage="04_rl"):
+    return {"stage": stage, "kind": kind, "difference": d, "ci_low": d - Z * se, "ci_high": d + Z * se,
+            "p_value": p, "p_holm": p if p_holm is None else p_holm, "verdict": verdict, "paper_difference": paper,
+            "why": why}
+
+
+def test_known_answers_without_paper_effect():
+    # u ~ N(0, 1), CI half-width 1.96: only |u| > 1.96 is significant
+    p = R.verdict_probs(0.0, 1.0, 1.0)
+    assert p["reproduced"] == pytest.approx(1 - PHI(Z)) and p["opposite"] == pytest.approx(1 - PHI(Z))
+    assert p["inconclusive"] == pytest.approx(2 * PHI(Z) - 1) and p["below_paper"] == 0
+
+
+def test_known_answers_with_paper_effect():
+    # paper effect 3 (se 1): below_paper where u + 1.96 < 3, i.e. -1.96 <= u < 1.04
+    p = R.verdict_probs(0.0, 1.0, 1.0, paper_effect=3.0)
+    assert p["below_paper"] == pytest.approx(PHI(3 - Z) - PHI(-Z))
+    assert p["inconclusive"] == pytest.approx(PHI(Z) - PHI(3 - Z))
+    # a paper effect far away: every non-significant rerun rules it out
+    assert R.verdict_probs(0.0, 1.0, 1.0, paper_effect=50.0)["below_paper"] == pytest.approx(2 * PHI(Z) - 1)
+    # a paper effect against the expected direction rules nothing out (stats.verdict)
+    assert R.verdict_probs(0.0, 1.0, 1.0, paper_effect=-3.0)["below_paper"] == 0
+
+
+def test_direction_and_holm():
+    # "lower": a difference of -3 is 3 in the paper's direction
+    assert R.verdict_probs(-3.0, 1.0, 1.0, expect="lower")["reproduced"] == pytest.approx(PHI(3 - Z))
+    # Holm factor 2: significance needs |u| > z_{1 - 0.05 / 4} = 2.2414
+    c = statistics.NormalDist().inv_cdf(1 - 0.0125)
+    assert R.verdict_probs(0.0, 1.0, 1.0, holm_factor=2.0)["reproduced"] == pytest.approx(1 - PHI(c))
+    with pytest.raises(ValueError, match="expect"):
+        R.verdict_probs(0.0, 1.0, 1.0, expect="up")
+
+
+def test_agreement_at_a_boundary_is_one_half_and_far_from_it_near_one():
+    se = 0.02
+    edge = row(Z * se, se, "reproduced", p=0.049)  # its CI ends exactly at 0
+    assert R.agreement(edge) == pytest.approx(0.5)
+    far = row(10 * se, se, "reproduced", p=1e-9)
+    assert R.agreement(far) > 0.999
+    # the rerun's spread is sqrt(2) se: 1 se inside the boundary agrees Phi(1 / sqrt 2)
+    inside = row(0.0, se, "inconclusive")
+    assert R.agreement(inside) == pytest.approx(2 * PHI(Z / math.sqrt(2)) - 1)
+
+
+def test_not_predicted():
+    assert math.isnan(R.agreement(row(0.1, 0.02, "not_trained")))
+    assert math.isnan(R.agreement({**row(0.0, 0.0, "inconclusive")}))  # zero-width CI: nothing to predict from
+    assert math.isnan(R.agreement({"difference": None, "ci_low": None, "ci_high": None, "verdict": "inconclusive"}))
+    assert math.isnan(R.scale_for(row(0.1, 0.02, "not_trained")))
+
+
+def test_expect_is_read_off_the_row():
+    assert R.expect_of({"expect": "lower"}) == "lower"
+    assert R.expect_of({"difference": -0.1, "why": "-0.100 [...] in the paper's direction, p_holm 0.01"}) == "lower"
+    assert R.expect_of({"difference": -0.1, "why": "-0.100 [...] against the paper's direction"}) == "higher"
+    assert R.expect_of({"difference": 0.01, "paper_difference": -0.05}) == "lower"
+    assert R.expect_of({"difference": 0.01}) == "higher"
+
+
+def test_matches_stats_verdict_on_simulated_reruns():
+    """Draw reruns from the model, judge each with stats.verdict on its own CI and Holm p: the shares match."""
+    rng = np.random.default_rng(0)
+    se, m, paper = 0.02, 2.0, 0.05
+    for mean in (-0.05, 0.0, 0.03, 0.06):
+        predicted = R.verdict_probs(mean, math.sqrt(2) * se, se, paper_effect=paper, holm_factor=m)
+        u = rng.normal(mean, math.sqrt(2) * se, 20000)
+        p = np.minimum(1, m * 2 * (1 - np.vectorize(PHI)(np.abs(u) / se)))
+        got = pd.Series([stats.verdict({"ci_low": x - Z * se, "ci_high": x + Z * se, "p_holm": q},
+                                       paper_effect=paper) for x, q in zip(u, p)]).value_counts(normalize=True)
+        for v, share in predicted.items():
+            assert got.get(v, 0.0) == pytest.approx(share, abs=0.015), (mean, v)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-1, 1), st.floats(1e-3, 0.5), st.floats(1e-3, 0.5), st.one_of(st.none(), st.floats(-0.5, 0.5)),
+       st.floats(1, 10), st.sampled_from(["higher", "lower"]))
+def test_probabilities_are_a_distribution(mean, spread, se, paper, m, expect):
+    p = R.verdict_probs(mean, spread, se, paper_effect=paper, holm_factor=m, expect=expect)
+    assert set(p) == set(R.PREDICTED)
+    assert all(-1e-12 <= x <= 1 + 1e-12 for x in p.values())
+    assert sum(p.values()) == pytest.approx(1.0)
+
+
+def test_more_evidence_settles_a_clear_effect_and_expected_changes_add_up():
+    clear = row(0.05, 0.02, "reproduced", p=0.01)
+    assert R.two_run_agreement(clear, 1) < R.two_run_agreement(clear, 8) < R.two_run_agreement(clear, 32)
+    assert R.scale_for(clear) == next(f for f in R.SCALES if R.two_run_agreement(clear, f) >= R.TARGET)
+    ledger = pd.DataFrame([clear, row(0.0, 0.02, "inconclusive"), row(0.1, 0.02, "not_trained"),
+                           row(0.0, 0.02, "inconclusive", kind="check")])
+    out = R.expected_changes(ledger)
+    assert (out["claims"], out["predicted"]) == (3, 2)  # the check is not a claim; not_trained is not predicted
+    assert out["expected"] == pytest.approx((1 - R.agreement(clear)) + (1 - R.agreement(ledger.iloc[1].to_dict())))
+    table = R.planning_table(ledger)
+    assert list(table.index) == ["04_rl", "all"] and list(table.columns) == [f"x{f}" for f in R.SCALES]
+    annotated = R.annotate(ledger)
+    assert annotated["agreement"].notna().sum() == 3 and len(annotated) == len(ledger)

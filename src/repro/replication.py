@@ -124,14 +124,15 @@ def agreement(row: dict) -> float:
     return verdict_probs(d, math.sqrt(2) * se, se, holm_factor=m, **_kw(row))[row["verdict"]]
 
 
-def two_run_agreement(row: dict, scale: float = 1.0) -> float:
+def two_run_agreement(row: dict, scale: float = 1.0, se: float | None = None) -> float:
     """P(two runs of a design with `scale` times this one's evidence give the same verdict), the truth taken at
-    this row's difference; NaN where not predicted."""
+    this row's difference; se: that design's standard error instead (a design that adds seeds and items in other
+    proportions, tools/verdict_design.py); NaN where not predicted."""
     got = _inputs(row)
     if got is None or row.get("verdict") not in PREDICTED:
         return float("nan")
-    d, se, m = got
-    se_f = se / math.sqrt(scale)
+    d, se_now, m = got
+    se_f = se if se is not None else se_now / math.sqrt(scale)
     probs = verdict_probs(d, se_f, se_f, holm_factor=m, **_kw(row))
     return sum(p * p for p in probs.values())
 
@@ -192,7 +193,7 @@ def summary_line(ledger: pd.DataFrame) -> str:
                    else f"; two runs still disagree on > {1 - TARGET:.0%} of them at x{SCALES[-1]} the evidence")
 
 
-def _short(claim: str, n: int = 64) -> str:
+def short_label(claim: str, n: int = 64) -> str:
     """A claim's label for a tick: its start and its end (robustness variants differ only at the end)."""
     claim = str(claim)
     return claim if len(claim) <= n else claim[: n // 2 - 1] + "…" + claim[-(n // 2 - 1):]
@@ -215,7 +216,7 @@ def figure(ledger: pd.DataFrame, colors: dict | None = None):
         else:
             ax.text(0.01, yi, "not predicted", va="center", fontsize=7, color="grey")
     ax.axvline(TARGET, color="black", ls="--", lw=0.8)
-    ax.set_yticks(y, [f"{_short(c)} [{s[:2]}]" for c, s in zip(mine["claim"], mine["stage"], strict=True)],
+    ax.set_yticks(y, [f"{short_label(c)} [{s[:2]}]" for c, s in zip(mine["claim"], mine["stage"], strict=True)],
                   fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_xlabel("P(a rerun gives the same verdict)")

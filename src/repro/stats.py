@@ -261,6 +261,18 @@ def _z(alpha: float, power: float) -> float:
     return z(1 - alpha / 2) + z(power)
 
 
+def se_parts(p: Paired) -> tuple[float, float]:
+    """(SE_c, SE_s): the cluster (test images) and seed parts of `se_paired`, whose root sum of squares it is.
+    Which part dominates says what buys power: more test items shrink SE_c, more training seeds SE_s."""
+    n_c, n_s = len(p.sizes), len(p.seeds)
+    dbar = float(p.d.mean())
+    t = p.cluster_sums().mean(axis=0)  # [C] seed-averaged cluster sums
+    n = float(p.sizes.sum())
+    se_c2 = n_c / (n_c - 1) * float(((t - p.sizes * dbar) ** 2).sum()) / n**2 if n_c > 1 else 0.0
+    se_s2 = float(p.d.mean(axis=1).var(ddof=1)) / n_s if n_s > 1 else 0.0
+    return math.sqrt(se_c2), math.sqrt(se_s2)
+
+
 def se_paired(p: Paired) -> float:
     """Standard error of the mean paired difference, from two variance components:
         cluster part: SE_c^2 = C / (C - 1) * sum_c (T_c - n_c * dbar)^2 / N^2
@@ -271,13 +283,7 @@ def se_paired(p: Paired) -> float:
     SE = sqrt(SE_c^2 + SE_s^2). The seed x item interaction enters both parts, so SE is slightly conservative.
     With one cluster the cluster part is 0; with one seed the seed part is 0 (not estimable: it then covers
     test-set sampling only)."""
-    n_c, n_s = len(p.sizes), len(p.seeds)
-    dbar = float(p.d.mean())
-    t = p.cluster_sums().mean(axis=0)  # [C] seed-averaged cluster sums
-    n = float(p.sizes.sum())
-    se_c2 = n_c / (n_c - 1) * float(((t - p.sizes * dbar) ** 2).sum()) / n**2 if n_c > 1 else 0.0
-    se_s2 = float(p.d.mean(axis=1).var(ddof=1)) / n_s if n_s > 1 else 0.0
-    return math.sqrt(se_c2 + se_s2)
+    return math.hypot(*se_parts(p))
 
 
 def _mde(p: Paired, alpha: float, power: float) -> float:

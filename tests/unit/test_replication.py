@@ -114,3 +114,39 @@ def test_more_evidence_settles_a_clear_effect_and_expected_changes_add_up():
     assert list(table.index) == ["04_rl", "all"] and list(table.columns) == [f"x{f}" for f in R.SCALES]
     annotated = R.annotate(ledger)
     assert annotated["agreement"].notna().sum() == 3 and len(annotated) == len(ledger)
+
+
+def test_se_parts_by_hand():
+    """Two seeds x three single-item images: differences [[1, 0, 0], [1, 1, 0]] (treat - base).
+    Images: seed-averaged sums (1, 0.5, 0), mean 0.5 -> SE_c^2 = 3/2 * (0.25 + 0 + 0.25) / 9 = 1/12.
+    Seeds: means (1/3, 2/3), var (ddof 1) 1/18, over 2 seeds -> SE_s^2 = 1/36."""
+    t = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "item": list("abcabc"), "cluster": list("abcabc"),
+                      "score": [1, 0, 0, 1, 1, 0]})
+    b = t.assign(score=0)
+    se_c, se_s = stats.se_parts(stats.pair(t, b))
+    assert se_c == pytest.approx(math.sqrt(1 / 12)) and se_s == pytest.approx(math.sqrt(1 / 36))
+    assert stats.se_paired(stats.pair(t, b)) == pytest.approx(math.hypot(se_c, se_s))
+    # a design's own SE replaces the scaled one
+    clear = row(0.05, 0.02, "reproduced", p=0.01)
+    assert R.two_run_agreement(clear, se=0.02 / 2) == pytest.approx(R.two_run_agreement(clear, 4))
+
+
+def test_verdict_design_tool_on_the_committed_results(capsys):
+    """tools/verdict_design.py reads the committed cpu scores and claims: one line per predicted 04 claim, and the
+    design table whose x1-items / 3-seeds cell is today's design: the ledger's own two-run disagreement, up to the
+    SE's source (the tool's plug-in se_parts vs the bootstrap CI the ledger reads it from)."""
+    import importlib.util
+
+    from repro import ledger, paths
+
+    spec = importlib.util.spec_from_file_location("verdict_design", paths.ROOT / "tools" / "verdict_design.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(["--profile", "cpu", "--items", "1", "--seeds", "3"])
+    out = capsys.readouterr().out
+    records, _ = ledger.load_results(paths.RESULTS / "cpu", "cpu", stages=("04_rl",))
+    led = ledger.build(records)
+    n = int((led["kind"] == "claim").sum())
+    assert f"04's {n} predicted verdicts" in out
+    expected = R.expected_changes(led, 1.0)["share"]
+    assert float(out.splitlines()[-1].split()[-1]) == pytest.approx(expected, abs=0.02)

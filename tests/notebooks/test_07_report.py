@@ -16,7 +16,7 @@ import time
 import nbformat
 import pytest
 
-from repro import paths
+from repro import paths, replication
 
 pytestmark = pytest.mark.slow
 
@@ -100,8 +100,15 @@ def test_07_report_smoke(tmp_path):
     md = (fig / "07_report_claims.md").read_text()
     assert "+0.040 [+0.010, +0.070]" in md and "SFT+grpo seed 0: reward never moved" in md
 
+    # how stable each verdict is (repro.replication): the reproduced +0.04 [+0.01, +0.07] at p_holm 0.008 and the
+    # old-format opposite row are predicted, the not-trained one is not
+    rep = result["metrics"]["replication"]
+    assert (rep["expected_changes"]["all"]["claims"], rep["expected_changes"]["all"]["predicted"]) == (4, 3)
+    assert float(rows[0]["agreement"]) == pytest.approx(replication.agreement({**CLAIMS_04[0], "paper_difference":
+                                                                                 float(rows[0]["paper_difference"])}))
+    assert rows[2]["agreement"] == "" and "a rerun agrees" in md
     for name in ("forest.png", "forest.pdf", "verdict_counts.md", "provenance.md", "paper_umed.md",
-                 "paper_drllava.md"):
+                 "paper_drllava.md", "stability.png", "stability_planning.md"):
         assert (fig / f"07_report_{name}").exists(), name
     umed = (fig / "07_report_paper_umed.md").read_text()
     assert "FIXTURE-UMED-ROW" in umed and "stage 05_ablations: no results" in umed

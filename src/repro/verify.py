@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from repro import ledger, paths
+from repro import ledger, paths, replication
 
 MARKER = ".repro-verify-scratch"  # only a folder carrying it is ever deleted by --scratch reuse
 SKIP_STAGES = ("07_report",)  # reads results, computes nothing of its own
@@ -96,8 +96,19 @@ def compare_claims(stem: str, committed: dict, rerun: dict) -> list[dict]:
         changed = o is not None and n is not None and ledger.verdict_class(v_old) != ledger.verdict_class(v_new)
         rows.append({"stage": stem, "paper": key[0], "claim": key[1], "committed": d_old, "ci_low": lo,
                      "ci_high": hi, "rerun": d_new, "position": where, "verdict committed": v_old or ledger.DASH,
-                     "verdict rerun": v_new or ledger.DASH, "verdict changed": changed})
+                     "verdict rerun": v_new or ledger.DASH, "verdict changed": changed,
+                     "a rerun agrees": _agreement(o, lo, hi)})
     return rows
+
+
+def _agreement(claim: dict | None, lo, hi) -> float:
+    """repro.replication.agreement of a committed claim: how likely a rerun keeps its verdict (NaN: not predicted)."""
+    if claim is None:
+        return float("nan")
+    diffs, _ = ledger.paper_differences(claim)
+    row = {**claim, "ci_low": lo, "ci_high": hi, "verdict": ledger.verdict_class(claim.get("verdict")),
+           "paper_difference": sum(diffs) / len(diffs) if diffs else None}
+    return replication.agreement(row)
 
 
 def compare_numbers(stem: str, committed: dict, rerun: dict, rtol: float = 1e-6, atol: float = 1e-9) -> list[dict]:
@@ -142,7 +153,7 @@ def compare(committed: dict[str, dict | None], rerun: dict[str, dict | None]) ->
                            "numbers changed": sum(x["status"] != "same" for x in nu), "numbers compared": len(nu),
                            "isa committed": capability(c), "isa rerun": capability(r)})
     cols_c = ["stage", "paper", "claim", "committed", "ci_low", "ci_high", "rerun", "position", "verdict committed",
-              "verdict rerun", "verdict changed"]
+              "verdict rerun", "verdict changed", "a rerun agrees"]
     cols_n = ["stage", "number", "committed", "rerun", "abs diff", "status"]
     return {"stages": pd.DataFrame(stage_rows), "claims": pd.DataFrame(claim_rows, columns=cols_c),
             "numbers": pd.DataFrame(number_rows, columns=cols_n)}
@@ -153,6 +164,9 @@ def verdicts_held(claims: pd.DataFrame) -> str:
     both = claims[~claims["position"].isin(["new claim (not committed)", "missing in rerun"])]
     changed = both[both["verdict changed"].astype(bool)]
     line = f"verdicts held: {len(both) - len(changed)} of {len(both)}"
+    agree = pd.to_numeric(both.get("a rerun agrees", pd.Series(dtype=float)), errors="coerce").dropna()
+    if len(agree):  # repro.replication: what a rerun with fresh training noise was expected to change
+        line += f" (a rerun was expected to change {float((1 - agree).sum()):.1f} of the {len(agree)} it predicts)"
     if len(changed):
         line += "; changed: " + "; ".join(f"{r['stage']} {r['paper']} {r['claim']!r} ({r['verdict committed']} -> "
                                           f"{r['verdict rerun']})" for _, r in changed.iterrows())

@@ -659,6 +659,8 @@ for paper, run in runs.items():
 # has a twin against **continued SFT** (`repro.papers.continued`): the start trained further by SFT on the same
 # task's reference answers, as many updates as the RL arm, so a gain over the start is not mistaken for a gain of RL
 # over simply more training (Dr-LLaVA's is scored on the standard order, the one its claim reads).
+# A verdict near a boundary (0, or the paper's effect) is a coin flip for a rerun with fresh seeds or on another
+# CPU: notebook 07's "How stable is each verdict?" gives each row the chance that a rerun keeps it.
 
 # %%
 # The planned MDE (`repro.papers.plan`): from the validation sweep's spread over items and seeds at the chosen knobs,

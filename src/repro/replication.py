@@ -114,14 +114,19 @@ def _kw(row: dict) -> dict:
     return {"expect": expect_of(row), "paper_effect": _finite(row.get("paper_difference"))}
 
 
+def _verdict(row: dict) -> str:
+    """The verdict's class: older results wrote "inconclusive (CI contains 0)" for "inconclusive"."""
+    return str(row.get("verdict") or "").strip().lower().split(" ")[0]
+
+
 def agreement(row: dict) -> float:
     """P(an independent rerun of this design gives this row's verdict); NaN where not predicted. row: a ledger row
     (difference, ci_low, ci_high, p_value, p_holm, verdict, paper_difference, expect)."""
     got = _inputs(row)
-    if got is None or row.get("verdict") not in PREDICTED:
+    if got is None or _verdict(row) not in PREDICTED:
         return float("nan")
     d, se, m = got
-    return verdict_probs(d, math.sqrt(2) * se, se, holm_factor=m, **_kw(row))[row["verdict"]]
+    return verdict_probs(d, math.sqrt(2) * se, se, holm_factor=m, **_kw(row))[_verdict(row)]
 
 
 def two_run_agreement(row: dict, scale: float = 1.0, se: float | None = None) -> float:
@@ -129,7 +134,7 @@ def two_run_agreement(row: dict, scale: float = 1.0, se: float | None = None) ->
     this row's difference; se: that design's standard error instead (a design that adds seeds and items in other
     proportions, tools/verdict_design.py); NaN where not predicted."""
     got = _inputs(row)
-    if got is None or row.get("verdict") not in PREDICTED:
+    if got is None or _verdict(row) not in PREDICTED:
         return float("nan")
     d, se_now, m = got
     se_f = se if se is not None else se_now / math.sqrt(scale)
@@ -140,7 +145,7 @@ def two_run_agreement(row: dict, scale: float = 1.0, se: float | None = None) ->
 def scale_for(row: dict, target: float = TARGET, scales=SCALES) -> float:
     """The smallest evidence multiple in `scales` at which two runs agree >= target (inf: none of them; NaN: not
     predicted)."""
-    if _inputs(row) is None or row.get("verdict") not in PREDICTED:
+    if _inputs(row) is None or _verdict(row) not in PREDICTED:
         return float("nan")
     return next((float(f) for f in scales if two_run_agreement(row, f) >= target), math.inf)
 

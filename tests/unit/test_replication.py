@@ -67,6 +67,9 @@ def test_not_predicted():
     assert math.isnan(R.agreement({**row(0.0, 0.0, "inconclusive")}))  # zero-width CI: nothing to predict from
     assert math.isnan(R.agreement({"difference": None, "ci_low": None, "ci_high": None, "verdict": "inconclusive"}))
     assert math.isnan(R.scale_for(row(0.1, 0.02, "not_trained")))
+    assert math.isnan(R.agreement(row(0.1, 0.02, "not trained")))  # older results' spelling
+    old_style = row(0.0, 0.02, "inconclusive (CI contains 0)")
+    assert R.agreement(old_style) == pytest.approx(R.agreement(row(0.0, 0.02, "inconclusive")))
 
 
 def test_expect_is_read_off_the_row():

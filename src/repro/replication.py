@@ -27,6 +27,10 @@ two runs of a design with f times the evidence (seeds and test items together: s
 u ~ Normal(s * difference, se^2 / f) and agreement = sum over verdicts of P(verdict)^2. It takes the estimate for
 the truth (it cannot know better), so read it as a planning number, not a promise.
 
+What it leaves out: the start. Stage 02 trains it once, so every seed of a run shares it and the claim's SE does
+not contain its variation; on another CPU the start (and, across CPU families, SynthMed's pixels) differ too, and
+more verdicts change than predicted (docs/results.md: 9 of 18 of 04's rows on a native AVX2 machine against 4.1).
+
 Not predicted (NaN): not_trained claims (whether an arm learns is its own random event, judged on the probe, not
 on these numbers), claims without a CI, and zero-width CIs (two arms that agree on every item give no spread to
 predict from).

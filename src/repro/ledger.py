@@ -58,15 +58,7 @@ def load_results(results_dir: Path, profile: str, stages=STAGES) -> tuple[dict[s
 
 
 # ----------------------------------------------------------------------------------------------- one claim
-def _num(x) -> float | None:
-    """A finite float, or None (absent, null, NaN, or not a number)."""
-    if isinstance(x, bool) or x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+_num = replication.finite  # a finite float, or None
 
 
 def interval(claim: dict) -> tuple[float | None, float | None]:
@@ -254,9 +246,7 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def claims_only(ledger: pd.DataFrame) -> pd.DataFrame:
-    """The rows of kind "claim": checks (a reward did what it pays for) and controls are never counted."""
-    return ledger[ledger["kind"].fillna("claim") == "claim"] if "kind" in ledger.columns else ledger
+claims_only = replication.claims_only  # the rows of kind "claim"
 
 
 def counts(ledger: pd.DataFrame) -> pd.DataFrame:

@@ -83,20 +83,28 @@ def verdict_probs(mean: float, spread: float, se: float, *, expect: str = "highe
 
 def _inputs(row: dict) -> tuple[float, float, float] | None:
     """(difference, se, holm factor) of a ledger row, or None when it cannot be predicted."""
-    d, lo, hi = (_finite(row.get(k)) for k in ("difference", "ci_low", "ci_high"))
+    d, lo, hi = (finite(row.get(k)) for k in ("difference", "ci_low", "ci_high"))
     if d is None or lo is None or hi is None or hi - lo <= 0:
         return None
-    p, ph = _finite(row.get("p_value")), _finite(row.get("p_holm"))
+    p, ph = finite(row.get("p_value")), finite(row.get("p_holm"))
     m = ph / p if p and ph and p > 0 else 1.0
     return d, (hi - lo) / (2 * Z95), max(m, 1.0)
 
 
-def _finite(x) -> float | None:
+def finite(x) -> float | None:
+    """A finite float, or None (absent, null, NaN, a bool, or not a number); repro.ledger reads numbers with it."""
+    if isinstance(x, bool) or x is None:
+        return None
     try:
         v = float(x)
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+def claims_only(ledger: pd.DataFrame) -> pd.DataFrame:
+    """The rows of kind "claim": checks (a reward did what it pays for) and controls are never counted."""
+    return ledger[ledger["kind"].fillna("claim") == "claim"] if "kind" in ledger.columns else ledger
 
 
 def expect_of(row: dict) -> str:
@@ -106,16 +114,16 @@ def expect_of(row: dict) -> str:
     regions are symmetric: the direction changes no probability)."""
     if row.get("expect") in ("higher", "lower"):
         return row["expect"]
-    d, why = _finite(row.get("difference")), str(row.get("why") or "")
+    d, why = finite(row.get("difference")), str(row.get("why") or "")
     if d and ("in the paper's direction" in why or "against the paper's direction" in why):
         same = "in the paper's direction" in why
         return "higher" if (d > 0) == same else "lower"
-    e = _finite(row.get("paper_difference"))
+    e = finite(row.get("paper_difference"))
     return "lower" if e is not None and e < 0 else "higher"
 
 
 def _kw(row: dict) -> dict:
-    return {"expect": expect_of(row), "paper_effect": _finite(row.get("paper_difference"))}
+    return {"expect": expect_of(row), "paper_effect": finite(row.get("paper_difference"))}
 
 
 def _verdict(row: dict) -> str:
@@ -169,7 +177,7 @@ def expected_changes(ledger: pd.DataFrame, scale: float | None = None) -> dict:
     rerun is expected to change (scale None: a rerun of this run, from `agreement`; a number: two runs of a
     design with that many times the evidence, `two_run_agreement`). Unpredicted rows (not_trained, no CI) are
     counted in "claims", not in "predicted"."""
-    mine = ledger[ledger["kind"].fillna("claim") == "claim"] if "kind" in ledger.columns else ledger
+    mine = claims_only(ledger)
     rows = mine.to_dict("records")
     p = [agreement(r) if scale is None else two_run_agreement(r, scale) for r in rows]
     p = [x for x in p if math.isfinite(x)]
@@ -214,7 +222,7 @@ def figure(ledger: pd.DataFrame, colors: dict | None = None):
     import matplotlib.pyplot as plt
 
     colors = colors or {}
-    mine = ledger[ledger["kind"].fillna("claim") == "claim"].reset_index(drop=True)
+    mine = claims_only(ledger).reset_index(drop=True)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 2.2 + 0.24 * max(len(mine), 4)),
                                  gridspec_kw={"width_ratios": [3, 2]})
     y = list(range(len(mine)))[::-1]

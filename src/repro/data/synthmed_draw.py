@@ -12,6 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from repro import libm
+
 # ---- caches
 
 
@@ -25,7 +27,7 @@ def _blurred_noise(rng: np.random.Generator, n: int, sigma_px: float) -> np.ndar
     """Unit-variance Gaussian-blurred white noise (periodic FFT blur; built once per size, so speed is moot)."""
     white = rng.standard_normal((n, n))
     f = np.fft.fftfreq(n)
-    kernel = np.exp(-2 * (np.pi * sigma_px) ** 2 * (f[:, None] ** 2 + f[None, :] ** 2))
+    kernel = libm.exp(-2 * (np.pi * sigma_px) ** 2 * (f[:, None] ** 2 + f[None, :] ** 2))
     out = np.fft.ifft2(np.fft.fft2(white) * kernel).real
     return ((out - out.mean()) / out.std()).astype(np.float32)
 
@@ -76,7 +78,7 @@ def _ellipse(size, cx, cy, rx, ry, angle=0.0, win=None, soft=1.0):
     ax = _axes(size)
     dx, dy = ax[win[1]][None, :] - cx, ax[win[0]][:, None] - cy
     if angle:
-        c, s = np.cos(angle), np.sin(angle)
+        c, s = libm.cos(angle), libm.sin(angle)
         dx, dy = dx * c + dy * s, dy * c - dx * s
     d = (dx / rx) ** 2 + (dy / ry) ** 2
     # Edge ramp ~`soft` pixels wide: d changes by about 2/r_px per pixel near the rim.

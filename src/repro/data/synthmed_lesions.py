@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from repro import libm
 from repro.data.schema import NORMAL
 from repro.data.synthmed_draw import _axes, _blobs, _clip01, _crop, _ellipse, _full, _paint
 
@@ -63,7 +64,7 @@ def _render_ct(size, rng, category, region, k, mask):
         for _ in range(rng.integers(3, 7)):  # vessels: tiny bright dots so a nodule is not the only bright dot
             cx, cy, lrx, lry = sides[rng.integers(2)]
             t, r = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.7)
-            _paint(g, *_ellipse(size, cx + r * lrx * np.cos(t), cy + r * lry * np.sin(t), 0.025, 0.025), 0.3)
+            _paint(g, *_ellipse(size, cx + r * lrx * libm.cos(t), cy + r * lry * libm.sin(t), 0.025, 0.025), 0.3)
         cx, cy, lrx, lry = sides[rng.integers(2)]
         room = (lrx * 0.55, lry * 0.6)
     elif region == "liver":
@@ -113,8 +114,8 @@ def _render_ct(size, rng, category, region, k, mask):
             t = rng.uniform(0, 2 * np.pi)
             shapes.append(
                 (
-                    lx + 0.6 * r * np.cos(t),
-                    ly + 0.6 * r * np.sin(t),
+                    lx + 0.6 * r * libm.cos(t),
+                    ly + 0.6 * r * libm.sin(t),
                     r * rng.uniform(0.45, 0.7),
                     r * rng.uniform(0.35, 0.6),
                     rng.uniform(0, 3),
@@ -158,7 +159,7 @@ def _ribs(size: int) -> np.ndarray:
     """Rib stripes, 2x taller than the image so a vertical crop shifts the rib phase for free."""
     ax = _axes(size)
     y = np.concatenate([ax, ax + 2.0])[:, None]
-    return (np.clip(np.sin(2 * np.pi * 4.2 * (y - 0.28 * ax[None, :] ** 2)), 0, 1) ** 2).astype(np.float32)
+    return (np.clip(libm.sin(2 * np.pi * 4.2 * (y - 0.28 * ax[None, :] ** 2)), 0, 1) ** 2).astype(np.float32)
 
 
 def _render_cxr(size, rng, source, category, k, mask):
@@ -186,7 +187,7 @@ def _render_cxr(size, rng, source, category, k, mask):
     _paint(g, hwin, ha, 0.74)
     g += 0.03 * _crop(rng, "fine", size)
     if source == "tbx11k":
-        g = np.clip(g, 0, 1) ** 1.15  # a different scanner look so the two chest sources are not pixel-identical
+        g = libm.pow(np.clip(g, 0, 1), 1.15)  # another scanner look: the two chest sources differ
     extra = {"size": "", "location": "", "site": "", "ctr": round(float(ctr), 3)}
     if category == NORMAL:
         return g, [], extra
@@ -250,8 +251,8 @@ def _render_endo(size, rng, category, k, mask):
     r = np.sqrt(d2)
     lr = rng.uniform(0.22, 0.32)
     # Lumen: light falls off with depth, so brightness grows with the distance from the lumen centre.
-    light = np.clip(r / (lr * 2.2), 0.08, 1.0) ** 0.8
-    folds = 0.06 * np.sin(2 * np.pi * r * rng.uniform(2.5, 3.5) + rng.uniform(0, 6))  # haustral rings
+    light = libm.pow(np.clip(r / (lr * 2.2), 0.08, 1.0), 0.8)
+    folds = 0.06 * libm.sin(2 * np.pi * r * rng.uniform(2.5, 3.5) + rng.uniform(0, 6))  # haustral rings
     tone = 1 + 0.08 * _crop(rng, "coarse", size)
     base = np.array([0.86, 0.44, 0.4], np.float32) * rng.uniform(0.9, 1.05, 3).astype(np.float32)
     img = (light * tone + folds)[..., None] * base
@@ -259,13 +260,13 @@ def _render_endo(size, rng, category, k, mask):
     img *= fov[..., None]
     for _ in range(rng.integers(0, 3)):  # wet-mucosa glints, so a highlight alone does not mean polyp
         t, rr = rng.uniform(0, 2 * np.pi), rng.uniform(0.45, 0.8)
-        _paint(img, *_ellipse(size, rr * np.cos(t), rr * np.sin(t), 0.03, 0.02), (1.0, 0.97, 0.95))
+        _paint(img, *_ellipse(size, rr * libm.cos(t), rr * libm.sin(t), 0.03, 0.02), (1.0, 0.97, 0.95))
     if category == NORMAL:
         return img, [], {"size": "", "location": "", "site": ""}
     pr = rng.uniform(0.16, 0.28) * k.scale
     t = rng.uniform(0, 2 * np.pi)
     dist = rng.uniform(lr + pr, 0.75 - pr * 0.3)
-    px, py = np.clip(lx + dist * np.cos(t), -0.7, 0.7), np.clip(ly + dist * np.sin(t), -0.7, 0.7)
+    px, py = np.clip(lx + dist * libm.cos(t), -0.7, 0.7), np.clip(ly + dist * libm.sin(t), -0.7, 0.7)
     # Raised dome: paler than mucosa and out of the lumen's shadow, lit from the scope (upper left), casting a
     # dark crescent on the far side, with a fine pit-pattern texture.
     wide, ring = _ellipse(size, px + 0.3 * pr, py + 0.3 * pr, pr * 1.12, pr * 1.12)

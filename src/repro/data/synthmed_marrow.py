@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from repro import libm
 from repro.data.schema import NORMAL
 from repro.data.synthmed_draw import _blobs, _crop, _ellipse, _paint
 
@@ -29,7 +30,7 @@ def _sprite_canvas(rpx):
 
 
 def _disc(x, y, cx, cy, rx, ry, angle=0.0):
-    c, s = np.cos(angle), np.sin(angle)
+    c, s = libm.cos(angle), libm.sin(angle)
     u, v = (x - cx) * c + (y - cy) * s, (y - cy) * c - (x - cx) * s
     d = np.sqrt((u / rx) ** 2 + (v / ry) ** 2)
     return np.clip((1 - d) * min(rx, ry) + 0.5, 0, 1)
@@ -60,7 +61,7 @@ def _make_sprite(kind, size, rng):
         ang = rng.uniform(0, 2 * np.pi)
         a = _disc(x, y, 0, 0, rpx * 1.15, rpx * 0.82, ang)
         layer(a, (0.3, 0.4, 0.78))
-        ox, oy = 0.45 * rpx * np.cos(ang), 0.45 * rpx * np.sin(ang)
+        ox, oy = 0.45 * rpx * libm.cos(ang), 0.45 * rpx * libm.sin(ang)
         layer(_disc(x, y, -0.15 * ox, -0.15 * oy, rpx * 0.3, rpx * 0.3) * 0.6, (0.7, 0.75, 0.92))
         layer(_disc(x, y, ox, oy, rpx * 0.52, rpx * 0.5, ang), (0.2, 0.08, 0.28))
     else:  # other nucleated (granulocytes etc.): smaller, pinkish-grey cytoplasm, 2-4 nuclear lobes
@@ -69,7 +70,7 @@ def _make_sprite(kind, size, rng):
         t0 = rng.uniform(0, 2 * np.pi)
         for i in range(rng.integers(2, 5)):
             t = t0 + i * rng.uniform(0.9, 1.4)
-            lobe = _disc(x, y, 0.42 * rpx * np.cos(t), 0.42 * rpx * np.sin(t), rpx * 0.32, rpx * 0.3)
+            lobe = _disc(x, y, 0.42 * rpx * libm.cos(t), 0.42 * rpx * libm.sin(t), rpx * 0.32, rpx * 0.3)
             layer(lobe, (0.34, 0.15, 0.45))
     rgb *= a[..., None] > 0.01  # keep the premultiplication exact outside the cell
     return (1 - a[..., None]).astype(np.float32), (rgb * a[..., None]).astype(np.float32)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from repro import libm
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 NOISE_STD = 10.0  # released N(0, 10), in normalised units
@@ -66,7 +68,7 @@ def resize_bilinear(a, height: int, width: int) -> np.ndarray:
 def gaussian_kernel(ksize: int = KSIZE, sigma: float | None = None) -> np.ndarray:
     sigma = sigma if sigma and sigma > 0 else 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8  # OpenCV's default for sigma=0
     x = np.arange(ksize) - (ksize - 1) / 2
-    k = np.exp(-(x**2) / (2 * sigma**2))
+    k = libm.exp(-(x**2) / (2 * sigma**2))
     return k / k.sum()
 
 
@@ -140,5 +142,5 @@ def global_noise(image, rng=0, method: str = "released", xi_bar: float = 0.5,
 def diffusion_xi_bar(k: int, steps: int = 1000, beta_start: float = 1e-5, beta_end: float = 5e-3) -> float:
     """xi_bar_k = prod_{i<=k} (1 - beta_i) of the released add_diffusion_noise sigmoid schedule
     (beta = sigmoid(linspace(-6, 6, steps)) * (beta_end - beta_start) + beta_start); k in 0..steps-1."""
-    betas = 1 / (1 + np.exp(-np.linspace(-6, 6, steps))) * (beta_end - beta_start) + beta_start
+    betas = 1 / (1 + libm.exp(-np.linspace(-6, 6, steps))) * (beta_end - beta_start) + beta_start
     return float(np.cumprod(1 - betas)[int(np.clip(k, 0, steps - 1))])

@@ -126,7 +126,9 @@ print(f"{manifest['n_images']} images, fingerprint {manifest['fingerprint'][:16]
 # **Reading the result.** The number of images is $\sum_s(\mathtt{n\_normal}+C_s\cdot\mathtt{n\_per\_class})$ over the six
 # sources, with $C_s$ the abnormal categories of source $s$ (13 in all; smoke: $6\cdot 12+13\cdot 12=228$). The
 # fingerprint is a sha256 over every column of every task row, images included: rerun with the same parameters and
-# it does not change; change a knob that shapes the rows (`difficulty`, `yes_share`, ...) and it does
+# it does not change, on this machine or any other (the drawing takes exp, sin, cos and powers from `repro.libm`,
+# the C library's scalar functions, because numpy's own kernels differ in the last bit between AVX2 and AVX512 CPUs
+# and a last bit can move a pixel); change a knob that shapes the rows (`difficulty`, `yes_share`, ...) and it does
 # (`records_fingerprint` in the results does the same for the images alone). The manifest records the rows of each
 # task and split:
 

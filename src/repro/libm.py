@@ -8,13 +8,14 @@ across a uint8 rounding step: SynthMed was not the same bytes on AVX2 and AVX512
 records_fingerprint 62b06b... against 7e7a8e...), so "the sealed test split" was not one set of pixels.
 
 How: each value goes through Python's `math` module (the C library's scalar function, which numpy's dispatch does
-not touch), element by element. The C library is the same on every machine of this project (Debian's glibc), and
-it takes the same (FMA) variant of these functions on every AVX2 and AVX512 CPU, so the bits are the same too (a
-CPU without FMA would take glibc's SSE2 variant). float32 input gives float32 output (computed in float64, then
-rounded), so callers keep their dtypes. The cost is a Python call per element: SynthMed's 3,800 images take 6.1 s
-instead of 4.8 s. On AVX2 machines these are the bits numpy gave there (its float64 exp / sin / cos and float32
-pow are the C library's on AVX2; float32 sin is numpy's own, and rounding it from float64 moved no pixel), so the
-data of AVX2 machines did not change (62b06b...); on AVX512 machines it changed by the pixels SVML had moved.
+not touch), element by element. The C library is the same on every machine of this project (Debian's glibc), and it
+takes the same (FMA) variant of these functions on every AVX2 and AVX512 CPU, so the bits are the same too (a CPU
+without FMA would take glibc's SSE2 variant). float32 input gives float32 output (computed in float64, then
+rounded), so callers keep their dtypes. The cost is a Python call per element: SynthMed takes 1.2x the time of
+numpy's kernels (benchmarks/bench_synthmed.py; seconds for the cpu profile's 3,800 images). On AVX2 machines these
+are the bits numpy gave there (its float64 exp / sin / cos and float32 pow are the C library's on AVX2; float32 sin
+is numpy's own, and rounding it from float64 moved no pixel), so the data of AVX2 machines did not change
+(62b06b...); on AVX512 machines it changed by the pixels SVML had moved.
 
 Use these, not np.exp / np.sin / np.cos / np.power / a non-integer `**`, in code that makes data
 (tests/unit/test_libm.py checks the data modules for it).

@@ -15,7 +15,8 @@ rounded), so callers keep their dtypes. The cost is a Python call per element: S
 numpy's kernels (benchmarks/bench_synthmed.py; seconds for the cpu profile's 3,800 images). On AVX2 machines these
 are the bits numpy gave there (its float64 exp / sin / cos and float32 pow are the C library's on AVX2; float32 sin
 is numpy's own, and rounding it from float64 moved no pixel), so the data of AVX2 machines did not change
-(62b06b...); on AVX512 machines it changed by the pixels SVML had moved.
+(62b06b...). On AVX512 machines it changes to that too, if numpy's kernels were all that differed there: not yet
+seen on one (no AVX512 machine since); test_libm's dispatch test compares AVX512 kernels with the baseline on one.
 
 Use these, not np.exp / np.sin / np.cos / np.power / a non-integer `**`, in code that makes data
 (tests/unit/test_libm.py checks the data modules for it).

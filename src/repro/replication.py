@@ -30,7 +30,7 @@ the truth (it cannot know better), so read it as a planning number, not a promis
 What it leaves out: the start. Stage 02 trains it once, so every seed of a run shares it and the claim's SE does
 not contain its variation; on another CPU the start differs too (and SynthMed's pixels did, before repro.libm), and
 more verdicts change than predicted (docs/results.md: 9 of 18 of 04's rows between an AVX512 and an AVX2 machine,
-against 4.1; stage 02 at another seed moves the start as much as another CPU).
+against 4.1; stage 02 at other seeds moves the start as much as another CPU).
 
 Not predicted (NaN): not_trained claims (whether an arm learns is its own random event, judged on the probe, not
 on these numbers), claims without a CI, and zero-width CIs (two arms that agree on every item give no spread to

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from repro import replication, results
+from repro import replication, results, stats
 
 STAGES = ("01_data", "02_sft", "03_rewards", "04_rl", "05_ablations", "06_generalization")
 PAPERS = ("umed", "zhu", "mmedpo", "drllava")
 PAPER_TITLES = {"umed": "UMed-LVLM", "zhu": "Zhu et al. 2025 (GRPO)", "mmedpo": "MMedPO", "drllava": "Dr-LLaVA"}
-VERDICTS = ("reproduced", "opposite", "below_paper", "inconclusive", "not_trained", "unknown")
+VERDICTS = (*stats.VERDICTS, "unknown")  # stats.verdict_class gives "unknown" to a verdict it cannot read
 COLORS = {"reproduced": "#1b9e77", "opposite": "#d95f02", "below_paper": "#7570b3", "inconclusive": "#7f7f7f",
           "not_trained": "#c7c7c7", "unknown": "#e7298a"}
 LEDGER_COLUMNS = ["stage", "paper", "claim", "kind", "metric", "comparison", "paper_number", "paper_difference",
@@ -72,14 +72,7 @@ def interval(claim: dict) -> tuple[float | None, float | None]:
     return None, None
 
 
-def verdict_class(verdict) -> str:
-    """The verdict's class for colours and counts: "inconclusive (CI contains 0)" -> "inconclusive"; older
-    results' "not trained" -> "not_trained"."""
-    v = str(verdict or "").strip().lower().replace("not trained", "not_trained").replace("below paper", "below_paper")
-    for cls in VERDICTS[:-1]:
-        if v.startswith(cls):
-            return cls
-    return "unknown"
+verdict_class = stats.verdict_class  # the verdict's class for colours and counts ("unknown" if none)
 
 
 # Where the paper reports both arms of a comparison: our arm name -> the paper's row, and our metric's family ->

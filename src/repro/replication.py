@@ -44,6 +44,8 @@ import statistics
 
 import pandas as pd
 
+from repro.stats import verdict_class
+
 Z95 = statistics.NormalDist().inv_cdf(0.975)
 PREDICTED = ("reproduced", "opposite", "below_paper", "inconclusive")
 SCALES = (1, 2, 4, 8, 16, 32)  # the evidence multiples the planning table shows
@@ -128,8 +130,7 @@ def _kw(row: dict) -> dict:
 
 
 def _verdict(row: dict) -> str:
-    """The verdict's class: older results wrote "inconclusive (CI contains 0)" for "inconclusive"."""
-    return str(row.get("verdict") or "").strip().lower().split(" ")[0]
+    return verdict_class(row.get("verdict"))
 
 
 def agreement(row: dict) -> float:

@@ -371,6 +371,13 @@ def holm(p_values: list[float]) -> list[float]:
 
 VERDICTS = ("reproduced", "opposite", "below_paper", "inconclusive", "not_trained")
 KINDS = ("claim", "check", "control")
+
+
+def verdict_class(verdict) -> str:
+    """The verdict's class, whatever the results' vintage: "inconclusive (CI contains 0)" -> "inconclusive"; older
+    results' "not trained" -> "not_trained"; anything else -> "unknown"."""
+    v = str(verdict or "").strip().lower().replace("not trained", "not_trained").replace("below paper", "below_paper")
+    return next((cls for cls in VERDICTS if v.startswith(cls)), "unknown")
 FLOOR_SHARE = 0.95  # a claim whose two arms both score 0 (or both 1) on this share of items becomes a check
 
 

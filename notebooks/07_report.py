@@ -172,7 +172,8 @@ display(planning.round(3))
 # the truth in the planning panel. Whether an arm learns at all is not predicted (not_trained rows): that is the
 # probe's decision, with its own noise. Nor is the start: stage 02 trains it once, every seed shares it, so its
 # variation is not in any claim's SE; on another CPU the start moves too and more verdicts change than predicted
-# (docs/results.md: 9 of 18 of 04's rows on a native AVX2 machine, against 4.1).
+# (docs/results.md: 9 of 18 of 04's rows between an AVX512 and an AVX2 machine, against 4.1), and stage 02 at other
+# seeds moves the start as much as another CPU does.
 #
 # **Exercises.** (1) Which claims would a rerun most likely flip, and where do their CIs sit relative to 0 and the
 # paper's number? (2) `replication.verdict_probs(0.0, 2**0.5 * se, se, paper_effect=p)` for p from 0.01 to 0.1: at

@@ -169,8 +169,11 @@ display(planning.round(3))
 #
 # **How we differ.** The papers report one run and no replication; this is our own planning aid, a normal
 # approximation of the paired bootstrap (its CIs need not be symmetric), and it takes the measured difference for
-# the truth in the planning panel. Whether an arm learns at all is not predicted (not_trained rows): that is the
-# probe's decision, with its own noise. Nor is the start: stage 02 trains it once, every seed shares it, so its
+# the truth in the planning panel. Whether an arm learns is predicted the same way from its method's learned rule
+# (the pooled probe gain and its CI, the claim's `learning`): a rerun learns when its own probe CI ends above 0,
+# $P = \Phi\big((\hat d_L - 1.96\,\mathrm{SE}_L)/(\sqrt2\,\mathrm{SE}_L)\big)$ per method, so a not_trained row
+# agrees with $1 - \prod P$ and a judged row's agreement is multiplied by $\prod P$ (planning leaves not_trained
+# rows out: what they would read if they learned is unknown). The start is not predicted: stage 02 trains it once, every seed shares it, so its
 # variation is not in any claim's SE; on another CPU the start moves too and more verdicts change than predicted
 # (docs/results.md: 9 of 18 of 04's rows between an AVX512 and an AVX2 machine, against 4.1), and stage 02 at other
 # seeds moves the start as much as another CPU does.

@@ -27,7 +27,7 @@ COLORS = {"reproduced": "#1b9e77", "opposite": "#d95f02", "below_paper": "#7570b
           "not_trained": "#c7c7c7", "unknown": "#e7298a"}
 LEDGER_COLUMNS = ["stage", "paper", "claim", "kind", "metric", "comparison", "paper_number", "paper_difference",
                   "difference", "ci_low", "ci_high", "p_value", "p_holm", "mde", "mde_planned", "n_items", "seeds",
-                  "verdict", "why", "agreement", "stable_at"]
+                  "verdict", "why", "learning", "agreement", "stable_at"]
 DASH = "—"
 
 
@@ -180,7 +180,8 @@ def build(records: dict[str, dict], numbers: dict | None = None) -> pd.DataFrame
                          "ci_low": lo, "ci_high": hi, "p_value": _num(c.get("p_value")),
                          "p_holm": _num(c.get("p_holm")), "mde": _num(c.get("mde")),
                          "mde_planned": _num(c.get("mde_planned")), "n_items": c.get("n_items"),
-                         "seeds": _seeds(c.get("seeds")), "verdict": c.get("verdict") or DASH, "why": _why(c)})
+                         "seeds": _seeds(c.get("seeds")), "verdict": c.get("verdict") or DASH, "why": _why(c),
+                         "learning": c.get("learning") if isinstance(c.get("learning"), list) else None})
         seen |= mine
     df = pd.DataFrame(rows, columns=LEDGER_COLUMNS[:-2])
     for col in ("paper_difference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "mde", "mde_planned"):

@@ -27,14 +27,23 @@ two runs of a design with f times the evidence (seeds and test items together: s
 u ~ Normal(s * difference, se^2 / f) and agreement = sum over verdicts of P(verdict)^2. It takes the estimate for
 the truth (it cannot know better), so read it as a planning number, not a promise.
 
+Whether the arms learn (the learned rule, repro.papers.probe.learned): a claim is judged only when its methods'
+pooled validation probe rose (CI above 0). Where a claim carries its methods' rules (`learning`: difference and CI
+of each method's probe gain, repro.papers.claims.judge), a rerun learns with
+    P(learns) = P(u_L - z_{0.975} se_L > 0),  u_L ~ Normal(d_L, 2 se_L^2)     per method, independent
+so a judged claim agrees with probability prod P(learns) * P(same verdict), and a not_trained one with
+1 - prod P(learns). Two runs at f times the evidence: u_L ~ Normal(d_L, se_L^2 / f) each, and a judged claim agrees
+when both do not learn or both learn and agree on the verdict: (1 - q)^2 + q^2 sum P(v)^2, q = prod P(learns).
+
 What it leaves out: the start. Stage 02 trains it once, so every seed of a run shares it and the claim's SE does
 not contain its variation; on another CPU the start differs too (and SynthMed's pixels did, before repro.libm), and
 more verdicts change than predicted (docs/results.md: 9 of 18 of 04's rows between an AVX512 and an AVX2 machine,
 against 4.1; stage 02 at other seeds moves the start as much as another CPU).
 
-Not predicted (NaN): not_trained claims (whether an arm learns is its own random event, judged on the probe, not
-on these numbers), claims without a CI, and zero-width CIs (two arms that agree on every item give no spread to
-predict from).
+Not predicted (NaN): not_trained claims without their methods' rules (older results; arms without a probe) or
+whose methods all learned (then a seed did not move: not a random event of the probe), not_trained claims in the
+two-run planning (what they would read if both learned is unknown), claims without a CI, and zero-width CIs (two
+arms that agree on every item give no spread to predict from).
 """
 
 from __future__ import annotations
@@ -133,14 +142,43 @@ def _verdict(row: dict) -> str:
     return verdict_class(row.get("verdict"))
 
 
+def rules_of(row: dict) -> list[dict]:
+    """The learned rules a row carries (`learning`: [{method, difference, ci_low, ci_high, learned}], one per method
+    with a probe); [] when absent (older results, a list that is NaN in a frame)."""
+    rules = row.get("learning")
+    return [r for r in rules if isinstance(r, dict)] if isinstance(rules, list | tuple) else []
+
+
+def p_learns(rule: dict, scale: float | None = None) -> float:
+    """P(a run's learned rule passes: its probe CI's lower end above 0). scale None: a rerun of this run (u ~
+    Normal(d, 2 se^2), its own CI d -+ z se); a number f: a run of f times the evidence (u ~ Normal(d, se^2 / f)).
+    A zero-width CI (the null control: lr 0, no change on any item) is deterministic."""
+    d, lo, hi = (finite(rule.get(k)) for k in ("difference", "ci_low", "ci_high"))
+    if d is None or lo is None or hi is None:
+        return 1.0 if rule.get("learned") else 0.0
+    se = (hi - lo) / (2 * Z95)
+    if se <= 0:
+        return 1.0 if lo > 0 else 0.0
+    if scale is None:
+        return _cdf((d - Z95 * se) / (math.sqrt(2) * se))
+    se_f = se / math.sqrt(scale)
+    return _cdf((d - Z95 * se_f) / se_f)
+
+
 def agreement(row: dict) -> float:
     """P(an independent rerun of this design gives this row's verdict); NaN where not predicted. row: a ledger row
-    (difference, ci_low, ci_high, p_value, p_holm, verdict, paper_difference, expect)."""
+    (difference, ci_low, ci_high, p_value, p_holm, verdict, paper_difference, expect, learning)."""
+    rules, v = rules_of(row), _verdict(row)
+    if v == "not_trained":
+        if not rules or all(r.get("learned") for r in rules):
+            return float("nan")
+        return 1 - math.prod(p_learns(r) for r in rules)
     got = _inputs(row)
-    if got is None or _verdict(row) not in PREDICTED:
+    if got is None or v not in PREDICTED:
         return float("nan")
     d, se, m = got
-    return verdict_probs(d, math.sqrt(2) * se, se, holm_factor=m, **_kw(row))[_verdict(row)]
+    return verdict_probs(d, math.sqrt(2) * se, se, holm_factor=m, **_kw(row))[v] * \
+        math.prod(p_learns(r) for r in rules)
 
 
 def two_run_agreement(row: dict, scale: float = 1.0, se: float | None = None) -> float:
@@ -153,7 +191,8 @@ def two_run_agreement(row: dict, scale: float = 1.0, se: float | None = None) ->
     d, se_now, m = got
     se_f = se if se is not None else se_now / math.sqrt(scale)
     probs = verdict_probs(d, se_f, se_f, holm_factor=m, **_kw(row))
-    return sum(p * p for p in probs.values())
+    q = math.prod(p_learns(r, scale) for r in rules_of(row))  # both runs learn; (1 - q)^2: neither does
+    return (1 - q) ** 2 + q * q * sum(p * p for p in probs.values())
 
 
 def scale_for(row: dict, target: float = TARGET, scales=SCALES) -> float:
@@ -177,8 +216,8 @@ def annotate(ledger: pd.DataFrame) -> pd.DataFrame:
 def expected_changes(ledger: pd.DataFrame, scale: float | None = None) -> dict:
     """Over the ledger's rows of kind "claim": {"claims", "predicted", "expected", "share"}: how many verdicts a
     rerun is expected to change (scale None: a rerun of this run, from `agreement`; a number: two runs of a
-    design with that many times the evidence, `two_run_agreement`). Unpredicted rows (not_trained, no CI) are
-    counted in "claims", not in "predicted"."""
+    design with that many times the evidence, `two_run_agreement`). Unpredicted rows (the module docstring says
+    which) are counted in "claims", not in "predicted"."""
     mine = claims_only(ledger)
     rows = mine.to_dict("records")
     p = [agreement(r) if scale is None else two_run_agreement(r, scale) for r in rows]

@@ -196,6 +196,8 @@ def to_markdown(df, floatfmt: str = ".3f") -> str:
     def fmt(v):
         if isinstance(v, float):
             return "" if math.isnan(v) else format(v, floatfmt)
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):  # records in a cell (a claim's learning)
+            return "; ".join(", ".join(f"{k} {fmt(x)}" for k, x in d.items()) for d in v)
         return str(v)
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -33,7 +33,7 @@ _TIE = 1e-12  # float tolerance when comparing bootstrap statistics to the estim
 TEST_BOOT = "paired bootstrap (clusters x seeds)"
 TEST_MCNEMAR = "McNemar (exact)"
 CLAIM_COLUMNS = ["paper", "claim", "kind", "metric", "comparison", "difference", "ci_low", "ci_high", "p_value",
-                 "p_holm", "mde", "mde_planned", "n_items", "seeds", "per_seed", "verdict"]
+                 "p_holm", "mde", "mde_planned", "n_items", "seeds", "per_seed", "verdict", "learning"]
 
 
 # ----------------------------------------------------------------------------------------------- seed-level

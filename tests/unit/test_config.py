@@ -94,6 +94,9 @@ def test_markdown_tables_leave_out_a_plain_row_number_index():
     assert md.splitlines()[0] == "| condition | acc |" and md.splitlines()[2] == "| a | 0.500 |"
     named = to_markdown(pd.DataFrame({"acc": [0.5]}, index=pd.Index([3], name="step")))
     assert named.splitlines()[0] == "| step | acc |" and named.splitlines()[2] == "| 3 | 0.500 |"
+    # records in a cell (a claim's `learning`) read as fields, numbers formatted like the rest
+    cell = to_markdown(pd.DataFrame({"learning": [[{"method": "RL", "difference": 0.0741}, {"method": "B"}]]}))
+    assert cell.splitlines()[2] == "| method RL, difference 0.074; method B |"
 
 
 def test_schema_knobs_listed_as_none_take_the_params_file_then_the_default(tmp_repo):

@@ -69,3 +69,13 @@ def test_an_arm_read_back_from_disk_names_its_probe_table(tmp_repo):
     _probe(job.folder / "probe.csv", 0.3, 0)
     recs, _ = common.run_jobs([job], only_cached=True, progress=False)
     assert recs[0]["probe_file"] == str(job.folder / "probe.csv")
+
+
+def test_a_claim_carries_its_methods_rules_and_starts_have_none(tmp_path):
+    # repro.replication predicts from these whether a rerun learns: one entry per method with probe tables
+    recs = [_rec("SFT", None), _rec("RL", 0, _probe(tmp_path / "a.csv", 0.3, 0), learned=True),
+            _rec("RL", 1, _probe(tmp_path / "b.csv", 0.3, 1), learned=True)]
+    got = claims.learning({"records": recs}, "RL", "SFT")
+    assert [r["method"] for r in got] == ["RL"] and got[0]["learned"]
+    assert got[0]["ci_low"] < got[0]["difference"] < got[0]["ci_high"]
+    assert got[0]["difference"] == claims.method_learned({"records": recs}, "RL")["difference"]

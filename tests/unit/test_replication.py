@@ -153,3 +153,56 @@ def test_verdict_design_tool_on_the_committed_results(capsys):
     assert f"04's {planned['predicted']} predicted verdicts" in out
     expected = planned["share"]
     assert float(out.splitlines()[-1].split()[-1]) == pytest.approx(expected, abs=0.02)
+
+
+def rule(d, se, method="RL"):
+    """A method's learned rule as a claim carries it (repro.papers.claims.learning)."""
+    return {"method": method, "difference": d, "ci_low": d - Z * se, "ci_high": d + Z * se,
+            "learned": d - Z * se > 0}
+
+
+def test_whether_a_rerun_learns_by_hand():
+    se = 0.04
+    edge = rule(Z * se, se)  # the probe CI ends exactly at 0
+    assert R.p_learns(edge) == pytest.approx(0.5)
+    # two runs of 4x the evidence: u ~ N(z se, se^2 / 4), threshold z se / 2 -> Phi(z)
+    assert R.p_learns(edge, 4) == pytest.approx(PHI(Z))
+    # a rerun's u ~ N(d, 2 se^2): 1 se above the edge learns with Phi(1 / sqrt 2)
+    assert R.p_learns(rule((Z + 1) * se, se)) == pytest.approx(PHI(1 / math.sqrt(2)))
+    # lr 0: no item moved, a zero-width CI at 0 never learns; without numbers the recorded flag decides
+    assert R.p_learns({"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0}) == 0.0
+    assert R.p_learns({"learned": True}) == 1.0 and R.p_learns({"learned": False}) == 0.0
+
+
+UNTRAINED = {"stage": "04_rl", "kind": "claim", "difference": None, "ci_low": None, "ci_high": None, "p_value": None,
+             "p_holm": None, "verdict": "not_trained", "paper_difference": None, "why": "not trained: ..."}
+
+
+def test_not_trained_rows_are_predicted_from_their_methods_rules():
+    se = 0.04
+    edge, flat = rule(Z * se, se, "AAR"), rule(0.0, se, "AAR")
+    assert R.agreement({**UNTRAINED, "learning": [edge]}) == pytest.approx(0.5)
+    # two methods at their edge: the rerun judges the claim only when both learn (1/4)
+    assert R.agreement({**UNTRAINED, "learning": [edge, rule(Z * se, se, "B")]}) == \
+        pytest.approx(0.75)
+    assert R.agreement({**UNTRAINED, "learning": [flat]}) == pytest.approx(1 - PHI(-Z / math.sqrt(2)))
+    # every method learned: the row is not_trained for another reason (a seed did not move), not predicted
+    assert math.isnan(R.agreement({**UNTRAINED, "learning": [rule(0.5, se)]}))
+    # nor in planning (what two learned runs would read is unknown)
+    assert math.isnan(R.two_run_agreement({**UNTRAINED, "learning": [edge]}, 4))
+
+
+def test_a_judged_row_agrees_only_if_its_methods_learn_again():
+    se = 0.02
+    inside = row(0.0, se, "inconclusive")
+    sure, edge = rule(1.0, 0.01), rule(Z * 0.04, 0.04)
+    assert R.agreement({**inside, "learning": [sure]}) == pytest.approx(R.agreement(inside))
+    assert R.agreement({**inside, "learning": [sure, edge]}) == pytest.approx(R.agreement(inside) / 2)
+    # two runs: both do not learn ((1 - q)^2) or both learn and agree (q^2 sum P(v)^2); q = Phi(0) at x1
+    q, base = 0.5, R.two_run_agreement(inside, 1)
+    assert R.two_run_agreement({**inside, "learning": [edge]}, 1) == pytest.approx((1 - q) ** 2 + q * q * base)
+    ledger = pd.DataFrame([{**inside, "learning": [edge]}, {**UNTRAINED, "learning": [edge]},
+                           row(0.1, 0.02, "not_trained")])
+    out = R.expected_changes(ledger)
+    assert (out["claims"], out["predicted"]) == (3, 2)
+    assert out["expected"] == pytest.approx((1 - R.agreement(inside) / 2) + 0.5)

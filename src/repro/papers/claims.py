@@ -146,11 +146,24 @@ def trained(run: dict, *methods: str) -> tuple[bool, str]:
     return not why, "; ".join(why)
 
 
+def learning(run: dict, *methods: str) -> list[dict]:
+    """The learned rule of each of `methods` that has probe tables (`method_learned`), as a claim carries it:
+    [{method, difference, ci_low, ci_high, learned}] (repro.replication predicts from it whether a rerun learns)."""
+    out = []
+    for m in methods:
+        rule = method_learned(run, m)
+        if rule is not None:
+            out.append({"method": m, "learned": bool(rule["learned"]),
+                        **{k: rule[k] for k in ("difference", "ci_low", "ci_high")}})
+    return out
+
+
 def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0, plan: dict | None = None) -> list[dict]:
     """One dict per claim whose two arms were run, the input of stats.claims_frame: {paper, claim, metric,
-    comparison, expect ("higher"), trained (bool), not_trained_why, **stats.compare(...)} (compare's keys:
-    difference, ci_low, ci_high, p_value, mde, n_items, n_clusters, seeds, test; NaN / 0 when not trained), and
-    mde_planned from `plan` (repro.papers.plan: the validation sweep's variance at the claim's design size)."""
+    comparison, expect ("higher"), trained (bool), not_trained_why, learning (`learning`), **stats.compare(...)}
+    (compare's keys: difference, ci_low, ci_high, p_value, mde, n_items, n_clusters, seeds, test; NaN / 0 when not
+    trained), and mde_planned from `plan` (repro.papers.plan: the validation sweep's variance at the claim's design
+    size)."""
     from repro import stats
     from repro.papers import plan as plan_lib
 
@@ -176,7 +189,8 @@ def judge(runs: dict, claims=CLAIMS, n_boot: int = 2000, rng_seed: int = 0, plan
             result = {**dict.fromkeys(NUMBERS, float("nan")), "n_items": 0, "n_clusters": 0, "seeds": seeds,
                       "test": None}
         row = {"paper": c.paper, "claim": c.claim, "kind": c.kind, "metric": c.metric, "comparison": c.comparison,
-               "expect": c.expect, "trained": ok, "not_trained_why": why, **result}
+               "expect": c.expect, "trained": ok, "not_trained_why": why, **result,
+               "learning": learning(run, c.treat, c.base)}
         n_seeds = result["seeds"] if isinstance(result["seeds"], int) else len(result["seeds"])
         mde_planned = plan_lib.planned(plan, c.paper, c.metric, c.comparison, result["n_clusters"], n_seeds)
         out.append({**row, "paper_effect": paper_effect(row), "mde_planned": mde_planned})

@@ -79,3 +79,4 @@ def test_a_claim_carries_its_methods_rules_and_starts_have_none(tmp_path):
     assert [r["method"] for r in got] == ["RL"] and got[0]["learned"]
     assert got[0]["ci_low"] < got[0]["difference"] < got[0]["ci_high"]
     assert got[0]["difference"] == claims.method_learned({"records": recs}, "RL")["difference"]
+    assert claims.learning({"records": recs}, "RL", "RL") == got  # one arm at two steps: one rule

@@ -50,7 +50,8 @@ def pair_claim(run: dict, paper: str, claim: str, treat: str, base: str, metric:
         seeds = sorted({r["seed"] for r in run["records"] if r["method"] in (treat, base)} - {None})
         result = {**dict.fromkeys(NUMBERS, float("nan")), "n_items": 0, "n_clusters": 0, "seeds": seeds, "test": None}
     return {"paper": paper, "claim": claim, "kind": kind, "metric": metric, "comparison": f"{treat} - {base}",
-            "expect": "higher", "trained": ok, "not_trained_why": why, **result}
+            "expect": "higher", "trained": ok, "not_trained_why": why, **result,
+            "learning": claims_lib.learning(run, treat, base)}
 
 
 def ledger(items: list[dict | None]) -> pd.DataFrame:

@@ -148,9 +148,10 @@ def trained(run: dict, *methods: str) -> tuple[bool, str]:
 
 def learning(run: dict, *methods: str) -> list[dict]:
     """The learned rule of each of `methods` that has probe tables (`method_learned`), as a claim carries it:
-    [{method, difference, ci_low, ci_high, learned}] (repro.replication predicts from it whether a rerun learns)."""
+    [{method, difference, ci_low, ci_high, learned}] (repro.replication predicts from it whether a rerun learns).
+    A method named twice (one arm at two steps) is one rule."""
     out = []
-    for m in methods:
+    for m in dict.fromkeys(methods):
         rule = method_learned(run, m)
         if rule is not None:
             out.append({"method": m, "learned": bool(rule["learned"]),

@@ -45,6 +45,7 @@ lora_r = 0                 # 0 means full fine-tuning (tiny model); LoRA rank fo
 eval_limit = 40            # test rows per task, spread over sources and classes; 0 means all
 eval_batch_size = 32
 num_threads = 0            # torch CPU threads, 0 keeps the default
+start_seeds = []           # more SFT starts, one per seed listed (models/sft-s<seed>): stage 04's Stage.start_seeds
 
 # %%
 import time
@@ -64,14 +65,15 @@ cfg, started = repro.config.start(globals(), "02_sft")
 data_dir = repro.paths.data_dir(cfg.profile)
 model_dir = repro.paths.models_dir(cfg.profile)
 lora = {"r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r} if cfg.lora_r else None
-run_key = {k: v for k, v in vars(cfg).items() if k not in ("eval_limit", "eval_batch_size", "num_threads")}
+run_key = {k: v for k, v in vars(cfg).items() if k not in ("eval_limit", "eval_batch_size", "num_threads",
+                                                           "start_seeds")}  # start_seeds adds runs, changes none
 print(f"profile {cfg.profile}: data {data_dir}, models -> {model_dir}")
 
 # %% [markdown]
 # The validated configuration of this stage (`cfg`), and the two values derived from it: `lora` (None = full
 # fine-tuning) and `run_key`, the dictionary that, with a fingerprint of the starting weights and of the data,
 # decides whether a finished training run can be reused (`docs/design.md §2`; evaluation knobs are left out of it,
-# so changing `eval_limit` re-evaluates without retraining).
+# so changing `eval_limit` re-evaluates without retraining, and `start_seeds` only adds runs).
 
 # %%
 print("lora:", lora)
@@ -163,9 +165,9 @@ if cfg.sft_capped_tasks and cfg.sft_capped_rows < 1:
 task_rows = {t: cfg.sft_capped_rows for t in cfg.sft_capped_tasks} or None
 
 
-def mixture(tasks, steps, max_rows=None, task_rows=None):  # task-homogeneous batches (less padding), read in order
-    return sft.sft_dataset(data_dir, tasks, seed=cfg.seed, max_rows_per_task=max_rows, batch_size=cfg.batch_size,
-                           steps=steps, task_rows=task_rows)
+def mixture(tasks, steps, max_rows=None, task_rows=None, seed=None):  # task-homogeneous batches, read in order
+    return sft.sft_dataset(data_dir, tasks, seed=cfg.seed if seed is None else seed, max_rows_per_task=max_rows,
+                           batch_size=cfg.batch_size, steps=steps, task_rows=task_rows)
 
 
 train_kw = dict(batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, lora=lora, run_key=run_key, sequential=True,
@@ -387,6 +389,42 @@ for k, v in checks.items():
 # profile's are in the README's status table (`results/cpu/02_sft.json`).
 
 # %% [markdown]
+# ## A start per training seed (`start_seeds`)
+#
+# The SFT above is one draw of its own noise: another seed (the mixture's order, the trainer's randomness) or another
+# CPU's float kernels give another start, and at the cpu profile's size stage 02 at seeds 1 and 2 moved stage 04's
+# starts as much as another CPU did (docs/results.md). When every training seed of a stage-04 claim starts from
+# the same SFT, the claim is about that start. With `start_seeds`, the same recipe runs again from the same base
+# once per listed seed, into `models/sft-s<seed>/`; stage 04-06 with the same `start_seeds` (their `Stage`) start
+# each of those training seeds from its own SFT (`repro.papers.common.model_dir`), so the start's spread is inside
+# every claim's seed spread. Each start gets the checks above; the table's first row is `models/sft`.
+
+# %%
+CHECKS = {"closed_acc": ("vqa", "closed_acc"), "mau_acc": ("instruct", "mau_acc"),
+          "diagnosis_acc": ("conv", "diagnosis_acc"), "mcq_acc": ("mcq", "acc")}
+bad = [x for x in cfg.start_seeds if not isinstance(x, int) or isinstance(x, bool) or x == cfg.seed]
+if bad:
+    raise ValueError(f"params 02_sft: key 'start_seeds' has value {cfg.start_seeds!r}: seeds must be integers other "
+                     f"than `seed` ({cfg.seed}, whose start is models/sft); bad: {bad}")
+starts = {cfg.seed: {k: evals["SFT"][t][m] for k, (t, m) in CHECKS.items()} | {"folder": "sft",
+                                                                               "sft_seconds": tuned["seconds"]}}
+for s_ in cfg.start_seeds:
+    run_s = sft.train(base["final_dir"], model_dir / f"sft-s{s_}",
+                      mixture(cfg.sft_tasks, cfg.sft_steps, cfg.sft_max_rows_per_task or None, task_rows, seed=s_),
+                      max_steps=cfg.sft_steps, **{**train_kw, "lr": cfg.sft_lr or cfg.lr, "seed": s_})
+    model, processor = models.load_vlm(run_s["final_dir"])
+    m_ = ev.evaluate(model, processor, data_dir, limit=limit, batch_size=cfg.eval_batch_size)["metrics"]
+    starts[s_] = {k: m_[t][m] for k, (t, m) in CHECKS.items()} | {"folder": f"sft-s{s_}", "sft_seconds": run_s["seconds"]}
+starts_table = pd.DataFrame.from_dict(starts, orient="index").rename_axis("seed")
+if len(starts) > 1:
+    repro.results.save_table(starts_table, cfg, "starts")
+starts_table
+
+# %% [markdown]
+# **Reading it.** One row per start: how far apart the checks of one recipe lie is the start's own noise, the part
+# a claim about a method must carry. With `start_seeds = []` (the default) only `models/sft` is listed.
+
+# %% [markdown]
 # ## Save the stage's results
 #
 # `results/<profile>/02_sft.json` gets the metrics of both models, the baseline, the checks and the checkpoint
@@ -398,5 +436,6 @@ metrics = {"n_params": n_params, "vision": {k: v for k, v in (vis or {}).items()
                      "base_final_loss": sft.loss_at(curves[base_label], -1),
                      "sft_first_loss": sft.loss_at(curves["SFT (task mixture, from base)"], 0),
                      "sft_final_loss": sft.loss_at(curves["SFT (task mixture, from base)"], -1)},
-           "models": {"base": base["final_dir"], "sft": tuned["final_dir"]}}
+           "models": {"base": base["final_dir"], "sft": tuned["final_dir"]},
+           "starts": {str(k): v for k, v in starts.items()}}
 print(repro.results.save(cfg, metrics, started=started))

@@ -208,12 +208,14 @@ def arms_table(runs: dict) -> pd.DataFrame:
     the probe's {reward_start, reward_end, ci_low, ci_high, ...}, the target metric sampled (pass1) and greedy on
     the probe at step 0 and at the end, end KL, first / last training reward, moved (end KL > min_kl), trained
     (= moved and learned; an arm without a probe: moved), control (null / positive, else None) and why not."""
+    from repro.papers import measure
+
     rows = [{"paper": p, "method": r["method"], "seed": r["seed"], "learned": r.get("learned"),
              "probe": r.get("probe"), "pass1": r.get("pass1"), "greedy_val": r.get("greedy_val"),
              "kl_end": r["kl_end"], "reward_first": r["reward_first"], "reward_last": r["reward_last"],
              "moved": bool(r.get("moved", r["trained"])), "trained": bool(r["trained"]),
              "control": r.get("control"), "why": r["why"]}  # control: null / positive (repro.papers.controls)
-            for p, run in runs.items() for r in run["records"] if r["seed"] is not None]
+            for p, run in runs.items() for r in run["records"] if not measure.is_start(r)]
     return pd.DataFrame(rows, columns=ARM_COLUMNS)
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from repro import config, evaluation, papers, paths
+from repro import ledger as _ledger  # noqa: F401  imported (with replication) before fake_stats swaps repro.stats
 from repro.config import ConfigError
 from repro.papers import claims, common, continued, measure
 

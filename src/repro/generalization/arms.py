@@ -23,7 +23,7 @@ EMPTY = pd.DataFrame(columns=common.ROW_COLUMNS)
 
 # ----------------------------------------------------------------------------------------------- rows
 def start_dir(job: common.Job, name: str) -> Path:
-    return common.model_dir(job.stage, name) if name in ("base", "sft") else Path(name)
+    return common.model_dir(job.stage, name, job.seed) if name in ("base", "sft") else Path(name)
 
 
 def limit_rows(rows: list[dict], limit: int) -> list[dict]:
@@ -118,7 +118,7 @@ def eval_arm(job: common.Job):
             flat.update(f)
             parts.append(long)
     return {"metrics": flat, "curve": [], "kl_end": None, "reward_first": None, "reward_last": None,
-            "trained": True, "why": "starting point (not trained here)"}, pd.concat(parts, ignore_index=True)
+            "trained": True, "why": measure.STARTING_POINT}, pd.concat(parts, ignore_index=True)
 
 
 def _extra_fn(name):

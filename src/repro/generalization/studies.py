@@ -185,18 +185,19 @@ def zhu_jobs(study: ZhuStudy, grpo_cfg, stage: common.Stage, base_dir: str | Non
         init, stamp = base_dir, _stamp(base_dir)
     parts = arms.zhu_parts(study.heldout_kind)
     start_name, name = zhu_labels(study)
-    start = common.Job("ood_zhu", start_name, None, FN + "eval_arm", study, stage,
-                       {"model": init, "stamp": stamp, "tasks": ["mcq"], "limit": study.eval_limit,
-                        "labels": {f"0:{p}": spec for p, spec in parts.items()},
-                        "extra_fn": "repro.papers.zhu:mcq_extra"})
-    if stamp is None:  # as before the kind-free start: the cached arms of the "sft" / "base" starts keep their keys
-        start.extra.pop("stamp")
+    start = [common.Job("ood_zhu", start_name, s, FN + "eval_arm", study, stage,
+                        {"model": init, "stamp": stamp, "tasks": ["mcq"], "limit": study.eval_limit,
+                         "labels": {f"0:{p}": spec for p, spec in parts.items()},
+                         "extra_fn": "repro.papers.zhu:mcq_extra"})
+             for s in (common.sft_seeds(stage) if init == "sft" else [None])]  # a start per seed (Stage.start_seeds)
+    for job in start:
+        if stamp is None:  # as before the kind-free start: the cached arms of the "sft" / "base" starts keep their keys
+            job.extra.pop("stamp")
     extra = {"init": init, "variant": study.variant, "heldout_kind": study.heldout_kind, "steps": study.steps,
              "checkpoints": study.checkpoints, "limit": study.eval_limit}
     if stamp is not None:
         extra["stamp"] = stamp
-    return [start] + [common.Job("ood_zhu", name, s, FN + "zhu_arm", grpo_cfg, stage, dict(extra))
-                      for s in stage.seeds]
+    return start + [common.Job("ood_zhu", name, s, FN + "zhu_arm", grpo_cfg, stage, dict(extra)) for s in stage.seeds]
 
 
 def zhu_run(study: ZhuStudy, grpo_cfg, stage: common.Stage, only_cached: bool = False) -> dict:

@@ -48,6 +48,10 @@ class Stage:
     workers: int = 0              # parallel arm processes; 0 = one per CPU core (1 when a GPU is present)
     eval_batch_size: int = 32
     eval_split: str = "test"      # "val" while choosing knobs (issue 11: never tune toward a paper on test)
+    # training seeds whose arms start from their own stage-02 SFT (models/sft-s<seed>, 02's `start_seeds`) instead of
+    # the shared models/sft: the start is one draw of SFT's noise, and with a start per seed its spread enters every
+    # claim's seed spread (issue 26). [] = every seed starts from models/sft.
+    start_seeds: list = field(default_factory=list)
 
     def __post_init__(self):
         if self.eval_split not in ("val", "test"):
@@ -140,13 +144,28 @@ def data_dir(stage: Stage) -> Path:
     return paths.data_dir(stage.profile)
 
 
-def model_dir(stage: Stage, name: str) -> Path:
-    """The stage-02 checkpoints: name "base" or "sft"."""
-    p = paths.models_dir(stage.profile) / name / "final"
+def start_name(stage: Stage, name: str, seed: int | None = None) -> str:
+    """The stage-02 checkpoint folder a training seed starts from: "sft-s<seed>" for the SFT of a seed in
+    stage.start_seeds, else `name` ("base" is always shared)."""
+    return f"{name}-s{seed}" if name == "sft" and seed is not None and seed in stage.start_seeds else name
+
+
+def model_dir(stage: Stage, name: str, seed: int | None = None) -> Path:
+    """The stage-02 checkpoints: name "base" or "sft"; `seed` picks a training seed's own SFT (`start_name`)."""
+    folder = start_name(stage, name, seed)
+    p = paths.models_dir(stage.profile) / folder / "final"
     if not (p / "config.json").exists():
-        raise FileNotFoundError(f"{name} model {p} not found: run stage 02 first "
+        what = f"the start of seed {seed} ({folder}; 02's start_seeds must list {seed})" if folder != name else name
+        raise FileNotFoundError(f"{what} model {p} not found: run stage 02 first "
                                 f"(python -m repro run --profile {stage.profile} --only 02)")
     return p
+
+
+def sft_seeds(stage: Stage) -> list:
+    """The seeds of the SFT start's evaluation jobs: [None] (one deterministic evaluation that pairs with every
+    seed) when every seed shares models/sft, else every training seed (each start evaluated, paired with its
+    seed's arms)."""
+    return list(stage.seeds) if stage.start_seeds else [None]
 
 
 def out_root(stage: Stage) -> Path:
@@ -187,8 +206,9 @@ class Job:
 
     def _compute_key(self) -> str:
         stamp = {}
-        for name in ("base", "sft"):
-            f = paths.models_dir(self.stage.profile) / name / "final" / "model.safetensors"
+        for name in ("base", "sft"):  # a seed without its own start stamps models/sft: its key is as before
+            f = paths.models_dir(self.stage.profile) / start_name(self.stage, name, self.seed) / "final" / \
+                "model.safetensors"
             stamp[name] = f.stat().st_mtime_ns if f.exists() else None
         cfg = None
         if not self.fn.startswith("repro.papers.measure:"):  # measuring a start reads job.extra only
@@ -208,8 +228,10 @@ class Job:
 
 def step0_file(job: Job) -> Path:
     """The probe's step-0 table shared by the seeds of `job`'s arm (probe.Recorder's `shared`): keyed by the job's
-    key without its seed, i.e. by its start weights, config and extra (what decides step 0 besides the seed)."""
-    seedless = dataclasses.replace(job, seed=None)
+    key without its seed, i.e. by its start weights, config and extra (what decides step 0 besides the seed). A
+    seed with its own start (Stage.start_seeds) has its own step 0."""
+    own = start_name(job.stage, "sft", job.seed) != "sft"
+    seedless = job if own else dataclasses.replace(job, seed=None)
     return out_root(job.stage) / job.paper / "probe0" / f"{seedless.name}-{seedless.key()[:12]}.csv"
 
 

@@ -55,9 +55,9 @@ def arm(job: common.Job):
     batch = int(cfg.batch_size)
     ds = sft.sft_dataset(measure.job_data_dir(job), tasks=TASKS[paper], split="train", seed=job.seed,
                          batch_size=batch, steps=n)
-    info = sft.train(common.model_dir(job.stage, "sft"), job.folder / "train", ds, max_steps=n, batch_size=batch,
-                     lr=float(cfg.lr), seed=job.seed, sequential=True, freeze_vision=True, save_steps=max(n, 1),
-                     logging_steps=1)
+    start = common.model_dir(job.stage, "sft", job.seed)
+    info = sft.train(start, job.folder / "train", ds, max_steps=n, batch_size=batch, lr=float(cfg.lr), seed=job.seed,
+                     sequential=True, freeze_vision=True, save_steps=max(n, 1), logging_steps=1)
     curve = sft.loss_curve(info["log_history"])
     samples: dict = {}
     if paper == "zhu":

@@ -63,10 +63,11 @@ class DrLLaVAConfig:
 
 def jobs(cfg: DrLLaVAConfig, stage: common.Stage) -> list[common.Job]:
     ext = common.protocol_extra("external_test", cfg.external_test, "drllava_external_test")
-    start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
-                       {"model": "sft", "tasks": ["conv"], "limit": cfg.eval_limit, **ext})
-    return [start] + [common.Job(PAPER, METHOD, s, "repro.papers.drllava:arm", cfg, stage, dict(ext))
-                      for s in stage.seeds] + continued.jobs(PAPER, cfg, stage, ext)
+    start = [common.Job(PAPER, "SFT", s, "repro.papers.measure:eval_arm", cfg, stage,
+                        {"model": "sft", "tasks": ["conv"], "limit": cfg.eval_limit, **ext})
+             for s in common.sft_seeds(stage)]
+    return start + [common.Job(PAPER, METHOD, s, "repro.papers.drllava:arm", cfg, stage, dict(ext))
+                    for s in stage.seeds] + continued.jobs(PAPER, cfg, stage, ext)
 
 
 def start_job(cfg: DrLLaVAConfig, stage: common.Stage) -> common.Job:
@@ -81,7 +82,7 @@ def arm(job: common.Job):
     from repro.train import ppo
 
     cfg: DrLLaVAConfig = job.cfg
-    sft = common.model_dir(job.stage, "sft")
+    sft = common.model_dir(job.stage, "sft", job.seed)
     rows = ev.load_rows(common.data_dir(job.stage), "conv", "train", cfg.train_rows or None)
     pc = common.ppo_config(steps=cfg.steps, batch_size=cfg.batch_size, k=cfg.k, ppo_epochs=cfg.ppo_epochs,
                            lr=cfg.lr, kl_beta=cfg.kl_beta, gamma=cfg.gamma, lam=cfg.lam, baseline=cfg.baseline,

@@ -114,7 +114,7 @@ def eval_arm(job: Job):
     if e.get("extra_fn"):
         module, fn = e["extra_fn"].split(":")
         extra = getattr(importlib.import_module(module), fn)
-    start = model_dir(job.stage, e["model"])
+    start = model_dir(job.stage, e["model"], job.seed)
     samples: dict = {}
     flat, rows = evaluate(start, job.stage, e["tasks"], e["limit"], extra=extra, data=job_data_dir(job),
                           samples=samples)
@@ -124,10 +124,18 @@ def eval_arm(job: Job):
     return start_record(flat, samples), rows
 
 
+STARTING_POINT = "starting point (not trained here)"  # a start's record's `why`
+
+
 def start_record(flat: dict, samples: dict | None = None) -> dict:
     """The record of a start's evaluation (no training, so no curve); samples: its first test answers."""
     return {"metrics": flat, "curve": [], "kl_end": None, "reward_first": None, "reward_last": None,
-            "trained": True, "why": "starting point (not trained here)", "samples": samples or {}}
+            "trained": True, "why": STARTING_POINT, "samples": samples or {}}
+
+
+def is_start(rec: dict) -> bool:
+    """A start's evaluation, not a trained arm: seed None, or (a start per seed, Stage.start_seeds) its `why`."""
+    return rec.get("seed") is None or rec.get("why") == STARTING_POINT
 
 
 # ----------------------------------------------------------------------------------------------- starting points
@@ -150,7 +158,7 @@ def start_arm(job: Job):
     task, metric, k, limit = e["task"], e["metric"], int(e["k"]), e["limit"]
     folder, split = job_data_dir(job), e.get("split", "val")
     rows = probe.val_rows(folder, task, limit, e.get("variant"), split)  # the variant's rows, then `limit` of them
-    model, processor = load_vlm(model_dir(stage, e["model"]))
+    model, processor = load_vlm(model_dir(stage, e["model"], job.seed))
     bs, budget = stage.eval_batch_size, ev.MAX_NEW_TOKENS[task]
 
     def scores(temperature: float, reps: int) -> np.ndarray:

@@ -72,11 +72,12 @@ class MMedPOConfig:
 
 def jobs(cfg: MMedPOConfig, stage: common.Stage) -> list[common.Job]:
     d = common.protocol_extra("mmedpo_data", cfg.data)
-    start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
-                       {"model": "sft", "tasks": ["vqa", "report"], "limit": cfg.eval_limit, **d})
-    return [start] + [common.Job(PAPER, m, s, "repro.papers.mmedpo:arm", cfg, stage,
-                                 {**d, **(weights(cfg) if m == "MMedPO" else {})})
-                      for s in stage.seeds for m in METHODS] + continued.jobs(PAPER, cfg, stage, d)
+    start = [common.Job(PAPER, "SFT", s, "repro.papers.measure:eval_arm", cfg, stage,
+                        {"model": "sft", "tasks": ["vqa", "report"], "limit": cfg.eval_limit, **d})
+             for s in common.sft_seeds(stage)]
+    return start + [common.Job(PAPER, m, s, "repro.papers.mmedpo:arm", cfg, stage,
+                               {**d, **(weights(cfg) if m == "MMedPO" else {})})
+                    for s in stage.seeds for m in METHODS] + continued.jobs(PAPER, cfg, stage, d)
 
 
 def weights(cfg: MMedPOConfig) -> dict:
@@ -227,7 +228,7 @@ def arm(job: common.Job):
         pref = reweight_text(pref, text_scores(pref), job.extra["weights"])
     if job.extra.get("pref"):  # a stage-05 ablation: "module:function"(pref, job) -> (its preference set, weighted)
         pref, weighted = common.resolve(job.extra["pref"])(pref, job)
-    sft = common.model_dir(job.stage, "sft")
+    sft = common.model_dir(job.stage, "sft", job.seed)
     kw = dict(weighted=weighted, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
               seed=job.seed, save_steps=max(cfg.steps, 1), equal_text_exposure=cfg.equal_text_exposure)
     rec, callbacks = None, []

@@ -64,11 +64,12 @@ class UMedConfig:
 
 def jobs(cfg: UMedConfig, stage: common.Stage) -> list[common.Job]:
     ext = common.protocol_extra("external_test", cfg.external_test, "umed_external_test")
-    start = common.Job(PAPER, "SFT", None, "repro.papers.measure:eval_arm", cfg, stage,
-                       {"model": "sft", "tasks": ["instruct"], "limit": cfg.eval_limit, **ext})
+    start = [common.Job(PAPER, "SFT", s, "repro.papers.measure:eval_arm", cfg, stage,
+                        {"model": "sft", "tasks": ["instruct"], "limit": cfg.eval_limit, **ext})
+             for s in common.sft_seeds(stage)]
     arms = [common.Job(PAPER, m, s, "repro.papers.umed:arm", cfg, stage, dict(ext))
             for s in stage.seeds for m in METHODS if cfg.plain_ppo or m != "SFT+PPO"]
-    return [start] + arms + (controls.jobs(cfg, stage) if cfg.controls else []) + continued.jobs(PAPER, cfg, stage,
+    return start + arms + (controls.jobs(cfg, stage) if cfg.controls else []) + continued.jobs(PAPER, cfg, stage,
                                                                                                    ext)
 
 
@@ -117,7 +118,7 @@ def arm(job: common.Job):
     from repro.train import ppo
 
     cfg: UMedConfig = job.cfg
-    sft = common.model_dir(job.stage, "sft")
+    sft = common.model_dir(job.stage, "sft", job.seed)
     rows = ev.load_rows(common.data_dir(job.stage), "instruct", "train", cfg.train_rows or None)
     if job.extra.get("rewards"):  # a stage-05 ablation: "module:function"(job, sft) -> its reward functions
         fns = common.resolve(job.extra["rewards"])(job, sft)

@@ -93,8 +93,8 @@ def arm_grid(cfg: ZhuConfig) -> list[tuple[str, str]]:
 def start_jobs(cfg: ZhuConfig, stage: common.Stage, inits=None) -> list[common.Job]:
     """The greedy test evaluation of each start (stage 02's base / SFT), scored as the arms are (`evaluate`)."""
     d = common.protocol_extra("zhu_data", cfg.data)
-    return [common.Job(PAPER, INIT_LABELS[i], None, "repro.papers.zhu:eval_start", cfg, stage, {"model": i, **d})
-            for i in (inits or cfg.inits)]
+    return [common.Job(PAPER, INIT_LABELS[i], s, "repro.papers.zhu:eval_start", cfg, stage, {"model": i, **d})
+            for i in (inits or cfg.inits) for s in (common.sft_seeds(stage) if i == "sft" else [None])]
 
 
 def jobs(cfg: ZhuConfig, stage: common.Stage) -> list[common.Job]:
@@ -158,7 +158,7 @@ def arm(job: common.Job):
     ds = grpo.grpo_dataset(measure.job_data_dir(job), "train", limit=cfg.train_rows or None, seed=job.stage.seed)
     rec = probe.Recorder(probe_spec(job, job.extra["variant"]), probe.points(cfg.steps, cfg.probe_points),
                          job.folder / "probe.csv", shared=common.step0_file(job))
-    start = common.model_dir(job.stage, job.extra["init"])
+    start = common.model_dir(job.stage, job.extra["init"], job.seed)
     kw = grpo_kwargs(cfg, job.seed, cfg.steps, callbacks=[rec.trl(AutoProcessor.from_pretrained(str(start)))])
     info = grpo.train(start, job.folder / "train", ds, job.extra["variant"], **kw)
     out, rows = measure.finish_arm(job, info["final_dir"], grpo_curve(info["log_history"]), cfg.min_kl,
@@ -186,7 +186,7 @@ def probe_spec(job: common.Job, variant: str) -> probe.Spec:
 def eval_start(job: common.Job):
     """A start (no training): `evaluate` of stage 02's job.extra["model"]."""
     samples: dict = {}
-    flat, rows = evaluate(job, common.model_dir(job.stage, job.extra["model"]), samples)
+    flat, rows = evaluate(job, common.model_dir(job.stage, job.extra["model"], job.seed), samples)
     return with_perplexity(measure.start_record(flat, samples), rows), rows
 
 

@@ -50,6 +50,18 @@ def test_control_jobs_and_their_knobs(tmp_repo):
             assert (j.cfg.steps, same.cfg.steps) == (12, 48) and j.key() != same.key()
         else:
             assert j.cfg.steps == 48 and j.key() == same.key()
+    # control_probe_rows sizes the controls' probe only, and a control probed on 100 rows keeps the key it had
+    # when every arm's probe had 100 rows (its cached arm is read back)
+    wide = {(j.method, j.seed): j for j in umed.jobs(umed.UMedConfig(probe_rows=0, controls=True,
+                                                                      control_probe_rows=100), stage)}
+    narrow = {(j.method, j.seed): j for j in umed.jobs(umed.UMedConfig(probe_rows=100, controls=True), stage)}
+    for k, j in wide.items():
+        if j.extra.get("control"):
+            assert j.cfg.probe_rows == 100 and j.key() == narrow[k].key()
+        elif j.method == "SFT+AAR":
+            assert j.cfg.probe_rows == 0 and j.key() != narrow[k].key()
+    follow = [j for j in umed.jobs(umed.UMedConfig(probe_rows=7, controls=True), stage) if j.extra.get("control")]
+    assert {j.cfg.probe_rows for j in follow} == {7}  # -1 (the default): the controls follow probe_rows
 
 
 def _rows(method, seed, metric, scores, sources="kvasir"):

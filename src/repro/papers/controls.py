@@ -14,8 +14,9 @@ arms (UMed-LVLM's PPO: our own trainer, single turn, the cheapest RL arm):
               must rise, and the pipeline must call it reproduced. It saturates early (cpu profile: training
               reward 0.2-0.4 at step 1, 0.95-0.97 by step 12 in each of three seeds of a 48-step run).
 
-Both run `control_steps` PPO steps (UMed's knob; 0 = its `steps`) on the first batches of the AAR arm's stream:
-the controls check the pipeline, not the method, so they need not pay for the method's length.
+Both run `control_steps` PPO steps (UMed's knob; 0 = its `steps`) on the first batches of the AAR arm's stream,
+probed on `control_probe_rows` validation rows (-1 = UMed's `probe_rows`): the controls check the pipeline, not
+the method, so they need not pay for the method's length or for a probe sized to see the method's small gain.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def planted_rewards(job, sft) -> list:
 
 def jobs(cfg, stage: common.Stage) -> list[common.Job]:
     """The control arms for every seed of the stage (UMed's config: its prompts and probe; `control_steps` steps)."""
-    ctl = dataclasses.replace(cfg, steps=cfg.control_steps or cfg.steps)
+    rows = cfg.probe_rows if cfg.control_probe_rows < 0 else cfg.control_probe_rows
+    ctl = dataclasses.replace(cfg, steps=cfg.control_steps or cfg.steps, probe_rows=rows)
     out = []
     for s in stage.seeds:
         out.append(common.Job("umed", NULL, s, "repro.papers.umed:arm", dataclasses.replace(ctl, lr=0.0), stage,

@@ -49,13 +49,16 @@ class UMedConfig:
     external_test: str = "none"  # none | medmnist: an extra test set, one more column, no claim (repro.data.protocols)
     controls: bool = False      # also run the pipeline's null and positive control arms (repro.papers.controls)
     control_steps: int = 0      # PPO steps of the two controls (0 = steps): their outcome is known before they run
+    control_probe_rows: int = -1  # probe rows of the two controls (-1 = probe_rows): their learned rule needs no
+    #                               power (lr 0 changes no answer; the planted reward moves its probe by ~+0.6)
     continued_sft: bool = False  # also run the compute-matched continued-SFT arm (repro.papers.continued)
     plain_ppo: bool = True      # also run SFT+PPO (relevance only): the claim "AAR beats plain PPO" and 05's w/o AAR
 
     # in an arm's cache key only when not these values (the ones that ran before the knob existed)
     KEY_IF_SET: ClassVar[dict] = {"external_test": "none", "vrr_source": "frozen", "aar_scale": "mean"}
-    # add arms, or set the control arms' steps (which enter their keys as `steps`); change no other arm's result
-    NOT_IN_KEY: ClassVar[tuple] = ("controls", "control_steps", "continued_sft", "plain_ppo")
+    # add arms, or set the control arms' steps and probe (which enter their keys as `steps` and `probe_rows`); change
+    # no other arm's result
+    NOT_IN_KEY: ClassVar[tuple] = ("controls", "control_steps", "control_probe_rows", "continued_sft", "plain_ppo")
 
     @classmethod
     def from_params(cls, params) -> UMedConfig:

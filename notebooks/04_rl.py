@@ -19,7 +19,9 @@
 # parameters cell below sets the knobs the exercises name.
 #
 # **Part 2, the runs**: every arm is trained (repeated over `seeds`, in parallel processes, each writing its own
-# result file, so a failure loses nothing and a rerun reuses finished arms), then each paper's table beside the
+# result file, so a failure loses nothing and a rerun reuses finished arms; a seed listed in `start_seeds`, with
+# stage 02's `start_seeds`, starts from its own SFT, so the start's spread is in every claim's seed spread; the cpu
+# profile shares one start, docs/decisions.md), then each paper's table beside the
 # paper's, what it means, how we differ, and exercises. Claims are judged by **paired tests on test items**: the
 # per-row scores of two arms, paired by seed and item, bootstrapped over items clustered by image (McNemar for one
 # binary metric with one item per image), Holm-corrected across a paper's claims. Knobs (lr, prompts per step,
@@ -651,7 +653,8 @@ for paper, run in runs.items():
 # **below_paper**: not significant, and the CI's end on the paper's side lies below the paper's own effect (a
 # paper-sized effect is ruled out); **inconclusive**: the CI holds both 0 and the paper's effect (read `mde`);
 # **not_trained**: an arm did not learn (its probe reward did not rise above step 0's, or its policy did not
-# move). The `why` column says which. Rows of `kind` **check** only confirm that a reward did what it pays for
+# move). The `why` column says which, and `learning` holds each method's learned rule (its pooled probe gain and
+# CI; notebook 07 predicts from it whether a rerun would learn again). Rows of `kind` **check** only confirm that a reward did what it pays for
 # (ECR lengthens answers) or that a start which saw the task beats one that did not: shown, never counted.
 # Rows of kind **control** test the pipeline, not a paper (`repro.papers.controls`): UMed's AAR arm at lr 0 (the
 # *null*: it cannot move, so its claim must not be reproduced) and a PPO arm paid only for calling the image normal

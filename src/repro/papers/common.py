@@ -168,6 +168,12 @@ def sft_seeds(stage: Stage) -> list:
     return list(stage.seeds) if stage.start_seeds else [None]
 
 
+def sft_eval_jobs(paper: str, cfg, stage: Stage, extra: dict) -> list[Job]:
+    """The SFT start's test evaluation (repro.papers.measure.eval_arm; extra: model, tasks, limit, ...), one job per
+    `sft_seeds`."""
+    return [Job(paper, "SFT", s, "repro.papers.measure:eval_arm", cfg, stage, dict(extra)) for s in sft_seeds(stage)]
+
+
 def out_root(stage: Stage) -> Path:
     return paths.models_dir(stage.profile) / "rl"
 

@@ -63,9 +63,7 @@ class DrLLaVAConfig:
 
 def jobs(cfg: DrLLaVAConfig, stage: common.Stage) -> list[common.Job]:
     ext = common.protocol_extra("external_test", cfg.external_test, "drllava_external_test")
-    start = [common.Job(PAPER, "SFT", s, "repro.papers.measure:eval_arm", cfg, stage,
-                        {"model": "sft", "tasks": ["conv"], "limit": cfg.eval_limit, **ext})
-             for s in common.sft_seeds(stage)]
+    start = common.sft_eval_jobs(PAPER, cfg, stage, {"model": "sft", "tasks": ["conv"], "limit": cfg.eval_limit, **ext})
     return start + [common.Job(PAPER, METHOD, s, "repro.papers.drllava:arm", cfg, stage, dict(ext))
                     for s in stage.seeds] + continued.jobs(PAPER, cfg, stage, ext)
 

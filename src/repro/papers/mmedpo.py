@@ -72,9 +72,8 @@ class MMedPOConfig:
 
 def jobs(cfg: MMedPOConfig, stage: common.Stage) -> list[common.Job]:
     d = common.protocol_extra("mmedpo_data", cfg.data)
-    start = [common.Job(PAPER, "SFT", s, "repro.papers.measure:eval_arm", cfg, stage,
-                        {"model": "sft", "tasks": ["vqa", "report"], "limit": cfg.eval_limit, **d})
-             for s in common.sft_seeds(stage)]
+    start = common.sft_eval_jobs(PAPER, cfg, stage, {"model": "sft", "tasks": ["vqa", "report"],
+                                                     "limit": cfg.eval_limit, **d})
     return start + [common.Job(PAPER, m, s, "repro.papers.mmedpo:arm", cfg, stage,
                                {**d, **(weights(cfg) if m == "MMedPO" else {})})
                     for s in stage.seeds for m in METHODS] + continued.jobs(PAPER, cfg, stage, d)

@@ -67,13 +67,11 @@ class UMedConfig:
 
 def jobs(cfg: UMedConfig, stage: common.Stage) -> list[common.Job]:
     ext = common.protocol_extra("external_test", cfg.external_test, "umed_external_test")
-    start = [common.Job(PAPER, "SFT", s, "repro.papers.measure:eval_arm", cfg, stage,
-                        {"model": "sft", "tasks": ["instruct"], "limit": cfg.eval_limit, **ext})
-             for s in common.sft_seeds(stage)]
+    start = common.sft_eval_jobs(PAPER, cfg, stage, {"model": "sft", "tasks": ["instruct"], "limit": cfg.eval_limit,
+                                                     **ext})
     arms = [common.Job(PAPER, m, s, "repro.papers.umed:arm", cfg, stage, dict(ext))
             for s in stage.seeds for m in METHODS if cfg.plain_ppo or m != "SFT+PPO"]
-    return start + arms + (controls.jobs(cfg, stage) if cfg.controls else []) + continued.jobs(PAPER, cfg, stage,
-                                                                                                   ext)
+    return start + arms + (controls.jobs(cfg, stage) if cfg.controls else []) + continued.jobs(PAPER, cfg, stage, ext)
 
 
 def start_job(cfg: UMedConfig, stage: common.Stage) -> common.Job:

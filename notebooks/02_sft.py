@@ -423,6 +423,9 @@ starts_table
 # %% [markdown]
 # **Reading it.** One row per start: how far apart the checks of one recipe lie is the start's own noise, the part
 # a claim about a method must carry. With `start_seeds = []` (the default) only `models/sft` is listed.
+#
+# **Exercise.** Set `start_seeds = [1, 2]` and rerun this section: is the spread of `closed_acc` over the three
+# starts larger than the margin a stage-04 claim asks of a method (its planned MDE, `figures/<profile>/04_rl_plan.md`)?
 
 # %% [markdown]
 # ## Save the stage's results

@@ -393,7 +393,8 @@ for k, v in checks.items():
 #
 # The SFT above is one draw of its own noise: another seed (the mixture's order, the trainer's randomness) or another
 # CPU's float kernels give another start, and at the cpu profile's size stage 02 at seeds 1 and 2 moved stage 04's
-# starts as much as another CPU did (docs/results.md). When every training seed of a stage-04 claim starts from
+# starts as much as another CPU did (docs/results.md: the SFT's seed alone moves Dr-LLaVA's start most, the vision
+# tower's and base's the other three papers'). When every training seed of a stage-04 claim starts from
 # the same SFT, the claim is about that start. With `start_seeds`, the same recipe runs again from the same base
 # once per listed seed, into `models/sft-s<seed>/`; stage 04-06 with the same `start_seeds` (their `Stage`) start
 # each of those training seeds from its own SFT (`repro.papers.common.model_dir`), so the start's spread is inside
@@ -414,7 +415,8 @@ for s_ in cfg.start_seeds:
                       max_steps=cfg.sft_steps, **{**train_kw, "lr": cfg.sft_lr or cfg.lr, "seed": s_})
     model, processor = models.load_vlm(run_s["final_dir"])
     m_ = ev.evaluate(model, processor, data_dir, limit=limit, batch_size=cfg.eval_batch_size)["metrics"]
-    starts[s_] = {k: m_[t][m] for k, (t, m) in CHECKS.items()} | {"folder": f"sft-s{s_}", "sft_seconds": run_s["seconds"]}
+    starts[s_] = {k: m_[t][m] for k, (t, m) in CHECKS.items()} | {"folder": f"sft-s{s_}",
+                                                                   "sft_seconds": run_s["seconds"]}
 starts_table = pd.DataFrame.from_dict(starts, orient="index").rename_axis("seed")
 if len(starts) > 1:
     repro.results.save_table(starts_table, cfg, "starts")

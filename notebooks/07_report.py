@@ -173,10 +173,11 @@ display(planning.round(3))
 # (the pooled probe gain and its CI, the claim's `learning`): a rerun learns when its own probe CI ends above 0,
 # $P = \Phi\big((\hat d_L - 1.96\,\mathrm{SE}_L)/(\sqrt2\,\mathrm{SE}_L)\big)$ per method, so a not_trained row
 # agrees with $1 - \prod P$ and a judged row's agreement is multiplied by $\prod P$ (planning leaves not_trained
-# rows out: what they would read if they learned is unknown). The start is not predicted: stage 02 trains it once, every seed shares it, so its
-# variation is not in any claim's SE; on another CPU the start moves too and more verdicts change than predicted
-# (docs/results.md: 9 of 18 of 04's rows between an AVX512 and an AVX2 machine, against 4.1), and stage 02 at other
-# seeds moves the start as much as another CPU does.
+# rows out: what they would read if they learned is unknown). The start is not predicted: stage 02 trains it once,
+# every seed shares it, so its variation is not in any claim's SE; on another CPU the start moves too and more
+# verdicts change than predicted (docs/results.md: 9 of 18 of 04's rows between an AVX512 and an AVX2 machine,
+# against 4.1), and stage 02 at other seeds moves the start as much as another CPU does (`start_seeds` gives each
+# seed its own SFT; notebook 02).
 #
 # **Exercises.** (1) Which claims would a rerun most likely flip, and where do their CIs sit relative to 0 and the
 # paper's number? (2) `replication.verdict_probs(0.0, 2**0.5 * se, se, paper_effect=p)` for p from 0.01 to 0.1: at

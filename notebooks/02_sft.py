@@ -372,12 +372,11 @@ repro.plots.save_figure(fig, cfg, "samples")
 
 # %%
 s = evals["SFT"]
-checks = {
-    "closed_acc": s["vqa"]["closed_acc"], "closed_majority": majority["vqa"]["closed_acc"],
-    "mau_acc": s["instruct"]["mau_acc"], "mau_majority": majority["instruct"]["mau_acc"],
-    "diagnosis_acc": s["conv"]["diagnosis_acc"], "diagnosis_majority": majority["conv"]["diagnosis_acc"],
-    "mcq_acc": s["mcq"]["acc"], "mcq_majority": majority["mcq"]["acc"],
-}
+CHECKS = {"closed_acc": ("vqa", "closed_acc"), "mau_acc": ("instruct", "mau_acc"),  # check: (task, metric)
+          "diagnosis_acc": ("conv", "diagnosis_acc"), "mcq_acc": ("mcq", "acc")}
+checks = {}
+for k, (t, m) in CHECKS.items():  # each check beside the majority baseline's score on it
+    checks[k], checks[k.replace("_acc", "_majority")] = s[t][m], majority[t][m]
 checks["closed_margin"] = checks["closed_acc"] - checks["closed_majority"]
 checks["mau_margin"] = checks["mau_acc"] - checks["mau_majority"]
 for k, v in checks.items():
@@ -401,8 +400,6 @@ for k, v in checks.items():
 # every claim's seed spread. Each start gets the checks above; the table's first row is `models/sft`.
 
 # %%
-CHECKS = {"closed_acc": ("vqa", "closed_acc"), "mau_acc": ("instruct", "mau_acc"),
-          "diagnosis_acc": ("conv", "diagnosis_acc"), "mcq_acc": ("mcq", "acc")}
 bad = [x for x in cfg.start_seeds if not isinstance(x, int) or isinstance(x, bool) or x == cfg.seed]
 if bad:
     raise ValueError(f"params 02_sft: key 'start_seeds' has value {cfg.start_seeds!r}: seeds must be integers other "

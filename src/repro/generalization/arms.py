@@ -117,8 +117,7 @@ def eval_arm(job: common.Job):
                                 label, extra)
             flat.update(f)
             parts.append(long)
-    return {"metrics": flat, "curve": [], "kl_end": None, "reward_first": None, "reward_last": None,
-            "trained": True, "why": measure.STARTING_POINT}, pd.concat(parts, ignore_index=True)
+    return measure.start_record(flat), pd.concat(parts, ignore_index=True)
 
 
 def _extra_fn(name):

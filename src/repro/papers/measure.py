@@ -124,18 +124,16 @@ def eval_arm(job: Job):
     return start_record(flat, samples), rows
 
 
-STARTING_POINT = "starting point (not trained here)"  # a start's record's `why`
-
-
 def start_record(flat: dict, samples: dict | None = None) -> dict:
-    """The record of a start's evaluation (no training, so no curve); samples: its first test answers."""
+    """The record of a start's evaluation (no training, so no curve; `start` marks it); samples: its first test
+    answers."""
     return {"metrics": flat, "curve": [], "kl_end": None, "reward_first": None, "reward_last": None,
-            "trained": True, "why": STARTING_POINT, "samples": samples or {}}
+            "trained": True, "why": "starting point (not trained here)", "samples": samples or {}, "start": True}
 
 
 def is_start(rec: dict) -> bool:
-    """A start's evaluation, not a trained arm: seed None, or (a start per seed, Stage.start_seeds) its `why`."""
-    return rec.get("seed") is None or rec.get("why") == STARTING_POINT
+    """A start's evaluation, not a trained arm: seed None, or (a start per seed, Stage.start_seeds) marked `start`."""
+    return rec.get("seed") is None or bool(rec.get("start"))
 
 
 # ----------------------------------------------------------------------------------------------- starting points

@@ -287,6 +287,7 @@ def figure(ledger: pd.DataFrame, colors: dict | None = None):
         bx.plot(list(SCALES), values.values, marker="o", lw=2.5 if name == "all" else 1.2, label=str(name))
     bx.axhline(1 - TARGET, color="black", ls="--", lw=0.8)
     bx.set_xscale("log", base=2)
+    bx.set_xlim(SCALES[0] / 1.3, SCALES[-1] * 1.3)  # a ledger with nothing to plan (all NaN) still has a log axis
     bx.set_xticks(list(SCALES), [f"x{f}" for f in SCALES])
     bx.set_xlabel("evidence (seeds x test items) relative to this run")
     bx.set_ylabel("expected share of verdicts that change")

@@ -206,3 +206,14 @@ def test_a_judged_row_agrees_only_if_its_methods_learn_again():
     out = R.expected_changes(ledger)
     assert (out["claims"], out["predicted"]) == (3, 2)
     assert out["expected"] == pytest.approx((1 - R.agreement(inside) / 2) + 0.5)
+
+
+def test_the_figure_draws_a_ledger_with_nothing_to_plan():
+    """Every row not_trained (the smoke profile): agreement from the learned rules, planning all NaN."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ledger = pd.DataFrame([{**UNTRAINED, "claim": f"c{k}", "learning": [rule(0.0, 0.04)]} for k in range(3)])
+    fig = R.figure(R.annotate(ledger))
+    fig.canvas.draw()  # the log-scaled planning axis raised here when no line had a point
+    assert R.planning_table(R.claims_only(ledger)).isna().all().all()

@@ -576,10 +576,11 @@ repro.plots.save_figure(report.curves_figure(drllava_run, "Dr-LLaVA (multi-turn 
 drllava_table
 
 # %% [markdown]
-# **What it means.** The first four columns are on the standard question order (the headline); the `conv.`
-# columns are the robustness variants (shuffled or reversed order, correct or wrong hints and confirmations). The
-# paper reports that RL improves conversation-level accuracy and robustness; its tables were not retrieved, so
-# there is no paper block.
+# **What it means.** The columns are on the standard question order: question, conversation and diagnosis
+# accuracy and path consistency. The robustness variants (shuffled or reversed order, correct or wrong hints and
+# confirmations) are notebook 06's section 2: it scores these same models on them, so every robustness question is
+# asked in one place and this stage's test is 6/7 smaller. The paper reports that RL improves conversation-level
+# accuracy and robustness; its tables were not retrieved, so there is no paper block.
 #
 # **How we differ from the paper**
 # 1. Synthetic "slides" and a tiny model instead of UCSF bone-marrow images and LLaVA-RLHF-7B.
@@ -594,7 +595,8 @@ drllava_table
 # **Exercises** (knobs in the parameters cell)
 # 1. Set `drllava_turn_credit = False` (the released scheme): does the probe reward in the "Arms" section still rise?
 # 2. Set `drllava_missing_eos_penalty = 0.0`: do answers get longer?
-# 3. Which robustness variant gains most from RL, and is that difference larger than its `mde` in the ledger?
+# 3. In notebook 06's section 2: which robustness variant gains most from RL, and is that difference larger than
+#    its `mde`?
 
 # %% [markdown]
 # ## Arms: did each policy learn?

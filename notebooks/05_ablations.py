@@ -228,7 +228,7 @@ zhu_table
 #
 # The released code's reward has the same shape but labels both the prediction and the reference *text* with
 # keyword rules (so "no match" = "no match" earns +1). Every arm is the same multi-turn PPO (`papers.drllava.arm`
-# with a reward hook), judged on the standard question order and the robustness variants.
+# with a reward hook), judged on the standard question order (as 04; the robustness variants are 06's questions).
 
 # %%
 drllava_cfg = configs["drllava"]
@@ -254,7 +254,7 @@ drllava_table
 #
 # **Exercises**
 # 1. Under the gated reward, what does a conversation earn whose quality answer is wrong, whatever follows?
-# 2. Which robustness variant separates the reward designs most?
+# 2. Which level (question, conversation, diagnosis, path) separates the reward designs most?
 # 3. Why can the released reward pay a policy that answers nothing parseable?
 
 # %% [markdown]

@@ -43,6 +43,7 @@ from repro import generalization as gen
 from repro import papers
 from repro.generalization import report as gr
 from repro.generalization import studies
+from repro.papers import plan as papers_plan  # 04's planned MDEs (the robustness claims were 04's design)
 
 cfg, started = repro.config.start(globals(), "06_generalization")
 stage = gen.stage_from(cfg)  # seeds, workers, eval batch size: stage 04's Stage
@@ -114,7 +115,7 @@ umed_table
 # 100%" (no numbers retrieved).
 
 # %%
-run04 = {p: studies.run04(p, cfg.profile) for p in ("drllava", "mmedpo")}  # 04's arms, read back
+run04 = {"mmedpo": studies.run04("mmedpo", cfg.profile)}  # 04's arms, read back
 scale = gr.scale_frame(umed_run)
 repro.results.save_table(scale, cfg, "umed_scale")
 repro.plots.save_figure(gr.scale_figure(scale), cfg, "umed_scale")
@@ -153,16 +154,18 @@ scale
 #
 # **Idea.** Dr-LLaVA's rule reward pays for answers consistent with a valid diagnostic path, so the RL model
 # should keep its diagnosis when the clinician asks in another order or suggests a wrong label. Stage 04 trained
-# SFT and rule-reward PPO on standard and shuffled conversations and evaluated every variant; here we read those
-# per-row scores back (no training) and ask a new question per variant $v$: does PPO **lose less** than SFT,
+# SFT and rule-reward PPO on standard and shuffled conversations and scored the standard order; here its models
+# (no training) answer the test images' other variants (`studies.drllava_jobs`), and we ask two questions per
+# variant $v$: does PPO **raise** accuracy under $v$ ($\mathrm{acc}^{PPO}_v - \mathrm{acc}^{SFT}_v > 0$, as 04
+# asks of the standard order), and does it **lose less** than SFT,
 #
 # $$\Delta_v = \big(\mathrm{acc}^{PPO}_v - \mathrm{acc}^{PPO}_{std}\big) - \big(\mathrm{acc}^{SFT}_v - \mathrm{acc}^{SFT}_{std}\big) > 0,$$
 #
-# paired by image (both conversations are of the same slide)? (04's ledger already judges each variant's
-# accuracy; these claims do not count those observations again.)
+# paired by image (both conversations are of the same slide)?
 
 # %%
-dr_frame = gr.drllava_frame(run04["drllava"]) if run04["drllava"] else pd.DataFrame()
+dr_run, dr_new = studies.drllava_run(stage)  # 04's records and standard rows + this stage's variant rows
+dr_frame = gr.drllava_frame(dr_run) if dr_run else pd.DataFrame()
 repro.results.save_table(dr_frame, cfg, "drllava_robustness")
 if len(dr_frame):
     repro.plots.save_figure(gr.drllava_figure(dr_frame), cfg, "drllava_robustness")
@@ -290,7 +293,7 @@ zhu_frame
 
 # %%
 items = gr.umed_claims(umed_run)
-items += gr.drllava_claims(run04["drllava"]) if run04["drllava"] else []
+items += gr.drllava_claims(dr_run, plan=papers_plan.load(cfg.profile)) if dr_run else []
 items += gr.mmedpo_claims(mmedpo_run, [lab for lab, on in ((studies.QWEN, mmedpo_study.qwen),
                                                           ("base start", mmedpo_study.base_start)) if on])
 items += gr.zhu_claims(zhu_run, *studies.zhu_labels(zhu_study))
@@ -301,7 +304,7 @@ with pd.option_context("display.max_colwidth", 120):
 
 # %%
 CLAIM_FIELDS = repro.stats.CLAIM_COLUMNS + ["why"]  # the fields every stage's claims carry (07 reads them)
-runs = {"umed": umed_run, "drllava": run04["drllava"], "mmedpo": mmedpo_new, "zhu": zhu_run}
+runs = {"umed": umed_run, "drllava": dr_new, "mmedpo": mmedpo_new, "zhu": zhu_run}  # this stage's own arms
 metrics = {
     "claims": ledger[[c for c in CLAIM_FIELDS + ["pinned"] if c in ledger.columns]].to_dict(orient="records"),
     # every arm of this stage; base_saw_heldout: did its start train on its condition's held-out images or labels
@@ -310,10 +313,9 @@ metrics = {
                "drllava_robustness": dr_frame.to_dict(orient="records"),
                "mmedpo_compat": mmedpo_table.to_dict(orient="records"), "zhu_steps": zhu_frame.to_dict(orient="records")},
     "runs": {p: [{k: v for k, v in r.items() if k != "curve"} for r in run["records"]]
-             for p, run in runs.items() if run and p != "drllava"},
-    "reused_from_04": {p: bool(r) for p, r in run04.items()},
+             for p, run in runs.items() if run},
+    "reused_from_04": {"drllava": bool(dr_run), **{p: bool(r) for p, r in run04.items()}},
     # this stage's own per-row scores (04's reused arms are in 04's file), so anyone can rerun the paired tests
-    "scores_file": repro.report.save_rows(repro.report.rows_frame(
-        {p: r for p, r in runs.items() if r and p != "drllava"}), cfg),
+    "scores_file": repro.report.save_rows(repro.report.rows_frame({p: r for p, r in runs.items() if r}), cfg),
 }
 print(repro.results.save(cfg, metrics, started=started))

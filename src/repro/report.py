@@ -184,9 +184,12 @@ DR_VARIANTS = ["shuffled", "reversed", "hint_correct", "hint_wrong", "confirm_co
 
 
 def drllava_rl_table(run: dict) -> pd.DataFrame:
-    """Standard-order columns, then conversation accuracy under each robustness variant (the paper's tables were
-    not retrieved: docs/methods.md §1(f), so there is no paper block)."""
-    cols = DR_COLUMNS + [f"{v}_conversation_acc" for v in DR_VARIANTS] + external_columns(run["records"])
+    """Standard-order columns, then conversation accuracy under each robustness variant the records hold (stage 04
+    scores the standard order only; 06 the variants), the paper's tables were not retrieved: docs/methods.md §1(f),
+    so there is no paper block."""
+    held = {k for r in run["records"] for k in r.get("metrics", {})}
+    cols = DR_COLUMNS + [f"{v}_conversation_acc" for v in DR_VARIANTS if f"{v}_conversation_acc" in held]
+    cols += external_columns(run["records"])
     return table(run["records"], cols).rename(columns={f"{v}_conversation_acc": f"conv. {v}" for v in DR_VARIANTS})
 
 

@@ -54,6 +54,8 @@ def test_04_rl_smoke_per_row_scores_and_tables(result):
     rows = pd.read_csv(paths.ROOT / result["metrics"]["scores_file"])
     assert {"paper", "method", "seed", "item", "cluster", "metric", "score"} <= set(rows.columns)
     assert "SFT" in set(rows["method"])
+    # Dr-LLaVA's test scores the standard order only: its robustness variants are stage 06's (its models scored there)
+    assert set(rows[rows["paper"] == "drllava"]["variant"].dropna()) == {"standard"}
     bounded = rows[~rows["metric"].isin(["length", "log_length", "nll"])]["score"].dropna()  # nll: nats, unbounded
     assert bounded.between(0, 1).all()
     for name in ("starts.md", "umed_table2.md", "zhu_main.md", "mmedpo_main.md", "drllava_main.md", "arms.md",

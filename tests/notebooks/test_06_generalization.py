@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from repro import paths
@@ -41,3 +42,11 @@ def test_06_claims_have_every_field(result):
     assert {c["verdict"] for c in claims} <= VERDICTS
     assert all(c["why"] for c in claims)
     assert {"umed", "drllava", "mmedpo", "zhu"} >= {c["paper"] for c in claims} >= {"umed", "drllava"}
+    # Dr-LLaVA per variant: "raises accuracy" (04's design, its planned MDE) and "loses less than SFT", both judged
+    # on 04's models scored here (06's own rows: the variants; 04's: the standard order)
+    dr = [c["claim"] for c in claims if c["paper"] == "drllava"]
+    assert sum("raises conversation accuracy" in c for c in dr) == sum("loses less" in c for c in dr) == 6
+    rows = pd.read_csv(paths.ROOT / result["metrics"]["scores_file"])
+    mine = rows[rows["paper"] == "ood_drllava"]
+    assert set(mine["variant"]) == {"shuffled", "reversed", "hint_correct", "hint_wrong", "confirm_correct",
+                                    "confirm_wrong"}

@@ -125,6 +125,27 @@ def test_drops_and_robustness_claim():
             "n_items", "seeds", "verdict", "why"} <= set(frame.columns)
 
 
+def test_drllava_claims_pair_04s_standard_rows_with_06s_variant_rows():
+    # 04's rows hold the standard order, 06's the variants (studies.drllava_run concatenates them): PPO keeps its
+    # answers under hint_wrong where SFT is talked out of half of them
+    sft = {f"i{n}": {"standard": 1.0, "hint_wrong": float(n % 2)} for n in range(40)}
+    ppo = {f"i{n}": {"standard": 1.0, "hint_wrong": 1.0} for n in range(40)}
+    ppo_rows = [r for s in (0, 1, 2) for r in _conv_rows(gr.DR, s, ppo)]
+    rows = pd.DataFrame(_conv_rows("SFT", float("nan"), sft) + ppo_rows)
+    run = {"paper": "drllava", "rows": rows,
+           "records": [{"method": "SFT", "seed": None, "trained": True, "why": ""}]
+           + [{"method": gr.DR, "seed": s, "trained": True, "why": ""} for s in (0, 1, 2)]}
+    frame = gr.ledger(gr.drllava_claims(run))
+    raises = frame[frame["claim"].str.contains("raises")].set_index("claim")
+    less = frame[frame["claim"].str.contains("loses less")].set_index("claim")
+    # one row per variant and question; variants without rows (04 scored none, 06 not run) are absent
+    assert list(raises.index) == ["robustness: rule-reward PPO raises conversation accuracy (hint_wrong)"]
+    assert list(less.index) == ["robustness: rule-reward PPO loses less than SFT from standard to hint_wrong"]
+    assert raises.iloc[0]["difference"] == pytest.approx(0.5) and less.iloc[0]["difference"] == pytest.approx(0.5)
+    assert (frame["verdict"] == "reproduced").all() and list(raises.iloc[0]["per_seed"]) == pytest.approx([0.5] * 3)
+    assert frame["p_holm"].notna().all()  # one Holm family: the variants' two questions together
+
+
 def test_untrained_arm_gives_not_trained_claim():
     run = {"paper": "umed", "rows": pd.DataFrame(columns=["method", "seed", "item", "cluster", "metric", "score",
                                                           "variant", "source"]),

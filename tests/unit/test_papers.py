@@ -196,7 +196,9 @@ def test_why_known_answers():
 
 def test_claims_list_one_per_observation():
     dr = [c for c in claims.CLAIMS if c.paper == "drllava" and c.base == "SFT"]
-    assert [c.variant for c in dr] == ["standard", *claims.DR_VARIANTS]  # headline first, variants separate
+    assert [c.variant for c in dr] == ["standard"]  # 04 scores the standard order; each variant is 06's claim
+    assert [c.variant for c in claims.DR_ROBUSTNESS] == list(claims.DR_VARIANTS)
+    assert papers.drllava.TEST_VARIANTS == ["standard"] == continued.VARIANTS["drllava"]  # what 04's claims read
     # every paper's "beats SFT" claim has its compute-matched continued-SFT twin (repro.papers.continued)
     beats_start = {c.paper for c in claims.CLAIMS if c.base == "SFT" and c.kind == "claim"}
     beats_cont = {c.paper for c in claims.CLAIMS if c.base == continued.METHOD}

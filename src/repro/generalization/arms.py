@@ -120,6 +120,15 @@ def eval_arm(job: common.Job):
     return measure.start_record(flat), pd.concat(parts, ignore_index=True)
 
 
+def drllava_eval(job: common.Job):
+    """A stage-04 Dr-LLaVA model (extra "model": its folder) scored on the robustness variants (extra "variants")
+    of the test conversations 04 scores (extra "limit": the same images): 04's own greedy evaluation
+    (measure.evaluate), so its rows pair with 04's standard-order rows of the same model and image."""
+    e = job.extra
+    flat, rows = measure.evaluate(Path(e["model"]), job.stage, ["conv"], e["limit"], variants=e["variants"])
+    return {**measure.start_record(flat), "start": e["start"], "why": "a stage-04 model, scored here"}, rows
+
+
 def _extra_fn(name):
     if not name:
         return None

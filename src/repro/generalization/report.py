@@ -148,12 +148,13 @@ def scale_figure(frame: pd.DataFrame):
 
 
 # ----------------------------------------------------------------------------------------------- Dr-LLaVA
-def drllava_frame(run04: dict) -> pd.DataFrame:
-    """variant, method, mean, half: conversation accuracy of SFT and rule-reward PPO per question order / hint."""
+def drllava_frame(run: dict) -> pd.DataFrame:
+    """variant, method, mean, half: conversation accuracy of SFT and rule-reward PPO per question order / hint
+    (`run`: studies.drllava_run's)."""
     out = []
     for v in DR_VARIANTS:
         for m in ("SFT", DR):
-            mean, half, n = mean_ci(claims_lib.scores(run04, m, "conversation_correct", v))
+            mean, half, n = mean_ci(claims_lib.scores(run, m, "conversation_correct", v))
             out.append({"variant": v, "method": m, "mean": mean, "half": half, "images": n})
     return pd.DataFrame(out)
 
@@ -194,12 +195,15 @@ def drops(run: dict, method: str, variant: str) -> pd.DataFrame:
     return out[["seed", "item", "cluster", "score"]]
 
 
-def drllava_claims(run04: dict) -> list[dict | None]:
-    """New observations only (04 already judges each variant's accuracy): does PPO lose LESS than SFT when the
-    order or hints change? difference = mean over images of (PPO's drop) - (SFT's drop), drop = variant - standard."""
-    return [pair_claim(run04, "drllava", f"robustness: rule-reward PPO loses less than SFT from standard to {v}",
-                       DR, "SFT", "conversation_drop", treat_scores=drops(run04, DR, v),
-                       base_scores=drops(run04, "SFT", v)) for v in claims_lib.DR_VARIANTS]
+def drllava_claims(run: dict, plan: dict | None = None) -> list[dict | None]:
+    """Two questions per variant, on 04's models (`run`: studies.drllava_run, 04's standard-order rows and this
+    stage's variant rows): does PPO raise conversation accuracy under the variant (claims.DR_ROBUSTNESS, judged as
+    04 judges its claims, with 04's planned MDE from `plan`), and does it lose LESS than SFT when the order or hints
+    change? difference = mean over images of (PPO's drop) - (SFT's drop), drop = variant - standard."""
+    items = claims_lib.judge({"drllava": run}, claims_lib.DR_ROBUSTNESS, plan=plan)
+    return items + [pair_claim(run, "drllava", f"robustness: rule-reward PPO loses less than SFT from standard to {v}",
+                               DR, "SFT", "conversation_drop", treat_scores=drops(run, DR, v),
+                               base_scores=drops(run, "SFT", v)) for v in claims_lib.DR_VARIANTS]
 
 
 # ----------------------------------------------------------------------------------------------- Zhu

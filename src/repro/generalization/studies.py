@@ -6,6 +6,7 @@ UMed: phase 0 trains the held-out-free bases (repro.generalization.bases: stage 
 the held-out rows; shared by every seed), phase 1 one short SFT per condition from its base (seed 0: the start
 every RL seed shares), phase 2 evaluates each SFT on its condition's test rows and trains + evaluates SFT+AAR per
 seed. Every data fraction, 100 % included, runs this recipe (no stage-04 model: it saw every held-out image).
+Dr-LLaVA: stage 04's models (its SFT start and PPO arms) scored on the robustness variants of 04's test images.
 Zhu: the kind-free base (repro.generalization.bases.kindfree_arm: 02's base recipe without the held-out question
 kind; or 02's base / SFT, which saw it), its evaluation on both question parts, then one longer GRPO run per seed
 with checkpoints.
@@ -55,6 +56,43 @@ def run04(paper: str, profile: str) -> dict | None:
     configs, stage = stage04(profile)
     run = papers.MODULES[paper].run(configs[paper], stage, only_cached=True)
     return run if run["records"] else None
+
+
+# ----------------------------------------------------------------------------------------------- Dr-LLaVA
+def drllava_jobs(stage: common.Stage) -> list[common.Job]:
+    """Stage 04's Dr-LLaVA models scored on the robustness variants (04 scores the standard order): each SFT start
+    04 evaluates and every PPO arm of 04 that moved (one that did not is its start again: 04 evaluates it not, nor
+    do we). Keyed by the model file's time, so a retrained 04 arm is scored again. Empty before 04 has run."""
+    from repro.papers import claims as claims_lib
+    from repro.papers import drllava
+
+    configs, st04 = stage04(stage.profile)
+    cfg = configs["drllava"]
+    out = []
+    for j in drllava.jobs(cfg, st04):
+        if j.fn == "repro.papers.measure:eval_arm":
+            model = common.model_dir(st04, "sft", j.seed)
+        elif j.method == drllava.METHOD:
+            cached = common._load_cached(j)
+            if cached is None or not cached[0].get("metrics"):
+                continue
+            model = j.folder / "train" / "final"
+        else:  # continued SFT: its claim reads the standard order only
+            continue
+        out.append(common.Job("ood_drllava", j.method, j.seed, FN + "drllava_eval", cfg, stage,
+                              {"model": str(model), "stamp": _stamp(model), "limit": cfg.eval_limit,
+                               "variants": list(claims_lib.DR_VARIANTS), "start": j.method == "SFT"}))
+    return out
+
+
+def drllava_run(stage: common.Stage, only_cached: bool = False) -> tuple[dict | None, dict]:
+    """(04's Dr-LLaVA run with this stage's variant rows added to its rows, this stage's own run of those
+    evaluations). The records stay 04's: whether an arm trained is decided there. (None, empty run) before 04."""
+    base = run04("drllava", stage.profile)
+    new = _run("drllava", drllava_jobs(stage) if base else [], stage, only_cached)
+    if base is None:
+        return None, new
+    return {**base, "rows": pd.concat([base["rows"], new["rows"]], ignore_index=True)}, new
 
 
 # ----------------------------------------------------------------------------------------------- UMed
@@ -255,14 +293,16 @@ def run_all(umed: tuple[UMedStudy, object], mmedpo: tuple[MMedPOStudy, object], 
             stage: common.Stage) -> int:
     """Every study's jobs in three pools instead of six: (1) the held-out-free bases and Zhu's kind-free base with
     every arm that needs none of them (MMedPO from the stage-02 base, the Qwen SFT; Zhu's run when it starts from a
-    stage-02 model), (2) the short SFTs from those bases with the arms that start from the Qwen SFT or the kind-free
-    base, (3) the arms that start from the short SFTs. Longest first in each, so
-    the workers finish together. The notebook's sections then read their arms back. Returns the number of jobs.
+    stage-02 model; 04's Dr-LLaVA models on the robustness variants), (2) the short SFTs from those bases with the
+    arms that start from the Qwen SFT or the kind-free base, (3) the arms that start from the short SFTs. Longest
+    first in each, so the workers finish together. The notebook's sections then read their arms back. Returns the
+    number of jobs.
     (study, its trainer config) pairs: (UMedStudy, UMedConfig), (MMedPOStudy, MMedPOConfig), (ZhuStudy, ZhuConfig)."""
     (us, uc), (ms, mc), (zs, zc) = umed, mmedpo, zhu
     first = list(base_jobs(us, stage).values()) + mmedpo_sft_jobs(ms, stage) + zhu_base_jobs(zs, stage)
     first += zhu_jobs(zs, zc, stage)  # none for the kind-free start: its arms wait for its base (second pool)
     first += mmedpo_jobs(ms, mc, stage, None)  # without the Qwen folder: the base-start arms only
+    first += drllava_jobs(stage)  # 04's Dr-LLaVA models on the robustness variants
     common.run_jobs(first, stage.n_workers())
     done = {j.folder for j in first}
     second = list(umed_sft_jobs(us, stage, umed_bases(us, stage, only_cached=True)[1]).values())

@@ -270,7 +270,8 @@ def jobs(paper: str, cfg, stage: common.Stage, acfg: AblationConfig) -> list[com
     if paper == "drllava":
         full = [j for j in drllava.jobs(cfg, stage)]
         return full + [common.Job("drllava", label("drllava", a), s, "repro.papers.drllava:arm", cfg, stage,
-                                  {"reward": f"{HERE}:drllava_reward", "ablation": a, **d})
+                                  {"reward": f"{HERE}:drllava_reward", "ablation": a,
+                                   "variants": drllava.TEST_VARIANTS, **d})
                        for s in stage.seeds for a in chosen]
     if paper == "zhu":  # the init study: base+grpo beside 04's SFT+grpo, and both starts (built as zhu.jobs does)
         inits = ("base", "sft") if acfg.zhu_init_study else ("sft",)

@@ -3,9 +3,10 @@ arms, paired by seed and item, clustered by image; Holm across the claims of a p
 opposite / below_paper / inconclusive / not_trained (repro.stats.verdict). Rows that only check that a reward did
 what it pays for are kind "check", shown apart from the papers' claims and never counted as reproduced.
 
-One claim per independent observation: Dr-LLaVA's standard question order is its headline claim and each
-robustness variant (different conversations) a claim of its own; diagnosis accuracy and path consistency of the
-same standard conversations are shown in its table, not counted again. A comparison whose arms did not train (see
+One claim per independent observation: Dr-LLaVA's standard question order is its headline claim here; each
+robustness variant (different conversations) is a claim of its own in stage 06 (DR_ROBUSTNESS, judged on 04's models
+scored there); diagnosis accuracy and path consistency of the same standard conversations are shown in its table,
+not counted again. A comparison whose arms did not train (see
 common.arm_status) is "not_trained", whatever its difference.
 """
 
@@ -73,8 +74,6 @@ CLAIMS = [
     Claim("mmedpo", "MMedPO beats DPO on report generation (ROUGE-L)", "MMedPO", "DPO", "rouge_l"),
     Claim("drllava", "rule-reward PPO raises conversation accuracy (standard order)", DR, "SFT",
           "conversation_correct", variant="standard"),
-] + [Claim("drllava", f"robustness: rule-reward PPO raises conversation accuracy ({v})", DR, "SFT",
-           "conversation_correct", variant=v) for v in DR_VARIANTS] + [
     # RL against compute-matched continued SFT on the same prompts (repro.papers.continued): is it the method, or
     # simply more training on the task? (Zhu et al. compare GRPO with SFT on the same data.)
     Claim("umed", "AAR beats compute-matched continued SFT on MAU accuracy", "SFT+AAR", continued.METHOD,
@@ -91,6 +90,9 @@ CLAIMS = [
     Claim("umed", "positive control: a reward paying 'normal' raises the normal-call rate (must reproduce)",
           controls.POSITIVE, "SFT", "called_normal", kind="control"),
 ]
+# Dr-LLaVA's robustness variants, judged in stage 06 on the models 04 trained (04 scores the standard order only)
+DR_ROBUSTNESS = [Claim("drllava", f"robustness: rule-reward PPO raises conversation accuracy ({v})", DR, "SFT",
+                       "conversation_correct", variant=v) for v in DR_VARIANTS]
 
 
 def scores(run: dict, method: str, metric: str, variant: str | None = None, sources=None) -> pd.DataFrame:

@@ -2,8 +2,10 @@
 conversation (per-turn correctness + consistency of adjacent turns with some valid diagnostic path, max 9 for five
 turns), at gamma = lam = 1 as in the paper. Its own knobs (lr, kl_beta, ...), never UMed's.
 
-Claims: the standard question order is the headline observation; each robustness variant (shuffled, reversed,
-hints, confirmations) is a separate observation and a separate claim.
+Claims: the standard question order is this stage's observation (RL vs its start and vs continued SFT). The test
+scores the standard order only (TEST_VARIANTS); each robustness variant (shuffled, reversed, hints, confirmations) is
+a claim of stage 06, which scores these arms' models on them (repro.generalization.studies.drllava_jobs): every
+robustness question in one place, and 04's evaluation 6/7 smaller.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from repro.papers import common, continued, measure, probe
 PAPER = "drllava"
 PREFIX = "drllava_"
 METHOD = "SFT+PPO (rule reward)"
+TEST_VARIANTS = ["standard"]  # the conversations 04 (and 05) score; in each job's extra, so part of its key
 
 
 @dataclass
@@ -63,9 +66,11 @@ class DrLLaVAConfig:
 
 def jobs(cfg: DrLLaVAConfig, stage: common.Stage) -> list[common.Job]:
     ext = common.protocol_extra("external_test", cfg.external_test, "drllava_external_test")
-    start = common.sft_eval_jobs(PAPER, cfg, stage, {"model": "sft", "tasks": ["conv"], "limit": cfg.eval_limit, **ext})
-    return start + [common.Job(PAPER, METHOD, s, "repro.papers.drllava:arm", cfg, stage, dict(ext))
-                    for s in stage.seeds] + continued.jobs(PAPER, cfg, stage, ext)
+    start = common.sft_eval_jobs(PAPER, cfg, stage, {"model": "sft", "tasks": ["conv"], "limit": cfg.eval_limit,
+                                                     "variants": TEST_VARIANTS, **ext})
+    return start + [common.Job(PAPER, METHOD, s, "repro.papers.drllava:arm", cfg, stage,
+                               {"variants": TEST_VARIANTS, **ext}) for s in stage.seeds] + \
+        continued.jobs(PAPER, cfg, stage, ext)
 
 
 def start_job(cfg: DrLLaVAConfig, stage: common.Stage) -> common.Job:

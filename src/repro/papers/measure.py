@@ -108,7 +108,8 @@ def external(model_dir, job: Job, limit: int):
 
 
 def eval_arm(job: Job):
-    """A start (no training): the greedy evaluation of job.extra["model"] ("base" / "sft") on job.extra tasks."""
+    """A start (no training): the greedy evaluation of job.extra["model"] ("base" / "sft") on job.extra tasks
+    (job.extra "variants": the conversation variants to score, default all)."""
     e = job.extra
     extra = None
     if e.get("extra_fn"):
@@ -117,7 +118,7 @@ def eval_arm(job: Job):
     start = model_dir(job.stage, e["model"], job.seed)
     samples: dict = {}
     flat, rows = evaluate(start, job.stage, e["tasks"], e["limit"], extra=extra, data=job_data_dir(job),
-                          samples=samples)
+                          samples=samples, variants=e.get("variants"))
     ext_flat, ext_rows = external(start, job, e["limit"])
     flat.update(ext_flat)
     rows = pd.concat([rows, ext_rows], ignore_index=True) if len(ext_rows) else rows
@@ -220,7 +221,8 @@ def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=()
     is evaluated on the test split (whether its method learned is decided over its seeds, claims.method_learned);
     one that did not move is not (its numbers would describe its start).
     evaluate_fn(final_dir, samples) -> (flat, rows) replaces the evaluation of `tasks` (Zhu's, over every MCQ row of
-    the test images; `samples` as in `evaluate`). The per-step training log (`log`, every logged field) and the
+    the test images; `samples` as in `evaluate`); job.extra "variants" picks the conversation variants scored
+    (Dr-LLaVA's standard order). The per-step training log (`log`, every logged field) and the
     probe table are written beside the arm as log.csv and probe.csv."""
     rec = training_record(job, curve, min_kl, probe_table, log)
     if job.extra.get("control"):
@@ -235,7 +237,8 @@ def finish_arm(job: Job, final_dir, curve: pd.DataFrame, min_kl: float, tasks=()
     if evaluate_fn is not None:
         flat, rows = evaluate_fn(final_dir, samples)
     else:
-        flat, rows = evaluate(final_dir, job.stage, tasks, limit, data=job_data_dir(job), samples=samples)
+        flat, rows = evaluate(final_dir, job.stage, tasks, limit, data=job_data_dir(job), samples=samples,
+                              variants=job.extra.get("variants"))
     rec["samples"] = samples  # the first test rows' answers, beside the start's (report.before_after)
     ext_flat, ext_rows = external(final_dir, job, limit)
     flat.update(ext_flat)

@@ -61,8 +61,8 @@ def run04(paper: str, profile: str) -> dict | None:
 # ----------------------------------------------------------------------------------------------- Dr-LLaVA
 def drllava_jobs(stage: common.Stage) -> list[common.Job]:
     """Stage 04's Dr-LLaVA models scored on the robustness variants (04 scores the standard order): each SFT start
-    04 evaluates and every PPO arm of 04 that moved (one that did not is its start again: 04 evaluates it not, nor
-    do we). Keyed by the model file's time, so a retrained 04 arm is scored again. Empty before 04 has run."""
+    04 evaluates and every PPO arm of 04 that moved (one that did not is its start again: neither stage scores it).
+    Keyed by the model file's time, so a retrained 04 arm is scored again. Only 04's arms on disk are listed."""
     from repro.papers import claims as claims_lib
     from repro.papers import drllava
 

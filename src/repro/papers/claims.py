@@ -6,8 +6,8 @@ what it pays for are kind "check", shown apart from the papers' claims and never
 One claim per independent observation: Dr-LLaVA's standard question order is its headline claim here; each
 robustness variant (different conversations) is a claim of its own in stage 06 (DR_ROBUSTNESS, judged on 04's models
 scored there); diagnosis accuracy and path consistency of the same standard conversations are shown in its table,
-not counted again. A comparison whose arms did not train (see
-common.arm_status) is "not_trained", whatever its difference.
+not counted again. A comparison whose arms did not train (see common.arm_status) is "not_trained", whatever its
+difference.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from repro.papers import common, continued, measure, probe
 PAPER = "drllava"
 PREFIX = "drllava_"
 METHOD = "SFT+PPO (rule reward)"
-TEST_VARIANTS = ["standard"]  # the conversations 04 (and 05) score; in each job's extra, so part of its key
+# the conversations 04 (and 05) score, the continued-SFT arm's own (one list); in each job's extra, so in its key
+TEST_VARIANTS = continued.VARIANTS[PAPER]
 
 
 @dataclass

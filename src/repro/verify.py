@@ -1,7 +1,8 @@
 """Rerun a profile (or named stages) in a scratch copy of the repository and compare with the committed results.
 
-Run as: python -m repro.verify --profile cpu [--only 04 05] [--isa committed|avx2|avx512|default] [--scratch DIR]
-        [--compare-only]          (`make verify PROFILE=cpu ONLY="04" ISA=committed`)
+Run as: python -m repro.verify --profile cpu [--only 04 05] [--isa committed|avx2|avx512|default]
+        [--threads committed|N] [--scratch DIR] [--compare-only]
+        (`make verify PROFILE=cpu ONLY="04" ISA=committed THREADS=committed`)
 
 - The scratch copy is a `git clone` of this checkout's HEAD (a plain copy outside git) in runs/verify/<profile>/
   (ignored); the runner runs there with REPRO_ROOT and PYTHONPATH pointing at it, so the committed results/ and
@@ -15,6 +16,9 @@ Run as: python -m repro.verify --profile cpu [--only 04 05] [--isa committed|avx
   (provenance.hardware.cpu_capability, e.g. AVX2 for results/cpu/). Checked before anything runs (this CPU must
   have it) and after (each rerun stage records the ISA it used). Scratch folder runs/verify/<profile>-<isa>, so a
   native rerun and a forced one sit side by side; the report says which verdicts held.
+- --threads: the rerun's torch thread count (OMP_NUM_THREADS, MKL_NUM_THREADS); "committed" takes the count the
+  committed results record. Stage 02's bits depend on it (its sums are split over threads), and so does its start.
+  `python -m repro.arithmetic` says first, in a minute, which pin (if any) gives this CPU the committed machine's bits.
 - Prints the tables and writes <scratch>/verify.md. Exit status 0 unless the rerun itself fails.
 """
 
@@ -287,6 +291,25 @@ def resolve_isa(isa: str | None, committed: dict[str, dict | None]) -> str | Non
     return isa.lower()
 
 
+def resolve_threads(threads: str | None, committed: dict[str, dict | None]) -> dict:
+    """--threads -> the environment that gives the rerun's torch that many threads ({} = this machine's default);
+    "committed" = the torch_threads the committed results record (stage 02's SFT sums over threads, so its bits, and
+    the start, depend on the count: docs/results.md). One-line SystemExit for a bad value or no single count."""
+    if not threads or threads == "native":
+        return {}
+    if threads == "committed":
+        found = sorted({t for r in committed.values()
+                        if (t := (((r or {}).get("provenance") or {}).get("hardware") or {}).get("torch_threads"))})
+        if len(found) != 1:
+            what = f"several ({', '.join(map(str, found))})" if found else "none"
+            raise SystemExit(f"verify: --threads committed: the committed results record {what} in "
+                             "provenance.hardware.torch_threads; name a number (--threads 2)")
+        threads = str(found[0])
+    if not threads.isdigit() or int(threads) < 1:
+        raise SystemExit(f"verify: --threads {threads!r}: expected committed, native or a positive integer")
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
 def probe_isa(env: dict) -> str:
     """The ISA torch's CPU kernels use under `env` (ATen reads ATEN_CPU_CAPABILITY once, at import: a fresh
     interpreter). A value this CPU lacks is ignored by torch, which keeps its best: caught by comparing."""
@@ -314,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-only", action="store_true", help="compare an existing scratch folder, rerun nothing")
     ap.add_argument("--isa", help="force the rerun's torch CPU kernels to one vector ISA: committed (the one the "
                                   f"committed results record), native (default), {', '.join(ISA_ENV)}")
+    ap.add_argument("--threads", help="torch threads of the rerun: committed (the count the committed results "
+                                      "record), native (default) or a number")
     args = ap.parse_args(argv)
     if args.profile not in paths.PROFILES:
         print(f"error: unknown profile {args.profile!r}; expected one of {', '.join(paths.PROFILES)}", file=sys.stderr)
@@ -322,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     stems = stages_to_run(root, args.profile, args.only)
     committed = load_dir(paths.RESULTS / args.profile, stems)
     isa = resolve_isa(args.isa, committed)
-    env = ISA_ENV[isa] if isa else {}
+    threads = resolve_threads(args.threads, committed)
+    env = {**(ISA_ENV[isa] if isa else {}), **threads}
     folder = args.profile + (f"-{isa}" if isa else "")
     scratch = Path(args.scratch).resolve() if args.scratch else root / "runs" / "verify" / folder
     rc = 0
@@ -334,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"verify: --isa {isa}: torch uses {got} kernels with ATEN_CPU_CAPABILITY={isa} on "
                                  "this CPU (it lacks that ISA); pick a lower one")
             kernels = f", torch kernels forced to {got} ({' '.join(f'{k}={v}' for k, v in env.items())})"
+        if threads:
+            kernels += f", {threads['OMP_NUM_THREADS']} torch threads"
         print(f"verify: rerunning {', '.join(stems)} (profile {args.profile}) in {scratch}{kernels}", flush=True)
         prepare_scratch(root, scratch, args.profile, stems)
         rc = rerun(scratch, args.profile, stems, env)

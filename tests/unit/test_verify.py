@@ -191,3 +191,20 @@ def test_verify_with_forced_kernels_reruns_on_them_in_its_own_scratch(git_repo, 
     with pytest.raises(SystemExit, match="torch uses AVX2 kernels with ATEN_CPU_CAPABILITY=avx512 on this CPU"):
         verify.main(["--profile", "smoke", "--only", "01", "--isa", "avx512"])
     assert not (git_repo / "runs" / "verify" / "smoke-avx512").exists()
+
+
+def with_threads(record, n):
+    return {**record, "provenance": {**record.get("provenance", {}), "hardware": {"torch_threads": n}}}
+
+
+def test_threads_resolution():
+    committed = {"02_sft": with_threads(rec([]), 2), "04_rl": with_threads(rec([CLAIM]), 2)}
+    assert verify.resolve_threads("committed", committed) == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    assert verify.resolve_threads("8", committed)["OMP_NUM_THREADS"] == "8"
+    assert verify.resolve_threads(None, committed) == {} and verify.resolve_threads("native", committed) == {}
+    with pytest.raises(SystemExit, match=r"--threads '0': expected committed, native or a positive integer"):
+        verify.resolve_threads("0", committed)
+    with pytest.raises(SystemExit, match=r"record several \(2, 4\)"):
+        verify.resolve_threads("committed", {**committed, "05_ablations": with_threads(rec([]), 4)})
+    with pytest.raises(SystemExit, match="record none"):
+        verify.resolve_threads("committed", {"04_rl": rec([CLAIM])})

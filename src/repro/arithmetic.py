@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from repro.verify import ISA_ENV
+
 RECORDS = Path(__file__).resolve().parents[2] / "results" / "arithmetic.json"
 
 # name -> environment of the child process. `isa-avx2` is `make verify ISA=avx2` (repro.verify.ISA_ENV); the CNR
@@ -45,7 +47,7 @@ RECORDS = Path(__file__).resolve().parents[2] / "results" / "arithmetic.json"
 # ISA-free kernels to the latter.
 ENVS = {
     "native": {},
-    "isa-avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "isa-avx2": ISA_ENV["avx2"],
     "mkl-cnr-avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "portable": {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"},
 }
@@ -231,7 +233,9 @@ def verdict(rows: list[dict]) -> str:
     if "native" in good:
         return "this CPU computes the committed machine's bits as is (native): a rerun should reproduce it exactly"
     if good:
-        return f"pin {good[0]!r} ({ENVS[good[0]]}) gives the committed machine's bits on every check"
+        pin = " ".join(f"{k}={v}" for k, v in ENVS[good[0]].items())
+        return (f"pin {good[0]!r} gives the committed machine's bits on every check: rerun with "
+                f"`{pin} make verify THREADS=committed`")
     portable = [e for e in envs if all(r["as_same_env_there"] for r in rows if r["env"] == e)]
     tail = f"; environments equal to their own record there: {portable}" if portable else ""
     return "no environment here reproduces the committed machine's bits (a rerun will part from it)" + tail

@@ -66,6 +66,6 @@ report: $(STAMP)
 # number inside/outside its committed CI, every verdict that changed. Committed results and figures are not touched.
 # ISA=committed (or avx2, avx512, default): the rerun's torch CPU kernels forced to that vector ISA
 # (ATEN_CPU_CAPABILITY, MKL and oneDNN capped to match): "another CPU" on this one; reports which verdicts held.
-# THREADS=committed (or a number): the rerun's torch threads (stage 02's bits depend on the count).
+# THREADS=committed (or a number): the rerun's torch threads (the bits can depend on the count).
 verify: $(STAMP)
 	$(PY) -m repro.verify --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(ISA),--isa $(ISA)) $(if $(THREADS),--threads $(THREADS))

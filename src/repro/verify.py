@@ -17,7 +17,7 @@ Run as: python -m repro.verify --profile cpu [--only 04 05] [--isa committed|avx
   have it) and after (each rerun stage records the ISA it used). Scratch folder runs/verify/<profile>-<isa>, so a
   native rerun and a forced one sit side by side; the report says which verdicts held.
 - --threads: the rerun's torch thread count (OMP_NUM_THREADS, MKL_NUM_THREADS); "committed" takes the count the
-  committed results record. Stage 02's bits depend on it (its sums are split over threads), and so does its start.
+  committed results record. Large sums are split over threads, so the bits (and stage 02's start) can depend on it.
   `python -m repro.arithmetic` says first, in a minute, which pin (if any) gives this CPU the committed machine's bits.
 - Prints the tables and writes <scratch>/verify.md. Exit status 0 unless the rerun itself fails.
 """
@@ -293,8 +293,8 @@ def resolve_isa(isa: str | None, committed: dict[str, dict | None]) -> str | Non
 
 def resolve_threads(threads: str | None, committed: dict[str, dict | None]) -> dict:
     """--threads -> the environment that gives the rerun's torch that many threads ({} = this machine's default);
-    "committed" = the torch_threads the committed results record (stage 02's SFT sums over threads, so its bits, and
-    the start, depend on the count: docs/results.md). One-line SystemExit for a bad value or no single count."""
+    "committed" = the torch_threads the committed results record (large sums are split over threads, so the bits can
+    depend on the count: docs/results.md). One-line SystemExit for a bad value or no single count."""
     if not threads or threads == "native":
         return {}
     if threads == "committed":

@@ -41,10 +41,10 @@ from repro.verify import ISA_ENV
 
 RECORDS = Path(__file__).resolve().parents[2] / "results" / "arithmetic.json"
 
-# name -> environment of the child process. `isa-avx2` is `make verify ISA=avx2` (repro.verify.ISA_ENV); the CNR
-# pins ask MKL for its conditional-numerical-reproducibility branch, which Intel documents as equal on every Intel
-# CPU with that ISA (AVX2) or on every x86-64 CPU (COMPATIBLE, SSE2 only); `portable` adds ATen's and oneDNN's
-# ISA-free kernels to the latter.
+# name -> environment of the child process. `isa-avx2` is `make verify ISA=avx2` (repro.verify.ISA_ENV). The CNR
+# pins ask MKL for a conditional-numerical-reproducibility branch: AVX2, which Intel documents as reproducible across
+# Intel CPUs with AVX2 at a fixed thread count, or COMPATIBLE (SSE2 without the approximate reciprocal instructions,
+# whose results differ between vendors); `portable` adds ATen's and oneDNN's ISA-free kernels to the latter.
 ENVS = {
     "native": {},
     "isa-avx2": ISA_ENV["avx2"],

@@ -7,7 +7,7 @@ Why: stage 02's SFT is chaotic (docs/results.md, "Why a start does not hold acro
 arithmetic differs in the last bit of one kernel end as different starts, and the verdicts of 04-06 move with the
 start. So a run reproduces another machine's only if every kernel it calls returns the same bits there. Whether a
 pin of the kernels (ISA caps, MKL's conditional numerical reproducibility) gives another CPU the committed CPU's
-bits cannot be read from documentation; it is measured here in a minute, before an hour of `make verify`.
+bits cannot be read from documentation; it is measured here in minutes, before an hour of `make verify`.
 
 What it computes, in a fresh process per environment (ENVS: ATEN_CPU_CAPABILITY, MKL and oneDNN are read once, at
 import), with inputs drawn from integers (so the inputs are the same bits everywhere):

@@ -18,7 +18,7 @@ Run as: python -m repro.verify --profile cpu [--only 04 05] [--isa committed|avx
   native rerun and a forced one sit side by side; the report says which verdicts held.
 - --threads: the rerun's torch thread count (OMP_NUM_THREADS, MKL_NUM_THREADS); "committed" takes the count the
   committed results record. Large sums are split over threads, so the bits (and stage 02's start) can depend on it.
-  `python -m repro.arithmetic` says first, in a minute, which pin (if any) gives this CPU the committed machine's bits.
+  `python -m repro.arithmetic` says first, in minutes, which pin (if any) gives this CPU the committed machine's bits.
 - Prints the tables and writes <scratch>/verify.md. Exit status 0 unless the rerun itself fails.
 """
 

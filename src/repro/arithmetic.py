@@ -33,13 +33,13 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from repro.verify import ISA_ENV
+from repro import paths
+from repro.verify import ISA_ENV, hardware, load_dir
 
-RECORDS = Path(__file__).resolve().parents[2] / "results" / "arithmetic.json"
+RECORDS = paths.RESULTS / "arithmetic.json"
 
 # name -> environment of the child process. `isa-avx2` is `make verify ISA=avx2` (repro.verify.ISA_ENV). The CNR
 # pins ask MKL for a conditional-numerical-reproducibility branch: AVX2, which Intel documents as reproducible across
@@ -176,12 +176,7 @@ def model_checks(seed: int = 0, steps: int = 5) -> dict[str, str]:
 
 def committed_cpu_id(profile: str = "cpu") -> str | None:
     """The CPU that trained the committed start (results/<profile>/02_sft.json's provenance): the run to reproduce."""
-    from repro import paths
-
-    path = paths.RESULTS / profile / "02_sft.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())["provenance"].get("hardware", {}).get("cpu_id")
+    return hardware(load_dir(paths.RESULTS / profile, ["02_sft"])["02_sft"]).get("cpu_id")
 
 
 def this_machine() -> dict:

@@ -66,9 +66,14 @@ def flatten(obj, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def hardware(record: dict | None) -> dict:
+    """provenance.hardware of a stage's results ({} when absent)."""
+    return (((record or {}).get("provenance") or {}).get("hardware") or {})
+
+
 def capability(record: dict | None) -> str | None:
     """The vector ISA torch's CPU kernels used for a stage's results (provenance.hardware.cpu_capability)."""
-    return (((record or {}).get("provenance") or {}).get("hardware") or {}).get("cpu_capability")
+    return hardware(record).get("cpu_capability")
 
 
 def _claims(record: dict | None) -> dict[tuple[str, str], dict]:
@@ -298,8 +303,7 @@ def resolve_threads(threads: str | None, committed: dict[str, dict | None]) -> d
     if not threads or threads == "native":
         return {}
     if threads == "committed":
-        found = sorted({t for r in committed.values()
-                        if (t := (((r or {}).get("provenance") or {}).get("hardware") or {}).get("torch_threads"))})
+        found = sorted({t for r in committed.values() if (t := hardware(r).get("torch_threads"))})
         if len(found) != 1:
             what = f"several ({', '.join(map(str, found))})" if found else "none"
             raise SystemExit(f"verify: --threads committed: the committed results record {what} in "

@@ -36,22 +36,18 @@ def test_op_checks_are_deterministic_and_name_each_kernel_family():
     assert ar.op_checks(seed=1)["matmul"] != a["matmul"]
 
 
-def _rows(here, record):
-    return ar.compare(here, record)
-
-
 def test_verdict_known_answers():
     there = {"native": {"a": "1", "b": "2"}, "isa-avx2": {"a": "1", "b": "2"}, "portable": {"a": "7", "b": "8"}}
     # native equal everywhere: reproduces as is
-    v = ar.verdict(_rows({"native": {"a": "1", "b": "2"}, "portable": {"a": "7", "b": "9"}}, there))
+    v = ar.verdict(ar.compare({"native": {"a": "1", "b": "2"}, "portable": {"a": "7", "b": "9"}}, there))
     assert v.startswith("this CPU computes the committed machine's bits as is")
     # native differs in one check, a pin gives the record's native bits on every check
-    v = ar.verdict(_rows({"native": {"a": "1", "b": "3"}, "isa-avx2": {"a": "1", "b": "2"}}, there))
+    v = ar.verdict(ar.compare({"native": {"a": "1", "b": "3"}, "isa-avx2": {"a": "1", "b": "2"}}, there))
     assert v.startswith("pin 'isa-avx2'")
     # nothing reproduces; `portable` equals its own record there (a pin that is the same on both machines)
-    v = ar.verdict(_rows({"native": {"a": "5", "b": "3"}, "portable": {"a": "7", "b": "8"}}, there))
+    v = ar.verdict(ar.compare({"native": {"a": "5", "b": "3"}, "portable": {"a": "7", "b": "8"}}, there))
     assert v.startswith("no environment here reproduces") and "['portable']" in v
-    rows = _rows({"native": {"a": "1", "b": "3"}}, there)
+    rows = ar.compare({"native": {"a": "1", "b": "3"}}, there)
     assert [(r["check"], r["as_native_there"]) for r in rows] == [("a", True), ("b", False)]
 
 

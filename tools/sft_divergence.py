@@ -31,12 +31,9 @@ def out_dir(profile: str, tag: str) -> Path:
 def run(profile: str, tag: str, dtype: str, stop: int, threads: int) -> None:
     from transformers import TrainerCallback
 
-    import repro.models
     from repro.train import sft
 
     torch.set_num_threads(threads)
-    if dtype == "fp64":  # sft.train loads "fp32": the one switch that makes the whole run double
-        repro.models._DTYPES["fp32"] = torch.float64
     p = config.load_params(profile, "02_sft", check_paths=False)
     out = out_dir(profile, tag)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,7 +52,7 @@ def run(profile: str, tag: str, dtype: str, stop: int, threads: int) -> None:
     info = sft.train(paths.models_dir(profile) / "base" / "final", out / "sft", mix, max_steps=p["sft_steps"],
                      batch_size=p["batch_size"], lr=p["sft_lr"] or p["lr"], seed=p["seed"], sequential=True,
                      freeze_vision=p["freeze_vision"], run_key={"divergence": tag, "dtype": dtype},
-                     callbacks=[Snapshots()])
+                     callbacks=[Snapshots()], dtype=dtype)
     print(f"{tag}: {info['seconds']} s, {dtype}, kernels {torch.backends.cpu.get_cpu_capability()}")
 
 

@@ -258,7 +258,7 @@ def count_params(model) -> int:
 # (whose Qwen MLP also has gate/up/down_proj) and the projector frozen, the usual recipe for real VLMs.
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-           "fp32": torch.float32, "float32": torch.float32}
+           "fp32": torch.float32, "float32": torch.float32, "fp64": torch.float64, "float64": torch.float64}
 
 
 def load_vlm(path_or_id, *, dtype=None, attn_implementation: str | None = None, lora: dict | None = None,

@@ -118,7 +118,8 @@ def mixture_rows(data_dir, tasks=TASKS, split: str = "train", max_rows_per_task:
 def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
           warmup_ratio: float = 0.05, weight_decay: float = 0.0, save_steps: int = 200, logging_steps: int = 10,
           lora: dict | None = None, use_cpu: bool | None = None, bf16: bool = False, run_key: dict | None = None,
-          sequential: bool = False, freeze_vision: bool = False, callbacks: list | None = None) -> dict:
+          sequential: bool = False, freeze_vision: bool = False, callbacks: list | None = None,
+          dtype: str = "fp32") -> dict:
     """Fine-tune the model at `init_dir` on `dataset`; returns {"final_dir", "log_history", "seconds", ...}.
 
     A finished run with the same key is returned as saved (runs.prepare). Otherwise resumes, from the checkpoint's
@@ -145,7 +146,7 @@ def train(init_dir, out_dir, dataset, *, max_steps: int, batch_size: int = 8, lr
         return done
     # from init even when resuming: runs.train_and_save copies the checkpoint's weights in (runs.restore_weights)
     model, processor = load_vlm(init_dir, device="cpu" if use_cpu else None,
-                                lora=lora, dtype="bf16" if bf16 else "fp32")
+                                lora=lora, dtype="bf16" if bf16 else dtype)  # dtype "fp64": tools/sft_divergence.py
     train_stop_token(processor)  # LLaVA-1.5's released template leaves </s> out of the loss (repro.chat)
     if freeze_vision:  # a pretrained tower keeps its features, and the backward pass skips it (~1/4 of a step)
         for p in vision_tower(model).parameters():

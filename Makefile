@@ -63,9 +63,12 @@ report: $(STAMP)
 	$(PY) -m repro.report_book export --profile $(PROFILE)
 
 # Rerun a profile (or ONLY="04 05") into a scratch copy of the repo and compare with the committed results: each
-# number inside/outside its committed CI, every verdict that changed. Committed results and figures are not touched.
+# number inside/outside its committed CI, every verdict that changed. Committed results and figures are not touched
+# (RECORD=1 adds one file).
 # ISA=committed (or avx2, avx512, default): the rerun's torch CPU kernels forced to that vector ISA
 # (ATEN_CPU_CAPABILITY, MKL and oneDNN capped to match): "another CPU" on this one; reports which verdicts held.
+# ISA=aten-default: ATen's portable kernels only, the cheap perturbation of this CPU (a verdict that flips is not a result).
 # THREADS=committed (or a number): the rerun's torch threads (the bits can depend on the count).
+# RECORD=1: write results/$(PROFILE)/verify_<isa>.json; stage 07's ledger shows which verdicts held (commit it).
 verify: $(STAMP)
-	$(PY) -m repro.verify --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(ISA),--isa $(ISA)) $(if $(THREADS),--threads $(THREADS))
+	$(PY) -m repro.verify --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(ISA),--isa $(ISA)) $(if $(THREADS),--threads $(THREADS)) $(if $(RECORD),--record)

@@ -72,7 +72,7 @@ import repro.config
 import repro.paths
 import repro.plots
 import repro.results
-from repro import ledger, report_book
+from repro import ledger, report_book, rerun_record
 
 started = time.time()
 cfg = repro.config.from_namespace(globals(), "07_report")
@@ -89,10 +89,18 @@ for note in notes.values():
 #
 # One row per claim. "ours (95% CI)" is the difference treatment − baseline in the metric's units (accuracies as
 # fractions, lengths in tokens); "paper's number" is the paper's own difference between the same two arms, where
-# it reports both (its table and columns in brackets). The CSV keeps the raw numbers.
+# it reports both (its table and columns in brackets). The CSV keeps the raw numbers. "on the rerun" is the
+# verdict of the same run repeated on a perturbed float path (`make verify ISA=aten-default THREADS=committed
+# RECORD=1`: every stage again with ATen's portable kernels, so stage 02's start is retrained on other bits and
+# every arm after it): "held", or the verdict it changed to. A verdict that changes there describes the run, not
+# the method: it is not a result (dotted, with a *, in the forest plot).
 
 # %%
 claims = ledger.build(records)
+reruns, rerun_notes = rerun_record.load(res_dir)  # results/<profile>/verify_*.json: `make verify ... RECORD=1`
+claims, stale = rerun_record.annotate(claims, reruns, records)
+for note in rerun_notes + stale:
+    print(note)
 shown = report_book.display_claims(claims)  # ledger.display_frame, the paper's number rounded as ours
 claims.to_csv(pending / f"{cfg.stem}_claims.csv", index=False)
 (pending / f"{cfg.stem}_claims.md").write_text(
@@ -106,6 +114,7 @@ display(Markdown(ledger.markdown(shown)) if len(shown) else Markdown("**No claim
 verdict_counts = ledger.counts(claims)
 repro.results.save_table(verdict_counts, cfg, "verdict_counts")
 print(ledger.summary(claims, notes))
+print(rerun_record.summary_line(claims, reruns))
 display(verdict_counts)
 
 # %% [markdown]
@@ -224,6 +233,9 @@ metrics = {
     "missing_stages": notes,
     "n_claims": int(len(claims)),
     "summary": ledger.summary(claims, notes),
+    "rerun": {"summary": rerun_record.summary_line(claims, reruns), "stale": stale,
+              "records": [{k: r.get(k) for k in ("isa", "env", "command", "held", "compared", "stages")}
+                          for r in reruns]},
     "counts": {v: int(n) for v, n in verdict_counts.loc["all"].items()} if len(claims) else {},
     "claims": claims.to_dict(orient="records"),
     "replication": {"summary": replication.summary_line(claims),

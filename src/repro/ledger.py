@@ -15,6 +15,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from repro import replication, results, stats
@@ -224,10 +225,27 @@ def display_frame(ledger: pd.DataFrame) -> pd.DataFrame:
                                    for a, b in zip(ledger["mde_planned"], ledger["mde"])],
         "verdict": ledger["verdict"], "why": [w or DASH for w in ledger["why"]],
     })
+    if _has_rerun(ledger):  # repro.rerun_record: the verdict of the recorded rerun (verify --record)
+        out.insert(out.columns.get_loc("verdict") + 1, "on the rerun",
+                   [{True: "held", False: f"-> {v}", None: DASH}[held_flag(h)]
+                    for h, v in zip(ledger["held"], ledger["rerun_verdict"])])
     if "agreement" in ledger:  # repro.replication: how likely a rerun keeps the verdict
         out["a rerun agrees"] = [_fmt(a, ".2f") for a in ledger["agreement"]]
         out["stable at"] = [_scale_text(f) for f in ledger["stable_at"]]
     return out.reset_index(drop=True)
+
+
+def held_flag(h) -> bool | None:
+    """A ledger's `held` cell: True / False as recorded by repro.rerun_record, None where no rerun compared it."""
+    return bool(h) if isinstance(h, bool | np.bool_) else None
+
+
+def _has_rerun(ledger: pd.DataFrame) -> bool:
+    return "held" in ledger and any(held_flag(h) is not None for h in ledger["held"])
+
+
+def _flipped(row) -> bool:
+    return held_flag(row.get("held")) is False
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -281,7 +299,8 @@ def _panel(row) -> tuple[str, str]:
 def forest_figure(ledger: pd.DataFrame):
     """Difference with its 95% CI per claim, one panel per paper (own x scale; a metric outside [-1, 1] gets its
     own panel), coloured by verdict class; a claim without an interval is a hollow marker, without a difference
-    nothing is drawn; a black x is the paper's own difference (mean over its columns); the dashed line is 0."""
+    nothing is drawn; a black x is the paper's own difference (mean over its columns); the dashed line is 0; a dotted
+    CI and a * mark a claim whose verdict changed on the recorded rerun (column `held`, repro.rerun_record)."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
@@ -296,17 +315,18 @@ def forest_figure(ledger: pd.DataFrame):
             y = len(sub) - 1 - i
             color = COLORS[verdict_class(r["verdict"])]
             d, lo, hi = _num(r["difference"]), _num(r["ci_low"]), _num(r["ci_high"])
-            if lo is not None and hi is not None:
-                ax.plot([lo, hi], [y, y], color=color, lw=2.2, solid_capstyle="butt")
+            if lo is not None and hi is not None:  # dotted: the verdict changed on the recorded rerun
+                ax.plot([lo, hi], [y, y], color=color, lw=2.2, solid_capstyle="butt", dash_capstyle="butt",
+                        ls=":" if _flipped(r) else "-")
             if d is not None:
                 ax.plot([d], [y], "o", color=color, mfc=color if lo is not None else "white", ms=6)
             if _num(r["paper_difference"]) is not None:
                 ax.plot([r["paper_difference"]], [y], "x", color="black", ms=7, mew=1.8)
         ax.axvline(0, color="black", ls="--", lw=0.8)
         ax.set_yticks(range(len(sub)))
-        ax.set_yticklabels([f"{c} [{s[:2]}]" + ("" if k in (None, "claim") else f" ({k})")
-                            for c, s, k in zip(sub["claim"][::-1], sub["stage"][::-1], sub["kind"][::-1])],
-                           fontsize=8)
+        ax.set_yticklabels([f"{r['claim']} [{r['stage'][:2]}]" + ("" if r["kind"] in (None, "claim") else
+                                                                   f" ({r['kind']})") + (" *" if _flipped(r) else "")
+                            for _, r in sub[::-1].iterrows()], fontsize=8)
         ax.set_ylim(-0.6, max(len(sub), 1) - 0.4)
         title = PAPER_TITLES.get(key[0], str(key[0]))
         ax.set_title(f"{title} · {key[1]}" if key[1] else title, fontsize=10, loc="left")
@@ -318,6 +338,8 @@ def forest_figure(ledger: pd.DataFrame):
                if v in set(ledger["verdict"].map(verdict_class))]
     if ledger["paper_difference"].notna().any():
         handles.append(Line2D([], [], color="black", marker="x", ls="", mew=1.8, label="the paper's difference"))
+    if any(_flipped(r) for _, r in ledger.iterrows()):
+        handles.append(Line2D([], [], color="grey", lw=2, ls=":", label="* verdict changed on the rerun"))
     if handles:
         fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), fontsize=8, ncol=len(handles),
                    frameon=False)

@@ -1,7 +1,7 @@
 """Rerun a profile (or named stages) in a scratch copy of the repository and compare with the committed results.
 
 Run as: python -m repro.verify --profile cpu [--only 04 05] [--isa committed|avx2|avx512|default]
-        [--threads committed|N] [--scratch DIR] [--compare-only]
+        [--threads committed|N] [--scratch DIR] [--compare-only] [--record]
         (`make verify PROFILE=cpu ONLY="04" ISA=committed THREADS=committed`)
 
 - The scratch copy is a `git clone` of this checkout's HEAD (a plain copy outside git) in runs/verify/<profile>/
@@ -15,10 +15,15 @@ Run as: python -m repro.verify --profile cpu [--only 04 05] [--isa committed|avx
   with MKL and oneDNN capped to match, ISA_ENV); "committed" takes the ISA the committed results record
   (provenance.hardware.cpu_capability, e.g. AVX2 for results/cpu/). Checked before anything runs (this CPU must
   have it) and after (each rerun stage records the ISA it used). Scratch folder runs/verify/<profile>-<isa>, so a
-  native rerun and a forced one sit side by side; the report says which verdicts held.
+  native rerun and a forced one sit side by side; the report says which verdicts held. "aten-default" is not another
+  CPU but the cheap perturbation of this one (ATen's portable kernels only): a verdict that flips with it is not a
+  result.
 - --threads: the rerun's torch thread count (OMP_NUM_THREADS, MKL_NUM_THREADS); "committed" takes the count the
   committed results record. Large sums are split over threads, so the bits (and stage 02's start) can depend on it.
   `python -m repro.arithmetic` says first, in minutes, which pin (if any) gives this CPU the committed machine's bits.
+- --record: the comparison goes to results/<profile>/verify_<isa>.json (repro.rerun_record), which stage 07 reads:
+  each claim's ledger row says whether its verdict held on that rerun. Refused when the rerun failed, ran on other
+  kernels than asked, or a compared stage was not rerun.
 - Prints the tables and writes <scratch>/verify.md. Exit status 0 unless the rerun itself fails.
 """
 
@@ -34,7 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from repro import ledger, paths, replication
+from repro import ledger, paths, replication, rerun_record
 
 MARKER = ".repro-verify-scratch"  # only a folder carrying it is ever deleted by --scratch reuse
 SKIP_STAGES = ("07_report",)  # reads results, computes nothing of its own
@@ -48,7 +53,16 @@ ISA_ENV = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
                "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+    # Not another CPU but the cheap perturbation of this one: ATen's portable kernels (and the random draws that
+    # go through them), MKL's and oneDNN's as they are; ~1.1x per training step. A verdict that flips with it is
+    # not a result (the rerun's verdicts, with --record, enter stage 07's ledger).
+    "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
 }
+
+
+def forced_capability(isa: str) -> str:
+    """The capability torch reports under ISA_ENV[isa] (torch.backends.cpu.get_cpu_capability(), lower case)."""
+    return ISA_ENV[isa]["ATEN_CPU_CAPABILITY"]
 
 
 # ----------------------------------------------------------------------------------------------- comparison
@@ -343,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                                   f"committed results record), native (default), {', '.join(ISA_ENV)}")
     ap.add_argument("--threads", help="torch threads of the rerun: committed (the count the committed results "
                                       "record), native (default) or a number")
+    ap.add_argument("--record", action="store_true", help="write the comparison to results/<profile>/verify_<isa>"
+                                                          ".json, which stage 07's ledger reads (commit it)")
     args = ap.parse_args(argv)
     if args.profile not in paths.PROFILES:
         print(f"error: unknown profile {args.profile!r}; expected one of {', '.join(paths.PROFILES)}", file=sys.stderr)
@@ -360,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         kernels = ""
         if isa:
             got = probe_isa(env)
-            if got.lower() != isa:
+            if got.lower() != forced_capability(isa):
                 raise SystemExit(f"verify: --isa {isa}: torch uses {got} kernels with ATEN_CPU_CAPABILITY={isa} on "
                                  "this CPU (it lacks that ISA); pick a lower one")
             kernels = f", torch kernels forced to {got} ({' '.join(f'{k}={v}' for k, v in env.items())})"
@@ -382,9 +398,18 @@ def main(argv: list[str] | None = None) -> int:
             print(result["claims"].drop(columns=["paper"]).to_string(index=False))
             print(f"verify: {verdicts_held(result['claims'])}")
     ran = result["stages"]["isa rerun"].dropna() if isa and len(result["stages"]) else []
-    wrong = sorted({r for r in ran if r.lower() != isa})
+    wrong = sorted({r for r in ran if r.lower() != forced_capability(isa)})
     if wrong:  # a stage that ran on other kernels than asked: its numbers say nothing about the forced ISA
         print(f"verify: warning: rerun stages used {', '.join(wrong)} kernels, not the {isa.upper()} asked for")
+    if args.record:
+        if rc:
+            raise SystemExit(f"verify: --record: the rerun failed (exit status {rc}); nothing recorded")
+        if wrong:
+            raise SystemExit(f"verify: --record: rerun stages used {', '.join(wrong)} kernels, not {isa.upper()}; "
+                             "nothing recorded")
+        rec = rerun_record.make(result, committed, load_dir(scratch / "results" / args.profile, stems), isa, env,
+                                argv if argv is not None else sys.argv[1:])
+        print(f"verify: recorded {rerun_record.save(args.profile, rec)} ({rec['summary']})")
     print(f"verify: full comparison in {out}" + (f"; the rerun FAILED (exit status {rc})" if rc else ""))
     return rc
 

@@ -139,6 +139,9 @@ def test_verify_reruns_in_scratch_and_leaves_committed_results(git_repo, tmp_rep
                    check=True)
     assert verify.main(["--profile", "smoke", "--only", "01"]) != 0
     assert "no rerun results" in (scratch / "verify.md").read_text()
+    with pytest.raises(SystemExit, match=r"--record: the rerun failed \(exit status"):
+        verify.main(["--profile", "smoke", "--only", "01", "--record"])
+    assert not list((git_repo / "results" / "smoke").glob("verify_*.json"))
 
 
 # ----------------------------------------------------------------------------------------------- --isa
@@ -152,7 +155,8 @@ def test_isa_resolution_and_the_verdicts_held_line():
     assert verify.resolve_isa(None, committed) is None and verify.resolve_isa("native", committed) is None
     assert verify.resolve_isa("AVX512", committed) == "avx512"
     assert verify.ISA_ENV["avx2"]["ATEN_CPU_CAPABILITY"] == "avx2"
-    with pytest.raises(SystemExit, match="--isa 'sse': expected committed, native or one of default, avx2, avx512"):
+    with pytest.raises(SystemExit, match="--isa 'sse': expected committed, native or one of default, avx2, avx512, "
+                                         "aten-default"):
         verify.resolve_isa("sse", committed)
     with pytest.raises(SystemExit, match=r"record several \(AVX2, AVX512\)"):
         verify.resolve_isa("committed", {**committed, "06_generalization": with_isa(rec([]), "AVX512")})
@@ -187,6 +191,14 @@ def test_verify_with_forced_kernels_reruns_on_them_in_its_own_scratch(git_repo, 
     assert "torch kernels forced to DEFAULT (ATEN_CPU_CAPABILITY=default" in out
     assert "verify: verdicts held: 1 of 1" in out and "warning" not in out
     assert "rerun kernels forced to DEFAULT" in (scratch / "verify.md").read_text()
+    # the cheap perturbation (ATen's portable kernels only), recorded for stage 07's ledger
+    assert verify.main(["--profile", "smoke", "--only", "01", "--isa", "aten-default", "--record"]) == 0
+    got = json.loads((git_repo / "results" / "smoke" / "verify_aten-default.json").read_text())
+    assert (got["isa"], got["env"], got["held"], got["compared"]) == (
+        "aten-default", {"ATEN_CPU_CAPABILITY": "default"}, 1, 1)
+    assert got["stages"]["01_demo"]["rerun_capability"] == "DEFAULT"
+    assert got["claims"][0]["verdict_rerun"] == "reproduced" and got["claims"][0]["rerun"] == pytest.approx(0.7)
+    assert "--isa aten-default --record" in got["command"]
     monkeypatch.setattr(verify, "probe_isa", lambda env: "AVX2")  # as on a CPU without AVX-512
     with pytest.raises(SystemExit, match="torch uses AVX2 kernels with ATEN_CPU_CAPABILITY=avx512 on this CPU"):
         verify.main(["--profile", "smoke", "--only", "01", "--isa", "avx512"])

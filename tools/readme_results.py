@@ -20,8 +20,9 @@ QUESTIONS = {
 }
 
 
-def lines(counts, profile: str) -> str:
-    """One Markdown bullet per paper from ledger.counts (rows: papers; columns: verdicts, total)."""
+def lines(counts, profile: str, held: dict | None = None) -> str:
+    """One Markdown bullet per paper from ledger.counts (rows: papers; columns: verdicts, total) and, where a rerun
+    is recorded, rerun_record.held_by_paper ({paper: (held, compared, changed)})."""
     from repro import ledger
 
     out = []
@@ -33,16 +34,20 @@ def lines(counts, profile: str) -> str:
         row = counts.loc[paper]
         rest = ", ".join(f"{int(row[v])} {v.replace('_', ' ')}" for v in ledger.VERDICTS
                          if v != "reproduced" and v in row and row[v])
-        out.append(f"- **{title}**: {question} {int(row.get('reproduced', 0))} of {int(row['total'])} claims "
-                   f"reproduced" + (f" ({rest})." if rest else "."))
+        line = (f"- **{title}**: {question} {int(row.get('reproduced', 0))} of {int(row['total'])} claims "
+                f"reproduced" + (f" ({rest})." if rest else "."))
+        if held and paper in held:
+            line += f" On the rerun on another float path {held[paper][0]} of {held[paper][1]} verdicts held."
+        out.append(line)
     return "\n".join(out)
 
 
 def block(profile: str = "cpu") -> str:
-    from repro import ledger, paths
+    from repro import ledger, paths, rerun_record
 
     records, _ = ledger.load_results(paths.RESULTS / profile, profile)
-    return lines(ledger.counts(ledger.build(records)), profile)
+    led, _ = rerun_record.annotate(ledger.build(records), rerun_record.load(paths.RESULTS / profile)[0], records)
+    return lines(ledger.counts(led), profile, rerun_record.held_by_paper(led))
 
 
 def main(argv: list[str]) -> int:

@@ -156,3 +156,19 @@ def summary_line(led: pd.DataFrame, reruns: list[dict]) -> str:
             f"{r['stage'][:2]} {r['paper']} {r['claim']!r} ({r['verdict']} -> {r['rerun_verdict']})"
             for _, r in flipped.iterrows())
     return line
+
+
+def held_by_paper(led: pd.DataFrame) -> dict[str, tuple[int, int, list[str]]]:
+    """{paper: (claims that held, claims a rerun compared, the changed ones as "claim (v -> w)")}, rows of kind
+    "claim" only; {} when no rerun is recorded."""
+    if "held" not in led:
+        return {}
+    out = {}
+    for _, r in ledger.claims_only(led).iterrows():
+        h = ledger.held_flag(r["held"])
+        if h is None:
+            continue
+        n_held, n, changed = out.get(r["paper"], (0, 0, []))
+        out[r["paper"]] = (n_held + h, n + 1, changed + ([] if h else [f"{r['claim']} ({r['verdict']} -> "
+                                                                       f"{r['rerun_verdict']})"]))
+    return out

@@ -20,6 +20,9 @@ def test_lines_from_counts():
     assert text[0].endswith("1 of 11 claims reproduced (3 opposite, 7 inconclusive).")
     assert text[1].endswith("0 of 2 claims reproduced (2 inconclusive).")
     assert text[2].endswith("No claims in results/cpu/ yet.") and len(text) == 4
+    text = rr.lines(counts, "cpu", held={"umed": (8, 11, ["c (reproduced -> inconclusive)"])}).splitlines()
+    assert text[0].endswith("(3 opposite, 7 inconclusive). On the rerun on another float path 8 of 11 verdicts held.")
+    assert text[1].endswith("(2 inconclusive).")
 
 
 def test_readme_has_the_block():

@@ -93,6 +93,14 @@ def test_the_ledger_marks_held_and_changed_verdicts_and_ignores_stale_records():
     assert "AAR beats SFT [04] *" in labels and "GRPO beats SFT [04]" in labels
     assert any(t.get_text() == "* verdict changed on the rerun" for t in fig.legends[0].get_texts())
 
+    assert rerun_record.held_by_paper(led) == {"umed": (0, 1, ["AAR beats SFT (reproduced -> aten-default: "
+                                                              "below_paper)"]), "zhu": (1, 1, [])}
+    from repro import report_book
+
+    page = report_book.reproducibility_summary("umed", led)
+    assert ("- **On the rerun** (another float path, every stage again): 0 of 1 verdicts held; changed, so not "
+            "results: *AAR beats SFT (reproduced -> aten-default: below_paper)*.") in page
+
     # a record that saw another committed verdict for a claim does not speak for it
     moved = {**committed, "04_rl": rec([{**A, "verdict": "opposite"}, B, C])}
     led2, _ = rerun_record.annotate(ledger.build(moved), [got], moved)

@@ -164,6 +164,7 @@ print("its verdict today: inconclusive (the CI holds 0 and +0.08)")
 
 # %%
 print(replication.summary_line(claims))
+print(rerun_record.against_forecast(claims))  # measured, where a rerun is recorded (verify --record)
 fig = replication.figure(claims, ledger.COLORS)
 repro.plots.save_figure(fig, cfg, "stability")
 planning = replication.planning_table(claims)
@@ -171,10 +172,11 @@ repro.results.save_table(planning, cfg, "stability_planning")
 display(planning.round(3))
 
 # %% [markdown]
-# **What it means.** A rerun on another CPU changes a verdict about as often as this predicts (docs/results.md
-# compares it with the verdicts measured on the other kernel path): the CPU is not special, the design is. Verdicts
-# near a boundary (0, or the paper's effect) are coin flips at three seeds; the planning panel says how much more
-# evidence would settle them if the effects are what we measured.
+# **What it means.** The second line puts the forecast beside a measurement: the recorded rerun on another float
+# path (the ledger's "on the rerun"), whose start was retrained too. The forecast knows only each claim's own
+# noise; the rerun's start moves every arm at once, so it can change more. Verdicts near a boundary (0, or the
+# paper's effect) are coin flips at three seeds; the planning panel says how much more evidence would settle them
+# if the effects are what we measured.
 #
 # **How we differ.** The papers report one run and no replication; this is our own planning aid, a normal
 # approximation of the paired bootstrap (its CIs need not be symmetric), and it takes the measured difference for
@@ -234,6 +236,7 @@ metrics = {
     "n_claims": int(len(claims)),
     "summary": ledger.summary(claims, notes),
     "rerun": {"summary": rerun_record.summary_line(claims, reruns), "stale": stale,
+              "against_forecast": rerun_record.against_forecast(claims),
               "records": [{k: r.get(k) for k in ("isa", "env", "command", "held", "compared", "stages")}
                           for r in reruns]},
     "counts": {v: int(n) for v, n in verdict_counts.loc["all"].items()} if len(claims) else {},

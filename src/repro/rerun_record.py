@@ -172,3 +172,17 @@ def held_by_paper(led: pd.DataFrame) -> dict[str, tuple[int, int, list[str]]]:
         out[r["paper"]] = (n_held + h, n + 1, changed + ([] if h else [f"{r['claim']} ({r['verdict']} -> "
                                                                        f"{r['rerun_verdict']})"]))
     return out
+
+
+def against_forecast(led: pd.DataFrame) -> str:
+    """The recorded rerun against repro.replication's forecast, over the claims (kind "claim") both speak for:
+    "the rerun changed 4 of the 30 claim verdicts it compared; the forecast expected 11.2 of them"."""
+    mine = ledger.claims_only(led)
+    flags = mine["held"].map(ledger.held_flag) if "held" in mine else pd.Series(dtype=object)
+    both = mine[flags.notna() & pd.to_numeric(mine.get("agreement"), errors="coerce").notna()]
+    if not len(both):
+        return "no claim both predicted and compared on a recorded rerun"
+    changed = int((~both["held"].map(ledger.held_flag).astype(bool)).sum())
+    expected = float((1 - both["agreement"].astype(float)).sum())
+    return (f"the rerun changed {changed} of the {len(both)} claim verdicts it compared that the forecast predicts; "
+            f"the forecast expected {expected:.1f} of them")

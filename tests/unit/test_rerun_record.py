@@ -95,6 +95,8 @@ def test_the_ledger_marks_held_and_changed_verdicts_and_ignores_stale_records():
 
     assert rerun_record.held_by_paper(led) == {"umed": (0, 1, ["AAR beats SFT (reproduced -> aten-default: "
                                                               "below_paper)"]), "zhu": (1, 1, [])}
+    assert rerun_record.against_forecast(led).startswith(
+        "the rerun changed 1 of the 2 claim verdicts it compared that the forecast predicts; the forecast expected")
     from repro import report_book
 
     page = report_book.reproducibility_summary("umed", led)

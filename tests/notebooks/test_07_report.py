@@ -51,6 +51,14 @@ def _write(root):
         metrics = {"n": 1} if claims is None else {"claims": claims}
         (res / f"{stem}.json").write_text(json.dumps({"stage": stem, "profile": "smoke", "metrics": metrics,
                                                       "provenance": PROV}))
+    # a recorded rerun (verify --record) of 04: the UMed verdict changed, the MMedPO one held
+    rerun = [{"stage": "04_rl", "paper": c["paper"], "claim": c["claim"], "verdict_committed": c["verdict"],
+              "verdict_rerun": "inconclusive" if c["paper"] == "umed" else c["verdict"],
+              "held": None if c["difference"] is None else c["paper"] != "umed"} for c in CLAIMS_04]
+    (res / "verify_aten-default.json").write_text(json.dumps({
+        "isa": "aten-default", "command": "python -m repro.verify --isa aten-default --record", "claims": rerun,
+        "stages": {"04_rl": {"committed_sha": PROV["git"]["sha"], "rerun_sha": "beef" * 10}}, "held": 1,
+        "compared": 2}))
     fig = root / "figures" / "smoke"
     fig.mkdir(parents=True)
     (fig / "04_rl_umed_table2.md").write_text("| who | Avg |\n|---|---|\n| ours · SFT+AAR | FIXTURE-UMED-ROW |\n")
@@ -113,6 +121,13 @@ def test_07_report_smoke(tmp_path):
     umed = (fig / "07_report_paper_umed.md").read_text()
     assert "FIXTURE-UMED-ROW" in umed and "stage 05_ablations: no results" in umed
     assert "c0ffeec0ffee" in (fig / "07_report_provenance.md").read_text()
+
+    # the recorded rerun: a column of the ledger, a line of the summary and of the UMed page, 07's metrics
+    assert "| on the rerun |" in md and "| -> aten-default: inconclusive |" in md and "| held |" in md
+    assert result["metrics"]["rerun"]["summary"] == (
+        "On the rerun (aten-default): 1 of 2 verdicts held (1 of 2 claims); changed, so not results: 04 umed 'AAR "
+        "beats SFT on MAU accuracy' (reproduced -> aten-default: inconclusive)")
+    assert "- **On the rerun** (another float path, every stage again): 0 of 1 verdicts held" in umed
 
     site = fig / "report"
     index = (site / "index.html").read_text()

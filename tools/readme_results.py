@@ -22,7 +22,7 @@ QUESTIONS = {
 
 def lines(counts, profile: str, held: dict | None = None) -> str:
     """One Markdown bullet per paper from ledger.counts (rows: papers; columns: verdicts, total) and, where a rerun
-    is recorded, rerun_record.held_by_paper ({paper: (held, compared, changed)})."""
+    is recorded, rerun_record.held_by_paper."""
     from repro import ledger
 
     out = []
@@ -37,7 +37,9 @@ def lines(counts, profile: str, held: dict | None = None) -> str:
         line = (f"- **{title}**: {question} {int(row.get('reproduced', 0))} of {int(row['total'])} claims "
                 f"reproduced" + (f" ({rest})." if rest else "."))
         if held and paper in held:
-            line += f" On the rerun on another float path {held[paper][0]} of {held[paper][1]} verdicts held."
+            h = held[paper]
+            rep = f" ({h['reproduced_held']} of the {h['reproduced']} reproduced)" if h["reproduced"] else ""
+            line += f" On a rerun on another float path {h['held']} of {h['compared']} verdicts held{rep}."
         out.append(line)
     return "\n".join(out)
 

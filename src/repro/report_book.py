@@ -135,9 +135,9 @@ def reproducibility_summary(paper: str, led: pd.DataFrame) -> str:
         out.append(f"- **What was hard.** {len(by['not_trained'])} claim(s) had an arm that did not learn.")
     held = rerun_record.held_by_paper(led).get(paper)
     if held:
-        out.append(f"- **On the rerun** (another float path, every stage again): {held[0]} of {held[1]} verdicts "
-                   "held" + ("; changed, so not results: " + "; ".join(f"*{c}*" for c in held[2]) if held[2] else "")
-                   + ".")
+        out.append(f"- **On the rerun** (another float path, every stage again): {held['held']} of "
+                   f"{held['compared']} verdicts held" + ("; changed, so not results: " + "; ".join(
+                       f"*{c}*" for c in held["changed"]) if held["changed"] else "") + ".")
     out.append(f"- **Deviations that could matter.** docs/methods.md §{DEVIATIONS.get(paper, '6')} lists every one; "
                "the largest are the synthetic data and the tiny model, so only directions compare.")
     return "\n".join(out) + "\n"

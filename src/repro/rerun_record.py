@@ -158,9 +158,9 @@ def summary_line(led: pd.DataFrame, reruns: list[dict]) -> str:
     return line
 
 
-def held_by_paper(led: pd.DataFrame) -> dict[str, tuple[int, int, list[str]]]:
-    """{paper: (claims that held, claims a rerun compared, the changed ones as "claim (v -> w)")}, rows of kind
-    "claim" only; {} when no rerun is recorded."""
+def held_by_paper(led: pd.DataFrame) -> dict[str, dict]:
+    """{paper: {"held", "compared", "reproduced_held", "reproduced", "changed": ["claim (v -> w)", ...]}} over the
+    rows of kind "claim" that a recorded rerun compared ("reproduced": those reproduced here); {} when none."""
     if "held" not in led:
         return {}
     out = {}
@@ -168,9 +168,15 @@ def held_by_paper(led: pd.DataFrame) -> dict[str, tuple[int, int, list[str]]]:
         h = ledger.held_flag(r["held"])
         if h is None:
             continue
-        n_held, n, changed = out.get(r["paper"], (0, 0, []))
-        out[r["paper"]] = (n_held + h, n + 1, changed + ([] if h else [f"{r['claim']} ({r['verdict']} -> "
-                                                                       f"{r['rerun_verdict']})"]))
+        d = out.setdefault(r["paper"], {"held": 0, "compared": 0, "reproduced_held": 0, "reproduced": 0,
+                                        "changed": []})
+        rep = stats.verdict_class(r["verdict"]) == "reproduced"
+        d["held"] += h
+        d["compared"] += 1
+        d["reproduced"] += rep
+        d["reproduced_held"] += rep and h
+        if not h:
+            d["changed"].append(f"{r['claim']} ({r['verdict']} -> {r['rerun_verdict']})")
     return out
 
 

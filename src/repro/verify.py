@@ -1,6 +1,6 @@
 """Rerun a profile (or named stages) in a scratch copy of the repository and compare with the committed results.
 
-Run as: python -m repro.verify --profile cpu [--only 04 05] [--isa committed|avx2|avx512|default]
+Run as: python -m repro.verify --profile cpu [--only 04 05] [--isa committed|avx2|avx512|default|aten-default]
         [--threads committed|N] [--scratch DIR] [--compare-only] [--record]
         (`make verify PROFILE=cpu ONLY="04" ISA=committed THREADS=committed`)
 

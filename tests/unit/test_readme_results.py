@@ -20,8 +20,10 @@ def test_lines_from_counts():
     assert text[0].endswith("1 of 11 claims reproduced (3 opposite, 7 inconclusive).")
     assert text[1].endswith("0 of 2 claims reproduced (2 inconclusive).")
     assert text[2].endswith("No claims in results/cpu/ yet.") and len(text) == 4
-    text = rr.lines(counts, "cpu", held={"umed": (8, 11, ["c (reproduced -> inconclusive)"])}).splitlines()
-    assert text[0].endswith("(3 opposite, 7 inconclusive). On the rerun on another float path 8 of 11 verdicts held.")
+    held = {"umed": {"held": 8, "compared": 11, "reproduced_held": 0, "reproduced": 1, "changed": ["c"]}}
+    text = rr.lines(counts, "cpu", held=held).splitlines()
+    assert text[0].endswith("(3 opposite, 7 inconclusive). On a rerun on another float path 8 of 11 verdicts held "
+                            "(0 of the 1 reproduced).")
     assert text[1].endswith("(2 inconclusive).")
 
 

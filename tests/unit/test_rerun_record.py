@@ -93,8 +93,10 @@ def test_the_ledger_marks_held_and_changed_verdicts_and_ignores_stale_records():
     assert "AAR beats SFT [04] *" in labels and "GRPO beats SFT [04]" in labels
     assert any(t.get_text() == "* verdict changed on the rerun" for t in fig.legends[0].get_texts())
 
-    assert rerun_record.held_by_paper(led) == {"umed": (0, 1, ["AAR beats SFT (reproduced -> aten-default: "
-                                                              "below_paper)"]), "zhu": (1, 1, [])}
+    assert rerun_record.held_by_paper(led) == {
+        "umed": {"held": 0, "compared": 1, "reproduced_held": 0, "reproduced": 1,
+                 "changed": ["AAR beats SFT (reproduced -> aten-default: below_paper)"]},
+        "zhu": {"held": 1, "compared": 1, "reproduced_held": 0, "reproduced": 0, "changed": []}}
     assert rerun_record.against_forecast(led).startswith(
         "the rerun changed 1 of the 2 claim verdicts it compared that the forecast predicts; the forecast expected")
     from repro import report_book

@@ -23,7 +23,7 @@ import pandas as pd
 from repro import ledger, paths, stats
 
 PREFIX = "verify_"
-BOTH = ("inside CI", "OUTSIDE CI", "no committed CI")  # verify.compare_claims positions where both sides have it
+ONE_SIDE = ("new claim (not committed)", "missing in rerun")  # verify.compare_claims: nothing to compare
 
 
 def _prov(record: dict | None) -> dict:
@@ -70,7 +70,7 @@ def make(result: dict, committed: dict[str, dict | None], rerun: dict[str, dict 
                      "committed": _num(r["committed"]), "ci_low": _num(r["ci_low"]), "ci_high": _num(r["ci_high"]),
                      "rerun": _num(r["rerun"]), "position": r["position"],
                      "verdict_committed": r["verdict committed"], "verdict_rerun": r["verdict rerun"],
-                     "held": None if r["position"] not in BOTH else not bool(r["verdict changed"])})
+                     "held": None if r["position"] in ONE_SIDE else not bool(r["verdict changed"])})
     judged = [r for r in rows if r["held"] is not None]
     held = sum(r["held"] for r in judged)
     return {"isa": isa or "native", "env": env, "command": "python -m repro.verify " + " ".join(argv),

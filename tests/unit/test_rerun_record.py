@@ -36,6 +36,11 @@ def test_make_counts_held_verdicts_and_refuses_what_is_not_a_rerun():
                           sha="bbb", finished="t1", cap="DEFAULT")}
     got = recorded(committed, rerun)
     assert (got["held"], got["compared"], got["summary"]) == (2, 3, "verdicts held: 2 of 3")
+    # an arm that did not learn on the rerun: no difference there, and the verdict changed
+    untrained = {**B, "difference": None, "ci_low": None, "ci_high": None, "verdict": "not_trained"}
+    got2 = recorded(committed, {"04_rl": rec([A, untrained, C], sha="bbb", finished="t1")})
+    assert (got2["held"], got2["compared"]) == (2, 3)
+    assert [c["held"] for c in got2["claims"]] == [True, False, True]
     by = {c["claim"]: c for c in got["claims"]}
     assert by["AAR beats SFT"]["held"] is False and by["AAR beats SFT"]["verdict_rerun"] == "inconclusive"
     assert by["AAR beats SFT"]["rerun"] == pytest.approx(0.02) and by["GRPO beats SFT"]["held"] is True

@@ -93,7 +93,7 @@ for note in notes.values():
 # verdict of the same run repeated on a perturbed float path (`make verify ISA=aten-default THREADS=committed
 # RECORD=1`: every stage again with ATen's portable kernels, so stage 02's start is retrained on other bits and
 # every arm after it): "held", or the verdict it changed to. A verdict that changes there describes the run, not
-# the method: it is not a result (dotted, with a *, in the forest plot).
+# the method: it is not a result (a dashed CI and a * in the forest plot).
 
 # %%
 claims = ledger.build(records)

@@ -39,7 +39,7 @@ def lines(counts, profile: str, held: dict | None = None) -> str:
         if held and paper in held:
             h = held[paper]
             rep = f" ({h['reproduced_held']} of the {h['reproduced']} reproduced)" if h["reproduced"] else ""
-            line += f" On a rerun on another float path {h['held']} of {h['compared']} verdicts held{rep}."
+            line += f" A rerun on another float path kept {h['held']} of the {h['compared']} verdicts it compared{rep}."
         out.append(line)
     return "\n".join(out)
 

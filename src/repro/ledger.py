@@ -299,8 +299,8 @@ def _panel(row) -> tuple[str, str]:
 def forest_figure(ledger: pd.DataFrame):
     """Difference with its 95% CI per claim, one panel per paper (own x scale; a metric outside [-1, 1] gets its
     own panel), coloured by verdict class; a claim without an interval is a hollow marker, without a difference
-    nothing is drawn; a black x is the paper's own difference (mean over its columns); the dashed line is 0; a dotted
-    CI and a * mark a claim whose verdict changed on the recorded rerun (column `held`, repro.rerun_record)."""
+    nothing is drawn; a black x is the paper's own difference (mean over its columns); the dashed line is 0; a
+    broken CI and a * mark a claim whose verdict changed on the recorded rerun (column `held`, repro.rerun_record)."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
@@ -315,9 +315,9 @@ def forest_figure(ledger: pd.DataFrame):
             y = len(sub) - 1 - i
             color = COLORS[verdict_class(r["verdict"])]
             d, lo, hi = _num(r["difference"]), _num(r["ci_low"]), _num(r["ci_high"])
-            if lo is not None and hi is not None:  # dotted: the verdict changed on the recorded rerun
+            if lo is not None and hi is not None:  # dashed: the verdict changed on the recorded rerun
                 ax.plot([lo, hi], [y, y], color=color, lw=2.2, solid_capstyle="butt", dash_capstyle="butt",
-                        ls=":" if _flipped(r) else "-")
+                        ls=(0, (2.5, 1.5)) if _flipped(r) else "-")
             if d is not None:
                 ax.plot([d], [y], "o", color=color, mfc=color if lo is not None else "white", ms=6)
             if _num(r["paper_difference"]) is not None:
@@ -339,7 +339,7 @@ def forest_figure(ledger: pd.DataFrame):
     if ledger["paper_difference"].notna().any():
         handles.append(Line2D([], [], color="black", marker="x", ls="", mew=1.8, label="the paper's difference"))
     if any(_flipped(r) for _, r in ledger.iterrows()):
-        handles.append(Line2D([], [], color="grey", lw=2, ls=":", label="* verdict changed on the rerun"))
+        handles.append(Line2D([], [], color="grey", lw=2, ls=(0, (2.5, 1.5)), label="* verdict changed on the rerun"))
     if handles:
         fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), fontsize=8, ncol=len(handles),
                    frameon=False)

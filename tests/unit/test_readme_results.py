@@ -22,8 +22,8 @@ def test_lines_from_counts():
     assert text[2].endswith("No claims in results/cpu/ yet.") and len(text) == 4
     held = {"umed": {"held": 8, "compared": 11, "reproduced_held": 0, "reproduced": 1, "changed": ["c"]}}
     text = rr.lines(counts, "cpu", held=held).splitlines()
-    assert text[0].endswith("(3 opposite, 7 inconclusive). On a rerun on another float path 8 of 11 verdicts held "
-                            "(0 of the 1 reproduced).")
+    assert text[0].endswith("(3 opposite, 7 inconclusive). A rerun on another float path kept 8 of the 11 verdicts "
+                            "it compared (0 of the 1 reproduced).")
     assert text[1].endswith("(2 inconclusive).")
 
 

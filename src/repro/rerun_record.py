@@ -14,7 +14,6 @@ Run as: python -m repro.verify --profile cpu --isa aten-default --threads commit
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -32,14 +31,6 @@ def _prov(record: dict | None) -> dict:
 
 def sha(record: dict | None) -> str | None:
     return (_prov(record).get("git") or {}).get("sha")
-
-
-def _num(x):
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def make(result: dict, committed: dict[str, dict | None], rerun: dict[str, dict | None], isa: str | None,
@@ -67,8 +58,8 @@ def make(result: dict, committed: dict[str, dict | None], rerun: dict[str, dict 
     rows = []
     for r in result["claims"].to_dict(orient="records"):
         rows.append({"stage": r["stage"], "paper": r["paper"], "claim": r["claim"],
-                     "committed": _num(r["committed"]), "ci_low": _num(r["ci_low"]), "ci_high": _num(r["ci_high"]),
-                     "rerun": _num(r["rerun"]), "position": r["position"],
+                     **{k: ledger._num(r[k]) for k in ("committed", "ci_low", "ci_high", "rerun")},
+                     "position": r["position"],
                      "verdict_committed": r["verdict committed"], "verdict_rerun": r["verdict rerun"],
                      "held": None if r["position"] in ONE_SIDE else not bool(r["verdict changed"])})
     judged = [r for r in rows if r["held"] is not None]

@@ -38,8 +38,12 @@ def lines(counts, profile: str, held: dict | None = None) -> str:
                 f"reproduced" + (f" ({rest})." if rest else "."))
         if held and paper in held:
             h = held[paper]
-            rep = f" ({h['reproduced_held']} of the {h['reproduced']} reproduced)" if h["reproduced"] else ""
-            line += f" A rerun on another float path kept {h['held']} of the {h['compared']} verdicts it compared{rep}."
+            kinds = ", ".join(f"{n} {k}" for k, n in h.get("kinds", {}).items())
+            notes = [f"{h['reproduced_held']} of the {h['reproduced']} reproduced" if h["reproduced"] else "",
+                     f"the {h['compared'] - h['held']} changes: {kinds}" if kinds else ""]
+            notes = "; ".join(n for n in notes if n)
+            line += (f" A rerun on another float path kept {h['held']} of the {h['compared']} verdicts it compared"
+                     + (f" ({notes})." if notes else "."))
         out.append(line)
     return "\n".join(out)
 

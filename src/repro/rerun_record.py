@@ -23,6 +23,14 @@ from repro import ledger, paths, stats
 
 PREFIX = "verify_"
 ONE_SIDE = ("new claim (not committed)", "missing in rerun")  # verify.compare_claims: nothing to compare
+# What a changed verdict does to the paper's claim, most serious first. `below_paper` and `opposite` both rule out a
+# paper-sized effect (opposite: significantly the other way), so a change between them keeps the conclusion; every
+# change still counts as one (the issue's count), the kind says which changes a reader should worry about.
+CHANGES = {"contradicted": "contradicted (reproduced on one run, a paper-sized effect ruled out on the other)",
+           "learned once": "learned on one run only (not_trained on the other)",
+           "decided once": "decided on one run only (inconclusive on the other)",
+           "conclusion kept": "kept the conclusion (below_paper <-> opposite: a paper-sized effect ruled out on both runs)"}
+RULED_OUT = {"below_paper", "opposite"}
 
 
 def _prov(record: dict | None) -> dict:
@@ -69,6 +77,22 @@ def make(result: dict, committed: dict[str, dict | None], rerun: dict[str, dict 
             "held": held, "compared": len(judged), "summary": f"verdicts held: {held} of {len(judged)}"}
 
 
+def change_kind(old, new) -> str | None:
+    """What changing verdict `old` into `new` does to the claim (a key of CHANGES), None when the class held.
+    >>> change_kind("below_paper", "opposite"), change_kind("reproduced", "inconclusive")
+    ('conclusion kept', 'decided once')"""
+    a, b = stats.verdict_class(old), stats.verdict_class(new)
+    if a == b:
+        return None
+    if "not_trained" in (a, b):
+        return "learned once"
+    if {a, b} <= RULED_OUT:
+        return "conclusion kept"
+    if "inconclusive" in (a, b) or "unknown" in (a, b):
+        return "decided once"
+    return "contradicted"  # reproduced against below_paper or opposite
+
+
 def path(profile: str, isa: str) -> Path:
     return paths.RESULTS / profile / f"{PREFIX}{isa}.json"
 
@@ -100,12 +124,14 @@ def load(results_dir: Path) -> tuple[list[dict], list[str]]:
 
 def annotate(led: pd.DataFrame, reruns: list[dict], records: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
     """The ledger with `held` (True / False: did the claim keep its verdict's class on every fresh rerun; NaN: no
-    rerun compared it) and `rerun_verdict` ("aten-default: below_paper", the verdict of each rerun that changed it).
+    rerun compared it), `rerun_verdict` ("aten-default: below_paper", the verdict of each rerun that changed it) and
+    `change` (change_kind of the most serious change, "" where none).
     A rerun is fresh for a stage when it compared the committed results of that stage's commit; the notes name the
     stale ones (which are not used for that stage)."""
     led = led.copy()
     held = pd.Series(float("nan"), index=led.index, dtype=object)
     changed = pd.Series("", index=led.index, dtype=object)
+    kind = pd.Series("", index=led.index, dtype=object)
     notes = []
     for rec in reruns:
         stale = sorted(s for s, v in (rec.get("stages") or {}).items()
@@ -124,7 +150,9 @@ def annotate(led: pd.DataFrame, reruns: list[dict], records: dict[str, dict]) ->
             held[i] = ok if isinstance(held[i], float) else (held[i] and ok)
             if not ok:
                 changed[i] = "; ".join(x for x in (changed[i], f"{rec['isa']}: {c['verdict_rerun']}") if x)
-    led["held"], led["rerun_verdict"] = held, changed
+                k = change_kind(row["verdict"], c["verdict_rerun"]) or "decided once"
+                kind[i] = min((x for x in (kind[i], k) if x), key=list(CHANGES).index)
+    led["held"], led["rerun_verdict"], led["change"] = held, changed, kind
     return led, notes
 
 
@@ -142,6 +170,11 @@ def summary_line(led: pd.DataFrame, reruns: list[dict]) -> str:
     line = (f"On the rerun ({names}): {int(known['held'].sum())} of {len(known)} verdicts held "
             f"({int(claims['held'].sum())} of {len(claims)} claims)")
     flipped = known[~known["held"].astype(bool)]
+    if len(flipped) and "change" in flipped:
+        n = flipped["change"].value_counts()
+        line += "; the changes: " + ", ".join(
+            [f"{int(n[k])} {CHANGES[k]}" if k in n else "none contradicted" for k in CHANGES
+             if k in n or k == "contradicted"])
     if len(flipped):
         line += "; changed, so not results: " + "; ".join(
             f"{r['stage'][:2]} {r['paper']} {r['claim']!r} ({r['verdict']} -> {r['rerun_verdict']})"
@@ -150,8 +183,9 @@ def summary_line(led: pd.DataFrame, reruns: list[dict]) -> str:
 
 
 def held_by_paper(led: pd.DataFrame) -> dict[str, dict]:
-    """{paper: {"held", "compared", "reproduced_held", "reproduced", "changed": ["claim (v -> w)", ...]}} over the
-    rows of kind "claim" that a recorded rerun compared ("reproduced": those reproduced here); {} when none."""
+    """{paper: {"held", "compared", "reproduced_held", "reproduced", "changed": ["claim (v -> w; change kind)", ...], "kinds":
+    {change kind: count}}} over the rows of kind "claim" that a recorded rerun compared ("reproduced": those
+    reproduced here); {} when none."""
     if "held" not in led:
         return {}
     out = {}
@@ -160,14 +194,16 @@ def held_by_paper(led: pd.DataFrame) -> dict[str, dict]:
         if h is None:
             continue
         d = out.setdefault(r["paper"], {"held": 0, "compared": 0, "reproduced_held": 0, "reproduced": 0,
-                                        "changed": []})
+                                        "changed": [], "kinds": {}})
         rep = stats.verdict_class(r["verdict"]) == "reproduced"
         d["held"] += h
         d["compared"] += 1
         d["reproduced"] += rep
         d["reproduced_held"] += rep and h
         if not h:
-            d["changed"].append(f"{r['claim']} ({r['verdict']} -> {r['rerun_verdict']})")
+            k = r.get("change") or "decided once"
+            d["changed"].append(f"{r['claim']} ({r['verdict']} -> {r['rerun_verdict']}; {k})")
+            d["kinds"][k] = d["kinds"].get(k, 0) + 1
     return out
 
 

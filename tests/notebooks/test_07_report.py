@@ -123,9 +123,10 @@ def test_07_report_smoke(tmp_path):
     assert "c0ffeec0ffee" in (fig / "07_report_provenance.md").read_text()
 
     # the recorded rerun: a column of the ledger, a line of the summary and of the UMed page, 07's metrics
-    assert "| on the rerun |" in md and "| -> aten-default: inconclusive |" in md and "| held |" in md
+    assert "| on the rerun |" in md and "| -> aten-default: inconclusive (decided once) |" in md and "| held |" in md
     assert result["metrics"]["rerun"]["summary"] == (
-        "On the rerun (aten-default): 1 of 2 verdicts held (1 of 2 claims); changed, so not results: 04 umed 'AAR "
+        "On the rerun (aten-default): 1 of 2 verdicts held (1 of 2 claims); the changes: none contradicted, 1 decided "
+        "on one run only (inconclusive on the other); changed, so not results: 04 umed 'AAR "
         "beats SFT on MAU accuracy' (reproduced -> aten-default: inconclusive)")
     assert "- **On the rerun** (another float path, every stage again): 0 of 1 verdicts held" in umed
 

@@ -24,6 +24,10 @@ def test_lines_from_counts():
     text = rr.lines(counts, "cpu", held=held).splitlines()
     assert text[0].endswith("(3 opposite, 7 inconclusive). A rerun on another float path kept 8 of the 11 verdicts "
                             "it compared (0 of the 1 reproduced).")
+    held["umed"]["kinds"] = {"conclusion kept": 2, "contradicted": 1}
+    assert rr.lines(counts, "cpu", held=held).splitlines()[0].endswith(
+        "kept 8 of the 11 verdicts it compared (0 of the 1 reproduced; the 3 changes: 2 conclusion kept, 1 "
+        "contradicted).")
     assert text[1].endswith("(2 inconclusive).")
 
 

@@ -87,11 +87,12 @@ def test_the_ledger_marks_held_and_changed_verdicts_and_ignores_stale_records():
     assert len(notes) == 1 and "compares other committed results of 05_ablations" in notes[0]
 
     shown = ledger.display_frame(led).set_index("claim")
-    assert shown.loc["AAR beats SFT", "on the rerun"] == "-> aten-default: below_paper"
+    assert shown.loc["AAR beats SFT", "on the rerun"] == "-> aten-default: below_paper (contradicted)"
     assert shown.loc["GRPO beats SFT", "on the rerun"] == "held" and shown.loc["w/o VRR", "on the rerun"] == "—"
     assert list(shown.columns).index("on the rerun") == list(shown.columns).index("verdict") + 1
     line = rerun_record.summary_line(led, [got])
-    assert line == ("On the rerun (aten-default): 2 of 3 verdicts held (1 of 2 claims); changed, so not results: "
+    assert line == ("On the rerun (aten-default): 2 of 3 verdicts held (1 of 2 claims); the changes: 1 contradicted "
+                    "(reproduced on one run, a paper-sized effect ruled out on the other); changed, so not results: "
                     "04 umed 'AAR beats SFT' (reproduced -> aten-default: below_paper)")
     fig = ledger.forest_figure(led)
     labels = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
@@ -100,20 +101,44 @@ def test_the_ledger_marks_held_and_changed_verdicts_and_ignores_stale_records():
 
     assert rerun_record.held_by_paper(led) == {
         "umed": {"held": 0, "compared": 1, "reproduced_held": 0, "reproduced": 1,
-                 "changed": ["AAR beats SFT (reproduced -> aten-default: below_paper)"]},
-        "zhu": {"held": 1, "compared": 1, "reproduced_held": 0, "reproduced": 0, "changed": []}}
+                 "changed": ["AAR beats SFT (reproduced -> aten-default: below_paper; contradicted)"], "kinds": {"contradicted": 1}},
+        "zhu": {"held": 1, "compared": 1, "reproduced_held": 0, "reproduced": 0, "changed": [], "kinds": {}}}
     assert rerun_record.against_forecast(led).startswith(
         "the rerun changed 1 of the 2 claim verdicts it compared that the forecast predicts; the forecast expected")
     from repro import report_book
 
     page = report_book.reproducibility_summary("umed", led)
     assert ("- **On the rerun** (another float path, every stage again): 0 of 1 verdicts held; changed, so not "
-            "results: *AAR beats SFT (reproduced -> aten-default: below_paper)*.") in page
+            "results: *AAR beats SFT (reproduced -> aten-default: below_paper; contradicted)*.") in page
 
     # a record that saw another committed verdict for a claim does not speak for it
     moved = {**committed, "04_rl": rec([{**A, "verdict": "opposite"}, B, C])}
     led2, _ = rerun_record.annotate(ledger.build(moved), [got], moved)
     assert ledger.held_flag(led2.set_index("claim").loc["AAR beats SFT", "held"]) is None
+
+
+@pytest.mark.parametrize("old, new, kind", [
+    ("below_paper", "opposite", "conclusion kept"), ("opposite", "below_paper", "conclusion kept"),  # a paper-sized effect ruled out twice
+    ("reproduced", "opposite", "contradicted"), ("below_paper", "reproduced", "contradicted"),
+    ("reproduced", "inconclusive", "decided once"), ("inconclusive", "opposite", "decided once"),
+    ("reproduced", "not_trained", "learned once"), ("not trained", "inconclusive (CI contains 0)", "learned once"),
+    ("below_paper", "below paper", None), ("inconclusive (CI contains 0)", "inconclusive", None)])
+def test_change_kind_says_what_a_changed_verdict_does_to_the_claim(old, new, kind):
+    assert rerun_record.change_kind(old, new) == kind
+
+
+def test_the_most_serious_change_of_several_reruns_is_kept():
+    led = ledger.build({"04_rl": rec([{**A, "verdict": "below_paper"}])})
+    one = {"isa": "aten-default", "stages": {"04_rl": {"committed_sha": "aaa"}},
+           "claims": [{"stage": "04_rl", "paper": "umed", "claim": "AAR beats SFT", "verdict_committed": "below_paper",
+                       "verdict_rerun": "opposite", "held": False}]}
+    two = {**one, "isa": "avx512", "claims": [{**one["claims"][0], "verdict_rerun": "reproduced"}]}
+    got, _ = rerun_record.annotate(led, [one, two], {"04_rl": rec([{**A, "verdict": "below_paper"}])})
+    assert got["change"].tolist() == ["contradicted"]
+    assert got["rerun_verdict"].tolist() == ["aten-default: opposite; avx512: reproduced"]
+    kept, _ = rerun_record.annotate(led, [one], {"04_rl": rec([{**A, "verdict": "below_paper"}])})
+    assert "; the changes: none contradicted, 1 kept the conclusion (below_paper <-> opposite" in \
+        rerun_record.summary_line(kept, [one])
 
 
 def test_no_record_leaves_the_ledger_as_it_was():

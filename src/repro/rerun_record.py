@@ -29,7 +29,8 @@ ONE_SIDE = ("new claim (not committed)", "missing in rerun")  # verify.compare_c
 CHANGES = {"contradicted": "contradicted (reproduced on one run, a paper-sized effect ruled out on the other)",
            "learned once": "learned on one run only (not_trained on the other)",
            "decided once": "decided on one run only (inconclusive on the other)",
-           "conclusion kept": "kept the conclusion (below_paper <-> opposite: a paper-sized effect ruled out on both runs)"}
+           "conclusion kept": "kept the conclusion (below_paper <-> opposite: a paper-sized effect ruled out on "
+                              "both runs)"}
 RULED_OUT = {"below_paper", "opposite"}
 
 
@@ -183,8 +184,8 @@ def summary_line(led: pd.DataFrame, reruns: list[dict]) -> str:
 
 
 def held_by_paper(led: pd.DataFrame) -> dict[str, dict]:
-    """{paper: {"held", "compared", "reproduced_held", "reproduced", "changed": ["claim (v -> w; change kind)", ...], "kinds":
-    {change kind: count}}} over the rows of kind "claim" that a recorded rerun compared ("reproduced": those
+    """{paper: {"held", "compared", "reproduced_held", "reproduced", "changed": ["claim (v -> w; change kind)", ...],
+    "kinds": {change kind: count}}} over the rows of kind "claim" that a recorded rerun compared ("reproduced": those
     reproduced here); {} when none."""
     if "held" not in led:
         return {}

@@ -101,7 +101,8 @@ def test_the_ledger_marks_held_and_changed_verdicts_and_ignores_stale_records():
 
     assert rerun_record.held_by_paper(led) == {
         "umed": {"held": 0, "compared": 1, "reproduced_held": 0, "reproduced": 1,
-                 "changed": ["AAR beats SFT (reproduced -> aten-default: below_paper; contradicted)"], "kinds": {"contradicted": 1}},
+                 "changed": ["AAR beats SFT (reproduced -> aten-default: below_paper; contradicted)"],
+                 "kinds": {"contradicted": 1}},
         "zhu": {"held": 1, "compared": 1, "reproduced_held": 0, "reproduced": 0, "changed": [], "kinds": {}}}
     assert rerun_record.against_forecast(led).startswith(
         "the rerun changed 1 of the 2 claim verdicts it compared that the forecast predicts; the forecast expected")
@@ -118,7 +119,8 @@ def test_the_ledger_marks_held_and_changed_verdicts_and_ignores_stale_records():
 
 
 @pytest.mark.parametrize("old, new, kind", [
-    ("below_paper", "opposite", "conclusion kept"), ("opposite", "below_paper", "conclusion kept"),  # a paper-sized effect ruled out twice
+    # below_paper and opposite both rule out a paper-sized effect
+    ("below_paper", "opposite", "conclusion kept"), ("opposite", "below_paper", "conclusion kept"),
     ("reproduced", "opposite", "contradicted"), ("below_paper", "reproduced", "contradicted"),
     ("reproduced", "inconclusive", "decided once"), ("inconclusive", "opposite", "decided once"),
     ("reproduced", "not_trained", "learned once"), ("not trained", "inconclusive (CI contains 0)", "learned once"),

@@ -15,7 +15,8 @@ Only 04: its results keep every arm's records and per-row scores (results/<profi
 claims are one list (repro.papers.claims.CLAIMS); 05 keeps no scores file and 06 builds its claims per study.
 
 Run as: python tools/pool_runs.py RUN_ROOT [RUN_ROOT ...]   (each a checkout holding results/<profile>/04_rl*)
-Prints each run's verdict beside the pooled one; --out FILE writes the pooled ledger as CSV.
+Prints each run's verdict beside the pooled one; --out FILE.json writes the table, the learned rules and each run's
+commit and kernels (committed: results/cpu/pooled_04_aten-default.json, the committed run and its aten-default rerun).
 """
 
 from __future__ import annotations
@@ -102,7 +103,15 @@ def main(argv: list[str]) -> int:
         print(f"  {p:8s} {m:40s} {r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] "
               f"{'learned' if r['learned'] else 'NOT learned'}")
     if args.out:
-        table.to_csv(args.out, index=False)
+        runs = [{"root": str(r), "sha": (rec["provenance"].get("git") or {}).get("sha"),
+                 "cpu_capability": (rec["provenance"].get("hardware") or {}).get("cpu_capability")}
+                for r, (rec, _) in zip(args.roots, loaded)]
+        out = {"command": "python tools/pool_runs.py " + " ".join(argv), "stage": STAGE, "runs": runs,
+               "seed_offset": OFFSET, "claims": json.loads(table.to_json(orient="records")),
+               "learned": [{"paper": p, "method": m, **{k: r[k] for k in ("difference", "ci_low", "ci_high",
+                                                                          "learned")}} for (p, m), r in rules.items()]}
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -57,3 +57,27 @@ def test_load_run_names_what_it_cannot_read(tmp_path):
         fh.write("paper,method,seed,item,cluster,metric,score\n")
     with pytest.raises(SystemExit, match="no metrics.runs"):
         pr.load_run(tmp_path, "04_rl", "cpu")
+
+
+def write_run(root, start_score: int, sha: str) -> None:
+    d = root / "results" / "cpu"
+    d.mkdir(parents=True)
+    r = run(start_score, 1)["zhu"]
+    rec = {"metrics": {"runs": {"zhu": r["records"]}, "claims": [{"paper": "zhu", "claim": CLAIM.claim,
+                                                                  "verdict": f"verdict {sha}"}]},
+           "provenance": {"git": {"sha": sha}, "hardware": {"cpu_capability": "AVX2"}}}
+    (d / "04_rl.json").write_text(json.dumps(rec))
+    with gzip.open(d / "04_rl_scores.csv.gz", "wt") as fh:
+        r["rows"].to_csv(fh, index=False)
+
+
+def test_main_writes_the_pooled_table_with_each_runs_commit(tmp_path, capsys):
+    write_run(tmp_path / "a", 0, "aaa")
+    write_run(tmp_path / "b", 1, "bbb")
+    out = tmp_path / "pooled.json"
+    assert pr.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert [r["sha"] for r in got["runs"]] == ["aaa", "bbb"]
+    row = next(c for c in got["claims"] if c["claim"] == CLAIM.claim)
+    assert row["difference"] == pytest.approx(0.5) and (row["run 0"], row["run 1"]) == ("verdict aaa", "verdict bbb")
+    assert CLAIM.claim in capsys.readouterr().out

@@ -45,6 +45,10 @@ def load_run(root: Path, stage: str, profile: str) -> tuple[dict, dict]:
         raise SystemExit(f"pool_runs: {root}: cannot read {stage}'s results ({e})") from None
     runs = {}
     for paper, records in (rec.get("metrics") or {}).get("runs", {}).items():
+        gone = [r["probe_file"] for r in records if r.get("probe_file") and not Path(r["probe_file"]).exists()]
+        if gone:  # the learned rule reads every seed's probe table: only where that run's arms were trained
+            raise SystemExit(f"pool_runs: {f}: {paper}'s probe table {gone[0]} is not on this machine (the learned "
+                             "rule needs each seed's table; pool on the machine that ran it)")
         runs[paper] = {"records": records, "rows": rows[rows["paper"] == paper].reset_index(drop=True)}
     if not runs:
         raise SystemExit(f"pool_runs: {f}: no metrics.runs (not a stage with arms)")

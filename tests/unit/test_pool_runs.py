@@ -57,6 +57,10 @@ def test_load_run_names_what_it_cannot_read(tmp_path):
         fh.write("paper,method,seed,item,cluster,metric,score\n")
     with pytest.raises(SystemExit, match="no metrics.runs"):
         pr.load_run(tmp_path, "04_rl", "cpu")
+    gone = {"paper": "zhu", "method": "SFT+grpo", "seed": 0, "probe_file": str(tmp_path / "nowhere" / "probe.csv")}
+    (d / "04_rl.json").write_text(json.dumps({"metrics": {"runs": {"zhu": [gone]}}}))
+    with pytest.raises(SystemExit, match=r"zhu's probe table .*nowhere/probe.csv is not on this machine"):
+        pr.load_run(tmp_path, "04_rl", "cpu")
 
 
 def write_run(root, start_score: int, sha: str) -> None:

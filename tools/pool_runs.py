@@ -22,7 +22,6 @@ commit and kernels (committed: results/cpu/pooled_04_aten-default.json, the comm
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
@@ -38,9 +37,8 @@ def load_run(root: Path, stage: str, profile: str) -> tuple[dict, dict]:
     f = root / "results" / profile / f"{stage}.json"
     try:
         rec = json.loads(f.read_text())
-        scores = root / "results" / profile / f"{stage}_scores.csv.gz"
-        with gzip.open(scores, "rt") as fh:
-            rows = pd.read_csv(fh, dtype={"item": str, "cluster": str, "variant": str})
+        rows = pd.read_csv(root / "results" / profile / f"{stage}_scores.csv.gz",  # gzip by its suffix
+                           dtype={"item": str, "cluster": str, "variant": str})
     except (OSError, json.JSONDecodeError) as e:
         raise SystemExit(f"pool_runs: {root}: cannot read {stage}'s results ({e})") from None
     runs = {}

@@ -227,9 +227,8 @@ def display_frame(ledger: pd.DataFrame) -> pd.DataFrame:
     })
     if _has_rerun(ledger):  # repro.rerun_record: the verdict of the recorded rerun (verify --record)
         out.insert(out.columns.get_loc("verdict") + 1, "on the rerun",
-                   [{True: "held", False: f"-> {v}" + (f" ({k})" if k else ""), None: DASH}[held_flag(h)]
-                    for h, v, k in zip(ledger["held"], ledger["rerun_verdict"],
-                                       ledger.get("change", pd.Series("", index=ledger.index)).fillna(""))])
+                   [{True: "held", False: f"-> {v} ({k})", None: DASH}[held_flag(h)]
+                    for h, v, k in zip(ledger["held"], ledger["rerun_verdict"], ledger["change"])])
     if "agreement" in ledger:  # repro.replication: how likely a rerun keeps the verdict
         out["a rerun agrees"] = [_fmt(a, ".2f") for a in ledger["agreement"]]
         out["stable at"] = [_scale_text(f) for f in ledger["stable_at"]]

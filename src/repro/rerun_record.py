@@ -151,7 +151,7 @@ def annotate(led: pd.DataFrame, reruns: list[dict], records: dict[str, dict]) ->
             held[i] = ok if isinstance(held[i], float) else (held[i] and ok)
             if not ok:
                 changed[i] = "; ".join(x for x in (changed[i], f"{rec['isa']}: {c['verdict_rerun']}") if x)
-                k = change_kind(row["verdict"], c["verdict_rerun"]) or "decided once"
+                k = change_kind(row["verdict"], c["verdict_rerun"])  # held is by class: never None here
                 kind[i] = min((x for x in (kind[i], k) if x), key=list(CHANGES).index)
     led["held"], led["rerun_verdict"], led["change"] = held, changed, kind
     return led, notes
@@ -173,9 +173,8 @@ def summary_line(led: pd.DataFrame, reruns: list[dict]) -> str:
     flipped = known[~known["held"].astype(bool)]
     if len(flipped) and "change" in flipped:
         n = flipped["change"].value_counts()
-        line += "; the changes: " + ", ".join(
-            [f"{int(n[k])} {CHANGES[k]}" if k in n else "none contradicted" for k in CHANGES
-             if k in n or k == "contradicted"])
+        parts = [f"{int(n[k])} {CHANGES[k]}" for k in CHANGES if k in n]
+        line += "; the changes: " + ", ".join(parts if "contradicted" in n else ["none contradicted", *parts])
     if len(flipped):
         line += "; changed, so not results: " + "; ".join(
             f"{r['stage'][:2]} {r['paper']} {r['claim']!r} ({r['verdict']} -> {r['rerun_verdict']})"
@@ -202,9 +201,8 @@ def held_by_paper(led: pd.DataFrame) -> dict[str, dict]:
         d["reproduced"] += rep
         d["reproduced_held"] += rep and h
         if not h:
-            k = r.get("change") or "decided once"
-            d["changed"].append(f"{r['claim']} ({r['verdict']} -> {r['rerun_verdict']}; {k})")
-            d["kinds"][k] = d["kinds"].get(k, 0) + 1
+            d["changed"].append(f"{r['claim']} ({r['verdict']} -> {r['rerun_verdict']}; {r['change']})")
+            d["kinds"][r["change"]] = d["kinds"].get(r["change"], 0) + 1
     return out
 
 
